@@ -1,0 +1,120 @@
+//! `testrail-sim`: run the TestRail simulator as its own process.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use clap::Parser;
+use testrail_sim::{Edition, SeedConfig, Settings, Sim, SimServer, Version};
+
+/// A simulated TestRail instance (API v2: users, roles, groups, projects).
+///
+/// The first line on stdout is the base URL (`http://127.0.0.1:PORT`).
+#[derive(Debug, Parser)]
+#[command(name = "testrail-sim", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8095")]
+    listen: SocketAddr,
+    /// Email of the seeded administrator.
+    #[arg(long, default_value = "admin@example.com")]
+    admin_email: String,
+    /// API key of the seeded administrator.
+    #[arg(
+        long,
+        default_value = "sim-admin-key",
+        env = "TESTRAIL_SIM_ADMIN_KEY",
+        hide_env_values = true
+    )]
+    admin_key: String,
+    /// Seeded users, not counting the administrator.
+    #[arg(long, default_value_t = 25)]
+    users: u32,
+    /// Seeded groups.
+    #[arg(long, default_value_t = 4)]
+    groups: u32,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// professional or enterprise.
+    #[arg(long, default_value = "professional")]
+    edition: Edition,
+    /// The TestRail version to behave as (gates methods and fields).
+    #[arg(long, default_value_t = Version::LATEST)]
+    testrail_version: Version,
+    /// Requests per minute for the whole instance (0: off).
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u32,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let seed = SeedConfig {
+        users: args.users,
+        groups: args.groups,
+        seed: args.seed,
+        admin_email: args.admin_email,
+        admin_key: args.admin_key,
+        ..SeedConfig::default()
+    };
+    let settings = Settings {
+        edition: args.edition,
+        testrail_version: args.testrail_version,
+        rate_limit_per_minute: (args.rate_limit > 0).then_some(args.rate_limit),
+        ..Settings::default()
+    };
+    let sim = Sim::new(seed, settings);
+    let server = match SimServer::start(args.listen, sim).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("testrail-sim: cannot listen on {}: {e}", args.listen);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", server.base_url());
+    let _ = out.flush();
+    drop(out);
+    eprintln!(
+        "testrail-sim: TestRail {} {:?} with {} users and {} groups; control API at {}/__sim/",
+        args.testrail_version,
+        args.edition,
+        args.users + 1,
+        args.groups,
+        server.base_url()
+    );
+    tokio::select! {
+        _ = server.wait() => {}
+        _ = shutdown_signal() => {}
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

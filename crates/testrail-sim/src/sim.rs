@@ -1,0 +1,131 @@
+//! The simulator handle: state, settings, faults and counters behind one lock.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::{Clock, SystemClock};
+use crate::model::{Faults, Settings, Stats};
+use crate::seed::{SeedConfig, generate};
+use crate::state::Instance;
+
+/// Everything that changes while the simulator runs.
+#[derive(Debug)]
+pub(crate) struct SimState {
+    pub inst: Instance,
+    pub settings: Settings,
+    pub faults: Faults,
+    pub fault_rng: ChaCha8Rng,
+    /// TestRail requests seen since the faults were last set (for `fail_after_requests`).
+    pub fault_seen: u64,
+    pub stats: Stats,
+    /// The current rate-limit window (minute since the epoch) and the requests admitted in it.
+    pub window: (u64, u32),
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<SimState>,
+    clock: Arc<dyn Clock>,
+    seed: SeedConfig,
+    initial_settings: Settings,
+    seeded: Instance,
+}
+
+/// A simulated TestRail instance. Cheap to clone; clones share the same state.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    inner: Arc<Inner>,
+}
+
+impl Sim {
+    /// A simulator seeded from `seed`, with `settings` as its starting (and reset) settings.
+    pub fn new(seed: SeedConfig, settings: Settings) -> Self {
+        Self::with_clock(seed, settings, Arc::new(SystemClock))
+    }
+
+    /// Like [`Sim::new`] with a replaceable clock for the rate-limit window.
+    pub fn with_clock(seed: SeedConfig, settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        let seeded = generate(&seed);
+        let state = SimState {
+            inst: seeded.clone(),
+            settings: settings.clone(),
+            faults: Faults::default(),
+            fault_rng: ChaCha8Rng::seed_from_u64(0),
+            fault_seen: 0,
+            stats: Stats::default(),
+            window: (0, 0),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                clock,
+                seed,
+                initial_settings: settings,
+                seeded,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    pub fn seed_config(&self) -> &SeedConfig {
+        &self.inner.seed
+    }
+
+    /// Back to the seeded state; settings, faults and stats cleared.
+    pub fn reset(&self) {
+        let mut st = self.lock();
+        st.inst = self.inner.seeded.clone();
+        st.settings = self.inner.initial_settings.clone();
+        st.faults = Faults::default();
+        st.fault_rng = ChaCha8Rng::seed_from_u64(0);
+        st.fault_seen = 0;
+        st.stats = Stats::default();
+        st.window = (0, 0);
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone()
+    }
+
+    pub fn set_settings(&self, settings: Settings) {
+        self.lock().settings = settings;
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Replaces the faults; the fault dice restart from `faults.seed`.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut st = self.lock();
+        st.fault_rng = ChaCha8Rng::seed_from_u64(faults.seed);
+        st.fault_seen = 0;
+        st.faults = faults;
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// A copy of the instance's data, for tests that compare against it.
+    pub fn snapshot(&self) -> Instance {
+        self.lock().inst.clone()
+    }
+
+    /// Runs `f` with mutable access to the instance (for test set-up from Rust).
+    pub fn with_instance<R>(&self, f: impl FnOnce(&mut Instance) -> R) -> R {
+        f(&mut self.lock().inst)
+    }
+}
