@@ -1,1 +1,32 @@
+//! `testrail-client`: a typed async client for the TestRail API v2 (users, roles, groups,
+//! projects). It knows nothing about any application built on it.
+//!
+//! - Base URL from a Cloud subdomain or a TestRail Server URL ([`BaseUrl`]); requests are built
+//!   by hand because TestRail's routes live in the query string (`index.php?/api/v2/...&k=v`).
+//! - Lists walk by offset in pages of 250 and accept both the paged envelope and the legacy
+//!   bare array ([`Pager`]).
+//! - Retries: 429 honours `Retry-After`; 409, 5xx, timeouts and connection errors back off
+//!   exponentially with jitter; 400/401/403/404 never retry; a lost `add_user` answer is
+//!   checked with `get_user_by_email` before the request is sent again. An optional request
+//!   budget keeps a long walk below the instance's rate limit. Every wait goes through a
+//!   replaceable [`Clock`].
+//! - One [`Error`] with an [`ErrorKind`] and TestRail's own message. The [`ApiKey`] never
+//!   appears in `Debug`, logs or errors.
 
+mod base_url;
+mod client;
+pub mod clock;
+mod error;
+pub mod models;
+mod pager;
+mod retry;
+mod secret;
+
+pub use base_url::{BaseUrl, BaseUrlError};
+pub use client::{Client, ClientBuilder, encode_query_value};
+pub use clock::{Clock, TokioClock};
+pub use error::{Error, ErrorKind};
+pub use models::{Group, GroupUpdate, NewGroup, NewUser, Project, Role, User, UserUpdate};
+pub use pager::{PAGE_SIZE, Pager};
+pub use retry::{Event, EventHook, RetryPolicy};
+pub use secret::ApiKey;

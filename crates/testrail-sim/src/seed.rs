@@ -233,7 +233,8 @@ pub fn generate(cfg: &SeedConfig) -> Instance {
                 email = format!("{local}{k}@{}", cfg.email_domain);
                 k += 1;
             }
-            let active = !rng.random_bool(1.0 / 12.0);
+            // Every eleventh person has left (plus a random few), so even small seeds have some.
+            let active = i % 11 != 3 && !rng.random_bool(0.02);
             (format!("{first} {last}"), email, active)
         };
         used_emails.insert(email.to_lowercase());

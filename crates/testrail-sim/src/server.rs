@@ -94,15 +94,19 @@ async fn testrail(State(sim): State<Sim>, req: Request) -> Response {
                 Delivery::Truncate => {
                     let len = bytes.len();
                     let half = bytes.slice(..len / 2);
-                    let chunks: Vec<Result<Bytes, io::Error>> = vec![
-                        Ok(half),
-                        Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            "truncated",
-                        )),
-                    ];
-                    let mut resp =
-                        Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+                    // Headers and half the body go out, then the connection is cut.
+                    let chunks = futures_util::stream::unfold(Some(half), |state| async move {
+                        match state {
+                            Some(half) => Some((Ok::<Bytes, io::Error>(half), None)),
+                            None => {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                let cut =
+                                    io::Error::new(io::ErrorKind::ConnectionAborted, "truncated");
+                                Some((Err(cut), None))
+                            }
+                        }
+                    });
+                    let mut resp = Response::new(Body::from_stream(chunks));
                     resp.headers_mut().insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),

@@ -1,0 +1,258 @@
+//! TestRail's users, roles, groups and projects as the API returns them. Every field beyond
+//! `id` is optional, because editions and versions differ; fields this client does not know are
+//! kept in `extra`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// An id TestRail sends as a number (or, in very old versions, a numeric string).
+fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid id {n}"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid id {s:?}"))),
+        Some(other) => Err(serde::de::Error::custom(format!("invalid id {other}"))),
+    }
+}
+
+/// A boolean TestRail may send as `true`/`false` or `1`/`0`.
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+        Some(other) => Err(serde::de::Error::custom(format!("invalid boolean {other}"))),
+    }
+}
+
+/// A TestRail user (`get_user` format).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_active: Option<bool>,
+    /// Global role (6.4+).
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub role_id: Option<u64>,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// 7.3+.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub email_notifications: Option<bool>,
+    /// 7.3+.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_admin: Option<bool>,
+    /// 7.3+.
+    #[serde(default)]
+    pub group_ids: Option<Vec<u64>>,
+    /// 7.3+.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub mfa_required: Option<bool>,
+    /// Enterprise only.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub sso_enabled: Option<bool>,
+    /// Enterprise only.
+    #[serde(default)]
+    pub assigned_projects: Option<Vec<u64>>,
+    /// Fields this client does not know, as TestRail sent them.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A role (`get_roles`, 7.3+).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_default: Option<bool>,
+    /// Enterprise only.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_project_admin: Option<bool>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A user group (7.5+).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub user_ids: Vec<u64>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A project (only what user access needs; the rest stays in `extra`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_completed: Option<bool>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// Items that carry TestRail's numeric id.
+pub trait HasId {
+    fn id(&self) -> u64;
+}
+
+macro_rules! has_id {
+    ($($t:ty),*) => { $(impl HasId for $t { fn id(&self) -> u64 { self.id } })* };
+}
+has_id!(User, Role, Group, Project);
+
+/// The body of `add_user`. `is_active` is always sent, because TestRail's default for it is
+/// documented as false.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewUser {
+    pub name: String,
+    pub email: String,
+    pub is_active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_ids: Option<Vec<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_admin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_notifications: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_required: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sso_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_projects: Option<Vec<u64>>,
+}
+
+impl NewUser {
+    /// An active user with TestRail's defaults for everything else.
+    pub fn new(name: impl Into<String>, email: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            email: email.into(),
+            is_active: true,
+            role_id: None,
+            group_ids: None,
+            is_admin: None,
+            email_notifications: None,
+            mfa_required: None,
+            sso_enabled: None,
+            assigned_projects: None,
+        }
+    }
+}
+
+/// The body of `update_user`: only the fields set are sent (a partial update).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UserUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<u64>,
+    /// Replaces the user's whole set of groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_ids: Option<Vec<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_admin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_notifications: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_required: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sso_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_projects: Option<Vec<u64>>,
+}
+
+/// The body of `add_group`. `user_ids` is always sent (possibly empty).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewGroup {
+    pub name: String,
+    pub user_ids: Vec<u64>,
+}
+
+/// The body of `update_group`. `user_ids`, when set, replaces the whole membership.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GroupUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_ids: Option<Vec<u64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_of_every_shape_decode() {
+        let pro: User = serde_json::from_str(
+            r#"{"id":1,"email":"a@b.io","email_notifications":true,"is_active":true,"is_admin":false,
+                "name":"A","role_id":3,"role":"Tester","group_ids":[1,2],"mfa_required":false}"#,
+        )
+        .expect("professional");
+        assert_eq!(pro.group_ids, Some(vec![1, 2]));
+        assert_eq!(pro.sso_enabled, None);
+        assert!(pro.extra.is_empty());
+        let old: User = serde_json::from_str(
+            r#"{"id":2,"name":"B","email":"b@b.io","is_active":1,"role_id":"3"}"#,
+        )
+        .expect("old");
+        assert_eq!(old.is_active, Some(true));
+        assert_eq!(old.role_id, Some(3));
+        assert_eq!(old.is_admin, None);
+        let ent: User = serde_json::from_str(
+            r#"{"id":3,"sso_enabled":true,"assigned_projects":[1],"custom_x":"y"}"#,
+        )
+        .expect("enterprise");
+        assert_eq!(ent.assigned_projects, Some(vec![1]));
+        assert_eq!(ent.extra.get("custom_x"), Some(&Value::from("y")));
+        assert!(serde_json::from_str::<User>(r#"{"name":"no id"}"#).is_err());
+    }
+
+    #[test]
+    fn write_bodies_send_only_what_is_set() {
+        let body = serde_json::to_value(UserUpdate {
+            is_active: Some(false),
+            ..UserUpdate::default()
+        })
+        .expect("json");
+        assert_eq!(body, serde_json::json!({"is_active": false}));
+        let body = serde_json::to_value(NewUser::new("A", "a@b.io")).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"name":"A","email":"a@b.io","is_active":true})
+        );
+        let body = serde_json::to_value(NewGroup {
+            name: "QA".into(),
+            user_ids: vec![],
+        })
+        .expect("json");
+        assert_eq!(body, serde_json::json!({"name":"QA","user_ids":[]}));
+    }
+}
