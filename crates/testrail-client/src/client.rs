@@ -47,6 +47,9 @@ pub(crate) enum On400 {
     Validation,
     /// The id or email in the request does not exist.
     NotFound,
+    /// Not found, and a 404 too (`get_user_by_email` documents "400/404 invalid or unknown
+    /// email"; the method itself exists on every version).
+    NotFoundOr404,
     /// Not found when TestRail names the path's own field (`Field :user ...`), else validation.
     NotFoundIfField(&'static str),
 }
@@ -321,7 +324,7 @@ impl Client {
         let kind = match status {
             400 => match on400 {
                 On400::Validation => ErrorKind::Validation,
-                On400::NotFound => ErrorKind::NotFound,
+                On400::NotFound | On400::NotFoundOr404 => ErrorKind::NotFound,
                 On400::NotFoundIfField(field) => {
                     if message
                         .as_deref()
@@ -341,6 +344,7 @@ impl Client {
                 ErrorKind::ApiDisabled
             }
             403 => ErrorKind::NotAdministrator,
+            404 if on400 == On400::NotFoundOr404 => ErrorKind::NotFound,
             404 => ErrorKind::Unsupported,
             409 => ErrorKind::Maintenance,
             429 => ErrorKind::RateLimited,
@@ -482,7 +486,7 @@ impl Client {
             "get_user_by_email&email={}",
             encode_query_value(email.trim())
         );
-        self.get_json("get_user_by_email", &route, On400::NotFound)
+        self.get_json("get_user_by_email", &route, On400::NotFoundOr404)
             .await
     }
 

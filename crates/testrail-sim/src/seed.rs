@@ -276,7 +276,7 @@ pub fn generate(cfg: &SeedConfig) -> Instance {
 
     // Projects with explicit access for some people, a few with a project-level role.
     let project_count = (n / 40).clamp(1, PROJECTS.len());
-    for p in 0..project_count {
+    for name in PROJECTS.iter().take(project_count) {
         let mut access = Vec::new();
         for &user_id in &people {
             if rng.random_bool(0.3) {
@@ -286,7 +286,7 @@ pub fn generate(cfg: &SeedConfig) -> Instance {
         }
         inst.insert_project(Project {
             id: 0,
-            name: PROJECTS[p].to_string(),
+            name: (*name).to_string(),
             announcement: None,
             is_completed: false,
             suite_mode: 1,

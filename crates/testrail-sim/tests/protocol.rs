@@ -1,6 +1,8 @@
 //! The simulator's protocol checked directly over HTTP with raw requests (not through our
 //! client), so a misunderstanding shared by the client and the simulator cannot pass.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
