@@ -41,7 +41,15 @@ impl Instance {
 
     /// Finds a user by email, ignoring case.
     pub fn user_by_email(&self, email: &str) -> Option<&User> {
-        let wanted = email.trim().to_lowercase();
+        let wanted = email.trim();
+        if wanted.is_ascii() {
+            // No allocation per user: this runs on every request (authentication).
+            return self
+                .users
+                .values()
+                .find(|u| u.email.eq_ignore_ascii_case(wanted));
+        }
+        let wanted = wanted.to_lowercase();
         self.users
             .values()
             .find(|u| u.email.to_lowercase() == wanted)
