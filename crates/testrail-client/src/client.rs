@@ -302,6 +302,9 @@ impl Client {
             b.acquire(self.clock(), self.inner.hook.as_ref()).await;
         }
         let url = self.inner.base.api_url(route);
+        self.emit(Event::RequestSent {
+            method: method.to_string(),
+        });
         let req = match body {
             None => self.inner.http.get(&url),
             Some(b) => self.inner.http.post(&url).body(b.to_vec()),

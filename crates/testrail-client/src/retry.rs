@@ -62,6 +62,8 @@ impl RetryPolicy {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
+    /// An HTTP request is about to be sent (every attempt, retries included).
+    RequestSent { method: String },
     /// A request failed and will be sent again after `delay`.
     Retrying {
         method: String,

@@ -1,0 +1,19 @@
+//! Accessrail's domain: plain types and pure logic, no I/O and no async.
+//!
+//! - [`email`]: the case-insensitive email key every match uses, and TestRail's "forgotten"
+//!   placeholders.
+//! - [`account`]: a TestRail account as a scan saw it, and what changed between two scans.
+//! - [`identity`]: the organisation's people.
+//! - [`matching`]: accounts matched to identities by email, with manual pins and exclusions.
+
+pub mod account;
+pub mod email;
+pub mod identity;
+pub mod matching;
+
+pub use account::{Account, ChangeKind, account_changes};
+pub use email::{EmailKey, is_forgotten_placeholder};
+pub use identity::{Identity, IdentityStatus};
+pub use matching::{
+    AccountRef, MatchOutcome, MatchOverride, MatchState, OverrideKind, match_accounts,
+};

@@ -1,0 +1,287 @@
+//! The engine: a store, the master keyring and how to reach TestRail.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use accessrail_store::{Connection, NewConnection, Store};
+use chacha20poly1305::aead::OsRng;
+use chacha20poly1305::aead::rand_core::RngCore as _;
+use testrail_client::{ApiKey, Client, Event};
+
+use crate::check::{self, TestReport};
+use crate::connector::{self, CLOUD_DEFAULT_BUDGET, ClientOptions};
+use crate::error::{EngineError, EngineResult};
+use crate::secrets::Keyring;
+
+/// Wall-clock time in Unix seconds; replaceable in tests.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    fn now(&self) -> i64;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Which TestRail instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Cloud subdomain (`company` for company.testrail.io) or a pasted Cloud address.
+    Subdomain(String),
+    /// A TestRail Server address.
+    BaseUrl(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub target: Target,
+    pub email: String,
+    pub key: ApiKey,
+    pub name: Option<String>,
+    pub replace: bool,
+    /// Requests per minute; `None` takes the default (60 on TestRail Cloud, none elsewhere),
+    /// `Some(0)` turns the budget off.
+    pub request_budget: Option<u32>,
+}
+
+pub struct Engine<S: Store> {
+    store: S,
+    keyring: Keyring,
+    data_dir: PathBuf,
+    options: ClientOptions,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: Store> fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.data_dir)
+            .field("keyring", &self.keyring)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(
+        store: S,
+        keyring: Keyring,
+        data_dir: PathBuf,
+        options: ClientOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            data_dir,
+            options,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The named connection, or the only one when no name is given.
+    pub async fn resolve(&self, name: Option<&str>) -> EngineResult<Connection> {
+        if let Some(n) = name {
+            return self.store.connection(n).await?.ok_or_else(|| {
+                EngineError::Usage(format!(
+                    "no connection named {n:?} (see `accessrail connections`)"
+                ))
+            });
+        }
+        let mut all = self.store.connections().await?;
+        match all.len() {
+            0 => Err(EngineError::Usage(
+                "no TestRail connection yet: run `accessrail connect` first".into(),
+            )),
+            1 => Ok(all.remove(0)),
+            _ => Err(EngineError::Usage(format!(
+                "several connections exist ({}): choose one with --connection NAME",
+                all.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// A client for a saved connection.
+    pub fn client_for(
+        &self,
+        conn: &Connection,
+        on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    ) -> EngineResult<Client> {
+        let key = self.keyring.open(&conn.id, &conn.secret)?;
+        let base = connector::parse_base(
+            &conn.base_url,
+            &ClientOptions {
+                allow_http: true,
+                ..self.options.clone()
+            },
+        )?;
+        connector::build_client(
+            base,
+            &conn.email,
+            key,
+            conn.request_budget,
+            &self.options,
+            on_event,
+        )
+    }
+
+    /// Test, then Save only if Test passed. Returns the report and the saved connection.
+    pub async fn connect(
+        &self,
+        req: ConnectRequest,
+    ) -> EngineResult<(TestReport, Option<Connection>)> {
+        let base = match &req.target {
+            Target::Subdomain(s) => testrail_client::BaseUrl::cloud(s)
+                .map_err(|e| EngineError::InvalidInput(e.to_string()))?,
+            Target::BaseUrl(u) => connector::parse_base(u, &self.options)?,
+        };
+        let email = req.email.trim().to_string();
+        if accessrail_domain::EmailKey::parse(&email).is_none() {
+            return Err(EngineError::InvalidInput(format!(
+                "{email:?} is not an email address"
+            )));
+        }
+        let name = match &req.name {
+            Some(n) => n.trim().to_string(),
+            None => match &req.target {
+                Target::Subdomain(_) => base
+                    .host()
+                    .split('.')
+                    .next()
+                    .unwrap_or(base.host())
+                    .to_string(),
+                Target::BaseUrl(_) => base.host().to_string(),
+            },
+        };
+        if !valid_name(&name) {
+            return Err(EngineError::InvalidInput(format!(
+                "{name:?} is not a usable connection name (letters, digits, '-', '_', '.')"
+            )));
+        }
+        let existing = self.store.connection(&name).await?;
+        if existing.is_some() && !req.replace {
+            return Err(EngineError::Conflict(format!(
+                "a connection named {name:?} already exists: pass --replace to replace it, or --name to choose another name"
+            )));
+        }
+        let budget = match req.request_budget {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None if base.is_cloud() => Some(CLOUD_DEFAULT_BUDGET),
+            None => None,
+        };
+        let client = connector::build_client(
+            base.clone(),
+            &email,
+            req.key.clone(),
+            budget,
+            &self.options,
+            None,
+        )?;
+        let report = check::run(&client).await;
+        if !report.passed {
+            return Ok((report, None));
+        }
+        let id = existing.as_ref().map_or_else(new_id, |c| c.id.clone());
+        let secret = self.keyring.seal(&id, &req.key)?;
+        let new = NewConnection {
+            id,
+            name,
+            base_url: base.as_str().to_string(),
+            email,
+            secret,
+            request_budget: budget,
+            groups_supported: report.groups_supported,
+            now: self.now(),
+        };
+        let saved = if existing.is_some() {
+            self.store.replace_connection(new).await?
+        } else {
+            self.store.insert_connection(new).await?
+        };
+        Ok((report, Some(saved)))
+    }
+
+    /// Runs the Test on a saved connection.
+    pub async fn test(&self, name: Option<&str>) -> EngineResult<TestReport> {
+        let conn = self.resolve(name).await?;
+        let client = self.client_for(&conn, None)?;
+        let report = check::run(&client).await;
+        if let Some(g) = report.groups_supported {
+            self.store.set_groups_supported(&conn.id, g).await?;
+        }
+        Ok(report)
+    }
+
+    /// Reseals every stored API key with a new master key. Returns how many were resealed.
+    pub async fn rotate_master_key(&mut self) -> EngineResult<usize> {
+        let conns = self.store.connections().await?;
+        // Open everything first: a secret that cannot be opened stops the rotation unchanged.
+        let mut plain = Vec::new();
+        for c in &conns {
+            plain.push((c.id.clone(), self.keyring.open(&c.id, &c.secret)?));
+        }
+        let managed_here = matches!(
+            self.keyring.source(),
+            crate::secrets::KeySource::DataDir(_) | crate::secrets::KeySource::Generated(_)
+        );
+        if managed_here {
+            self.keyring.begin_rotation(&self.data_dir)?;
+        } else if conns
+            .iter()
+            .all(|c| c.secret.key_id == self.keyring.current_id())
+        {
+            return Err(EngineError::Usage(
+                "every secret is already sealed with the current master key; to rotate an externally managed key, set the new key in ACCESSRAIL_MASTER_KEY and the old one in ACCESSRAIL_PREVIOUS_MASTER_KEY".into(),
+            ));
+        }
+        let mut sealed = Vec::new();
+        for (id, key) in &plain {
+            sealed.push((id.clone(), self.keyring.seal(id, key)?));
+        }
+        self.store.reseal_secrets(sealed).await?;
+        if managed_here {
+            self.keyring.finish_rotation(&self.data_dir);
+        }
+        Ok(plain.len())
+    }
+}

@@ -1,0 +1,87 @@
+use accessrail_store::StoreError;
+use thiserror::Error;
+
+/// A stable, machine-readable error code (used in `--json` error output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidInput,
+    NotFound,
+    Conflict,
+    TestFailed,
+    Upstream,
+    Busy,
+    Store,
+    Secret,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::TestFailed => "test_failed",
+            Self::Upstream => "upstream",
+            Self::Busy => "busy",
+            Self::Store => "store",
+            Self::Secret => "secret",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The request itself is wrong (bad argument, unknown name); exit status 2.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the connection test failed: {0}")]
+    TestFailed(String),
+    #[error("{context}: {source}")]
+    Upstream {
+        context: String,
+        #[source]
+        source: testrail_client::Error,
+    },
+    #[error("a scan of connection {0:?} is already running")]
+    ScanRunning(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Secret(String),
+}
+
+impl EngineError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Usage(_) | Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::TestFailed(_) => ErrorCode::TestFailed,
+            Self::Upstream { .. } => ErrorCode::Upstream,
+            Self::ScanRunning(_) => ErrorCode::Busy,
+            Self::Store(StoreError::Busy) => ErrorCode::Busy,
+            Self::Store(_) => ErrorCode::Store,
+            Self::Secret(_) => ErrorCode::Secret,
+        }
+    }
+
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Usage(_))
+    }
+
+    pub(crate) fn upstream(context: impl Into<String>, source: testrail_client::Error) -> Self {
+        Self::Upstream {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;

@@ -1,0 +1,16 @@
+//! Accessrail's use cases: connect (Test then Save), scan, identity import, matching and the
+//! reports built on them. TestRail details stay in [`connector`]; SQL stays in the store.
+
+pub mod check;
+pub mod connector;
+mod engine;
+mod error;
+pub mod identities;
+pub mod report;
+pub mod scan;
+pub mod secrets;
+pub mod time_fmt;
+
+pub use engine::{Clock, ConnectRequest, Engine, SystemClock, Target};
+pub use error::{EngineError, EngineResult, ErrorCode};
+pub use testrail_client::{ApiKey, Event};

@@ -1,0 +1,266 @@
+//! A scan: every user, group and role of a connection in ceil(U/250) + ceil(G/250) + 1
+//! requests, streamed page by page into the store, committed as one snapshot or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use accessrail_store::{ScanReport, ScanWriter, Store};
+use serde::Serialize;
+use testrail_client::{ErrorKind, Event};
+
+use crate::connector::{self, FieldWarnings};
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+
+/// What a running scan tells whoever watches it (a progress bar, a log).
+pub trait ScanObserver: Send + Sync {
+    /// Users read so far.
+    fn users_read(&self, _n: u64) {}
+    /// A phase begins: `users`, `groups`, `roles`, `saving`.
+    fn phase(&self, _phase: &str) {}
+    /// A retry, a 429 wait or a budget wait: reported, never hidden.
+    fn client_event(&self, _event: &Event) {}
+}
+
+/// Watches nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl ScanObserver for Quiet {}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanOutcome {
+    pub connection: String,
+    pub scan_id: i64,
+    pub users: u64,
+    pub active_seats: u64,
+    pub groups: u64,
+    pub roles: u64,
+    pub groups_fetched: bool,
+    pub requests: u64,
+    pub minimum_requests: u64,
+    pub retries: u64,
+    pub changes: u64,
+    pub rows_written: u64,
+    pub account_rows_written: u64,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// ceil(U/250) + ceil(G/250) + 1, the cost of a scan when nothing fails.
+pub fn minimum_requests(users: u64, groups: u64, groups_fetched: bool) -> u64 {
+    let pages = |n: u64| n.div_ceil(250).max(1);
+    pages(users) + if groups_fetched { pages(groups) } else { 1 } + 1
+}
+
+const LEASE_TTL: i64 = 600;
+
+fn holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!(
+        "pid {} on {host} at {:?}",
+        std::process::id(),
+        Instant::now()
+    )
+}
+
+/// Scans one connection. Only one scan of a connection runs at a time, across processes.
+pub async fn scan<S: Store>(
+    engine: &Engine<S>,
+    connection: Option<&str>,
+    observer: Arc<dyn ScanObserver>,
+) -> EngineResult<ScanOutcome> {
+    let conn = engine.resolve(connection).await?;
+    let store = engine.store();
+    let lease = format!("scan:{}", conn.id);
+    let me = holder();
+    if !store
+        .acquire_lease(&lease, &me, engine.now(), LEASE_TTL)
+        .await?
+    {
+        return Err(EngineError::ScanRunning(conn.name.clone()));
+    }
+    let result = run(engine, &conn, observer, &lease, &me).await;
+    let _ = store.release_lease(&lease, &me).await;
+    result
+}
+
+async fn run<S: Store>(
+    engine: &Engine<S>,
+    conn: &accessrail_store::Connection,
+    observer: Arc<dyn ScanObserver>,
+    lease: &str,
+    me: &str,
+) -> EngineResult<ScanOutcome> {
+    let started = Instant::now();
+    let store = engine.store();
+    let requests = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let hook = {
+        let (requests, retries, observer) = (requests.clone(), retries.clone(), observer.clone());
+        Arc::new(move |e: &Event| {
+            match e {
+                Event::RequestSent { .. } => {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Event::Retrying { .. } | Event::RateLimited { .. } => {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            observer.client_event(e);
+        }) as Arc<dyn Fn(&Event) + Send + Sync>
+    };
+    let client = engine.client_for(conn, Some(hook))?;
+    let mut writer = store.begin_scan(&conn.id, engine.now()).await?;
+    let mut report = ScanReport::default();
+    let mut warnings = FieldWarnings::default();
+    let mut user_groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut has_group_ids = false;
+
+    let outcome: EngineResult<(u64, u64)> = async {
+        observer.phase("users");
+        let mut pager = client.users();
+        while let Some(page) = pager
+            .next_page()
+            .await
+            .map_err(|e| EngineError::upstream("reading users", e))?
+        {
+            let accounts: Vec<_> = page.iter().map(|u| connector::to_account(u, &mut warnings)).collect();
+            for u in &page {
+                if let Some(g) = &u.group_ids {
+                    has_group_ids = true;
+                    if !g.is_empty() {
+                        let mut g = g.clone();
+                        g.sort_unstable();
+                        user_groups.insert(u.id, g);
+                    }
+                }
+            }
+            writer.stage_accounts(&accounts).await?;
+            report.users_seen += accounts.len() as u64;
+            observer.users_read(report.users_seen);
+            store.acquire_lease(lease, me, engine.now(), LEASE_TTL).await?;
+        }
+
+        observer.phase("groups");
+        let mut group_members: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut gpager = client.groups();
+        report.groups_fetched = true;
+        loop {
+            match gpager.next_page().await {
+                Ok(Some(page)) => {
+                    let groups: Vec<_> = page.iter().map(connector::to_group).collect();
+                    for g in &groups {
+                        group_members.insert(g.id, g.member_ids.clone());
+                    }
+                    writer.stage_groups(&groups).await?;
+                    report.groups_seen += groups.len() as u64;
+                }
+                Ok(None) => break,
+                Err(e) if e.kind() == ErrorKind::Unsupported && report.groups_seen == 0 => {
+                    report.groups_fetched = false;
+                    report
+                        .warnings
+                        .push("this TestRail has no group methods (before 7.5): groups and memberships were not read".into());
+                    break;
+                }
+                Err(e) => return Err(EngineError::upstream("reading groups", e)),
+            }
+        }
+        if report.groups_fetched && has_group_ids {
+            // Users' group_ids and groups' user_ids should tell the same story.
+            let mut from_groups: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            for (g, members) in &group_members {
+                for m in members {
+                    from_groups.entry(*m).or_default().insert(*g);
+                }
+            }
+            let disagree = user_groups
+                .iter()
+                .filter(|(u, g)| from_groups.get(u).map(|s| s.iter().copied().collect::<Vec<_>>()) != Some((*g).clone()))
+                .count()
+                + from_groups.keys().filter(|u| !user_groups.contains_key(u)).count();
+            if disagree > 0 {
+                report.warnings.push(format!(
+                    "{disagree} user(s) have group_ids that disagree with the groups' member lists (the groups' lists were used)"
+                ));
+            }
+        }
+
+        observer.phase("roles");
+        match client.get_roles().await {
+            Ok(roles) => {
+                let roles: Vec<_> = roles.iter().map(connector::to_role).collect();
+                writer.stage_roles(&roles).await?;
+                report.roles_fetched = true;
+                Ok((roles.len() as u64, 0))
+            }
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                report.warnings.push("this TestRail has no get_roles (before 7.3): role names come from the users".into());
+                Ok((0, 0))
+            }
+            Err(e) => Err(EngineError::upstream("reading roles", e)),
+        }
+    }
+    .await;
+
+    report.warnings.extend(warnings.into_messages());
+    report.requests = requests.load(Ordering::Relaxed);
+    report.retries = retries.load(Ordering::Relaxed);
+    match outcome {
+        Ok((roles, _)) => {
+            observer.phase("saving");
+            let groups_supported = report.groups_fetched;
+            let summary = writer.commit(report.clone(), engine.now()).await?;
+            if conn.groups_supported != Some(groups_supported) {
+                store
+                    .set_groups_supported(&conn.id, groups_supported)
+                    .await?;
+            }
+            Ok(ScanOutcome {
+                connection: conn.name.clone(),
+                scan_id: summary.scan_id,
+                users: report.users_seen,
+                active_seats: summary.active_seats,
+                groups: report.groups_seen,
+                roles,
+                groups_fetched: report.groups_fetched,
+                requests: report.requests,
+                minimum_requests: minimum_requests(
+                    report.users_seen,
+                    report.groups_seen,
+                    report.groups_fetched,
+                ),
+                retries: report.retries,
+                changes: summary.changes,
+                rows_written: summary.rows_written,
+                account_rows_written: summary.account_rows_written,
+                warnings: report.warnings,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            writer.fail(&msg, report, engine.now()).await?;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimum_request_counts() {
+        assert_eq!(minimum_requests(1, 0, true), 3);
+        assert_eq!(minimum_requests(250, 250, true), 3);
+        assert_eq!(minimum_requests(251, 1, true), 4);
+        assert_eq!(minimum_requests(50_001, 1000, true), 201 + 4 + 1);
+        assert_eq!(minimum_requests(10, 0, false), 3);
+    }
+}

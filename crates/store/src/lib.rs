@@ -1,0 +1,160 @@
+//! Accessrail's store. The [`Store`] trait is the interface the engine uses; [`SqliteStore`]
+//! implements it on an embedded SQLite file (a PostgreSQL backend will implement the same
+//! trait). All SQL lives in this crate.
+//!
+//! History is kept as versioned rows: each account, group, membership and role version is
+//! valid from one scan until another. A rescan that finds nothing changed writes no version
+//! rows; "who had access at scan N" is a query over the versions.
+
+mod error;
+mod model;
+mod sqlite;
+
+use std::future::Future;
+
+pub use accessrail_domain::{Account, Identity};
+pub use error::{StoreError, StoreResult};
+pub use model::{
+    ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, NewConnection,
+    OverrideRecord, RoleRecord, ScanRecord, ScanReport, ScanStatus, SealedSecret,
+};
+pub use sqlite::{SqliteScan, SqliteStore};
+
+/// Everything the engine stores. Times are Unix seconds.
+pub trait Store: Send + Sync + 'static {
+    type Scan: ScanWriter;
+
+    // ---- connections ----
+    fn insert_connection(
+        &self,
+        c: NewConnection,
+    ) -> impl Future<Output = StoreResult<Connection>> + Send;
+    /// Replaces the connection of that name (its history is kept: the id stays).
+    fn replace_connection(
+        &self,
+        c: NewConnection,
+    ) -> impl Future<Output = StoreResult<Connection>> + Send;
+    fn connections(&self) -> impl Future<Output = StoreResult<Vec<Connection>>> + Send;
+    fn connection(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<Connection>>> + Send;
+    fn remove_connection(&self, name: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn set_groups_supported(
+        &self,
+        connection_id: &str,
+        supported: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces every sealed secret in one transaction (master key rotation).
+    fn reseal_secrets(
+        &self,
+        secrets: Vec<(String, SealedSecret)>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // ---- leases (one scan of a connection at a time, across processes) ----
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // ---- scans ----
+    fn begin_scan(
+        &self,
+        connection_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Self::Scan>> + Send;
+    fn scans(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ScanRecord>>> + Send;
+    fn scan(&self, scan_id: i64) -> impl Future<Output = StoreResult<Option<ScanRecord>>> + Send;
+    /// The current accounts (as of the last good scan), with their group ids.
+    fn current_accounts(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<Account>>> + Send;
+    /// The accounts as they were after scan `scan_id`, with their group ids then.
+    fn accounts_at_scan(
+        &self,
+        connection_id: &str,
+        scan_id: i64,
+    ) -> impl Future<Output = StoreResult<Vec<Account>>> + Send;
+    fn current_groups(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<GroupRecord>>> + Send;
+    fn current_roles(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<RoleRecord>>> + Send;
+    /// Changes, newest last, optionally since a time and/or of one scan.
+    fn changes(
+        &self,
+        connection_id: &str,
+        since: Option<i64>,
+        scan_id: Option<i64>,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send;
+
+    // ---- identities and overrides ----
+    /// Upserts identities; a full import marks the ones it does not contain as gone.
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        full: bool,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<ImportSummary>> + Send;
+    fn identities(&self) -> impl Future<Output = StoreResult<Vec<Identity>>> + Send;
+    fn set_override(
+        &self,
+        connection_id: &str,
+        o: OverrideRecord,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Removes the overrides of an account (all of them, or the one for `identity_id`).
+    fn clear_override(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        identity_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn overrides(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<OverrideRecord>>> + Send;
+}
+
+/// One scan being written. Pages are staged as they arrive; [`ScanWriter::commit`] turns them
+/// into versions and changes in one transaction, and [`ScanWriter::fail`] discards them,
+/// leaving the last good snapshot untouched.
+pub trait ScanWriter: Send {
+    fn id(&self) -> i64;
+    fn stage_accounts(
+        &mut self,
+        accounts: &[Account],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn stage_groups(
+        &mut self,
+        groups: &[GroupRecord],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn stage_roles(&mut self, roles: &[RoleRecord])
+    -> impl Future<Output = StoreResult<()>> + Send;
+    fn commit(
+        self,
+        report: ScanReport,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<CommitSummary>> + Send;
+    fn fail(
+        self,
+        error: &str,
+        report: ScanReport,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}

@@ -1,0 +1,157 @@
+use std::fmt;
+
+use accessrail_domain::OverrideKind;
+
+/// An API key sealed with a master key: `bytes` is nonce || ciphertext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SealedSecret(key {}, {} bytes)",
+            self.key_id,
+            self.bytes.len()
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConnection {
+    pub id: String,
+    pub name: String,
+    pub base_url: String,
+    pub email: String,
+    pub secret: SealedSecret,
+    pub request_budget: Option<u32>,
+    pub groups_supported: Option<bool>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: String,
+    pub name: String,
+    pub base_url: String,
+    pub email: String,
+    pub secret: SealedSecret,
+    pub request_budget: Option<u32>,
+    pub groups_supported: Option<bool>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ScanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => Self::Running,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRecord {
+    pub id: i64,
+    pub connection_id: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub status: ScanStatus,
+    pub error: Option<String>,
+    pub requests: u64,
+    pub retries: u64,
+    pub users_seen: u64,
+    pub groups_seen: u64,
+    pub active_seats: u64,
+    pub changes: u64,
+    pub rows_written: u64,
+    pub warnings: Vec<String>,
+}
+
+/// What the scanner reports when it commits or fails a scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub requests: u64,
+    pub retries: u64,
+    pub users_seen: u64,
+    pub groups_seen: u64,
+    /// Groups were read in this scan (false on TestRail before 7.5): only then are groups and
+    /// memberships compared.
+    pub groups_fetched: bool,
+    pub roles_fetched: bool,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitSummary {
+    pub scan_id: i64,
+    pub changes: u64,
+    /// Version and change rows written (staging excluded).
+    pub rows_written: u64,
+    pub account_rows_written: u64,
+    pub active_seats: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub id: i64,
+    pub scan_id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub tr_user_id: Option<u64>,
+    pub tr_group_id: Option<u64>,
+    /// The account's email (or name) or the group's name, for display.
+    pub subject: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub id: u64,
+    pub name: Option<String>,
+    pub member_ids: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRecord {
+    pub id: u64,
+    pub name: Option<String>,
+    pub is_default: Option<bool>,
+    pub is_project_admin: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportSummary {
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub marked_gone: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideRecord {
+    pub account_id: u64,
+    pub identity_id: String,
+    pub kind: OverrideKind,
+}

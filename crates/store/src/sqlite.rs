@@ -1,0 +1,1242 @@
+//! The SQLite implementation of [`Store`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use accessrail_domain::{
+    Account, ChangeKind, Identity, IdentityStatus, OverrideKind, account_changes,
+};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+use crate::{ScanWriter, Store};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded SQLite store: one database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::from)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(15))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+// ---- row types (private) --------------------------------------------------------------------
+
+#[derive(FromRow)]
+struct ConnectionRow {
+    id: String,
+    name: String,
+    base_url: String,
+    email: String,
+    secret: Vec<u8>,
+    secret_key_id: String,
+    request_budget: Option<i64>,
+    groups_supported: Option<bool>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<ConnectionRow> for Connection {
+    fn from(r: ConnectionRow) -> Self {
+        Connection {
+            id: r.id,
+            name: r.name,
+            base_url: r.base_url,
+            email: r.email,
+            secret: SealedSecret {
+                key_id: r.secret_key_id,
+                bytes: r.secret,
+            },
+            request_budget: r.request_budget.and_then(|b| u32::try_from(b).ok()),
+            groups_supported: r.groups_supported,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct ScanRow {
+    id: i64,
+    connection_id: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    status: String,
+    error: Option<String>,
+    requests: i64,
+    retries: i64,
+    users_seen: i64,
+    groups_seen: i64,
+    active_seats: i64,
+    changes: i64,
+    rows_written: i64,
+    warnings: String,
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl From<ScanRow> for ScanRecord {
+    fn from(r: ScanRow) -> Self {
+        ScanRecord {
+            id: r.id,
+            connection_id: r.connection_id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            status: ScanStatus::parse(&r.status),
+            error: r.error,
+            requests: u(r.requests),
+            retries: u(r.retries),
+            users_seen: u(r.users_seen),
+            groups_seen: u(r.groups_seen),
+            active_seats: u(r.active_seats),
+            changes: u(r.changes),
+            rows_written: u(r.rows_written),
+            warnings: serde_json::from_str(&r.warnings).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct AccountRow {
+    tr_user_id: i64,
+    name: Option<String>,
+    email: Option<String>,
+    is_active: bool,
+    role_id: Option<i64>,
+    role_name: Option<String>,
+    is_admin: Option<bool>,
+    fields: String,
+}
+
+impl AccountRow {
+    fn into_account(self, group_ids: Vec<u64>) -> Account {
+        Account {
+            id: u(self.tr_user_id),
+            name: self.name,
+            email: self.email,
+            is_active: self.is_active,
+            role_id: self.role_id.map(u),
+            role: self.role_name,
+            is_admin: self.is_admin,
+            group_ids,
+            fields: serde_json::from_str(&self.fields).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct ChangeRow {
+    id: i64,
+    scan_id: i64,
+    at: i64,
+    kind: String,
+    tr_user_id: Option<i64>,
+    tr_group_id: Option<i64>,
+    subject: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(FromRow)]
+struct IdentityRow {
+    id: String,
+    name: String,
+    status: String,
+    emails: String,
+    attributes: String,
+    gone: bool,
+}
+
+impl IdentityRow {
+    fn into_identity(self) -> StoreResult<Identity> {
+        Ok(Identity {
+            status: IdentityStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("identity {} status {:?}", self.id, self.status))
+            })?,
+            emails: serde_json::from_str(&self.emails)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            attributes: serde_json::from_str(&self.attributes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            id: self.id,
+            name: self.name,
+            gone: self.gone,
+        })
+    }
+}
+
+/// The stored JSON of an account's fields: everything TestRail returned except the group ids,
+/// which live in their own versioned rows.
+fn fields_json(a: &Account) -> String {
+    let mut v = a.fields.clone();
+    if let serde_json::Value::Object(m) = &mut v {
+        m.remove("group_ids");
+    }
+    v.to_string()
+}
+
+const ACCOUNT_COLS: &str =
+    "tr_user_id, name, email, is_active, role_id, role_name, is_admin, fields";
+
+async fn memberships(
+    conn: &mut SqliteConnection,
+    connection_id: &str,
+    at_scan: Option<i64>,
+) -> StoreResult<BTreeMap<u64, Vec<u64>>> {
+    let rows: Vec<(i64, i64)> = match at_scan {
+        None => {
+            sqlx::query_as(
+                "SELECT tr_user_id, tr_group_id FROM membership_versions
+                 WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_user_id, tr_group_id",
+            )
+            .bind(connection_id)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(scan) => {
+            sqlx::query_as(
+                "SELECT tr_user_id, tr_group_id FROM membership_versions
+                 WHERE connection_id = ? AND valid_from_scan <= ? AND (valid_to_scan IS NULL OR valid_to_scan > ?)
+                 ORDER BY tr_user_id, tr_group_id",
+            )
+            .bind(connection_id)
+            .bind(scan)
+            .bind(scan)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let mut map: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (user, group) in rows {
+        map.entry(u(user)).or_default().push(u(group));
+    }
+    Ok(map)
+}
+
+impl Store for SqliteStore {
+    type Scan = SqliteScan;
+
+    async fn insert_connection(&self, c: NewConnection) -> StoreResult<Connection> {
+        let res = sqlx::query(
+            "INSERT INTO connections (id, name, base_url, email, secret, secret_key_id, request_budget, groups_supported, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(&c.base_url)
+        .bind(&c.email)
+        .bind(&c.secret.bytes)
+        .bind(&c.secret.key_id)
+        .bind(c.request_budget.map(i64::from))
+        .bind(c.groups_supported)
+        .bind(c.now)
+        .bind(c.now)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "a connection named {:?} already exists",
+                    c.name
+                )));
+            }
+            other => {
+                other?;
+            }
+        }
+        self.connection(&c.name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("connection {}", c.name)))
+    }
+
+    async fn replace_connection(&self, c: NewConnection) -> StoreResult<Connection> {
+        let res = sqlx::query(
+            "UPDATE connections SET base_url = ?, email = ?, secret = ?, secret_key_id = ?, request_budget = ?,
+                    groups_supported = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(&c.base_url)
+        .bind(&c.email)
+        .bind(&c.secret.bytes)
+        .bind(&c.secret.key_id)
+        .bind(c.request_budget.map(i64::from))
+        .bind(c.groups_supported)
+        .bind(c.now)
+        .bind(&c.name)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return self.insert_connection(c).await;
+        }
+        self.connection(&c.name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("connection {}", c.name)))
+    }
+
+    async fn connections(&self) -> StoreResult<Vec<Connection>> {
+        let rows: Vec<ConnectionRow> = sqlx::query_as("SELECT * FROM connections ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Connection::from).collect())
+    }
+
+    async fn connection(&self, name: &str) -> StoreResult<Option<Connection>> {
+        let row: Option<ConnectionRow> = sqlx::query_as("SELECT * FROM connections WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Connection::from))
+    }
+
+    async fn remove_connection(&self, name: &str) -> StoreResult<bool> {
+        let res = sqlx::query("DELETE FROM connections WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn set_groups_supported(&self, connection_id: &str, supported: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE connections SET groups_supported = ? WHERE id = ?")
+            .bind(supported)
+            .bind(connection_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn reseal_secrets(&self, secrets: Vec<(String, SealedSecret)>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, s) in secrets {
+            sqlx::query("UPDATE connections SET secret = ?, secret_key_id = ? WHERE id = ?")
+                .bind(&s.bytes)
+                .bind(&s.key_id)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> StoreResult<bool> {
+        let res = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_secs)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn begin_scan(&self, connection_id: &str, now: i64) -> StoreResult<SqliteScan> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO scans (connection_id, started_at, status) VALUES (?, ?, 'running') RETURNING id",
+        )
+        .bind(connection_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut conn = self.pool.acquire().await?;
+        for stmt in [
+            "CREATE TEMP TABLE IF NOT EXISTS stage_accounts (tr_user_id INTEGER PRIMARY KEY, name TEXT, email TEXT,
+                is_active INTEGER NOT NULL, role_id INTEGER, role_name TEXT, is_admin INTEGER, fields TEXT NOT NULL)",
+            "CREATE TEMP TABLE IF NOT EXISTS stage_groups (tr_group_id INTEGER PRIMARY KEY, name TEXT)",
+            "CREATE TEMP TABLE IF NOT EXISTS stage_members (tr_group_id INTEGER NOT NULL, tr_user_id INTEGER NOT NULL,
+                PRIMARY KEY (tr_group_id, tr_user_id))",
+            "CREATE TEMP TABLE IF NOT EXISTS stage_roles (tr_role_id INTEGER PRIMARY KEY, name TEXT, is_default INTEGER,
+                is_project_admin INTEGER)",
+            "DELETE FROM temp.stage_accounts",
+            "DELETE FROM temp.stage_groups",
+            "DELETE FROM temp.stage_members",
+            "DELETE FROM temp.stage_roles",
+        ] {
+            sqlx::query(stmt).execute(&mut *conn).await?;
+        }
+        Ok(SqliteScan {
+            id,
+            connection_id: connection_id.to_string(),
+            conn,
+            active: 0,
+        })
+    }
+
+    async fn scans(&self, connection_id: &str) -> StoreResult<Vec<ScanRecord>> {
+        let rows: Vec<ScanRow> =
+            sqlx::query_as("SELECT * FROM scans WHERE connection_id = ? ORDER BY id")
+                .bind(connection_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(ScanRecord::from).collect())
+    }
+
+    async fn scan(&self, scan_id: i64) -> StoreResult<Option<ScanRecord>> {
+        let row: Option<ScanRow> = sqlx::query_as("SELECT * FROM scans WHERE id = ?")
+            .bind(scan_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(ScanRecord::from))
+    }
+
+    async fn current_accounts(&self, connection_id: &str) -> StoreResult<Vec<Account>> {
+        let mut conn = self.pool.acquire().await?;
+        let groups = memberships(&mut conn, connection_id, None).await?;
+        let rows: Vec<AccountRow> = sqlx::query_as(&format!(
+            "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_user_id"
+        ))
+        .bind(connection_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let g = groups.get(&u(r.tr_user_id)).cloned().unwrap_or_default();
+                r.into_account(g)
+            })
+            .collect())
+    }
+
+    async fn accounts_at_scan(
+        &self,
+        connection_id: &str,
+        scan_id: i64,
+    ) -> StoreResult<Vec<Account>> {
+        let mut conn = self.pool.acquire().await?;
+        let groups = memberships(&mut conn, connection_id, Some(scan_id)).await?;
+        let rows: Vec<AccountRow> = sqlx::query_as(&format!(
+            "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_from_scan <= ?
+             AND (valid_to_scan IS NULL OR valid_to_scan > ?) ORDER BY tr_user_id"
+        ))
+        .bind(connection_id)
+        .bind(scan_id)
+        .bind(scan_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let g = groups.get(&u(r.tr_user_id)).cloned().unwrap_or_default();
+                r.into_account(g)
+            })
+            .collect())
+    }
+
+    async fn current_groups(&self, connection_id: &str) -> StoreResult<Vec<GroupRecord>> {
+        let groups: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT tr_group_id, name FROM group_versions WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_group_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let members: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT tr_group_id, tr_user_id FROM membership_versions WHERE connection_id = ? AND valid_to_scan IS NULL
+             ORDER BY tr_group_id, tr_user_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_group: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+        for (g, user) in members {
+            by_group.entry(g).or_default().push(u(user));
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(id, name)| GroupRecord {
+                id: u(id),
+                name,
+                member_ids: by_group.remove(&id).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn current_roles(&self, connection_id: &str) -> StoreResult<Vec<RoleRecord>> {
+        let rows: Vec<(i64, Option<String>, Option<bool>, Option<bool>)> = sqlx::query_as(
+            "SELECT tr_role_id, name, is_default, is_project_admin FROM role_versions
+             WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_role_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, is_default, is_project_admin)| RoleRecord {
+                id: u(id),
+                name,
+                is_default,
+                is_project_admin,
+            })
+            .collect())
+    }
+
+    async fn changes(
+        &self,
+        connection_id: &str,
+        since: Option<i64>,
+        scan_id: Option<i64>,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after FROM changes
+             WHERE connection_id = ? AND (? IS NULL OR at >= ?) AND (? IS NULL OR scan_id = ?) ORDER BY id",
+        )
+        .bind(connection_id)
+        .bind(since)
+        .bind(since)
+        .bind(scan_id)
+        .bind(scan_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChangeRecord {
+                id: r.id,
+                scan_id: r.scan_id,
+                at: r.at,
+                kind: r.kind,
+                tr_user_id: r.tr_user_id.map(u),
+                tr_group_id: r.tr_group_id.map(u),
+                subject: r.subject,
+                before: r.before,
+                after: r.after,
+            })
+            .collect())
+    }
+
+    async fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        full: bool,
+        now: i64,
+    ) -> StoreResult<ImportSummary> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock first so a concurrent import waits instead of failing later.
+        sqlx::query("UPDATE identities SET updated_at = updated_at WHERE 0")
+            .execute(&mut *tx)
+            .await?;
+        let existing: Vec<IdentityRow> =
+            sqlx::query_as("SELECT id, name, status, emails, attributes, gone FROM identities")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut current: BTreeMap<String, Identity> = BTreeMap::new();
+        for row in existing {
+            let ident = row.into_identity()?;
+            current.insert(ident.id.clone(), ident);
+        }
+        let mut summary = ImportSummary::default();
+        let mut seen = BTreeSet::new();
+        for ident in identities {
+            seen.insert(ident.id.clone());
+            let emails = serde_json::to_string(&ident.emails)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let attrs = serde_json::to_string(&ident.attributes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match current.get(&ident.id) {
+                Some(old)
+                    if old.name == ident.name
+                        && old.emails == ident.emails
+                        && old.status == ident.status
+                        && old.attributes == ident.attributes
+                        && !old.gone =>
+                {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                Some(_) => summary.updated += 1,
+                None => summary.added += 1,
+            }
+            sqlx::query(
+                "INSERT INTO identities (id, name, status, emails, attributes, gone, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?)
+                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status, emails = excluded.emails,
+                 attributes = excluded.attributes, gone = 0, updated_at = excluded.updated_at",
+            )
+            .bind(&ident.id)
+            .bind(&ident.name)
+            .bind(ident.status.as_str())
+            .bind(emails)
+            .bind(attrs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if full {
+            for (id, old) in &current {
+                if !seen.contains(id) && !old.gone {
+                    sqlx::query("UPDATE identities SET gone = 1, updated_at = ? WHERE id = ?")
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    summary.marked_gone += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn identities(&self) -> StoreResult<Vec<Identity>> {
+        let rows: Vec<IdentityRow> = sqlx::query_as(
+            "SELECT id, name, status, emails, attributes, gone FROM identities ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(IdentityRow::into_identity).collect()
+    }
+
+    async fn set_override(
+        &self,
+        connection_id: &str,
+        o: OverrideRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if o.kind == OverrideKind::Pin {
+            // One pin per account: a new pin replaces the old one.
+            sqlx::query("DELETE FROM match_overrides WHERE connection_id = ? AND tr_user_id = ? AND kind = 'pin'")
+                .bind(connection_id)
+                .bind(i(o.account_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO match_overrides (connection_id, tr_user_id, identity_id, kind, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(connection_id, tr_user_id, identity_id) DO UPDATE SET kind = excluded.kind, created_at = excluded.created_at",
+        )
+        .bind(connection_id)
+        .bind(i(o.account_id))
+        .bind(&o.identity_id)
+        .bind(o.kind.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clear_override(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        identity_id: Option<&str>,
+    ) -> StoreResult<u64> {
+        let res = sqlx::query(
+            "DELETE FROM match_overrides WHERE connection_id = ? AND tr_user_id = ? AND (? IS NULL OR identity_id = ?)",
+        )
+        .bind(connection_id)
+        .bind(i(account_id))
+        .bind(identity_id)
+        .bind(identity_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn overrides(&self, connection_id: &str) -> StoreResult<Vec<OverrideRecord>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT tr_user_id, identity_id, kind FROM match_overrides WHERE connection_id = ? ORDER BY tr_user_id, identity_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(account, identity_id, kind)| OverrideRecord {
+                account_id: u(account),
+                identity_id,
+                kind: if kind == "pin" {
+                    OverrideKind::Pin
+                } else {
+                    OverrideKind::Exclude
+                },
+            })
+            .collect())
+    }
+}
+
+/// A scan in progress: pages staged in temporary tables on one connection, never in the main
+/// tables until [`ScanWriter::commit`].
+#[derive(Debug)]
+pub struct SqliteScan {
+    id: i64,
+    connection_id: String,
+    conn: PoolConnection<Sqlite>,
+    active: u64,
+}
+
+/// Rows per multi-row INSERT (8 columns each, well under SQLite's variable limit).
+const BATCH: usize = 500;
+
+struct Counter {
+    changes: u64,
+    rows: u64,
+    account_rows: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_change(
+    tx: &mut SqliteConnection,
+    n: &mut Counter,
+    connection_id: &str,
+    scan: i64,
+    now: i64,
+    kind: ChangeKind,
+    user: Option<i64>,
+    group: Option<i64>,
+    subject: Option<&str>,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(connection_id)
+    .bind(scan)
+    .bind(now)
+    .bind(kind.as_str())
+    .bind(user)
+    .bind(group)
+    .bind(subject)
+    .bind(before)
+    .bind(after)
+    .execute(&mut *tx)
+    .await?;
+    n.changes += 1;
+    n.rows += 1;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct DiffRow {
+    tr_user_id: i64,
+    name: Option<String>,
+    email: Option<String>,
+    is_active: bool,
+    role_id: Option<i64>,
+    role_name: Option<String>,
+    is_admin: Option<bool>,
+    fields: String,
+    c_exists: Option<i64>,
+    c_name: Option<String>,
+    c_email: Option<String>,
+    c_is_active: Option<bool>,
+    c_role_id: Option<i64>,
+    c_role_name: Option<String>,
+    c_is_admin: Option<bool>,
+}
+
+impl SqliteScan {
+    async fn drop_staging(&mut self) {
+        for t in [
+            "stage_accounts",
+            "stage_groups",
+            "stage_members",
+            "stage_roles",
+        ] {
+            let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
+                .execute(&mut *self.conn)
+                .await;
+        }
+    }
+
+    async fn apply(&mut self, report: &ScanReport, now: i64) -> StoreResult<CommitSummary> {
+        let cid = self.connection_id.clone();
+        let scan = self.id;
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        // The first statement writes, so the transaction holds the write lock from the start.
+        sqlx::query("UPDATE scans SET finished_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(scan)
+            .execute(&mut *tx)
+            .await?;
+        let mut n = Counter {
+            changes: 0,
+            rows: 0,
+            account_rows: 0,
+        };
+
+        // Accounts: only staged rows that are new or differ from the current version come back.
+        let diffs: Vec<DiffRow> = sqlx::query_as(
+            "SELECT s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields,
+                    c.tr_user_id AS c_exists, c.name AS c_name, c.email AS c_email, c.is_active AS c_is_active,
+                    c.role_id AS c_role_id, c.role_name AS c_role_name, c.is_admin AS c_is_admin
+             FROM temp.stage_accounts s
+             LEFT JOIN account_versions c
+               ON c.connection_id = ? AND c.tr_user_id = s.tr_user_id AND c.valid_to_scan IS NULL
+             WHERE c.tr_user_id IS NULL OR c.name IS NOT s.name OR c.email IS NOT s.email
+                OR c.is_active IS NOT s.is_active OR c.role_id IS NOT s.role_id OR c.role_name IS NOT s.role_name
+                OR c.is_admin IS NOT s.is_admin OR c.fields IS NOT s.fields",
+        )
+        .bind(&cid)
+        .fetch_all(&mut *tx)
+        .await?;
+        for d in diffs {
+            let new = Account {
+                id: u(d.tr_user_id),
+                name: d.name.clone(),
+                email: d.email.clone(),
+                is_active: d.is_active,
+                role_id: d.role_id.map(u),
+                role: d.role_name.clone(),
+                is_admin: d.is_admin,
+                group_ids: vec![],
+                fields: serde_json::Value::Null,
+            };
+            let old = d.c_exists.map(|_| Account {
+                id: new.id,
+                name: d.c_name.clone(),
+                email: d.c_email.clone(),
+                is_active: d.c_is_active.unwrap_or(false),
+                role_id: d.c_role_id.map(u),
+                role: d.c_role_name.clone(),
+                is_admin: d.c_is_admin,
+                group_ids: vec![],
+                fields: serde_json::Value::Null,
+            });
+            if old.is_some() {
+                sqlx::query(
+                    "UPDATE account_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL",
+                )
+                .bind(scan)
+                .bind(&cid)
+                .bind(d.tr_user_id)
+                .execute(&mut *tx)
+                .await?;
+                n.rows += 1;
+                n.account_rows += 1;
+            }
+            sqlx::query(&format!(
+                "INSERT INTO account_versions (connection_id, valid_from_scan, {ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(&cid)
+            .bind(scan)
+            .bind(d.tr_user_id)
+            .bind(&d.name)
+            .bind(&d.email)
+            .bind(d.is_active)
+            .bind(d.role_id)
+            .bind(&d.role_name)
+            .bind(d.is_admin)
+            .bind(&d.fields)
+            .execute(&mut *tx)
+            .await?;
+            n.rows += 1;
+            n.account_rows += 1;
+            let subject = new.email.clone().or_else(|| new.name.clone());
+            for ch in account_changes(old.as_ref(), &new) {
+                record_change(
+                    &mut tx,
+                    &mut n,
+                    &cid,
+                    scan,
+                    now,
+                    ch.kind,
+                    Some(d.tr_user_id),
+                    None,
+                    subject.as_deref(),
+                    ch.before.as_deref(),
+                    ch.after.as_deref(),
+                )
+                .await?;
+            }
+        }
+        // Accounts TestRail no longer lists.
+        let missing: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT c.tr_user_id, COALESCE(c.email, c.name) FROM account_versions c
+             WHERE c.connection_id = ? AND c.valid_to_scan IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = c.tr_user_id)",
+        )
+        .bind(&cid)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (user, subject) in missing {
+            sqlx::query("UPDATE account_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
+                .bind(scan)
+                .bind(&cid)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            n.rows += 1;
+            n.account_rows += 1;
+            record_change(
+                &mut tx,
+                &mut n,
+                &cid,
+                scan,
+                now,
+                ChangeKind::AccountMissing,
+                Some(user),
+                None,
+                subject.as_deref(),
+                None,
+                None,
+            )
+            .await?;
+        }
+
+        if report.groups_fetched {
+            apply_groups(&mut tx, &mut n, &cid, scan, now).await?;
+        }
+        if report.roles_fetched {
+            apply_roles(&mut tx, &mut n, &cid, scan).await?;
+        }
+
+        let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE scans SET status = 'succeeded', finished_at = ?, requests = ?, retries = ?, users_seen = ?, groups_seen = ?,
+                    active_seats = ?, changes = ?, rows_written = ?, warnings = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(i(report.requests))
+        .bind(i(report.retries))
+        .bind(i(report.users_seen))
+        .bind(i(report.groups_seen))
+        .bind(i(self.active))
+        .bind(i(n.changes))
+        .bind(i(n.rows))
+        .bind(warnings)
+        .bind(scan)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CommitSummary {
+            scan_id: scan,
+            changes: n.changes,
+            rows_written: n.rows,
+            account_rows_written: n.account_rows,
+            active_seats: self.active,
+        })
+    }
+}
+
+async fn apply_groups(
+    tx: &mut SqliteConnection,
+    n: &mut Counter,
+    cid: &str,
+    scan: i64,
+    now: i64,
+) -> StoreResult<()> {
+    // Groups created or renamed.
+    let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT s.tr_group_id, s.name, c.tr_group_id, c.name FROM temp.stage_groups s
+             LEFT JOIN group_versions c ON c.connection_id = ? AND c.tr_group_id = s.tr_group_id AND c.valid_to_scan IS NULL
+             WHERE c.tr_group_id IS NULL OR c.name IS NOT s.name",
+        )
+        .bind(cid)
+        .fetch_all(&mut *tx)
+        .await?;
+    for (gid, name, existed, old_name) in rows {
+        if existed.is_some() {
+            sqlx::query("UPDATE group_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL")
+                    .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
+            n.rows += 1;
+        }
+        sqlx::query("INSERT INTO group_versions (connection_id, tr_group_id, valid_from_scan, name) VALUES (?, ?, ?, ?)")
+                .bind(cid).bind(gid).bind(scan).bind(&name).execute(&mut *tx).await?;
+        n.rows += 1;
+        let kind = if existed.is_some() {
+            ChangeKind::GroupRenamed
+        } else {
+            ChangeKind::GroupCreated
+        };
+        record_change(
+            tx,
+            n,
+            cid,
+            scan,
+            now,
+            kind,
+            None,
+            Some(gid),
+            name.as_deref(),
+            old_name.as_deref(),
+            name.as_deref(),
+        )
+        .await?;
+    }
+    // Groups deleted.
+    let gone: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT c.tr_group_id, c.name FROM group_versions c WHERE c.connection_id = ? AND c.valid_to_scan IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_groups s WHERE s.tr_group_id = c.tr_group_id)",
+        )
+        .bind(cid)
+        .fetch_all(&mut *tx)
+        .await?;
+    for (gid, name) in gone {
+        sqlx::query("UPDATE group_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL")
+                .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
+        n.rows += 1;
+        record_change(
+            tx,
+            n,
+            cid,
+            scan,
+            now,
+            ChangeKind::GroupDeleted,
+            None,
+            Some(gid),
+            name.as_deref(),
+            name.as_deref(),
+            None,
+        )
+        .await?;
+    }
+    // Memberships joined and left (set differences against the current versions).
+    let joined: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT s.tr_group_id, s.tr_user_id, g.name, COALESCE(a.email, a.name) FROM temp.stage_members s
+             LEFT JOIN temp.stage_groups g ON g.tr_group_id = s.tr_group_id
+             LEFT JOIN temp.stage_accounts a ON a.tr_user_id = s.tr_user_id
+             WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ? AND m.tr_group_id = s.tr_group_id
+                               AND m.tr_user_id = s.tr_user_id AND m.valid_to_scan IS NULL)",
+        )
+        .bind(cid)
+        .fetch_all(&mut *tx)
+        .await?;
+    for (gid, uid, gname, subject) in joined {
+        sqlx::query("INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan) VALUES (?, ?, ?, ?)")
+                .bind(cid).bind(gid).bind(uid).bind(scan).execute(&mut *tx).await?;
+        n.rows += 1;
+        record_change(
+            tx,
+            n,
+            cid,
+            scan,
+            now,
+            ChangeKind::GroupJoined,
+            Some(uid),
+            Some(gid),
+            subject.as_deref(),
+            None,
+            gname.as_deref(),
+        )
+        .await?;
+    }
+    let left: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT m.tr_group_id, m.tr_user_id,
+                    (SELECT name FROM group_versions g WHERE g.connection_id = m.connection_id AND g.tr_group_id = m.tr_group_id ORDER BY valid_from_scan DESC LIMIT 1),
+                    (SELECT COALESCE(a.email, a.name) FROM account_versions a WHERE a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id ORDER BY valid_from_scan DESC LIMIT 1)
+             FROM membership_versions m WHERE m.connection_id = ? AND m.valid_to_scan IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)",
+        )
+        .bind(cid)
+        .fetch_all(&mut *tx)
+        .await?;
+    for (gid, uid, gname, subject) in left {
+        sqlx::query("UPDATE membership_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
+                .bind(scan).bind(cid).bind(gid).bind(uid).execute(&mut *tx).await?;
+        n.rows += 1;
+        record_change(
+            tx,
+            n,
+            cid,
+            scan,
+            now,
+            ChangeKind::GroupLeft,
+            Some(uid),
+            Some(gid),
+            subject.as_deref(),
+            gname.as_deref(),
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn apply_roles(
+    tx: &mut SqliteConnection,
+    n: &mut Counter,
+    cid: &str,
+    scan: i64,
+) -> StoreResult<()> {
+    let changed: Vec<(i64, Option<String>, Option<bool>, Option<bool>, Option<i64>)> = sqlx::query_as(
+        "SELECT s.tr_role_id, s.name, s.is_default, s.is_project_admin, c.tr_role_id FROM temp.stage_roles s
+         LEFT JOIN role_versions c ON c.connection_id = ? AND c.tr_role_id = s.tr_role_id AND c.valid_to_scan IS NULL
+         WHERE c.tr_role_id IS NULL OR c.name IS NOT s.name OR c.is_default IS NOT s.is_default
+            OR c.is_project_admin IS NOT s.is_project_admin",
+    )
+    .bind(cid)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (rid, name, is_default, is_pa, existed) in changed {
+        if existed.is_some() {
+            sqlx::query("UPDATE role_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_role_id = ? AND valid_to_scan IS NULL")
+                .bind(scan).bind(cid).bind(rid).execute(&mut *tx).await?;
+            n.rows += 1;
+        }
+        sqlx::query("INSERT INTO role_versions (connection_id, tr_role_id, valid_from_scan, name, is_default, is_project_admin) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(cid).bind(rid).bind(scan).bind(&name).bind(is_default).bind(is_pa).execute(&mut *tx).await?;
+        n.rows += 1;
+    }
+    let res = sqlx::query(
+        "UPDATE role_versions SET valid_to_scan = ? WHERE connection_id = ? AND valid_to_scan IS NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.stage_roles s WHERE s.tr_role_id = role_versions.tr_role_id)",
+    )
+    .bind(scan)
+    .bind(cid)
+    .execute(&mut *tx)
+    .await?;
+    n.rows += res.rows_affected();
+    Ok(())
+}
+
+impl ScanWriter for SqliteScan {
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    async fn stage_accounts(&mut self, accounts: &[Account]) -> StoreResult<()> {
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        for chunk in accounts.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT OR REPLACE INTO temp.stage_accounts ({ACCOUNT_COLS}) "
+            ));
+            qb.push_values(chunk, |mut b, a| {
+                b.push_bind(i(a.id))
+                    .push_bind(a.name.clone())
+                    .push_bind(a.email.clone())
+                    .push_bind(a.is_active)
+                    .push_bind(a.role_id.map(i))
+                    .push_bind(a.role.clone())
+                    .push_bind(a.is_admin)
+                    .push_bind(fields_json(a));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.active += accounts.iter().filter(|a| a.is_active).count() as u64;
+        Ok(())
+    }
+
+    async fn stage_groups(&mut self, groups: &[GroupRecord]) -> StoreResult<()> {
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        for chunk in groups.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR REPLACE INTO temp.stage_groups (tr_group_id, name) ");
+            qb.push_values(chunk, |mut b, g| {
+                b.push_bind(i(g.id)).push_bind(g.name.clone());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        let pairs: Vec<(u64, u64)> = groups
+            .iter()
+            .flat_map(|g| g.member_ids.iter().map(move |u| (g.id, *u)))
+            .collect();
+        for chunk in pairs.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR IGNORE INTO temp.stage_members (tr_group_id, tr_user_id) ",
+            );
+            qb.push_values(chunk, |mut b, (g, user)| {
+                b.push_bind(i(*g)).push_bind(i(*user));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stage_roles(&mut self, roles: &[RoleRecord]) -> StoreResult<()> {
+        for chunk in roles.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR REPLACE INTO temp.stage_roles (tr_role_id, name, is_default, is_project_admin) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(i(r.id))
+                    .push_bind(r.name.clone())
+                    .push_bind(r.is_default)
+                    .push_bind(r.is_project_admin);
+            });
+            qb.build().execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self, report: ScanReport, now: i64) -> StoreResult<CommitSummary> {
+        let result = self.apply(&report, now).await;
+        if let Err(e) = &result {
+            let msg = format!("saving the scan failed: {e}");
+            let _ = sqlx::query(
+                "UPDATE scans SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(msg)
+            .bind(self.id)
+            .execute(&mut *self.conn)
+            .await;
+        }
+        self.drop_staging().await;
+        result
+    }
+
+    async fn fail(mut self, error: &str, report: ScanReport, now: i64) -> StoreResult<()> {
+        self.drop_staging().await;
+        let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE scans SET status = 'failed', finished_at = ?, error = ?, requests = ?, retries = ?, users_seen = ?,
+                    groups_seen = ?, warnings = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(error)
+        .bind(i(report.requests))
+        .bind(i(report.retries))
+        .bind(i(report.users_seen))
+        .bind(i(report.groups_seen))
+        .bind(warnings)
+        .bind(self.id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
