@@ -1,0 +1,192 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Accessrail: who has access to your TestRail, matched to the people you know.
+#[derive(Debug, Parser)]
+#[command(name = "accessrail", version, about, long_about = None)]
+pub struct Cli {
+    /// Where Accessrail keeps its database and master key.
+    #[arg(long, global = true, env = "ACCESSRAIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Machine-readable output; errors go to stderr as {"error": {"code", "message"}}.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Allow plain-http TestRail Server addresses beyond loopback (not recommended).
+    #[arg(long, global = true)]
+    pub allow_http: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnSel {
+    /// Which connection (default: the only one).
+    #[arg(long)]
+    pub connection: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect a TestRail instance: runs Test, then saves only if Test passed.
+    Connect(ConnectArgs),
+    /// List connections, or remove one.
+    Connections {
+        #[command(subcommand)]
+        action: Option<ConnectionsAction>,
+    },
+    /// Test a saved connection: reachable, credentials, administrator, groups.
+    Test(ConnSel),
+    /// Scan users, roles, groups and memberships now.
+    Scan(ConnSel),
+    /// Scan history.
+    Scans(ConnSel),
+    /// What changed, scan by scan.
+    Changes {
+        #[command(flatten)]
+        conn: ConnSel,
+        /// Only changes since a time: RFC 3339, a date (2026-11-01) or an age (7d, 24h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the changes one scan found.
+        #[arg(long)]
+        scan: Option<i64>,
+    },
+    /// List identities, or import them.
+    Identities {
+        #[command(subcommand)]
+        action: Option<IdentitiesAction>,
+    },
+    /// Pin or exclude a match by hand.
+    Match {
+        #[command(subcommand)]
+        action: MatchAction,
+    },
+    /// Every TestRail account with role, groups and matched identity.
+    Users(UsersArgs),
+    /// Seats, inactive accounts, unmatched accounts and leavers.
+    Summary(ConnSel),
+    /// Groups and their members.
+    Groups(ConnSel),
+    /// Roles.
+    Roles(ConnSel),
+    /// Reseal every stored API key with a new master key.
+    RotateMasterKey,
+    /// Run the whole job against a built-in TestRail simulator: connect, test, scan, import
+    /// sample identities, and show what an admin would look at.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// TestRail Cloud subdomain: `company` for company.testrail.io.
+    #[arg(
+        long,
+        conflicts_with = "base_url",
+        required_unless_present = "base_url"
+    )]
+    pub subdomain: Option<String>,
+    /// TestRail Server address, e.g. https://testrail.example.com/testrail.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// The administrator's email (the API key's owner).
+    #[arg(long)]
+    pub email: String,
+    /// Read the API key from standard input.
+    #[arg(
+        long,
+        conflicts_with = "api_key_file",
+        required_unless_present = "api_key_file"
+    )]
+    pub api_key_stdin: bool,
+    /// Read the API key from a file.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Connection name (default: the subdomain or host).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace an existing connection of that name.
+    #[arg(long)]
+    pub replace: bool,
+    /// Requests per minute a scan may use (default 60 on TestRail Cloud, none elsewhere; 0: none).
+    #[arg(long)]
+    pub request_budget: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsAction {
+    /// Remove a connection and its history.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesAction {
+    /// Import identities from CSV (id,name,email,other_emails,status[,more...]) or JSON.
+    Import {
+        file: PathBuf,
+        /// Only add and update; do not mark missing identities as gone.
+        #[arg(long)]
+        partial: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MatchAction {
+    /// This account is this identity (survives rescans).
+    Set {
+        #[command(flatten)]
+        conn: ConnSel,
+        /// TestRail user id or email.
+        account: String,
+        identity: String,
+    },
+    /// This account is not this identity (survives rescans).
+    Clear {
+        #[command(flatten)]
+        conn: ConnSel,
+        account: String,
+        identity: String,
+    },
+    /// Forget every manual decision about this account.
+    Reset {
+        #[command(flatten)]
+        conn: ConnSel,
+        account: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    #[command(flatten)]
+    pub conn: ConnSel,
+    /// Only accounts that match no identity.
+    #[arg(long)]
+    pub unmatched: bool,
+    /// Only accounts whose match is ambiguous.
+    #[arg(long)]
+    pub ambiguous: bool,
+    /// Only inactive accounts.
+    #[arg(long)]
+    pub inactive: bool,
+    /// Only this role (name or id).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Only members of this group (name or id).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The accounts as they were after this scan (who had access then).
+    #[arg(long)]
+    pub at_scan: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// People in the simulated TestRail.
+    #[arg(long, default_value_t = 120)]
+    pub users: u32,
+    /// Exit after printing (today the demo always does; the console arrives with `serve`).
+    #[arg(long)]
+    pub no_serve: bool,
+}

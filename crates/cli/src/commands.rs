@@ -1,0 +1,882 @@
+//! Each command: parse, call the engine, print.
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accessrail_domain::{OverrideKind, is_forgotten_placeholder};
+use accessrail_engine::check::{CheckStatus, TestReport};
+use accessrail_engine::connector::ClientOptions;
+use accessrail_engine::identities::{self, Format};
+use accessrail_engine::report::{self, UserFilter, UserView};
+use accessrail_engine::scan::{self, ScanObserver, ScanOutcome};
+use accessrail_engine::secrets::{KeySource, Keyring};
+use accessrail_engine::{
+    ApiKey, ConnectRequest, Engine, EngineError, Event, SystemClock, Target, time_fmt,
+};
+use accessrail_store::{OverrideRecord, SqliteStore, Store};
+use serde_json::json;
+
+use crate::cli::*;
+use crate::output::{Failure, fail, opt, print_json, table};
+
+pub type App = Engine<SqliteStore>;
+
+fn default_data_dir() -> Result<PathBuf, Failure> {
+    directories::ProjectDirs::from("", "", "accessrail")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| {
+            Failure::Usage("no home directory: pass --data-dir or set ACCESSRAIL_DATA_DIR".into())
+        })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        fail(
+            "data_dir",
+            format!("cannot create the data directory {}: {e}", dir.display()),
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Opens the store and keyring in `dir`.
+pub async fn open_app(dir: &Path, allow_http: bool, quiet: bool) -> Result<App, Failure> {
+    create_private_dir(dir)?;
+    let store = SqliteStore::open(&dir.join("accessrail.db")).await?;
+    let keyring = Keyring::load(dir)?;
+    if let KeySource::Generated(p) = keyring.source()
+        && !quiet
+    {
+        eprintln!(
+            "accessrail: generated a master key in {} (owner-only). Backups of the data directory now hold it: keep them as secret as the key, or supply ACCESSRAIL_MASTER_KEY instead.",
+            p.display()
+        );
+    }
+    let options = ClientOptions {
+        allow_http,
+        ..ClientOptions::default()
+    };
+    Ok(Engine::new(
+        store,
+        keyring,
+        dir.to_path_buf(),
+        options,
+        Arc::new(SystemClock),
+    ))
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    if let Command::Demo(args) = &cli.command {
+        return crate::demo::run(args, cli.data_dir.clone(), cli.json).await;
+    }
+    let dir = match &cli.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
+    let mut app = open_app(&dir, cli.allow_http, cli.json).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Connect(a) => connect(&app, a, json).await,
+        Command::Connections { action: None } => connections(&app, json).await,
+        Command::Connections {
+            action: Some(ConnectionsAction::Remove { name }),
+        } => {
+            if app.store().remove_connection(&name).await? {
+                if json {
+                    print_json(&json!({ "removed": name }));
+                } else {
+                    println!("Removed connection {name} and its history.");
+                }
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(Failure::Usage(format!("no connection named {name:?}")))
+            }
+        }
+        Command::Test(sel) => {
+            let report = app.test(sel.connection.as_deref()).await?;
+            print_test(&report, json);
+            Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Scan(sel) => {
+            let outcome = scan_with_progress(&app, sel.connection.as_deref(), json).await?;
+            print_scan(&outcome, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scans(sel) => scans(&app, sel, json).await,
+        Command::Changes { conn, since, scan } => changes(&app, conn, since, scan, json).await,
+        Command::Identities { action: None } => list_identities(&app, json).await,
+        Command::Identities {
+            action: Some(IdentitiesAction::Import { file, partial }),
+        } => import_identities(&app, &file, partial, json).await,
+        Command::Match { action } => match_cmd(&app, action, json).await,
+        Command::Users(a) => users(&app, a, json).await,
+        Command::Summary(sel) => {
+            let conn = app.resolve(sel.connection.as_deref()).await?;
+            let s = report::summary(&app, &conn).await?;
+            print_summary(&s, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Groups(sel) => groups(&app, sel, json).await,
+        Command::Roles(sel) => roles(&app, sel, json).await,
+        Command::RotateMasterKey => {
+            let n = app.rotate_master_key().await?;
+            if json {
+                print_json(&json!({ "resealed": n, "master_key_id": app.keyring().current_id() }));
+            } else {
+                println!(
+                    "Resealed {n} API key(s) with master key {}.",
+                    app.keyring().current_id()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(_) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn read_key(a: &ConnectArgs) -> Result<ApiKey, Failure> {
+    let raw = if a.api_key_stdin {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| {
+            Failure::Usage(format!("cannot read the API key from standard input: {e}"))
+        })?;
+        s
+    } else if let Some(p) = &a.api_key_file {
+        std::fs::read_to_string(p).map_err(|e| {
+            Failure::Usage(format!("cannot read the API key file {}: {e}", p.display()))
+        })?
+    } else {
+        return Err(Failure::Usage(
+            "give the API key with --api-key-stdin or --api-key-file".into(),
+        ));
+    };
+    ApiKey::new(raw).ok_or_else(|| Failure::Usage("the API key is empty".into()))
+}
+
+async fn connect(app: &App, a: ConnectArgs, json: bool) -> Result<ExitCode, Failure> {
+    let key = read_key(&a)?;
+    let target = match (&a.subdomain, &a.base_url) {
+        (Some(s), _) => Target::Subdomain(s.clone()),
+        (None, Some(u)) => Target::BaseUrl(u.clone()),
+        (None, None) => return Err(Failure::Usage("give --subdomain or --base-url".into())),
+    };
+    let (report, saved) = app
+        .connect(ConnectRequest {
+            target,
+            email: a.email.clone(),
+            key,
+            name: a.name.clone(),
+            replace: a.replace,
+            request_budget: a.request_budget,
+        })
+        .await
+        .map_err(|e| match e {
+            EngineError::InvalidInput(m) => Failure::Usage(m),
+            other => Failure::from(other),
+        })?;
+    if json {
+        print_json(&json!({
+            "test": report,
+            "saved": saved.as_ref().map(|c| json!({
+                "name": c.name, "base_url": c.base_url, "email": c.email, "request_budget": c.request_budget,
+            })),
+        }));
+    } else {
+        print_test(&report, false);
+        match &saved {
+            Some(c) => println!(
+                "\nSaved connection {} ({}). The API key is stored encrypted and will not be shown again.\nNext: accessrail scan{}",
+                c.name,
+                c.base_url,
+                if app.store().connections().await?.len() > 1 {
+                    format!(" --connection {}", c.name)
+                } else {
+                    String::new()
+                }
+            ),
+            None => println!("\nNothing was saved: fix the failing check and run connect again."),
+        }
+    }
+    Ok(if saved.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_test(r: &TestReport, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    println!("Test of {}", r.base_url);
+    for c in &r.checks {
+        let mark = match c.status {
+            CheckStatus::Pass => "ok  ",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Skipped => "skip",
+        };
+        println!("  [{mark}] {}: {}", c.title, c.message);
+        if let (Some(h), CheckStatus::Fail | CheckStatus::Warn) = (c.hint, c.status) {
+            println!("         {h}");
+        }
+    }
+    println!(
+        "{}",
+        if r.passed {
+            "Test passed."
+        } else {
+            "Test failed."
+        }
+    );
+}
+
+async fn connections(app: &App, json: bool) -> Result<ExitCode, Failure> {
+    let all = app.store().connections().await?;
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name, "base_url": c.base_url, "email": c.email, "request_budget": c.request_budget,
+                    "groups_supported": c.groups_supported, "created_at": time_fmt::rfc3339(c.created_at),
+                })
+            })
+            .collect();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!(
+            "No connections yet. Run `accessrail connect --subdomain SUB --email EMAIL --api-key-stdin`."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "name",
+        "TestRail",
+        "administrator email",
+        "budget/min",
+        "groups",
+        "since",
+    ]);
+    for c in &all {
+        t.add_row(vec![
+            c.name.clone(),
+            c.base_url.clone(),
+            c.email.clone(),
+            opt(&c.request_budget),
+            match c.groups_supported {
+                Some(true) => "yes".into(),
+                Some(false) => "no (before 7.5)".into(),
+                None => "-".into(),
+            },
+            time_fmt::short(c.created_at),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Shows a progress bar on a terminal and reports retries and waits as they happen.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    json: bool,
+}
+
+impl ScanObserver for Progress {
+    fn users_read(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{n} users read"));
+        }
+    }
+    fn phase(&self, phase: &str) {
+        if let Some(b) = &self.bar {
+            b.set_prefix(phase.to_string());
+        }
+    }
+    fn client_event(&self, event: &Event) {
+        let line = match event {
+            Event::Retrying {
+                method,
+                attempt,
+                delay,
+                reason,
+            } => {
+                format!(
+                    "retrying {method} (attempt {attempt} failed: {reason}) in {:.1}s",
+                    delay.as_secs_f64()
+                )
+            }
+            Event::RateLimited { method, wait } => {
+                format!(
+                    "TestRail rate limit reached on {method}: waiting {}s as Retry-After asks",
+                    wait.as_secs()
+                )
+            }
+            Event::BudgetWait { wait } => {
+                format!(
+                    "request budget used up: waiting {:.0}s to leave room for other TestRail clients",
+                    wait.as_secs_f64()
+                )
+            }
+            Event::WriteRecovered { method, found } => {
+                format!("{method}: lost answer checked (found: {found})")
+            }
+            _ => return,
+        };
+        match &self.bar {
+            Some(b) => b.println(format!("  {line}")),
+            None if !self.json => eprintln!("accessrail: {line}"),
+            None => eprintln!("{}", json!({ "event": line })),
+        }
+    }
+}
+
+pub async fn scan_with_progress(
+    app: &App,
+    connection: Option<&str>,
+    json: bool,
+) -> Result<ScanOutcome, Failure> {
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} scanning {prefix}: {msg} [{elapsed}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
+    let progress = Arc::new(Progress {
+        bar: bar.clone(),
+        json,
+    });
+    let result = scan::scan(app, connection, progress).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result.map_err(|e| match e {
+        EngineError::Upstream { .. } => fail(
+            "scan_failed",
+            format!("scan failed, the last good scan is kept: {e}"),
+        ),
+        other => Failure::from(other),
+    })
+}
+
+fn print_scan(o: &ScanOutcome, json: bool) {
+    if json {
+        print_json(o);
+        return;
+    }
+    println!(
+        "Scan {} of {}: {} users ({} active seats), {} groups, {} roles in {} requests ({} retries) in {:.1}s; {} change(s).",
+        o.scan_id,
+        o.connection,
+        o.users,
+        o.active_seats,
+        o.groups,
+        o.roles,
+        o.requests,
+        o.retries,
+        o.seconds,
+        o.changes
+    );
+    for w in &o.warnings {
+        println!("  warning: {w}");
+    }
+}
+
+async fn scans(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure> {
+    let conn = app.resolve(sel.connection.as_deref()).await?;
+    let all = app.store().scans(&conn.id).await?;
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id, "status": s.status.as_str(), "started_at": time_fmt::rfc3339(s.started_at),
+                    "finished_at": s.finished_at.map(time_fmt::rfc3339), "users": s.users_seen, "groups": s.groups_seen,
+                    "active_seats": s.active_seats, "requests": s.requests, "retries": s.retries, "changes": s.changes,
+                    "error": s.error, "warnings": s.warnings,
+                })
+            })
+            .collect();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "scan",
+        "started",
+        "status",
+        "duration",
+        "users",
+        "active seats",
+        "requests",
+        "changes",
+        "error",
+    ]);
+    for s in &all {
+        t.add_row(vec![
+            s.id.to_string(),
+            time_fmt::short(s.started_at),
+            s.status.as_str().to_string(),
+            s.finished_at
+                .map_or("-".into(), |f| format!("{}s", f - s.started_at)),
+            s.users_seen.to_string(),
+            if s.status == accessrail_store::ScanStatus::Succeeded {
+                s.active_seats.to_string()
+            } else {
+                "-".into()
+            },
+            s.requests.to_string(),
+            s.changes.to_string(),
+            s.error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn changes(
+    app: &App,
+    sel: ConnSel,
+    since: Option<String>,
+    scan: Option<i64>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let conn = app.resolve(sel.connection.as_deref()).await?;
+    let since = match since {
+        Some(s) => Some(time_fmt::parse_since(&s, app.now()).ok_or_else(|| {
+            Failure::Usage(format!("--since {s:?}: use an RFC 3339 time, a date such as 2026-11-01, or an age such as 7d or 24h"))
+        })?),
+        None => None,
+    };
+    let all = app.store().changes(&conn.id, since, scan).await?;
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id, "scan": c.scan_id, "at": time_fmt::rfc3339(c.at), "kind": c.kind,
+                    "user_id": c.tr_user_id, "group_id": c.tr_group_id, "subject": c.subject,
+                    "before": c.before, "after": c.after,
+                })
+            })
+            .collect();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("No changes.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&["scan", "at", "change", "who / group", "before", "after"]);
+    for c in &all {
+        t.add_row(vec![
+            c.scan_id.to_string(),
+            time_fmt::short(c.at),
+            c.kind.replace('_', " "),
+            c.subject.clone().unwrap_or_default(),
+            c.before.clone().unwrap_or_default(),
+            c.after.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_identities(app: &App, json: bool) -> Result<ExitCode, Failure> {
+    let all = app.store().identities().await?;
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|i| {
+                json!({
+                    "id": i.id, "name": i.name, "email": i.emails.first(), "other_emails": i.emails.iter().skip(1).collect::<Vec<_>>(),
+                    "status": if i.gone { "gone" } else { i.status.as_str() }, "attributes": i.attributes,
+                })
+            })
+            .collect();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "id",
+        "name",
+        "email",
+        "other emails",
+        "status",
+        "attributes",
+    ]);
+    for i in &all {
+        t.add_row(vec![
+            i.id.clone(),
+            i.name.clone(),
+            i.emails.first().cloned().unwrap_or_default(),
+            i.emails
+                .iter()
+                .skip(1)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            if i.gone {
+                "gone".into()
+            } else {
+                i.status.as_str().to_string()
+            },
+            i.attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn import_identities(
+    app: &App,
+    file: &Path,
+    partial: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let format = Format::guess(&file.to_string_lossy(), &bytes);
+    let parsed = identities::parse(&bytes, format).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        fail(
+            "invalid_identities",
+            format!(
+                "{} has {} problem(s); nothing was imported:\n  {}",
+                file.display(),
+                errors.len(),
+                lines.join("\n  ")
+            ),
+        )
+    })?;
+    let n = parsed.len();
+    let summary = app
+        .store()
+        .import_identities(parsed, !partial, app.now())
+        .await?;
+    if json {
+        print_json(&json!({
+            "read": n, "added": summary.added, "updated": summary.updated, "unchanged": summary.unchanged,
+            "marked_gone": summary.marked_gone, "partial": partial,
+        }));
+    } else {
+        println!(
+            "Imported {n} identities from {}: {} added, {} updated, {} unchanged, {} marked gone{}.",
+            file.display(),
+            summary.added,
+            summary.updated,
+            summary.unchanged,
+            summary.marked_gone,
+            if partial {
+                " (partial import: nobody marked gone)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn find_account(
+    app: &App,
+    conn: &accessrail_store::Connection,
+    account: &str,
+) -> Result<u64, Failure> {
+    let accounts = app.store().current_accounts(&conn.id).await?;
+    let t = account.trim();
+    let found = match t.parse::<u64>() {
+        Ok(id) => accounts.iter().find(|a| a.id == id),
+        Err(_) => accounts.iter().find(|a| {
+            a.email
+                .as_deref()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(t))
+        }),
+    };
+    found.map(|a| a.id).ok_or_else(|| {
+        Failure::Usage(format!(
+            "no TestRail account {t:?} in the last scan of {}",
+            conn.name
+        ))
+    })
+}
+
+async fn match_cmd(app: &App, action: MatchAction, json: bool) -> Result<ExitCode, Failure> {
+    let (sel, account, identity, kind) = match &action {
+        MatchAction::Set {
+            conn,
+            account,
+            identity,
+        } => (conn, account, Some(identity), Some(OverrideKind::Pin)),
+        MatchAction::Clear {
+            conn,
+            account,
+            identity,
+        } => (conn, account, Some(identity), Some(OverrideKind::Exclude)),
+        MatchAction::Reset { conn, account } => (conn, account, None, None),
+    };
+    let conn = app.resolve(sel.connection.as_deref()).await?;
+    let account_id = find_account(app, &conn, account).await?;
+    if let (Some(identity), Some(kind)) = (identity, kind) {
+        if !app
+            .store()
+            .identities()
+            .await?
+            .iter()
+            .any(|i| &i.id == identity)
+        {
+            return Err(Failure::Usage(format!("no identity with id {identity:?}")));
+        }
+        app.store()
+            .set_override(
+                &conn.id,
+                OverrideRecord {
+                    account_id,
+                    identity_id: identity.clone(),
+                    kind,
+                },
+                app.now(),
+            )
+            .await?;
+        if json {
+            print_json(
+                &json!({ "account": account_id, "identity": identity, "override": kind.as_str() }),
+            );
+        } else if kind == OverrideKind::Pin {
+            println!("Account {account_id} is now pinned to identity {identity}.");
+        } else {
+            println!("Account {account_id} will never be matched to identity {identity}.");
+        }
+    } else {
+        let n = app
+            .store()
+            .clear_override(&conn.id, account_id, None)
+            .await?;
+        if json {
+            print_json(&json!({ "account": account_id, "removed": n }));
+        } else {
+            println!("Removed {n} manual match decision(s) for account {account_id}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure> {
+    let conn = app.resolve(a.conn.connection.as_deref()).await?;
+    let filter = UserFilter {
+        unmatched: a.unmatched,
+        ambiguous: a.ambiguous,
+        inactive: a.inactive,
+        role: a.role.clone(),
+        group: a.group.clone(),
+    };
+    let list: Vec<UserView> = if let Some(scan_id) = a.at_scan {
+        let scan = app.store().scan(scan_id).await?;
+        if scan.as_ref().is_none_or(|s| {
+            s.connection_id != conn.id || s.status != accessrail_store::ScanStatus::Succeeded
+        }) {
+            return Err(Failure::Usage(format!(
+                "scan {scan_id} is not a successful scan of {}",
+                conn.name
+            )));
+        }
+        app.store()
+            .accounts_at_scan(&conn.id, scan_id)
+            .await?
+            .into_iter()
+            .filter(|acc| !filter.inactive || !acc.is_active)
+            .map(|acc| UserView {
+                id: acc.id,
+                match_state: if acc.email.as_deref().is_some_and(is_forgotten_placeholder) {
+                    accessrail_domain::MatchState::Forgotten
+                } else {
+                    accessrail_domain::MatchState::Unmatched
+                },
+                email: acc.email,
+                name: acc.name,
+                is_active: acc.is_active,
+                is_admin: acc.is_admin,
+                role: acc.role,
+                role_id: acc.role_id,
+                groups: vec![],
+                group_ids: acc.group_ids,
+                identity: None,
+                identity_name: None,
+                identity_status: None,
+                match_reason: "historical view: matching not applied".into(),
+                pinned: false,
+                candidates: vec![],
+            })
+            .collect()
+    } else {
+        report::filtered_users(app, &conn, &filter).await?
+    };
+    if json {
+        print_json(&list);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "id", "name", "email", "active", "role", "groups", "identity", "flags",
+    ]);
+    for u in &list {
+        let mut flags = vec![];
+        match u.match_state {
+            accessrail_domain::MatchState::Unmatched => flags.push("unmatched".to_string()),
+            accessrail_domain::MatchState::Ambiguous => {
+                flags.push(format!("ambiguous ({})", u.candidates.join(", ")))
+            }
+            accessrail_domain::MatchState::Forgotten => flags.push("forgotten".to_string()),
+            accessrail_domain::MatchState::Matched => {}
+        }
+        if u.is_leaver() {
+            flags.push(if u.is_active {
+                "LEAVER, still active".into()
+            } else {
+                "leaver".into()
+            });
+        }
+        if u.identity_status.as_deref() == Some("gone") {
+            flags.push("identity gone".into());
+        }
+        if u.pinned {
+            flags.push("pinned".into());
+        }
+        if u.is_admin == Some(true) {
+            flags.push("admin".into());
+        }
+        t.add_row(vec![
+            u.id.to_string(),
+            u.name.clone().unwrap_or_default(),
+            u.email.clone().unwrap_or_default(),
+            if u.is_active {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            u.role.clone().unwrap_or_default(),
+            u.groups.join(", "),
+            u.identity.clone().unwrap_or_default(),
+            flags.join("; "),
+        ]);
+    }
+    println!("{t}");
+    println!("{} account(s).", list.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_summary(s: &report::Summary, json: bool) {
+    if json {
+        print_json(s);
+        return;
+    }
+    println!("TestRail connection {}", s.connection);
+    match (s.last_scan, s.last_scan_at) {
+        (Some(id), Some(at)) => println!("  last good scan        {id} at {}", time_fmt::short(at)),
+        _ => println!("  last good scan        none yet: run `accessrail scan`"),
+    }
+    println!("  accounts              {}", s.accounts);
+    println!("  active seats          {}", s.active_seats);
+    println!("  inactive accounts     {}", s.inactive_accounts);
+    println!("  administrators        {}", s.admins);
+    println!("  unmatched, active     {}", s.unmatched_active_accounts);
+    println!("  ambiguous matches     {}", s.ambiguous_accounts);
+    println!("  forgotten users       {}", s.forgotten_accounts);
+    println!("  leavers still active  {}", s.active_accounts_of_leavers);
+}
+
+async fn groups(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure> {
+    let conn = app.resolve(sel.connection.as_deref()).await?;
+    let groups = app.store().current_groups(&conn.id).await?;
+    let accounts = app.store().current_accounts(&conn.id).await?;
+    let email = |id: &u64| {
+        accounts
+            .iter()
+            .find(|a| a.id == *id)
+            .and_then(|a| a.email.clone())
+            .unwrap_or_else(|| format!("#{id}"))
+    };
+    if json {
+        let v: Vec<_> = groups
+            .iter()
+            .map(|g| json!({ "id": g.id, "name": g.name, "user_ids": g.member_ids, "members": g.member_ids.iter().map(email).collect::<Vec<_>>() }))
+            .collect();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if conn.groups_supported == Some(false) {
+        println!("This TestRail has no groups API (before 7.5): group features are off.");
+    }
+    let mut t = table(&["id", "group", "members", "member emails"]);
+    for g in &groups {
+        t.add_row(vec![
+            g.id.to_string(),
+            g.name.clone().unwrap_or_default(),
+            g.member_ids.len().to_string(),
+            g.member_ids
+                .iter()
+                .map(email)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn roles(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure> {
+    let conn = app.resolve(sel.connection.as_deref()).await?;
+    let roles = app.store().current_roles(&conn.id).await?;
+    let accounts = app.store().current_accounts(&conn.id).await?;
+    let count = |id: u64, active: bool| {
+        accounts
+            .iter()
+            .filter(|a| a.role_id == Some(id) && (!active || a.is_active))
+            .count()
+    };
+    if json {
+        let v: Vec<_> = roles
+            .iter()
+            .map(|r| json!({ "id": r.id, "name": r.name, "is_default": r.is_default, "is_project_admin": r.is_project_admin, "accounts": count(r.id, false), "active_accounts": count(r.id, true) }))
+            .collect();
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&["id", "role", "default", "accounts", "active"]);
+    for r in &roles {
+        t.add_row(vec![
+            r.id.to_string(),
+            r.name.clone().unwrap_or_default(),
+            if r.is_default == Some(true) {
+                "yes".into()
+            } else {
+                String::new()
+            },
+            count(r.id, false).to_string(),
+            count(r.id, true).to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
