@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use accessrail_domain::Account;
 use accessrail_store::{GroupRecord, RoleRecord};
-use testrail_client::{ApiKey, BaseUrl, Client, Event, Group, Role, User};
+use testrail_client::{ApiKey, BaseUrl, Client, Group, Role, User};
 
 use crate::error::{EngineError, EngineResult};
 
@@ -68,7 +68,7 @@ pub fn build_client(
     key: ApiKey,
     budget: Option<u32>,
     opts: &ClientOptions,
-    on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    on_event: Option<testrail_client::EventHook>,
 ) -> EngineResult<Client> {
     let mut b = Client::builder(base, email, key)
         .timeout(opts.timeout)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use accessrail_store::{Connection, NewConnection, Store};
 use chacha20poly1305::aead::OsRng;
 use chacha20poly1305::aead::rand_core::RngCore as _;
-use testrail_client::{ApiKey, Client, Event};
+use testrail_client::{ApiKey, Client};
 
 use crate::check::{self, TestReport};
 use crate::connector::{self, CLOUD_DEFAULT_BUDGET, ClientOptions};
@@ -144,7 +144,7 @@ impl<S: Store> Engine<S> {
     pub fn client_for(
         &self,
         conn: &Connection,
-        on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+        on_event: Option<testrail_client::EventHook>,
     ) -> EngineResult<Client> {
         let key = self.keyring.open(&conn.id, &conn.secret)?;
         let base = connector::parse_base(

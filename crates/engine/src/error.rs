@@ -47,7 +47,7 @@ pub enum EngineError {
     Upstream {
         context: String,
         #[source]
-        source: testrail_client::Error,
+        source: Box<testrail_client::Error>,
     },
     #[error("a scan of connection {0:?} is already running")]
     ScanRunning(String),
@@ -79,7 +79,7 @@ impl EngineError {
     pub(crate) fn upstream(context: impl Into<String>, source: testrail_client::Error) -> Self {
         Self::Upstream {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -1,4 +1,6 @@
 //! The SQLite implementation of [`Store`].
+// Row tuples mirror their SELECT lists, so their types are as long as the queries.
+#![allow(clippy::type_complexity)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

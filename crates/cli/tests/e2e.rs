@@ -1,0 +1,887 @@
+//! End to end: the `accessrail` binary against the TestRail simulator over real HTTP on port
+//! 0, with a fresh data directory (SQLite file) per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use testrail_sim::{Faults, SeedConfig, Settings, Sim, SimServer, Version};
+use tokio::io::AsyncWriteExt as _;
+
+const ADMIN: &str = "admin@example.com";
+const KEY: &str = "e2e-admin-key-7d1f0b";
+
+struct Env {
+    server: SimServer,
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+async fn env_with(users: u32, groups: u32, settings: Settings) -> Env {
+    let sim = Sim::new(
+        SeedConfig {
+            users,
+            groups,
+            seed: 9,
+            admin_key: KEY.into(),
+            ..SeedConfig::default()
+        },
+        settings,
+    );
+    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), sim)
+        .await
+        .unwrap();
+    Env {
+        server,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn env(users: u32, groups: u32) -> Env {
+    env_with(users, groups, Settings::default()).await
+}
+
+impl Env {
+    fn sim(&self) -> &Sim {
+        self.server.sim()
+    }
+
+    fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn run_in(&self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"));
+        cmd.args(args)
+            .env("ACCESSRAIL_DATA_DIR", dir)
+            .env_remove("ACCESSRAIL_MASTER_KEY")
+            .env_remove("ACCESSRAIL_MASTER_KEY_FILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        self.run_in(self.data(), args, None).await
+    }
+
+    async fn connect_as(&self, email: &str, key: &str, extra: &[&str]) -> Out {
+        let base = self.server.base_url();
+        let mut args = vec![
+            "connect",
+            "--base-url",
+            base.as_str(),
+            "--email",
+            email,
+            "--api-key-stdin",
+            "--name",
+            "acme",
+        ];
+        args.extend_from_slice(extra);
+        self.run_in(self.data(), &args, Some(&format!("  {key} \n")))
+            .await
+    }
+
+    async fn connect(&self) -> Out {
+        let out = self.connect_as(ADMIN, KEY, &[]).await;
+        assert_eq!(out.code, 0, "connect: {}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    async fn scan(&self) -> Value {
+        let out = self.run(&["scan", "--json"]).await;
+        assert_eq!(out.code, 0, "scan: {}\n{}", out.stdout, out.stderr);
+        out.json()
+    }
+
+    async fn users(&self, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["users", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args).await;
+        assert_eq!(out.code, 0, "users: {}", out.stderr);
+        out.json().as_array().cloned().unwrap()
+    }
+
+    fn add_user(&self, email: &str, key: Option<&str>, is_admin: bool) -> u64 {
+        self.sim().with_instance(|inst| {
+            inst.insert_user(testrail_sim::model::User {
+                id: 0,
+                name: format!("User {email}"),
+                email: email.into(),
+                is_active: true,
+                is_admin,
+                role_id: 3,
+                email_notifications: true,
+                mfa_required: false,
+                sso_enabled: false,
+                assigned_projects: vec![],
+                group_ids: Default::default(),
+                api_keys: key.map(|k| vec![k.to_string()]).unwrap_or_default(),
+                password: None,
+            })
+        })
+    }
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_reports_each_failure_with_guidance() {
+    let e = env(5, 1).await;
+    // Bad key.
+    let out = e.connect_as(ADMIN, "wrong-key", &[]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("Invalid email or API key"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("copied in full with no extra spaces"));
+    assert!(out.stdout.contains("Nothing was saved"));
+    // Non-admin key.
+    e.add_user("tess@example.com", Some("tess-key"), false);
+    let out = e
+        .connect_as("tess@example.com", "tess-key", &["--json"])
+        .await;
+    assert_eq!(out.code, 1);
+    let report = out.json();
+    let admin = &report["test"]["checks"][2];
+    assert_eq!(
+        (admin["name"].as_str(), admin["status"].as_str()),
+        (Some("administrator"), Some("fail"))
+    );
+    assert!(
+        admin["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an administrator key")
+    );
+    assert_eq!(report["saved"], Value::Null);
+    // API disabled.
+    e.sim().set_settings(Settings {
+        api_enabled: false,
+        ..Settings::default()
+    });
+    let out = e.connect_as(ADMIN, KEY, &[]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("API is disabled")
+            && out.stdout.contains("Administration > Site Settings > API"),
+        "{}",
+        out.stdout
+    );
+    // A version without groups: connects, with a warning.
+    e.sim().set_settings(Settings {
+        testrail_version: Version(7, 4, 0),
+        ..Settings::default()
+    });
+    let out = e.connect_as(ADMIN, KEY, &["--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let groups = &out.json()["test"]["checks"][3];
+    assert_eq!(groups["status"], "warn");
+    assert!(
+        groups["message"]
+            .as_str()
+            .unwrap()
+            .contains("group features are off")
+    );
+    // A version without is_admin: the get_users probe decides.
+    e.sim().set_settings(Settings {
+        testrail_version: Version(7, 2, 0),
+        ..Settings::default()
+    });
+    let out = e.connect_as(ADMIN, KEY, &["--replace", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(
+        out.json()["test"]["checks"][2]["message"],
+        "can list every user (get_users)"
+    );
+    let out = e
+        .connect_as("tess@example.com", "tess-key", &["--replace", "--json"])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.json()["test"]["checks"][2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("get_users was refused")
+    );
+    // Unreachable.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = e
+        .run_in(
+            e.data(),
+            &[
+                "connect",
+                "--base-url",
+                &format!("http://{dead}"),
+                "--email",
+                ADMIN,
+                "--api-key-stdin",
+                "--name",
+                "x",
+            ],
+            Some(KEY),
+        )
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("cannot reach TestRail"),
+        "{}",
+        out.stdout
+    );
+    // A name in use needs --replace.
+    e.sim().set_settings(Settings::default());
+    let out = e.connect_as(ADMIN, KEY, &[]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--replace"), "{}", out.stderr);
+    // `accessrail test` on the saved connection.
+    let out = e.run(&["test"]).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("Test passed."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_equals_the_simulator_field_by_field() {
+    let e = env(60, 5).await;
+    e.connect().await;
+    let scan = e.scan().await;
+    assert_eq!(scan["users"], 61);
+    let users = e.users(&[]).await;
+    let snap = e.sim().snapshot();
+    assert_eq!(users.len(), snap.users.len());
+    for u in &users {
+        let s = &snap.users[&u["id"].as_u64().unwrap()];
+        assert_eq!(u["email"], s.email.as_str());
+        assert_eq!(u["name"], s.name.as_str());
+        assert_eq!(u["is_active"], s.is_active);
+        assert_eq!(u["is_admin"], s.is_admin);
+        assert_eq!(u["role_id"], s.role_id);
+        assert_eq!(u["role"], snap.role(s.role_id).unwrap().name.as_str());
+        assert_eq!(
+            u["group_ids"],
+            json!(s.group_ids.iter().collect::<Vec<_>>())
+        );
+        let names: Vec<&str> = s
+            .group_ids
+            .iter()
+            .map(|g| snap.groups[g].name.as_str())
+            .collect();
+        assert_eq!(u["groups"], json!(names));
+        for key in ["identity", "identity_status", "match"] {
+            assert!(u.get(key).is_some(), "{key}");
+        }
+    }
+    let groups = e.run(&["groups", "--json"]).await.json();
+    assert_eq!(groups.as_array().unwrap().len(), 5);
+    for g in groups.as_array().unwrap() {
+        let s = &snap.groups[&g["id"].as_u64().unwrap()];
+        let mut members = s.user_ids.clone();
+        members.sort_unstable();
+        assert_eq!(
+            (g["name"].as_str().unwrap(), g["user_ids"].clone()),
+            (s.name.as_str(), json!(members))
+        );
+    }
+    let roles = e.run(&["roles", "--json"]).await.json();
+    assert_eq!(roles.as_array().unwrap().len(), snap.roles.len());
+    // Filters: inactive, role, group, and an unknown role is a usage error.
+    let inactive = e.users(&["--inactive"]).await;
+    assert_eq!(
+        inactive.len(),
+        snap.users.values().filter(|u| !u.is_active).count()
+    );
+    let leads = e.users(&["--role", "lead"]).await;
+    assert_eq!(
+        leads.len(),
+        snap.users.values().filter(|u| u.role_id == 1).count()
+    );
+    assert_eq!(e.users(&["--role", "1"]).await.len(), leads.len());
+    let qa = e.users(&["--group", "QA"]).await;
+    assert_eq!(qa.len(), snap.groups[&1].user_ids.len());
+    let out = e.run(&["users", "--role", "Astronaut", "--json"]).await;
+    assert_eq!(out.code, 2);
+    let err: Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(err["error"]["code"], "usage");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Astronaut")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_costs_the_minimum_requests_and_a_rescan_writes_no_account_rows() {
+    // 500 users in all (an exact multiple of 250) and exactly 250 groups.
+    let e = env(499, 250).await;
+    e.connect().await;
+    e.sim().reset();
+    let scan = e.scan().await;
+    let stats = e.sim().stats();
+    assert_eq!(stats.by_method.get("get_users"), Some(&2));
+    assert_eq!(stats.by_method.get("get_groups"), Some(&1));
+    assert_eq!(stats.by_method.get("get_roles"), Some(&1));
+    assert_eq!(stats.requests_total, 4);
+    assert_eq!(
+        (scan["requests"].clone(), scan["minimum_requests"].clone()),
+        (json!(4), json!(4))
+    );
+    assert_eq!(scan["account_rows_written"], 500);
+    let again = e.scan().await;
+    assert_eq!(again["account_rows_written"], 0, "nothing changed upstream");
+    assert_eq!(again["rows_written"], 0);
+    assert_eq!(again["changes"], 0);
+    // 501 users: one more page.
+    e.add_user("one.more@example.com", None, false);
+    e.sim().reset();
+    let e2 = env(500, 1).await;
+    e2.connect().await;
+    e2.sim().reset();
+    let scan = e2.scan().await;
+    assert_eq!(
+        (scan["requests"].clone(), scan["minimum_requests"].clone()),
+        (json!(5), json!(5))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_failing_half_way_keeps_the_last_good_snapshot() {
+    let e = env(600, 2).await;
+    e.connect().await;
+    e.scan().await;
+    let before = e.users(&[]).await;
+    // Upstream changes, then the scan dies after its first request.
+    e.sim().with_instance(|inst| {
+        if let Some(u) = inst.users.get_mut(&2) {
+            u.name = "Renamed During Outage".into();
+        }
+    });
+    e.sim().set_faults(Faults {
+        fail_after_requests: Some(1),
+        ..Faults::default()
+    });
+    let out = e.run(&["scan"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("last good scan is kept"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        e.users(&[]).await,
+        before,
+        "the failed scan changed nothing"
+    );
+    let scans = e.run(&["scans", "--json"]).await.json();
+    let last = scans.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], "failed");
+    assert!(last["error"].as_str().unwrap().contains("reading users"));
+    let summary = e.run(&["summary", "--json"]).await.json();
+    assert_eq!(summary["last_scan"], 1);
+    // Once TestRail recovers, the next scan sees the change.
+    e.sim().set_faults(Faults::default());
+    e.scan().await;
+    let after = e.users(&[]).await;
+    assert_eq!(
+        after.iter().find(|u| u["id"] == 2).unwrap()["name"],
+        "Renamed During Outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matching_cases_aliases_ambiguity_forgotten_and_pins() {
+    let e = env(0, 0).await;
+    let ana = e.add_user("Ana.Silva@Example.com", None, false);
+    let ben = e.add_user("ben@example.com", None, false);
+    let shared = e.add_user("shared@example.com", None, false);
+    let stray = e.add_user("stray@example.com", None, false);
+    let gone = e.sim().with_instance(|inst| {
+        inst.insert_user(testrail_sim::model::User {
+            id: 0,
+            name: "F12345678901234".into(),
+            email: "F12345678901234".into(),
+            is_active: false,
+            is_admin: false,
+            role_id: 3,
+            email_notifications: false,
+            mfa_required: false,
+            sso_enabled: false,
+            assigned_projects: vec![],
+            group_ids: Default::default(),
+            api_keys: vec![],
+            password: None,
+        })
+    });
+    e.connect().await;
+    e.scan().await;
+    let csv = "id,name,email,other_emails,status,department\n\
+               p-ana,Ana Silva, ana.silva@example.COM ,,active,QA\n\
+               p-ben,Ben Okafor,b.okafor@example.com,ben@example.com,leaver,Eng\n\
+               p-s1,Sam One,shared@example.com,,active,\n\
+               p-s2,Sam Two,SHARED@example.com,,active,\n\
+               p-admin,Admin,admin@example.com,,active,IT\n";
+    let file = e.data().join("people.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let users = e.users(&[]).await;
+    let by = |id: u64| users.iter().find(|u| u["id"] == id).unwrap().clone();
+    assert_eq!(
+        (by(ana)["match"].clone(), by(ana)["identity"].clone()),
+        (json!("matched"), json!("p-ana"))
+    );
+    assert_eq!(
+        (
+            by(ben)["identity"].clone(),
+            by(ben)["identity_status"].clone()
+        ),
+        (json!("p-ben"), json!("leaver"))
+    );
+    assert_eq!(by(shared)["match"], "ambiguous");
+    assert_eq!(by(shared)["identity"], Value::Null);
+    assert_eq!(by(stray)["match"], "unmatched");
+    assert_eq!(by(gone)["match"], "forgotten");
+    let unmatched = e.users(&["--unmatched"]).await;
+    assert_eq!(
+        unmatched
+            .iter()
+            .map(|u| u["id"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![stray]
+    );
+    assert_eq!(e.users(&["--ambiguous"]).await.len(), 1);
+    let summary = e.run(&["summary", "--json"]).await.json();
+    assert_eq!(summary["active_accounts_of_leavers"], 1);
+    assert_eq!(summary["unmatched_active_accounts"], 1);
+    // Pin and exclude by hand; both survive a rescan.
+    let out = e.run(&["match", "set", "stray@example.com", "p-ana"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = e
+        .run(&["match", "clear", &shared.to_string(), "p-s2"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    e.scan().await;
+    let users = e.users(&[]).await;
+    let by = |id: u64| users.iter().find(|u| u["id"] == id).unwrap().clone();
+    assert_eq!(
+        (by(stray)["identity"].clone(), by(stray)["pinned"].clone()),
+        (json!("p-ana"), json!(true))
+    );
+    assert_eq!(
+        (by(shared)["match"].clone(), by(shared)["identity"].clone()),
+        (json!("matched"), json!("p-s1")),
+        "excluding one of the two claimants resolves the ambiguity"
+    );
+    // Unknown identity or account: usage errors.
+    assert_eq!(
+        e.run(&["match", "set", "stray@example.com", "nobody"])
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        e.run(&["match", "set", "who@example.com", "p-ana"])
+            .await
+            .code,
+        2
+    );
+    // A full import without Ben marks him gone (still matched); a partial one does not.
+    std::fs::write(
+        &file,
+        "id,name,email,other_emails,status\np-ana,Ana,ana.silva@example.com,,active\n",
+    )
+    .unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap(), "--partial"])
+        .await;
+    assert!(out.stdout.contains("0 marked gone"), "{}", out.stdout);
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert!(out.stdout.contains("4 marked gone"), "{}", out.stdout);
+    let users = e.users(&[]).await;
+    assert_eq!(
+        users.iter().find(|u| u["id"] == ben).unwrap()["identity_status"],
+        "gone"
+    );
+    // Malformed rows are reported with line numbers, and nothing is imported.
+    std::fs::write(&file, "id,name,email,other_emails,status\nx1,X,x@example.com,,active\nx2,Y,not-an-email,,active\nx3,Z,z@example.com,,fired\n").unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("line 3")
+            && out.stderr.contains("line 4")
+            && out.stderr.contains("nothing was imported"),
+        "{}",
+        out.stderr
+    );
+    let ids = e.run(&["identities", "--json"]).await.json();
+    assert!(!ids.as_array().unwrap().iter().any(|i| i["id"] == "x1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_history_and_access_at_each_scan() {
+    let e = env(20, 2).await;
+    e.connect().await;
+    let first = e.scan().await;
+    let at_first = e.users(&[]).await;
+    // Upstream edits through TestRail's own API.
+    let http = reqwest_like_post(&e).await;
+    http("update_user/2", json!({"is_active": false})).await;
+    http(
+        "update_user/3",
+        json!({"name": "Renamed Person", "role_id": 1}),
+    )
+    .await;
+    http("update_user/4", json!({"email": "new.address@example.com"})).await;
+    http("update_group/1", json!({"user_ids": [5, 6]})).await;
+    http("add_group", json!({"name": "Auditors", "user_ids": [7]})).await;
+    http("update_group/2", json!({"name": "Developers (renamed)"})).await;
+    let second = e.scan().await;
+    assert!(second["changes"].as_u64().unwrap() >= 7);
+    let changes = e
+        .run(&[
+            "changes",
+            "--json",
+            "--scan",
+            &second["scan_id"].to_string(),
+        ])
+        .await
+        .json();
+    let kinds: std::collections::BTreeSet<&str> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "account_deactivated",
+        "account_renamed",
+        "role_changed",
+        "email_changed",
+        "group_joined",
+        "group_left",
+        "group_created",
+        "group_renamed",
+    ] {
+        assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+    }
+    http("delete_group/1", json!({})).await;
+    http("update_user/2", json!({"is_active": true})).await;
+    e.scan().await;
+    let changes = e.run(&["changes", "--json", "--since", "1d"]).await.json();
+    let kinds: Vec<&str> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"group_deleted") && kinds.contains(&"account_reactivated"));
+    assert_eq!(e.run(&["changes", "--since", "someday"]).await.code, 2);
+    // Who had access at scan 1: exactly what the first scan saw.
+    let then = e.users(&["--at-scan", &first["scan_id"].to_string()]).await;
+    let strip = |v: &Vec<Value>| {
+        v.iter()
+            .map(|u| {
+                (
+                    u["id"].clone(),
+                    u["name"].clone(),
+                    u["email"].clone(),
+                    u["is_active"].clone(),
+                    u["role_id"].clone(),
+                    u["group_ids"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&then), strip(&at_first));
+    let scans = e.run(&["scans", "--json"]).await.json();
+    let seats: Vec<u64> = scans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["active_seats"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seats[1] + 1,
+        seats[0],
+        "one deactivation between scan 1 and 2"
+    );
+    assert_eq!(seats[2], seats[0]);
+}
+
+/// Posts to the simulator the way a TestRail admin's own tooling would.
+async fn reqwest_like_post(
+    e: &Env,
+) -> impl Fn(&'static str, Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+{
+    let base = e.server.base_url();
+    move |route: &'static str, body: Value| {
+        let base = base.clone();
+        Box::pin(async move {
+            let client = testrail_client::Client::builder(
+                testrail_client::BaseUrl::server(&base, false).unwrap(),
+                ADMIN,
+                testrail_client::ApiKey::new(KEY).unwrap(),
+            )
+            .build()
+            .unwrap();
+            let (method, id) = route
+                .split_once('/')
+                .map_or((route, None), |(m, i)| (m, i.parse::<u64>().ok()));
+            match (method, id) {
+                ("update_user", Some(id)) => {
+                    let upd: testrail_client::UserUpdate = testrail_client::UserUpdate {
+                        is_active: body["is_active"].as_bool(),
+                        name: body["name"].as_str().map(Into::into),
+                        email: body["email"].as_str().map(Into::into),
+                        role_id: body["role_id"].as_u64(),
+                        ..Default::default()
+                    };
+                    client.update_user(id, &upd).await.unwrap();
+                }
+                ("update_group", Some(id)) => {
+                    let upd = testrail_client::GroupUpdate {
+                        name: body["name"].as_str().map(Into::into),
+                        user_ids: body["user_ids"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_u64).collect()),
+                    };
+                    client.update_group(id, &upd).await.unwrap();
+                }
+                ("add_group", None) => {
+                    let g = testrail_client::NewGroup {
+                        name: body["name"].as_str().unwrap().into(),
+                        user_ids: body["user_ids"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter_map(Value::as_u64)
+                            .collect(),
+                    };
+                    client.add_group(&g).await.unwrap();
+                }
+                ("delete_group", Some(id)) => client.delete_group(id).await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_never_in_plaintext() {
+    let e = env(10, 1).await;
+    let mut outputs = vec![e.connect().await];
+    for args in [
+        vec!["connections"],
+        vec!["connections", "--json"],
+        vec!["test"],
+        vec!["test", "--json"],
+        vec!["scan"],
+        vec!["users"],
+        vec!["summary", "--json"],
+        vec!["rotate-master-key"],
+        vec!["scan", "--json"],
+    ] {
+        let out = e.run(&args).await;
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        outputs.push(out);
+    }
+    // A failure path too.
+    e.sim().set_settings(Settings {
+        api_enabled: false,
+        ..Settings::default()
+    });
+    outputs.push(e.run(&["scan"]).await);
+    outputs.push(e.run(&["test", "--json"]).await);
+    for o in &outputs {
+        assert!(
+            !o.stdout.contains(KEY) && !o.stderr.contains(KEY),
+            "leak in {}\n{}",
+            o.stdout,
+            o.stderr
+        );
+    }
+    let files = all_files(e.data());
+    assert!(files.iter().any(|f| f.ends_with("accessrail.db")));
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "plaintext key in {}",
+            f.display()
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(e.data().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_lease_and_master_key_rotation() {
+    let e = env(5, 1).await;
+    e.connect().await;
+    // A second instance: commands then need --connection.
+    let other = env(3, 0).await;
+    let base = other.server.base_url();
+    let out = e
+        .run_in(
+            e.data(),
+            &[
+                "connect",
+                "--base-url",
+                &base,
+                "--email",
+                ADMIN,
+                "--api-key-stdin",
+                "--name",
+                "second",
+            ],
+            Some(KEY),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let list = e.run(&["connections", "--json"]).await.json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let out = e.run(&["scan"]).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--connection"), "{}", out.stderr);
+    assert_eq!(e.run(&["scan", "--connection", "second"]).await.code, 0);
+    // Only one scan of a connection at a time, across processes: hold the lease elsewhere.
+    let store = accessrail_store::SqliteStore::open(&e.data().join("accessrail.db"))
+        .await
+        .unwrap();
+    let conn = accessrail_store::Store::connection(&store, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        accessrail_store::Store::acquire_lease(
+            &store,
+            &format!("scan:{}", conn.id),
+            "another process",
+            now,
+            600
+        )
+        .await
+        .unwrap()
+    );
+    let out = e.run(&["scan", "--connection", "acme"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    accessrail_store::Store::release_lease(&store, &format!("scan:{}", conn.id), "another process")
+        .await
+        .unwrap();
+    assert_eq!(e.run(&["scan", "--connection", "acme"]).await.code, 0);
+    // Rotation: a new key id, and scans still decrypt the key.
+    let key_before = std::fs::read_to_string(e.data().join("master.key")).unwrap();
+    let out = e.run(&["rotate-master-key", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["resealed"], 2);
+    assert_ne!(
+        std::fs::read_to_string(e.data().join("master.key")).unwrap(),
+        key_before
+    );
+    assert!(!e.data().join("master.key.previous").exists());
+    assert_eq!(e.run(&["scan", "--connection", "acme"]).await.code, 0);
+    // Another master key cannot open the secrets.
+    let out = e
+        .run_in(e.data(), &["scan", "--connection", "acme"], None)
+        .await;
+    assert_eq!(out.code, 0);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"));
+    let wrong = cmd
+        .args(["scan", "--connection", "acme"])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .env(
+            "ACCESSRAIL_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("master key"));
+    // Removing a connection.
+    assert_eq!(e.run(&["connections", "remove", "second"]).await.code, 0);
+    assert_eq!(e.run(&["connections", "remove", "second"]).await.code, 2);
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(1, 0).await;
+    let out = e
+        .run_in(
+            dir.path(),
+            &["demo", "--no-serve", "--users", "40", "--json"],
+            None,
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["scan"]["users"], 41);
+    assert_eq!(v["scan"]["requests"], v["scan"]["minimum_requests"]);
+    assert!(v["summary"]["unmatched_active_accounts"].as_u64().unwrap() >= 1);
+    assert_eq!(v["summary"]["active_accounts_of_leavers"], 1);
+}
