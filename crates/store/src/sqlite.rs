@@ -726,37 +726,43 @@ struct Counter {
     account_rows: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record_change(
+/// A change row waiting to be written (in batches).
+struct PendingChange {
+    kind: ChangeKind,
+    user: Option<i64>,
+    group: Option<i64>,
+    subject: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+async fn write_changes(
     tx: &mut SqliteConnection,
     n: &mut Counter,
     connection_id: &str,
     scan: i64,
     now: i64,
-    kind: ChangeKind,
-    user: Option<i64>,
-    group: Option<i64>,
-    subject: Option<&str>,
-    before: Option<&str>,
-    after: Option<&str>,
+    changes: &[PendingChange],
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(connection_id)
-    .bind(scan)
-    .bind(now)
-    .bind(kind.as_str())
-    .bind(user)
-    .bind(group)
-    .bind(subject)
-    .bind(before)
-    .bind(after)
-    .execute(&mut *tx)
-    .await?;
-    n.changes += 1;
-    n.rows += 1;
+    for chunk in changes.chunks(BATCH / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after) ",
+        );
+        qb.push_values(chunk, |mut b, c| {
+            b.push_bind(connection_id)
+                .push_bind(scan)
+                .push_bind(now)
+                .push_bind(c.kind.as_str())
+                .push_bind(c.user)
+                .push_bind(c.group)
+                .push_bind(c.subject.clone())
+                .push_bind(c.before.clone())
+                .push_bind(c.after.clone());
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    n.changes += changes.len() as u64;
+    n.rows += changes.len() as u64;
     Ok(())
 }
 
@@ -769,7 +775,6 @@ struct DiffRow {
     role_id: Option<i64>,
     role_name: Option<String>,
     is_admin: Option<bool>,
-    fields: String,
     c_exists: Option<i64>,
     c_name: Option<String>,
     c_email: Option<String>,
@@ -779,6 +784,14 @@ struct DiffRow {
     c_is_admin: Option<bool>,
 }
 
+/// Staged accounts that are new or differ from their current version.
+const CHANGED_ACCOUNTS: &str = "FROM temp.stage_accounts s
+     LEFT JOIN account_versions c
+       ON c.connection_id = ?1 AND c.tr_user_id = s.tr_user_id AND c.valid_to_scan IS NULL
+     WHERE c.tr_user_id IS NULL OR c.name IS NOT s.name OR c.email IS NOT s.email
+        OR c.is_active IS NOT s.is_active OR c.role_id IS NOT s.role_id OR c.role_name IS NOT s.role_name
+        OR c.is_admin IS NOT s.is_admin OR c.fields IS NOT s.fields";
+
 impl SqliteScan {
     async fn drop_staging(&mut self) {
         for t in [
@@ -786,6 +799,7 @@ impl SqliteScan {
             "stage_groups",
             "stage_members",
             "stage_roles",
+            "changed_ids",
         ] {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
                 .execute(&mut *self.conn)
@@ -808,92 +822,95 @@ impl SqliteScan {
             rows: 0,
             account_rows: 0,
         };
-
-        // Accounts: only staged rows that are new or differ from the current version come back.
-        let diffs: Vec<DiffRow> = sqlx::query_as(
-            "SELECT s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields,
-                    c.tr_user_id AS c_exists, c.name AS c_name, c.email AS c_email, c.is_active AS c_is_active,
-                    c.role_id AS c_role_id, c.role_name AS c_role_name, c.is_admin AS c_is_admin
-             FROM temp.stage_accounts s
-             LEFT JOIN account_versions c
-               ON c.connection_id = ? AND c.tr_user_id = s.tr_user_id AND c.valid_to_scan IS NULL
-             WHERE c.tr_user_id IS NULL OR c.name IS NOT s.name OR c.email IS NOT s.email
-                OR c.is_active IS NOT s.is_active OR c.role_id IS NOT s.role_id OR c.role_name IS NOT s.role_name
-                OR c.is_admin IS NOT s.is_admin OR c.fields IS NOT s.fields",
+        // The first good scan is the baseline: it records versions, not thousands of "added".
+        let baseline: bool = !sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM scans WHERE connection_id = ? AND status = 'succeeded')",
         )
         .bind(&cid)
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        for d in diffs {
-            let new = Account {
-                id: u(d.tr_user_id),
-                name: d.name.clone(),
-                email: d.email.clone(),
-                is_active: d.is_active,
-                role_id: d.role_id.map(u),
-                role: d.role_name.clone(),
-                is_admin: d.is_admin,
-                group_ids: vec![],
-                fields: serde_json::Value::Null,
-            };
-            let old = d.c_exists.map(|_| Account {
-                id: new.id,
-                name: d.c_name.clone(),
-                email: d.c_email.clone(),
-                is_active: d.c_is_active.unwrap_or(false),
-                role_id: d.c_role_id.map(u),
-                role: d.c_role_name.clone(),
-                is_admin: d.c_is_admin,
-                group_ids: vec![],
-                fields: serde_json::Value::Null,
-            });
-            if old.is_some() {
-                sqlx::query(
-                    "UPDATE account_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL",
-                )
-                .bind(scan)
-                .bind(&cid)
-                .bind(d.tr_user_id)
-                .execute(&mut *tx)
-                .await?;
-                n.rows += 1;
-                n.account_rows += 1;
-            }
-            sqlx::query(&format!(
-                "INSERT INTO account_versions (connection_id, valid_from_scan, {ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+        let mut pending = Vec::new();
+        if !baseline {
+            let diffs: Vec<DiffRow> = sqlx::query_as(&format!(
+                "SELECT s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin,
+                        c.tr_user_id AS c_exists, c.name AS c_name, c.email AS c_email, c.is_active AS c_is_active,
+                        c.role_id AS c_role_id, c.role_name AS c_role_name, c.is_admin AS c_is_admin {CHANGED_ACCOUNTS}"
             ))
             .bind(&cid)
-            .bind(scan)
-            .bind(d.tr_user_id)
-            .bind(&d.name)
-            .bind(&d.email)
-            .bind(d.is_active)
-            .bind(d.role_id)
-            .bind(&d.role_name)
-            .bind(d.is_admin)
-            .bind(&d.fields)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            n.rows += 1;
-            n.account_rows += 1;
-            let subject = new.email.clone().or_else(|| new.name.clone());
-            for ch in account_changes(old.as_ref(), &new) {
-                record_change(
-                    &mut tx,
-                    &mut n,
-                    &cid,
-                    scan,
-                    now,
-                    ch.kind,
-                    Some(d.tr_user_id),
-                    None,
-                    subject.as_deref(),
-                    ch.before.as_deref(),
-                    ch.after.as_deref(),
-                )
-                .await?;
+            for d in diffs {
+                let new = Account {
+                    id: u(d.tr_user_id),
+                    name: d.name,
+                    email: d.email,
+                    is_active: d.is_active,
+                    role_id: d.role_id.map(u),
+                    role: d.role_name,
+                    is_admin: d.is_admin,
+                    group_ids: vec![],
+                    fields: serde_json::Value::Null,
+                };
+                let old = d.c_exists.map(|_| Account {
+                    id: new.id,
+                    name: d.c_name,
+                    email: d.c_email,
+                    is_active: d.c_is_active.unwrap_or(false),
+                    role_id: d.c_role_id.map(u),
+                    role: d.c_role_name,
+                    is_admin: d.c_is_admin,
+                    group_ids: vec![],
+                    fields: serde_json::Value::Null,
+                });
+                let subject = new.email.clone().or_else(|| new.name.clone());
+                for ch in account_changes(old.as_ref(), &new) {
+                    pending.push(PendingChange {
+                        kind: ch.kind,
+                        user: Some(d.tr_user_id),
+                        group: None,
+                        subject: subject.clone(),
+                        before: ch.before,
+                        after: ch.after,
+                    });
+                }
             }
         }
+        // Versions, set-based: close the current version of every changed account, open the new.
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS changed_ids (tr_user_id INTEGER PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM temp.changed_ids")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO temp.changed_ids SELECT s.tr_user_id {CHANGED_ACCOUNTS}"
+        ))
+        .bind(&cid)
+        .execute(&mut *tx)
+        .await?;
+        let closed = sqlx::query(
+            "UPDATE account_versions SET valid_to_scan = ?2 WHERE connection_id = ?1 AND valid_to_scan IS NULL
+               AND tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)",
+        )
+        .bind(&cid)
+        .bind(scan)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let opened = sqlx::query(&format!(
+            "INSERT INTO account_versions (connection_id, valid_from_scan, {ACCOUNT_COLS})
+             SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields
+             FROM temp.stage_accounts s WHERE s.tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)"
+        ))
+        .bind(&cid)
+        .bind(scan)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        n.rows += closed + opened;
+        n.account_rows += closed + opened;
+
         // Accounts TestRail no longer lists.
         let missing: Vec<(i64, Option<String>)> = sqlx::query_as(
             "SELECT c.tr_user_id, COALESCE(c.email, c.name) FROM account_versions c
@@ -903,37 +920,36 @@ impl SqliteScan {
         .bind(&cid)
         .fetch_all(&mut *tx)
         .await?;
-        for (user, subject) in missing {
-            sqlx::query("UPDATE account_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
-                .bind(scan)
-                .bind(&cid)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            n.rows += 1;
-            n.account_rows += 1;
-            record_change(
-                &mut tx,
-                &mut n,
-                &cid,
-                scan,
-                now,
-                ChangeKind::AccountMissing,
-                Some(user),
-                None,
-                subject.as_deref(),
-                None,
-                None,
+        if !missing.is_empty() {
+            let res = sqlx::query(
+                "UPDATE account_versions SET valid_to_scan = ?2 WHERE connection_id = ?1 AND valid_to_scan IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = account_versions.tr_user_id)",
             )
+            .bind(&cid)
+            .bind(scan)
+            .execute(&mut *tx)
             .await?;
+            n.rows += res.rows_affected();
+            n.account_rows += res.rows_affected();
+            for (user, subject) in missing {
+                pending.push(PendingChange {
+                    kind: ChangeKind::AccountMissing,
+                    user: Some(user),
+                    group: None,
+                    subject,
+                    before: None,
+                    after: None,
+                });
+            }
         }
 
         if report.groups_fetched {
-            apply_groups(&mut tx, &mut n, &cid, scan, now).await?;
+            apply_groups(&mut tx, &mut n, &cid, scan, baseline, &mut pending).await?;
         }
         if report.roles_fetched {
             apply_roles(&mut tx, &mut n, &cid, scan).await?;
         }
+        write_changes(&mut tx, &mut n, &cid, scan, now, &pending).await?;
 
         let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
         sqlx::query(
@@ -968,75 +984,67 @@ async fn apply_groups(
     n: &mut Counter,
     cid: &str,
     scan: i64,
-    now: i64,
+    baseline: bool,
+    pending: &mut Vec<PendingChange>,
 ) -> StoreResult<()> {
     // Groups created or renamed.
     let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT s.tr_group_id, s.name, c.tr_group_id, c.name FROM temp.stage_groups s
-             LEFT JOIN group_versions c ON c.connection_id = ? AND c.tr_group_id = s.tr_group_id AND c.valid_to_scan IS NULL
-             WHERE c.tr_group_id IS NULL OR c.name IS NOT s.name",
-        )
-        .bind(cid)
-        .fetch_all(&mut *tx)
-        .await?;
+        "SELECT s.tr_group_id, s.name, c.tr_group_id, c.name FROM temp.stage_groups s
+         LEFT JOIN group_versions c ON c.connection_id = ? AND c.tr_group_id = s.tr_group_id AND c.valid_to_scan IS NULL
+         WHERE c.tr_group_id IS NULL OR c.name IS NOT s.name",
+    )
+    .bind(cid)
+    .fetch_all(&mut *tx)
+    .await?;
     for (gid, name, existed, old_name) in rows {
         if existed.is_some() {
             sqlx::query("UPDATE group_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL")
-                    .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
+                .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
             n.rows += 1;
         }
         sqlx::query("INSERT INTO group_versions (connection_id, tr_group_id, valid_from_scan, name) VALUES (?, ?, ?, ?)")
-                .bind(cid).bind(gid).bind(scan).bind(&name).execute(&mut *tx).await?;
+            .bind(cid).bind(gid).bind(scan).bind(&name).execute(&mut *tx).await?;
         n.rows += 1;
-        let kind = if existed.is_some() {
-            ChangeKind::GroupRenamed
-        } else {
-            ChangeKind::GroupCreated
-        };
-        record_change(
-            tx,
-            n,
-            cid,
-            scan,
-            now,
-            kind,
-            None,
-            Some(gid),
-            name.as_deref(),
-            old_name.as_deref(),
-            name.as_deref(),
-        )
-        .await?;
+        if !baseline {
+            let kind = if existed.is_some() {
+                ChangeKind::GroupRenamed
+            } else {
+                ChangeKind::GroupCreated
+            };
+            pending.push(PendingChange {
+                kind,
+                user: None,
+                group: Some(gid),
+                subject: name.clone(),
+                before: old_name,
+                after: name,
+            });
+        }
     }
     // Groups deleted.
     let gone: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT c.tr_group_id, c.name FROM group_versions c WHERE c.connection_id = ? AND c.valid_to_scan IS NULL
-               AND NOT EXISTS (SELECT 1 FROM temp.stage_groups s WHERE s.tr_group_id = c.tr_group_id)",
-        )
-        .bind(cid)
-        .fetch_all(&mut *tx)
-        .await?;
+        "SELECT c.tr_group_id, c.name FROM group_versions c WHERE c.connection_id = ? AND c.valid_to_scan IS NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.stage_groups s WHERE s.tr_group_id = c.tr_group_id)",
+    )
+    .bind(cid)
+    .fetch_all(&mut *tx)
+    .await?;
     for (gid, name) in gone {
         sqlx::query("UPDATE group_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL")
-                .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
+            .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
         n.rows += 1;
-        record_change(
-            tx,
-            n,
-            cid,
-            scan,
-            now,
-            ChangeKind::GroupDeleted,
-            None,
-            Some(gid),
-            name.as_deref(),
-            name.as_deref(),
-            None,
-        )
-        .await?;
+        pending.push(PendingChange {
+            kind: ChangeKind::GroupDeleted,
+            user: None,
+            group: Some(gid),
+            subject: name.clone(),
+            before: name,
+            after: None,
+        });
     }
-    // Memberships joined and left (set differences against the current versions).
-    let joined: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+    // Memberships joined and left: set differences against the current versions.
+    if !baseline {
+        let joined: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT s.tr_group_id, s.tr_user_id, g.name, COALESCE(a.email, a.name) FROM temp.stage_members s
              LEFT JOIN temp.stage_groups g ON g.tr_group_id = s.tr_group_id
              LEFT JOIN temp.stage_accounts a ON a.tr_user_id = s.tr_user_id
@@ -1046,54 +1054,64 @@ async fn apply_groups(
         .bind(cid)
         .fetch_all(&mut *tx)
         .await?;
-    for (gid, uid, gname, subject) in joined {
-        sqlx::query("INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan) VALUES (?, ?, ?, ?)")
-                .bind(cid).bind(gid).bind(uid).bind(scan).execute(&mut *tx).await?;
-        n.rows += 1;
-        record_change(
-            tx,
-            n,
-            cid,
-            scan,
-            now,
-            ChangeKind::GroupJoined,
-            Some(uid),
-            Some(gid),
-            subject.as_deref(),
-            None,
-            gname.as_deref(),
-        )
-        .await?;
-    }
-    let left: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT m.tr_group_id, m.tr_user_id,
-                    (SELECT name FROM group_versions g WHERE g.connection_id = m.connection_id AND g.tr_group_id = m.tr_group_id ORDER BY valid_from_scan DESC LIMIT 1),
-                    (SELECT COALESCE(a.email, a.name) FROM account_versions a WHERE a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id ORDER BY valid_from_scan DESC LIMIT 1)
-             FROM membership_versions m WHERE m.connection_id = ? AND m.valid_to_scan IS NULL
-               AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)",
+        for (gid, uid, gname, subject) in joined {
+            pending.push(PendingChange {
+                kind: ChangeKind::GroupJoined,
+                user: Some(uid),
+                group: Some(gid),
+                subject,
+                before: None,
+                after: gname,
+            });
+        }
+        let left: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT m.tr_group_id, m.tr_user_id, g.name, COALESCE(a.email, a.name)
+             FROM membership_versions m
+             LEFT JOIN group_versions g ON g.connection_id = m.connection_id AND g.tr_group_id = m.tr_group_id
+                  AND (g.valid_to_scan IS NULL OR g.valid_to_scan = ?2)
+             LEFT JOIN account_versions a ON a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id
+                  AND a.valid_to_scan IS NULL
+             WHERE m.connection_id = ?1 AND m.valid_to_scan IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)
+             GROUP BY m.tr_group_id, m.tr_user_id",
         )
         .bind(cid)
+        .bind(scan)
         .fetch_all(&mut *tx)
         .await?;
-    for (gid, uid, gname, subject) in left {
-        sqlx::query("UPDATE membership_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
-                .bind(scan).bind(cid).bind(gid).bind(uid).execute(&mut *tx).await?;
-        n.rows += 1;
-        record_change(
-            tx,
-            n,
-            cid,
-            scan,
-            now,
-            ChangeKind::GroupLeft,
-            Some(uid),
-            Some(gid),
-            subject.as_deref(),
-            gname.as_deref(),
-            None,
-        )
-        .await?;
+        for (gid, uid, gname, subject) in left {
+            pending.push(PendingChange {
+                kind: ChangeKind::GroupLeft,
+                user: Some(uid),
+                group: Some(gid),
+                subject,
+                before: gname,
+                after: None,
+            });
+        }
     }
+    let closed = sqlx::query(
+        "UPDATE membership_versions SET valid_to_scan = ?2 WHERE connection_id = ?1 AND valid_to_scan IS NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = membership_versions.tr_group_id
+                           AND s.tr_user_id = membership_versions.tr_user_id)",
+    )
+    .bind(cid)
+    .bind(scan)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let opened = sqlx::query(
+        "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan)
+         SELECT ?1, s.tr_group_id, s.tr_user_id, ?2 FROM temp.stage_members s
+         WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ?1 AND m.tr_group_id = s.tr_group_id
+                           AND m.tr_user_id = s.tr_user_id AND m.valid_to_scan IS NULL)",
+    )
+    .bind(cid)
+    .bind(scan)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    n.rows += closed + opened;
     Ok(())
 }
 

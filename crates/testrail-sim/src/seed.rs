@@ -256,20 +256,17 @@ pub fn generate(cfg: &SeedConfig) -> Instance {
         });
     }
 
-    // Groups, each with a random share of the people (forgotten users keep old memberships,
-    // as TestRail does).
+    // Groups of realistic size: up to a quarter of the people, at most 150 (forgotten users keep
+    // old memberships, as TestRail does).
     let people: Vec<u64> = inst.users.keys().copied().filter(|id| *id != 1).collect();
     for g in 0..cfg.groups as usize {
         let name = match GROUPS.get(g) {
             Some(n) => (*n).to_string(),
             None => format!("{} {}", GROUPS[g % GROUPS.len()], g / GROUPS.len() + 1),
         };
-        let share = rng.random_range(0.02..0.25);
-        let mut members: Vec<u64> = people
-            .iter()
-            .copied()
-            .filter(|_| rng.random_bool(share))
-            .collect();
+        let most = (people.len() / 4).clamp(1, 150);
+        let size = rng.random_range(0..=most).min(people.len());
+        let mut members: Vec<u64> = people.choose_multiple(&mut rng, size).copied().collect();
         members.shuffle(&mut rng);
         inst.insert_group(name, &members);
     }
