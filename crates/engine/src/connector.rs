@@ -158,3 +158,38 @@ pub fn to_role(r: &Role) -> RoleRecord {
         is_project_admin: r.is_project_admin,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_keep_every_field_and_warn_about_gaps() {
+        let u: User = serde_json::from_str(
+            r#"{"id":5,"name":"Ana","email":"ana@x.io","is_active":false,"role_id":3,"role":"Tester",
+                "group_ids":[2,1],"is_admin":false,"custom_badge":"blue"}"#,
+        )
+        .expect("user");
+        let mut w = FieldWarnings::default();
+        let a = to_account(&u, &mut w);
+        assert_eq!(
+            (a.id, a.is_active, a.role_id, a.group_ids.clone()),
+            (5, false, Some(3), vec![2, 1])
+        );
+        assert_eq!(a.fields["custom_badge"], "blue");
+        assert!(
+            a.fields.get("sso_enabled").is_none(),
+            "absent fields are not invented"
+        );
+        let bare: User = serde_json::from_str(r#"{"id":6}"#).expect("user");
+        let b = to_account(&bare, &mut w);
+        assert!(b.is_active, "a missing is_active counts the seat");
+        let msgs = w.into_messages();
+        assert!(msgs.iter().any(|m| m.contains("without `email`")));
+        assert!(msgs.iter().any(|m| m.contains("without `is_active`")));
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("unknown field `custom_badge`"))
+        );
+    }
+}
