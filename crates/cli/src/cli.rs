@@ -74,6 +74,32 @@ pub enum Command {
     Roles(ConnSel),
     /// Reseal every stored API key with a new master key.
     RotateMasterKey,
+    /// Change TestRail: every action is planned first (--dry-run shows the plan), then applied
+    /// with read-back, and written to the audit log.
+    Provision {
+        #[command(subcommand)]
+        action: ProvisionAction,
+    },
+    /// Turn provisioning on or off for a connection (off by default: read-only).
+    Provisioning {
+        #[command(subcommand)]
+        action: OnOff,
+    },
+    /// Protected accounts (service accounts, CI bots) that no flow touches.
+    Protect {
+        #[command(subcommand)]
+        action: ProtectAction,
+    },
+    /// The append-only audit log of every change; `audit verify` checks its hash chain.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+    },
+    /// Joiner / leaver rules (`<data-dir>/flows/<connection>.toml`).
+    Flows {
+        #[command(subcommand)]
+        action: FlowsAction,
+    },
     /// Run the whole job against a built-in TestRail simulator: connect, test, scan, import
     /// sample identities, and show what an admin would look at.
     Demo(DemoArgs),
@@ -129,6 +155,12 @@ pub enum IdentitiesAction {
         /// Only add and update; do not mark missing identities as gone.
         #[arg(long)]
         partial: bool,
+        /// Do not evaluate the flows after the import.
+        #[arg(long)]
+        no_flows: bool,
+        /// The connection whose flows run after the import (default: every connection).
+        #[arg(long)]
+        connection: Option<String>,
     },
 }
 
@@ -189,4 +221,127 @@ pub struct DemoArgs {
     /// Exit after printing (today the demo always does; the console arrives with `serve`).
     #[arg(long)]
     pub no_serve: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvOpts {
+    #[command(flatten)]
+    pub conn: ConnSel,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Deactivations allowed in this run (default 10).
+    #[arg(long)]
+    pub max_deactivations: Option<u32>,
+    /// Go past the deactivation cap, and act on protected accounts.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvisionAction {
+    /// Create a user (no second account for an email that exists).
+    CreateUser {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// Role name or id (default: TestRail's default role).
+        #[arg(long)]
+        role: Option<String>,
+        /// Group name or id; repeat for several.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// If the account exists, bring its active state, role and groups to what was asked.
+        #[arg(long)]
+        reconcile: bool,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Deactivate an account (TestRail cannot delete; this frees the seat).
+    Deactivate {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Reactivate an account.
+    Reactivate {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Change an account's global role.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Add an account to a group.
+    AddToGroup {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        group: String,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Remove an account from a group.
+    RemoveFromGroup {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        group: String,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OnOff {
+    Enable(ConnSel),
+    Disable(ConnSel),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProtectAction {
+    /// Protect an account.
+    Add {
+        email: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        reason: String,
+        /// Protection ends on this date (YYYY-MM-DD) or time (RFC 3339).
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        conn: ConnSel,
+    },
+    Remove {
+        email: String,
+        #[command(flatten)]
+        conn: ConnSel,
+    },
+    List(ConnSel),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the hash chain.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsAction {
+    /// Write a commented starter file (one active rule: deactivate leavers).
+    Init(ConnSel),
+    /// Print the rules in force.
+    Show(ConnSel),
+    /// Evaluate the rules into one plan and apply it.
+    Run(ProvOpts),
 }

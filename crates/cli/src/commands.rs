@@ -60,8 +60,15 @@ pub async fn open_app(dir: &Path, allow_http: bool, quiet: bool) -> Result<App, 
             p.display()
         );
     }
+    let retry_attempts = match std::env::var("ACCESSRAIL_RETRY_ATTEMPTS") {
+        Ok(v) => Some(v.trim().parse::<u32>().map_err(|_| {
+            Failure::Usage(format!("ACCESSRAIL_RETRY_ATTEMPTS={v:?} is not a number"))
+        })?),
+        Err(_) => None,
+    };
     let options = ClientOptions {
         allow_http,
+        retry_attempts,
         ..ClientOptions::default()
     };
     Ok(Engine::new(
@@ -118,8 +125,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Changes { conn, since, scan } => changes(&app, conn, since, scan, json).await,
         Command::Identities { action: None } => list_identities(&app, json).await,
         Command::Identities {
-            action: Some(IdentitiesAction::Import { file, partial }),
-        } => import_identities(&app, &file, partial, json).await,
+            action:
+                Some(IdentitiesAction::Import {
+                    file,
+                    partial,
+                    no_flows,
+                    connection,
+                }),
+        } => {
+            let code = import_identities(&app, &file, partial, json).await?;
+            if !no_flows {
+                after_import_flows(&app, connection.as_deref(), json).await?;
+            }
+            Ok(code)
+        }
         Command::Match { action } => match_cmd(&app, action, json).await,
         Command::Users(a) => users(&app, a, json).await,
         Command::Summary(sel) => {
@@ -142,6 +161,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Provision { action } => {
+            crate::provisioning::provision_cmd(&app, action, json).await
+        }
+        Command::Provisioning { action } => {
+            crate::provisioning::provisioning_switch(&app, action, json).await
+        }
+        Command::Protect { action } => crate::provisioning::protect_cmd(&app, action, json).await,
+        Command::Audit { action } => crate::provisioning::audit_cmd(&app, action, json).await,
+        Command::Flows { action } => crate::provisioning::flows_cmd(&app, action, json).await,
         Command::Demo(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -475,7 +503,7 @@ async fn changes(
                 json!({
                     "id": c.id, "scan": c.scan_id, "at": time_fmt::rfc3339(c.at), "kind": c.kind,
                     "user_id": c.tr_user_id, "group_id": c.tr_group_id, "subject": c.subject,
-                    "before": c.before, "after": c.after,
+                    "before": c.before, "after": c.after, "audit_id": c.audit_id,
                 })
             })
             .collect();
@@ -879,4 +907,46 @@ async fn roles(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure>
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// After an identity import: each connection's flows run by themselves when provisioning is
+/// enabled for it; otherwise their plan is printed.
+async fn after_import_flows(
+    app: &App,
+    connection: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let conns = match connection {
+        Some(n) => vec![app.resolve(Some(n)).await?],
+        None => app.store().connections().await?,
+    };
+    for conn in conns {
+        let Some(requests) = crate::provisioning::flow_requests(app, &conn).await? else {
+            continue;
+        };
+        let opts = ProvOpts {
+            conn: ConnSel {
+                connection: Some(conn.name.clone()),
+            },
+            dry_run: !conn.provisioning_enabled,
+            max_deactivations: None,
+            force: false,
+        };
+        if !json {
+            println!(
+                "\nFlows for {}: {}",
+                conn.name,
+                if conn.provisioning_enabled {
+                    "applying (provisioning is on)"
+                } else {
+                    "plan only (provisioning is off)"
+                }
+            );
+        }
+        match crate::provisioning::run_plan(app, &conn, requests, &opts, json).await {
+            Ok(_) => {}
+            Err(f) => crate::output::print_failure(&f, json),
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod demo;
 mod output;
+mod provisioning;
 
 use std::process::ExitCode;
 

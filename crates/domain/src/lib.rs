@@ -7,11 +7,13 @@
 //! - [`matching`]: accounts matched to identities by email, with manual pins and exclusions.
 
 pub mod account;
+pub mod audit;
 pub mod email;
 pub mod identity;
 pub mod matching;
 
 pub use account::{Account, ChangeKind, account_changes};
+pub use audit::{AuditRecord, Outcome};
 pub use email::{EmailKey, is_forgotten_placeholder};
 pub use identity::{Identity, IdentityStatus};
 pub use matching::{

@@ -35,6 +35,8 @@ pub const CLOUD_DEFAULT_BUDGET: u32 = 60;
 #[derive(Clone)]
 pub struct ClientOptions {
     pub allow_http: bool,
+    /// Attempts per request (default: the client's policy, 5).
+    pub retry_attempts: Option<u32>,
     pub timeout: Duration,
     pub clock: Option<Arc<dyn testrail_client::Clock>>,
 }
@@ -52,6 +54,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             allow_http: false,
+            retry_attempts: None,
             timeout: Duration::from_secs(30),
             clock: None,
         }
@@ -74,6 +77,12 @@ pub fn build_client(
         .timeout(opts.timeout)
         .request_budget(budget)
         .user_agent(concat!("Accessrail/", env!("CARGO_PKG_VERSION")));
+    if let Some(n) = opts.retry_attempts {
+        b = b.retry(testrail_client::RetryPolicy {
+            max_attempts: n.max(1),
+            ..testrail_client::RetryPolicy::default()
+        });
+    }
     if let Some(c) = &opts.clock {
         b = b.clock(c.clone());
     }

@@ -111,6 +111,10 @@ impl<S: Store> Engine<S> {
         self.clock.now()
     }
 
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub fn options(&self) -> &ClientOptions {
         &self.options
     }

@@ -12,11 +12,12 @@ mod sqlite;
 
 use std::future::Future;
 
-pub use accessrail_domain::{Account, Identity};
+pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use error::{StoreError, StoreResult};
 pub use model::{
-    ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, NewConnection,
-    OverrideRecord, RoleRecord, ScanRecord, ScanReport, ScanStatus, SealedSecret,
+    AuditEntry, ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, NewChange,
+    NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord,
+    ScanReport, ScanStatus, SealedSecret,
 };
 pub use sqlite::{SqliteScan, SqliteStore};
 
@@ -129,6 +130,43 @@ pub trait Store: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<OverrideRecord>>> + Send;
+
+    // ---- provisioning ----
+    fn set_provisioning(
+        &self,
+        connection_id: &str,
+        enabled: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn protect(
+        &self,
+        connection_id: &str,
+        p: ProtectedAccount,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn unprotect(
+        &self,
+        connection_id: &str,
+        email: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn protected(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ProtectedAccount>>> + Send;
+    /// Appends to the audit log, chaining the entry to the previous one's hash.
+    fn append_audit(
+        &self,
+        record: AuditRecord,
+    ) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
+    /// The whole audit log, oldest first.
+    fn audit_log(&self) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    /// Makes the stored state reflect a provisioning action at once, as a new revision, with
+    /// change rows pointing at the audit entry. Returns the revision id.
+    fn record_provision(
+        &self,
+        connection_id: &str,
+        audit_id: i64,
+        now: i64,
+        update: ProvisionUpdate,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
 }
 
 /// One scan being written. Pages are staged as they arrive; [`ScanWriter::commit`] turns them

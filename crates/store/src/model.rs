@@ -1,6 +1,6 @@
 use std::fmt;
 
-use accessrail_domain::OverrideKind;
+use accessrail_domain::{Account, AuditRecord, ChangeKind, OverrideKind};
 
 /// An API key sealed with a master key: `bytes` is nonce || ciphertext.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub struct Connection {
     pub secret: SealedSecret,
     pub request_budget: Option<u32>,
     pub groups_supported: Option<bool>,
+    /// Off until `accessrail provisioning enable`: a read-only connection cannot change TestRail.
+    pub provisioning_enabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -124,6 +126,8 @@ pub struct ChangeRecord {
     pub subject: Option<String>,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// The audit entry of the provisioning action behind this change (none for scans).
+    pub audit_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,4 +158,44 @@ pub struct OverrideRecord {
     pub account_id: u64,
     pub identity_id: String,
     pub kind: OverrideKind,
+}
+
+/// A service account (CI bot, integration user) that no flow touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedAccount {
+    /// Lower-cased email.
+    pub email: String,
+    pub owner: String,
+    pub reason: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A change to record with a provisioning action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChange {
+    pub kind: ChangeKind,
+    pub user: Option<u64>,
+    pub group: Option<u64>,
+    pub subject: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// What one provisioning action did, as TestRail showed it on read-back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvisionUpdate {
+    /// The account's new state (group ids ignored: memberships come with `group`).
+    pub account: Option<Account>,
+    /// A group's new name and whole membership.
+    pub group: Option<GroupRecord>,
+    pub changes: Vec<NewChange>,
 }

@@ -17,6 +17,7 @@ use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::{ScanWriter, Store};
+use accessrail_domain::{AuditRecord, Outcome, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -63,6 +64,7 @@ struct ConnectionRow {
     secret_key_id: String,
     request_budget: Option<i64>,
     groups_supported: Option<bool>,
+    provisioning_enabled: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -80,6 +82,7 @@ impl From<ConnectionRow> for Connection {
             },
             request_budget: r.request_budget.and_then(|b| u32::try_from(b).ok()),
             groups_supported: r.groups_supported,
+            provisioning_enabled: r.provisioning_enabled,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -172,6 +175,52 @@ struct ChangeRow {
     subject: Option<String>,
     before: Option<String>,
     after: Option<String>,
+    audit_id: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    connection: String,
+    action: String,
+    target: String,
+    before: Option<String>,
+    after: Option<String>,
+    calls: String,
+    outcome: String,
+    message: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl AuditRow {
+    fn into_entry(self) -> StoreResult<AuditEntry> {
+        Ok(AuditEntry {
+            id: self.id,
+            record: AuditRecord {
+                at: self.at,
+                actor: self.actor,
+                connection: self.connection,
+                action: self.action,
+                target: self.target,
+                before: self.before,
+                after: self.after,
+                calls: serde_json::from_str(&self.calls)
+                    .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", self.id)))?,
+                outcome: Outcome::parse(&self.outcome).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "audit entry {} outcome {:?}",
+                        self.id, self.outcome
+                    ))
+                })?,
+                message: self.message,
+            },
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
 }
 
 #[derive(FromRow)]
@@ -417,11 +466,12 @@ impl Store for SqliteStore {
     }
 
     async fn scans(&self, connection_id: &str) -> StoreResult<Vec<ScanRecord>> {
-        let rows: Vec<ScanRow> =
-            sqlx::query_as("SELECT * FROM scans WHERE connection_id = ? ORDER BY id")
-                .bind(connection_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<ScanRow> = sqlx::query_as(
+            "SELECT * FROM scans WHERE connection_id = ? AND kind = 'scan' ORDER BY id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(ScanRecord::from).collect())
     }
 
@@ -530,7 +580,7 @@ impl Store for SqliteStore {
         scan_id: Option<i64>,
     ) -> StoreResult<Vec<ChangeRecord>> {
         let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after FROM changes
+            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
              WHERE connection_id = ? AND (? IS NULL OR at >= ?) AND (? IS NULL OR scan_id = ?) ORDER BY id",
         )
         .bind(connection_id)
@@ -552,6 +602,7 @@ impl Store for SqliteStore {
                 subject: r.subject,
                 before: r.before,
                 after: r.after,
+                audit_id: r.audit_id,
             })
             .collect())
     }
@@ -704,6 +755,202 @@ impl Store for SqliteStore {
                 },
             })
             .collect())
+    }
+
+    async fn set_provisioning(&self, connection_id: &str, enabled: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE connections SET provisioning_enabled = ? WHERE id = ?")
+            .bind(enabled)
+            .bind(connection_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn protect(&self, connection_id: &str, p: ProtectedAccount) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO protected_accounts (connection_id, email, owner, reason, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(connection_id, email) DO UPDATE SET owner = excluded.owner, reason = excluded.reason,
+             expires_at = excluded.expires_at",
+        )
+        .bind(connection_id)
+        .bind(p.email.to_lowercase())
+        .bind(&p.owner)
+        .bind(&p.reason)
+        .bind(p.expires_at)
+        .bind(p.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unprotect(&self, connection_id: &str, email: &str) -> StoreResult<bool> {
+        let res =
+            sqlx::query("DELETE FROM protected_accounts WHERE connection_id = ? AND email = ?")
+                .bind(connection_id)
+                .bind(email.trim().to_lowercase())
+                .execute(&self.pool)
+                .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn protected(&self, connection_id: &str) -> StoreResult<Vec<ProtectedAccount>> {
+        let rows: Vec<(String, String, String, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT email, owner, reason, expires_at, created_at FROM protected_accounts WHERE connection_id = ? ORDER BY email",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(email, owner, reason, expires_at, created_at)| ProtectedAccount {
+                    email,
+                    owner,
+                    reason,
+                    expires_at,
+                    created_at,
+                },
+            )
+            .collect())
+    }
+
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<AuditEntry> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock before reading the last hash, so two writers cannot fork the chain.
+        sqlx::query("UPDATE connections SET updated_at = updated_at WHERE 0")
+            .execute(&mut *tx)
+            .await?;
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let prev = prev.unwrap_or_else(|| audit::GENESIS.to_string());
+        let hash = audit::chain_hash(&prev, &record);
+        let calls = serde_json::to_string(&record.calls).unwrap_or_else(|_| "[]".into());
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, connection, action, target, before, after, calls, outcome, message, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(record.at)
+        .bind(&record.actor)
+        .bind(&record.connection)
+        .bind(&record.action)
+        .bind(&record.target)
+        .bind(&record.before)
+        .bind(&record.after)
+        .bind(calls)
+        .bind(record.outcome.as_str())
+        .bind(&record.message)
+        .bind(&prev)
+        .bind(&hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AuditEntry {
+            id,
+            record,
+            prev_hash: prev,
+            hash,
+        })
+    }
+
+    async fn audit_log(&self) -> StoreResult<Vec<AuditEntry>> {
+        let rows: Vec<AuditRow> = sqlx::query_as("SELECT * FROM audit_log ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(AuditRow::into_entry).collect()
+    }
+
+    async fn record_provision(
+        &self,
+        connection_id: &str,
+        audit_id: i64,
+        now: i64,
+        update: ProvisionUpdate,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let rev: i64 = sqlx::query_scalar(
+            "INSERT INTO scans (connection_id, started_at, finished_at, status, kind) VALUES (?, ?, ?, 'succeeded', 'provision') RETURNING id",
+        )
+        .bind(connection_id)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(a) = &update.account {
+            sqlx::query("UPDATE account_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
+                .bind(rev)
+                .bind(connection_id)
+                .bind(i(a.id))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO account_versions (connection_id, valid_from_scan, {ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(connection_id)
+            .bind(rev)
+            .bind(i(a.id))
+            .bind(&a.name)
+            .bind(&a.email)
+            .bind(a.is_active)
+            .bind(a.role_id.map(i))
+            .bind(&a.role)
+            .bind(a.is_admin)
+            .bind(fields_json(a))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(g) = &update.group {
+            let gid = i(g.id);
+            let current: Vec<i64> = sqlx::query_scalar(
+                "SELECT tr_user_id FROM membership_versions WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL",
+            )
+            .bind(connection_id)
+            .bind(gid)
+            .fetch_all(&mut *tx)
+            .await?;
+            let wanted: BTreeSet<i64> = g.member_ids.iter().map(|m| i(*m)).collect();
+            for uid in current.iter().filter(|u| !wanted.contains(u)) {
+                sqlx::query("UPDATE membership_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
+                    .bind(rev).bind(connection_id).bind(gid).bind(uid).execute(&mut *tx).await?;
+            }
+            for uid in wanted.iter().filter(|u| !current.contains(u)) {
+                sqlx::query("INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan) VALUES (?, ?, ?, ?)")
+                    .bind(connection_id).bind(gid).bind(uid).bind(rev).execute(&mut *tx).await?;
+            }
+        }
+        for c in &update.changes {
+            sqlx::query(
+                "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(connection_id)
+            .bind(rev)
+            .bind(now)
+            .bind(c.kind.as_str())
+            .bind(c.user.map(i))
+            .bind(c.group.map(i))
+            .bind(&c.subject)
+            .bind(&c.before)
+            .bind(&c.after)
+            .bind(audit_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let seats: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_scan IS NULL AND is_active = 1",
+        )
+        .bind(connection_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE scans SET active_seats = ?, changes = ? WHERE id = ?")
+            .bind(seats)
+            .bind(update.changes.len() as i64)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rev)
     }
 }
 

@@ -1,0 +1,233 @@
+//! Joiner / leaver rules, one TOML file per connection (`<data-dir>/flows/<connection>.toml`),
+//! evaluated into provisioning requests that go through the same plan, rails and audit log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use accessrail_domain::{EmailKey, Identity, IdentityStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, EngineResult};
+use crate::provision::{Action, Origin, Request};
+use crate::report::UserView;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// The identity is a leaver.
+    Leaver,
+    /// The identity is active (and not gone).
+    Active,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowAction {
+    /// Deactivate the identity's active TestRail accounts.
+    Deactivate,
+    /// Create an account for an identity that has none.
+    CreateUser,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub when: When,
+    /// Attributes the identity must have (e.g. `department = "QA"`), compared ignoring case.
+    #[serde(default, rename = "match")]
+    pub matches: BTreeMap<String, String>,
+    pub action: FlowAction,
+    /// For create_user: the role (name or id).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// For create_user: groups to join (names or ids).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// This rule may deactivate TestRail administrators.
+    #[serde(default)]
+    pub allow_admins: bool,
+    /// This rule may deactivate the connection's own account.
+    #[serde(default)]
+    pub allow_own_account: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+pub fn path(data_dir: &Path, connection: &str) -> PathBuf {
+    data_dir.join("flows").join(format!("{connection}.toml"))
+}
+
+pub const STARTER: &str = r#"# Accessrail flows for this TestRail connection.
+#
+# Rules are evaluated against your imported identities (accessrail identities import) and the
+# last scan. `accessrail flows run --dry-run` shows the plan; `accessrail flows run` applies it
+# through the same rails (deactivation cap, protected accounts) and audit log as every other
+# change. After an identity import, flows run by themselves when provisioning is enabled for
+# the connection; otherwise the plan is printed.
+#
+# A flow never deactivates a TestRail administrator or the connection's own account unless the
+# rule says so (allow_admins = true, allow_own_account = true).
+
+[[rule]]
+name = "deactivate-leavers"
+when = "leaver"            # the identity's status is leaver
+action = "deactivate"      # deactivate its active TestRail accounts (frees the seats)
+
+# A joiner rule: active people in department QA get a TestRail account as Tester, in group QA.
+# [[rule]]
+# name = "qa-joiners"
+# when = "active"
+# match = { department = "QA" }
+# action = "create_user"
+# role = "Tester"
+# groups = ["QA"]
+"#;
+
+/// Reads the flow file; a missing file means no rules.
+pub fn load(data_dir: &Path, connection: &str) -> EngineResult<Option<FlowFile>> {
+    let p = path(data_dir, connection);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(EngineError::InvalidInput(format!(
+                "cannot read {}: {e}",
+                p.display()
+            )));
+        }
+    };
+    parse(&text)
+        .map(Some)
+        .map_err(|e| EngineError::InvalidInput(format!("{}: {e}", p.display())))
+}
+
+pub fn parse(text: &str) -> Result<FlowFile, String> {
+    let f: FlowFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut names = BTreeSet::new();
+    for r in &f.rules {
+        if !names.insert(r.name.clone()) {
+            return Err(format!("two rules are named {:?}", r.name));
+        }
+        match (r.when, r.action) {
+            (When::Leaver, FlowAction::Deactivate) | (When::Active, FlowAction::CreateUser) => {}
+            (w, a) => {
+                return Err(format!(
+                    "rule {:?}: action {a:?} does not go with when = {w:?}",
+                    r.name
+                ));
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn attributes_match(rule: &Rule, ident: &Identity) -> bool {
+    rule.matches.iter().all(|(k, v)| {
+        ident
+            .attributes
+            .iter()
+            .any(|(ak, av)| ak.eq_ignore_ascii_case(k) && av.trim().eq_ignore_ascii_case(v.trim()))
+    })
+}
+
+/// Turns the rules into provisioning requests, given the identities and the matched accounts.
+pub fn evaluate(file: &FlowFile, identities: &[Identity], users: &[UserView]) -> Vec<Request> {
+    let mut out = Vec::new();
+    let mut by_identity: BTreeMap<&str, Vec<&UserView>> = BTreeMap::new();
+    for u in users {
+        if let Some(id) = u.identity.as_deref() {
+            by_identity.entry(id).or_default().push(u);
+        }
+    }
+    let known_emails: BTreeSet<EmailKey> = users
+        .iter()
+        .filter_map(|u| u.email.as_deref().and_then(EmailKey::parse))
+        .collect();
+    for rule in &file.rules {
+        let origin = Origin::Flow {
+            rule: rule.name.clone(),
+            allow_admins: rule.allow_admins,
+            allow_own_account: rule.allow_own_account,
+        };
+        for ident in identities {
+            if !attributes_match(rule, ident) {
+                continue;
+            }
+            match rule.when {
+                When::Leaver => {
+                    if ident.gone || ident.status != IdentityStatus::Leaver {
+                        continue;
+                    }
+                    for u in by_identity.get(ident.id.as_str()).into_iter().flatten() {
+                        if let (true, Some(email)) = (u.is_active, &u.email) {
+                            out.push(Request {
+                                action: Action::Deactivate {
+                                    email: email.clone(),
+                                },
+                                origin: origin.clone(),
+                            });
+                        }
+                    }
+                }
+                When::Active => {
+                    if ident.gone
+                        || ident.status != IdentityStatus::Active
+                        || by_identity.contains_key(ident.id.as_str())
+                    {
+                        continue;
+                    }
+                    // Any of the identity's addresses already in TestRail means an account exists.
+                    if ident.email_keys().iter().any(|k| known_emails.contains(k)) {
+                        continue;
+                    }
+                    let Some(email) = ident.emails.first() else {
+                        continue;
+                    };
+                    out.push(Request {
+                        action: Action::CreateUser {
+                            name: ident.name.clone(),
+                            email: email.clone(),
+                            role: rule.role.clone(),
+                            groups: rule.groups.clone(),
+                            reconcile: false,
+                        },
+                        origin: origin.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starter_parses_and_rules_are_checked() {
+        let f = parse(STARTER).expect("starter");
+        assert_eq!(f.rules.len(), 1);
+        assert_eq!(
+            (f.rules[0].when, f.rules[0].action),
+            (When::Leaver, FlowAction::Deactivate)
+        );
+        let (head, tail) = STARTER.split_at(STARTER.find("# [[rule]]").expect("joiner example"));
+        let joiner = format!("{head}{}", tail.replace("# ", ""));
+        let f = parse(&joiner).expect("joiner");
+        assert_eq!(
+            f.rules[1].matches.get("department").map(String::as_str),
+            Some("QA")
+        );
+        assert!(parse("[[rule]]\nname='x'\nwhen='leaver'\naction='create_user'\n").is_err());
+        assert!(
+            parse("[[rule]]\nname='x'\nwhen='leaver'\naction='deactivate'\nbogus=1\n").is_err()
+        );
+    }
+}

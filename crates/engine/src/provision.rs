@@ -1,0 +1,1007 @@
+//! Provisioning: every action is planned first (the TestRail calls it will make, before and
+//! after), rails are checked, and only then is anything sent. Each write is read back; group
+//! membership changes are serialised per group with a store lease, re-read just before the
+//! write and verified after it. Every step is written to the hash-chained audit log, and the
+//! stored state reflects it at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use accessrail_domain::{Account, AuditRecord, ChangeKind, EmailKey, Outcome, account_changes};
+use accessrail_store::{Connection, GroupRecord, NewChange, ProvisionUpdate, Store};
+use serde::Serialize;
+use testrail_client::{Client, ErrorKind, GroupUpdate, NewUser, User, UserUpdate};
+
+use crate::connector::{self, FieldWarnings};
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+
+/// What someone asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    CreateUser {
+        name: String,
+        email: String,
+        role: Option<String>,
+        groups: Vec<String>,
+        /// When the account exists, bring its active state, role and groups to what was asked.
+        reconcile: bool,
+    },
+    Deactivate {
+        email: String,
+    },
+    Reactivate {
+        email: String,
+    },
+    SetRole {
+        email: String,
+        role: String,
+    },
+    AddToGroup {
+        email: String,
+        group: String,
+    },
+    RemoveFromGroup {
+        email: String,
+        group: String,
+    },
+}
+
+/// Where a request comes from: a person (or API token), or a flow rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Direct {
+        actor: String,
+    },
+    Flow {
+        rule: String,
+        /// The rule names administrators explicitly.
+        allow_admins: bool,
+        /// The rule names the connection's own account explicitly.
+        allow_own_account: bool,
+    },
+}
+
+impl Origin {
+    pub fn actor(&self) -> String {
+        match self {
+            Origin::Direct { actor } => actor.clone(),
+            Origin::Flow { rule, .. } => format!("flow:{rule}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub action: Action,
+    pub origin: Origin,
+}
+
+/// What a step will do in TestRail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    Noop,
+    CreateUser {
+        name: String,
+        email: String,
+        role_id: Option<u64>,
+        group_ids: Vec<u64>,
+    },
+    UpdateUser {
+        user_id: u64,
+        is_active: Option<bool>,
+        role_id: Option<u64>,
+    },
+    GroupAdd {
+        group_id: u64,
+        group: String,
+        user_id: u64,
+    },
+    GroupRemove {
+        group_id: u64,
+        group: String,
+        user_id: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub action: &'static str,
+    pub target: String,
+    pub user_id: Option<u64>,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// The TestRail calls the step will make.
+    pub calls: Vec<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub note: Option<String>,
+    pub actor: String,
+}
+
+impl Step {
+    pub fn is_noop(&self) -> bool {
+        self.kind == StepKind::Noop
+    }
+
+    fn is_deactivation(&self) -> bool {
+        matches!(
+            self.kind,
+            StepKind::UpdateUser {
+                is_active: Some(false),
+                ..
+            }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    pub target: String,
+    pub action: &'static str,
+    pub reason: String,
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub connection: String,
+    pub steps: Vec<Step>,
+    /// Requests a rail stopped (protected, administrator, own account).
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rails {
+    /// Deactivations allowed in one run.
+    pub max_deactivations: u32,
+    /// Go past the cap and act on protected accounts when asked directly.
+    pub force: bool,
+}
+
+pub const DEFAULT_MAX_DEACTIVATIONS: u32 = 10;
+
+impl Rails {
+    pub fn new(max: Option<u32>, force: bool) -> Self {
+        Self {
+            max_deactivations: max.unwrap_or(DEFAULT_MAX_DEACTIVATIONS),
+            force,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepResult {
+    pub step: usize,
+    pub action: &'static str,
+    pub target: String,
+    pub outcome: Outcome,
+    pub message: Option<String>,
+    pub calls_made: Vec<String>,
+    pub audit_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApplyReport {
+    pub connection: String,
+    pub results: Vec<StepResult>,
+    pub done: usize,
+    pub noop: usize,
+    pub failed: usize,
+    pub not_run: usize,
+}
+
+impl ApplyReport {
+    /// Some steps took effect, then one failed.
+    pub fn partial(&self) -> bool {
+        self.failed > 0 && self.done > 0
+    }
+}
+
+fn upstream(context: &str, e: testrail_client::Error) -> EngineError {
+    EngineError::upstream(context, e)
+}
+
+/// What the plan needs to know of TestRail, read fresh.
+struct Live {
+    roles: Vec<(u64, String)>,
+    groups: Option<Vec<testrail_client::Group>>,
+    users: BTreeMap<EmailKey, Option<User>>,
+    me: Option<User>,
+}
+
+impl Live {
+    fn role(&self, input: &str) -> EngineResult<(u64, String)> {
+        let t = input.trim();
+        self.roles
+            .iter()
+            .find(|(id, name)| name.eq_ignore_ascii_case(t) || t.parse::<u64>().ok() == Some(*id))
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "unknown role {t:?}; TestRail has: {}",
+                    self.roles
+                        .iter()
+                        .map(|(_, n)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    fn group(&self, input: &str) -> EngineResult<(u64, String)> {
+        let t = input.trim();
+        let Some(groups) = &self.groups else {
+            return Err(EngineError::NotFound(
+                "this TestRail has no groups (before 7.5)".into(),
+            ));
+        };
+        let found: Vec<_> = groups
+            .iter()
+            .filter(|g| {
+                g.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t))
+                    || t.parse::<u64>().ok() == Some(g.id)
+            })
+            .collect();
+        match found.as_slice() {
+            [g] => Ok((g.id, g.name.clone().unwrap_or_default())),
+            [] => Err(EngineError::NotFound(format!("unknown group {t:?}"))),
+            _ => Err(EngineError::Conflict(format!(
+                "several TestRail groups are named {t:?}: give the group id instead"
+            ))),
+        }
+    }
+
+    fn user(&self, email: &str) -> Option<&User> {
+        EmailKey::parse(email)
+            .and_then(|k| self.users.get(&k))
+            .and_then(Option::as_ref)
+    }
+}
+
+async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> {
+    let mut need_roles = false;
+    let mut need_groups = false;
+    let mut emails = BTreeSet::new();
+    for r in requests {
+        let email = match &r.action {
+            Action::CreateUser {
+                email,
+                role,
+                groups,
+                ..
+            } => {
+                need_roles |= role.is_some();
+                need_groups |= !groups.is_empty();
+                email
+            }
+            Action::SetRole { email, .. } => {
+                need_roles = true;
+                email
+            }
+            Action::AddToGroup { email, .. } | Action::RemoveFromGroup { email, .. } => {
+                need_groups = true;
+                email
+            }
+            Action::Deactivate { email } | Action::Reactivate { email } => email,
+        };
+        let key = EmailKey::parse(email).ok_or_else(|| {
+            EngineError::InvalidInput(format!("{email:?} is not an email address"))
+        })?;
+        emails.insert(key);
+    }
+    let roles = if need_roles {
+        match client.get_roles().await {
+            Ok(r) => r
+                .into_iter()
+                .filter_map(|r| r.name.map(|n| (r.id, n)))
+                .collect(),
+            Err(e) => return Err(upstream("reading roles", e)),
+        }
+    } else {
+        vec![]
+    };
+    let groups = if need_groups {
+        match client.get_groups().await {
+            Ok(g) => Some(g),
+            Err(e) if e.kind() == ErrorKind::Unsupported => None,
+            Err(e) => return Err(upstream("reading groups", e)),
+        }
+    } else {
+        None
+    };
+    let mut users = BTreeMap::new();
+    for key in emails {
+        match client.get_user_by_email(key.as_str()).await {
+            Ok(u) => {
+                users.insert(key, Some(u));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                users.insert(key, None);
+            }
+            Err(e) => return Err(upstream("looking up users", e)),
+        }
+    }
+    let me = client.get_current_user().await.ok();
+    Ok(Live {
+        roles,
+        groups,
+        users,
+        me,
+    })
+}
+
+fn state_word(active: bool) -> String {
+    if active {
+        "active".into()
+    } else {
+        "inactive".into()
+    }
+}
+
+/// Builds the plan. Unknown users, roles and groups fail here, before anything is sent.
+pub async fn plan<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    requests: Vec<Request>,
+    rails: &Rails,
+) -> EngineResult<Plan> {
+    let client = engine.client_for(conn, None)?;
+    let live = read_live(&client, &requests).await?;
+    let now = engine.now();
+    let protected: BTreeMap<String, accessrail_store::ProtectedAccount> = engine
+        .store()
+        .protected(&conn.id)
+        .await?
+        .into_iter()
+        .filter(|p| p.expires_at.is_none_or(|t| t > now))
+        .map(|p| (p.email.clone(), p))
+        .collect();
+    let own = EmailKey::parse(&conn.email);
+    let mut steps = Vec::new();
+    let mut skipped = Vec::new();
+    for req in requests {
+        let actor = req.origin.actor();
+        let (action_name, email) = match &req.action {
+            Action::CreateUser { email, .. } => ("create_user", email),
+            Action::Deactivate { email } => ("deactivate", email),
+            Action::Reactivate { email } => ("reactivate", email),
+            Action::SetRole { email, .. } => ("set_role", email),
+            Action::AddToGroup { email, .. } => ("add_to_group", email),
+            Action::RemoveFromGroup { email, .. } => ("remove_from_group", email),
+        };
+        let key = EmailKey::parse(email).ok_or_else(|| {
+            EngineError::InvalidInput(format!("{email:?} is not an email address"))
+        })?;
+        let existing = live.user(email);
+        // Rails on who may be touched.
+        let skip = |reason: String| Skipped {
+            target: email.clone(),
+            action: action_name,
+            reason,
+            actor: actor.clone(),
+        };
+        if let Some(p) = protected.get(key.as_str()) {
+            match &req.origin {
+                Origin::Flow { .. } => {
+                    skipped.push(skip(format!(
+                        "protected account (owner {}: {})",
+                        p.owner, p.reason
+                    )));
+                    continue;
+                }
+                Origin::Direct { .. } if !rails.force => {
+                    return Err(EngineError::Conflict(format!(
+                        "{email} is a protected account (owner {}: {}); pass --force to act on it anyway",
+                        p.owner, p.reason
+                    )));
+                }
+                Origin::Direct { .. } => {}
+            }
+        }
+        if let Origin::Flow {
+            allow_admins,
+            allow_own_account,
+            ..
+        } = &req.origin
+        {
+            let deactivating = matches!(req.action, Action::Deactivate { .. });
+            if deactivating && !allow_own_account && own.as_ref() == Some(&key) {
+                skipped.push(skip(
+                    "the connection's own account (the rule does not name it)".into(),
+                ));
+                continue;
+            }
+            if deactivating && !allow_admins && existing.is_some_and(|u| u.is_admin == Some(true)) {
+                skipped.push(skip(
+                    "a TestRail administrator (the rule does not name administrators)".into(),
+                ));
+                continue;
+            }
+        }
+        let step = |kind: StepKind,
+                    user_id,
+                    calls: Vec<String>,
+                    before: Option<String>,
+                    after: Option<String>,
+                    note: Option<String>| Step {
+            action: action_name,
+            target: email.clone(),
+            user_id,
+            kind,
+            calls,
+            before,
+            after,
+            note,
+            actor: actor.clone(),
+        };
+        let unknown =
+            || EngineError::NotFound(format!("no TestRail account has the email {email}"));
+        match &req.action {
+            Action::CreateUser {
+                name,
+                role,
+                groups,
+                reconcile,
+                ..
+            } => {
+                let role = role.as_deref().map(|r| live.role(r)).transpose()?;
+                let groups: Vec<(u64, String)> = groups
+                    .iter()
+                    .map(|g| live.group(g))
+                    .collect::<EngineResult<_>>()?;
+                match existing {
+                    None => {
+                        if name.trim().is_empty() {
+                            return Err(EngineError::InvalidInput("a new user needs a name".into()));
+                        }
+                        steps.push(step(
+                            StepKind::CreateUser {
+                                name: name.trim().to_string(),
+                                email: email.trim().to_string(),
+                                role_id: role.as_ref().map(|r| r.0),
+                                group_ids: groups.iter().map(|g| g.0).collect(),
+                            },
+                            None,
+                            vec!["get_user_by_email".into(), "add_user".into(), "get_user".into()],
+                            None,
+                            Some(format!(
+                                "active{}{}",
+                                role.as_ref().map(|r| format!(", role {}", r.1)).unwrap_or_default(),
+                                if groups.is_empty() { String::new() } else { format!(", groups {}", groups.iter().map(|g| g.1.as_str()).collect::<Vec<_>>().join(", ")) }
+                            )),
+                            None,
+                        ));
+                    }
+                    Some(u) if !reconcile => steps.push(step(
+                        StepKind::Noop,
+                        Some(u.id),
+                        vec![],
+                        None,
+                        None,
+                        Some(format!("an account with this email already exists (TestRail user {}); nothing created", u.id)),
+                    )),
+                    Some(u) => {
+                        let active = u.is_active.unwrap_or(true);
+                        let role_change = role.as_ref().filter(|r| u.role_id != Some(r.0));
+                        if !active || role_change.is_some() {
+                            steps.push(step(
+                                StepKind::UpdateUser { user_id: u.id, is_active: (!active).then_some(true), role_id: role_change.map(|r| r.0) },
+                                Some(u.id),
+                                vec![format!("update_user/{}", u.id), format!("get_user/{}", u.id)],
+                                Some(format!("{}, role {}", state_word(active), u.role.clone().unwrap_or_default())),
+                                Some(format!("active, role {}", role.as_ref().map_or(u.role.clone().unwrap_or_default(), |r| r.1.clone()))),
+                                Some("reconcile an existing account".into()),
+                            ));
+                        }
+                        let have: BTreeSet<u64> = u.group_ids.clone().unwrap_or_default().into_iter().collect();
+                        for (gid, gname) in &groups {
+                            if !have.contains(gid) {
+                                steps.push(Step {
+                                    action: "add_to_group",
+                                    ..step(
+                                        StepKind::GroupAdd { group_id: *gid, group: gname.clone(), user_id: u.id },
+                                        Some(u.id),
+                                        vec![format!("get_group/{gid}"), format!("update_group/{gid}"), format!("get_group/{gid}")],
+                                        Some(format!("not in {gname}")),
+                                        Some(format!("in {gname}")),
+                                        Some("reconcile an existing account".into()),
+                                    )
+                                });
+                            }
+                        }
+                        if active && role_change.is_none() && groups.iter().all(|(g, _)| have.contains(g)) {
+                            steps.push(step(StepKind::Noop, Some(u.id), vec![], None, None, Some("the existing account already matches".into())));
+                        }
+                    }
+                }
+            }
+            Action::Deactivate { .. } | Action::Reactivate { .. } => {
+                let u = existing.ok_or_else(unknown)?;
+                let want = matches!(req.action, Action::Reactivate { .. });
+                let active = u.is_active.unwrap_or(true);
+                if active == want {
+                    steps.push(step(
+                        StepKind::Noop,
+                        Some(u.id),
+                        vec![],
+                        Some(state_word(active)),
+                        Some(state_word(active)),
+                        Some(format!("already {}", state_word(active))),
+                    ));
+                } else {
+                    steps.push(step(
+                        StepKind::UpdateUser {
+                            user_id: u.id,
+                            is_active: Some(want),
+                            role_id: None,
+                        },
+                        Some(u.id),
+                        vec![
+                            format!("update_user/{}", u.id),
+                            format!("get_user/{}", u.id),
+                        ],
+                        Some(state_word(active)),
+                        Some(state_word(want)),
+                        if want {
+                            None
+                        } else {
+                            Some("frees the TestRail seat (TestRail cannot delete users)".into())
+                        },
+                    ));
+                }
+            }
+            Action::SetRole { role, .. } => {
+                let u = existing.ok_or_else(unknown)?;
+                let (rid, rname) = live.role(role)?;
+                let current = u
+                    .role
+                    .clone()
+                    .unwrap_or_else(|| u.role_id.map_or("-".into(), |r| r.to_string()));
+                if u.role_id == Some(rid) {
+                    steps.push(step(
+                        StepKind::Noop,
+                        Some(u.id),
+                        vec![],
+                        Some(current.clone()),
+                        Some(current),
+                        Some(format!("already {rname}")),
+                    ));
+                } else {
+                    steps.push(step(
+                        StepKind::UpdateUser {
+                            user_id: u.id,
+                            is_active: None,
+                            role_id: Some(rid),
+                        },
+                        Some(u.id),
+                        vec![
+                            format!("update_user/{}", u.id),
+                            format!("get_user/{}", u.id),
+                        ],
+                        Some(current),
+                        Some(rname),
+                        None,
+                    ));
+                }
+            }
+            Action::AddToGroup { group, .. } | Action::RemoveFromGroup { group, .. } => {
+                let u = existing.ok_or_else(unknown)?;
+                let (gid, gname) = live.group(group)?;
+                let members = live
+                    .groups
+                    .as_ref()
+                    .and_then(|gs| gs.iter().find(|g| g.id == gid))
+                    .map(|g| g.user_ids.contains(&u.id))
+                    .unwrap_or(false);
+                let add = matches!(req.action, Action::AddToGroup { .. });
+                let (b, a) = (
+                    if members {
+                        format!("in {gname}")
+                    } else {
+                        format!("not in {gname}")
+                    },
+                    if add {
+                        format!("in {gname}")
+                    } else {
+                        format!("not in {gname}")
+                    },
+                );
+                if members == add {
+                    steps.push(step(
+                        StepKind::Noop,
+                        Some(u.id),
+                        vec![],
+                        Some(b.clone()),
+                        Some(b),
+                        Some(format!("already {a}")),
+                    ));
+                } else {
+                    let kind = if add {
+                        StepKind::GroupAdd {
+                            group_id: gid,
+                            group: gname.clone(),
+                            user_id: u.id,
+                        }
+                    } else {
+                        StepKind::GroupRemove {
+                            group_id: gid,
+                            group: gname.clone(),
+                            user_id: u.id,
+                        }
+                    };
+                    steps.push(step(
+                        kind,
+                        Some(u.id),
+                        vec![
+                            format!("get_group/{gid}"),
+                            format!("update_group/{gid}"),
+                            format!("get_group/{gid}"),
+                        ],
+                        Some(b),
+                        Some(a),
+                        Some(
+                            "membership is written as the whole list, under a per-group lease"
+                                .into(),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let deactivations = steps.iter().filter(|s| s.is_deactivation()).count() as u32;
+    if deactivations > rails.max_deactivations && !rails.force {
+        return Err(EngineError::Conflict(format!(
+            "this run would deactivate {deactivations} accounts, more than the cap of {}; nothing was changed. Review the plan with --dry-run, then pass --max-deactivations {deactivations} (or --force)",
+            rails.max_deactivations
+        )));
+    }
+    let _ = live.me;
+    Ok(Plan {
+        connection: conn.name.clone(),
+        steps,
+        skipped,
+    })
+}
+
+fn holder() -> String {
+    format!("pid {} {:?}", std::process::id(), std::time::Instant::now())
+}
+
+/// Runs a plan: stops at the first failed step; the rest are recorded as not run.
+pub async fn apply<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    plan: &Plan,
+) -> EngineResult<ApplyReport> {
+    if !conn.provisioning_enabled {
+        return Err(EngineError::Conflict(format!(
+            "provisioning is off for connection {} (read-only); enable it with `accessrail provisioning enable --connection {}`",
+            conn.name, conn.name
+        )));
+    }
+    let client = engine.client_for(conn, None)?;
+    let mut results = Vec::new();
+    let mut failed = false;
+    for (i, step) in plan.steps.iter().enumerate() {
+        let (outcome, message, calls, update) = if failed {
+            (
+                Outcome::NotRun,
+                Some("not run: an earlier step failed".to_string()),
+                vec![],
+                None,
+            )
+        } else if step.is_noop() {
+            (Outcome::Noop, step.note.clone(), vec![], None)
+        } else {
+            let mut calls = Vec::new();
+            match execute(engine, conn, &client, step, &mut calls).await {
+                Ok(update) => (Outcome::Done, None, calls, Some(update)),
+                Err(e) => {
+                    failed = true;
+                    (Outcome::Failed, Some(e.to_string()), calls, None)
+                }
+            }
+        };
+        let entry = engine
+            .store()
+            .append_audit(AuditRecord {
+                at: engine.now(),
+                actor: step.actor.clone(),
+                connection: conn.name.clone(),
+                action: step.action.to_string(),
+                target: step.target.clone(),
+                before: step.before.clone(),
+                after: if outcome == Outcome::Done {
+                    step.after.clone()
+                } else {
+                    step.before.clone()
+                },
+                calls: calls.clone(),
+                outcome,
+                message: message.clone(),
+            })
+            .await?;
+        if let Some(update) = update {
+            engine
+                .store()
+                .record_provision(&conn.id, entry.id, engine.now(), update)
+                .await?;
+        }
+        results.push(StepResult {
+            step: i + 1,
+            action: step.action,
+            target: step.target.clone(),
+            outcome,
+            message,
+            calls_made: calls,
+            audit_id: entry.id,
+        });
+    }
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+    Ok(ApplyReport {
+        connection: conn.name.clone(),
+        done: count(Outcome::Done),
+        noop: count(Outcome::Noop),
+        failed: count(Outcome::Failed),
+        not_run: count(Outcome::NotRun),
+        results,
+    })
+}
+
+fn account_of(u: &User) -> Account {
+    connector::to_account(u, &mut FieldWarnings::default())
+}
+
+async fn read_back(client: &Client, user_id: u64, calls: &mut Vec<String>) -> EngineResult<User> {
+    calls.push(format!("get_user/{user_id}"));
+    client
+        .get_user(user_id)
+        .await
+        .map_err(|e| upstream("reading the account back", e))
+}
+
+/// One step, with its read-back. Returns what the store must now reflect.
+async fn execute<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    client: &Client,
+    step: &Step,
+    calls: &mut Vec<String>,
+) -> EngineResult<ProvisionUpdate> {
+    match &step.kind {
+        StepKind::Noop => Ok(ProvisionUpdate {
+            account: None,
+            group: None,
+            changes: vec![],
+        }),
+        StepKind::CreateUser {
+            name,
+            email,
+            role_id,
+            group_ids,
+        } => {
+            // Never a second account for one email: check right before creating.
+            calls.push("get_user_by_email".into());
+            match client.get_user_by_email(email).await {
+                Ok(u) => {
+                    return Err(EngineError::Conflict(format!(
+                        "an account with this email appeared in the meantime (TestRail user {}); nothing created",
+                        u.id
+                    )));
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(upstream("looking up the email", e)),
+            }
+            calls.push("add_user".into());
+            let new = NewUser {
+                role_id: *role_id,
+                group_ids: (!group_ids.is_empty()).then(|| group_ids.clone()),
+                ..NewUser::new(name.clone(), email.clone())
+            };
+            let created = client
+                .add_user(&new)
+                .await
+                .map_err(|e| upstream("creating the user", e))?;
+            let back = read_back(client, created.id, calls).await?;
+            let ok = back.is_active == Some(true)
+                && back
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                && role_id.is_none_or(|r| back.role_id == Some(r))
+                && group_ids
+                    .iter()
+                    .all(|g| back.group_ids.as_ref().is_none_or(|have| have.contains(g)));
+            if !ok {
+                return Err(EngineError::Conflict(format!(
+                    "TestRail created user {} but does not show it as asked (active, role, groups)",
+                    back.id
+                )));
+            }
+            let account = account_of(&back);
+            let mut changes = vec![NewChange {
+                kind: ChangeKind::AccountAdded,
+                user: Some(back.id),
+                group: None,
+                subject: Some(email.clone()),
+                before: None,
+                after: Some(email.clone()),
+            }];
+            for g in group_ids {
+                changes.push(NewChange {
+                    kind: ChangeKind::GroupJoined,
+                    user: Some(back.id),
+                    group: Some(*g),
+                    subject: Some(email.clone()),
+                    before: None,
+                    after: None,
+                });
+            }
+            // Group memberships of a new user are stored with the next scan of those groups;
+            // the user's own row is stored now.
+            let _ = conn;
+            Ok(ProvisionUpdate {
+                account: Some(account),
+                group: None,
+                changes,
+            })
+        }
+        StepKind::UpdateUser {
+            user_id,
+            is_active,
+            role_id,
+        } => {
+            calls.push(format!("get_user/{user_id}"));
+            let before = client
+                .get_user(*user_id)
+                .await
+                .map_err(|e| upstream("reading the account", e))?;
+            calls.push(format!("update_user/{user_id}"));
+            let update = UserUpdate {
+                is_active: *is_active,
+                role_id: *role_id,
+                ..UserUpdate::default()
+            };
+            client
+                .update_user(*user_id, &update)
+                .await
+                .map_err(|e| upstream("updating the user", e))?;
+            let back = read_back(client, *user_id, calls).await?;
+            if is_active.is_some_and(|a| back.is_active != Some(a))
+                || role_id.is_some_and(|r| back.role_id != Some(r))
+            {
+                return Err(EngineError::Conflict(format!(
+                    "TestRail accepted the update of user {user_id} but does not show it on read-back"
+                )));
+            }
+            let (old, new) = (account_of(&before), account_of(&back));
+            let subject = new.email.clone();
+            let changes = account_changes(Some(&old), &new)
+                .into_iter()
+                .map(|c| NewChange {
+                    kind: c.kind,
+                    user: Some(*user_id),
+                    group: None,
+                    subject: subject.clone(),
+                    before: c.before,
+                    after: c.after,
+                })
+                .collect();
+            Ok(ProvisionUpdate {
+                account: Some(new),
+                group: None,
+                changes,
+            })
+        }
+        StepKind::GroupAdd {
+            group_id,
+            user_id,
+            group,
+        }
+        | StepKind::GroupRemove {
+            group_id,
+            user_id,
+            group,
+        } => {
+            let add = matches!(step.kind, StepKind::GroupAdd { .. });
+            let lease = format!("group:{}:{group_id}", conn.id);
+            let me = holder();
+            let store = engine.store();
+            // Wait for the per-group lease (other processes may hold it briefly).
+            let mut waited = Duration::ZERO;
+            while !store.acquire_lease(&lease, &me, engine.now(), 60).await? {
+                if waited > Duration::from_secs(120) {
+                    return Err(EngineError::ScanRunning(format!(
+                        "group {group} (another change to it is still running)"
+                    )));
+                }
+                let pause = Duration::from_millis(25 + u64::from(std::process::id() % 50));
+                tokio::time::sleep(pause).await;
+                waited += pause;
+            }
+            let result = group_write(client, *group_id, *user_id, add, calls).await;
+            let _ = store.release_lease(&lease, &me).await;
+            let after = result?;
+            let subject = step.target.clone();
+            let change = NewChange {
+                kind: if add {
+                    ChangeKind::GroupJoined
+                } else {
+                    ChangeKind::GroupLeft
+                },
+                user: Some(*user_id),
+                group: Some(*group_id),
+                subject: Some(subject),
+                before: if add { None } else { Some(group.clone()) },
+                after: if add { Some(group.clone()) } else { None },
+            };
+            let mut members = after.user_ids.clone();
+            members.sort_unstable();
+            Ok(ProvisionUpdate {
+                account: None,
+                group: Some(GroupRecord {
+                    id: *group_id,
+                    name: after.name.clone(),
+                    member_ids: members,
+                }),
+                changes: vec![change],
+            })
+        }
+    }
+}
+
+/// Read-modify-write of a group's whole member list, verified: our change, and only ours,
+/// must show on read-back; otherwise start again from a fresh read (up to 4 times).
+async fn group_write(
+    client: &Client,
+    group_id: u64,
+    user_id: u64,
+    add: bool,
+    calls: &mut Vec<String>,
+) -> EngineResult<testrail_client::Group> {
+    for _ in 0..4 {
+        calls.push(format!("get_group/{group_id}"));
+        let fresh = client
+            .get_group(group_id)
+            .await
+            .map_err(|e| upstream("reading the group", e))?;
+        let mut ids = fresh.user_ids.clone();
+        let present = ids.contains(&user_id);
+        if present == add {
+            return Ok(fresh); // someone else already made it so
+        }
+        if add {
+            ids.push(user_id);
+        } else {
+            ids.retain(|u| *u != user_id);
+        }
+        calls.push(format!("update_group/{group_id}"));
+        client
+            .update_group(
+                group_id,
+                &GroupUpdate {
+                    name: None,
+                    user_ids: Some(ids.clone()),
+                },
+            )
+            .await
+            .map_err(|e| upstream("writing the group", e))?;
+        calls.push(format!("get_group/{group_id}"));
+        let after = client
+            .get_group(group_id)
+            .await
+            .map_err(|e| upstream("reading the group back", e))?;
+        let want: BTreeSet<u64> = ids.iter().copied().collect();
+        let got: BTreeSet<u64> = after.user_ids.iter().copied().collect();
+        if want == got {
+            return Ok(after);
+        }
+        // Another writer changed the group between our read and our write: go again.
+    }
+    Err(EngineError::Conflict(format!(
+        "group {group_id} kept changing under us; the membership was not verified after 4 attempts"
+    )))
+}
