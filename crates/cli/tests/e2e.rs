@@ -885,3 +885,620 @@ async fn demo_runs_end_to_end() {
     assert!(v["summary"]["unmatched_active_accounts"].as_u64().unwrap() >= 1);
     assert_eq!(v["summary"]["active_accounts_of_leavers"], 1);
 }
+
+// ---- provisioning ---------------------------------------------------------------------------
+
+impl Env {
+    /// Connected, scanned, provisioning enabled; retries kept short for failure tests.
+    async fn provisioned(&self) {
+        self.connect().await;
+        self.scan().await;
+        let out = self.run(&["provisioning", "enable"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+
+    async fn prov(&self, args: &[&str]) -> Out {
+        let mut all = vec!["provision"];
+        all.extend_from_slice(args);
+        self.run(&all).await
+    }
+
+    fn user(&self, email: &str) -> testrail_sim::model::User {
+        self.sim()
+            .snapshot()
+            .user_by_email(email)
+            .cloned()
+            .unwrap_or_else(|| panic!("no user {email}"))
+    }
+
+    /// Runs with one attempt per request, so an injected failure is final at once.
+    async fn run_retrying_once(&self, args: &[&str]) -> Out {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"))
+            .args(args)
+            .env("ACCESSRAIL_DATA_DIR", self.data())
+            .env("ACCESSRAIL_RETRY_ATTEMPTS", "1")
+            .output()
+            .await
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn stat(&self, method: &str) -> u64 {
+        self.sim()
+            .stats()
+            .by_method
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn outcome(out: &Out) -> String {
+    out.json()["result"]["results"][0]["outcome"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_actions_no_ops_and_errors() {
+    let e = env(12, 2).await;
+    e.connect().await;
+    e.scan().await;
+    let target = "pat.doe@example.com";
+    let pat = e.add_user(target, None, false);
+    e.scan().await;
+
+    // Read-only until enabled; a dry run works and changes nothing.
+    let out = e.prov(&["deactivate", "--email", target]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("provisioning is off"), "{}", out.stderr);
+    let out = e
+        .prov(&["deactivate", "--email", target, "--dry-run"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("update_user/") && out.stdout.contains("dry run"),
+        "{}",
+        out.stdout
+    );
+    assert!(e.user(target).is_active);
+    assert_eq!(e.stat("update_user"), 0);
+    assert_eq!(e.run(&["provisioning", "enable"]).await.code, 0);
+
+    // Deactivate, then again as a no-op; the store reflects it at once, with the audit entry.
+    let out = e.prov(&["deactivate", "--email", target, "--json"]).await;
+    assert_eq!(
+        (out.code, outcome(&out)),
+        (0, "done".to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(!e.user(target).is_active);
+    let stored = e.users(&[]).await;
+    assert_eq!(
+        stored.iter().find(|u| u["id"] == pat).unwrap()["is_active"],
+        false,
+        "no scan needed"
+    );
+    let changes = e.run(&["changes", "--json"]).await.json();
+    let ch = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "account_deactivated")
+        .unwrap()
+        .clone();
+    assert!(ch["audit_id"].as_i64().is_some());
+    let out = e.prov(&["deactivate", "--email", target, "--json"]).await;
+    assert_eq!((out.code, outcome(&out)), (0, "noop".to_string()));
+    // A rescan finds nothing new (the store already knew).
+    assert_eq!(e.scan().await["changes"], 0);
+
+    let out = e.prov(&["reactivate", "--email", target, "--json"]).await;
+    assert_eq!(outcome(&out), "done");
+    assert!(e.user(target).is_active);
+    assert_eq!(
+        outcome(&e.prov(&["reactivate", "--email", target, "--json"]).await),
+        "noop"
+    );
+
+    let out = e
+        .prov(&["set-role", "--email", target, "--role", "lead", "--json"])
+        .await;
+    assert_eq!(outcome(&out), "done", "{}", out.stderr);
+    assert_eq!(e.user(target).role_id, 1);
+    assert_eq!(
+        outcome(
+            &e.prov(&["set-role", "--email", target, "--role", "Lead", "--json"])
+                .await
+        ),
+        "noop"
+    );
+
+    let out = e
+        .prov(&["add-to-group", "--email", target, "--group", "qa", "--json"])
+        .await;
+    assert_eq!(outcome(&out), "done", "{}", out.stderr);
+    assert!(e.sim().snapshot().groups[&1].user_ids.contains(&pat));
+    assert_eq!(
+        outcome(
+            &e.prov(&["add-to-group", "--email", target, "--group", "QA", "--json"])
+                .await
+        ),
+        "noop"
+    );
+    let stored = e.run(&["groups", "--json"]).await.json();
+    assert!(
+        stored[0]["user_ids"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(pat)),
+        "stored membership updated at once"
+    );
+    let out = e
+        .prov(&[
+            "remove-from-group",
+            "--email",
+            target,
+            "--group",
+            "1",
+            "--json",
+        ])
+        .await;
+    assert_eq!(outcome(&out), "done");
+    assert!(!e.sim().snapshot().groups[&1].user_ids.contains(&pat));
+    assert_eq!(
+        outcome(
+            &e.prov(&[
+                "remove-from-group",
+                "--email",
+                target,
+                "--group",
+                "QA",
+                "--json"
+            ])
+            .await
+        ),
+        "noop"
+    );
+
+    // Create; an existing email is never created twice; --reconcile brings it in line.
+    let out = e
+        .prov(&[
+            "create-user",
+            "--name",
+            "Nia Novak",
+            "--email",
+            "nia@example.com",
+            "--role",
+            "Designer",
+            "--group",
+            "QA",
+            "--json",
+        ])
+        .await;
+    assert_eq!(outcome(&out), "done", "{}", out.stderr);
+    let nia = e.user("nia@example.com");
+    assert!(nia.is_active && nia.role_id == 2 && nia.group_ids.contains(&1));
+    let stored = e.users(&[]).await;
+    let stored_nia = stored
+        .iter()
+        .find(|u| u["id"] == nia.id)
+        .expect("stored at once")
+        .clone();
+    assert_eq!(
+        (stored_nia["role"].clone(), stored_nia["group_ids"].clone()),
+        (json!("Designer"), json!([1]))
+    );
+    let out = e
+        .prov(&[
+            "create-user",
+            "--name",
+            "Nia",
+            "--email",
+            "NIA@example.com",
+            "--json",
+        ])
+        .await;
+    assert_eq!(outcome(&out), "noop");
+    assert_eq!(e.stat("add_user"), 1);
+    e.prov(&["deactivate", "--email", "nia@example.com"]).await;
+    let out = e
+        .prov(&[
+            "create-user",
+            "--name",
+            "Nia",
+            "--email",
+            "nia@example.com",
+            "--role",
+            "Lead",
+            "--reconcile",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let nia = e.user("nia@example.com");
+    assert!(nia.is_active && nia.role_id == 1);
+
+    // Unknown user, role, group: refused before anything is sent.
+    let writes = || e.stat("update_user") + e.stat("update_group") + e.stat("add_user");
+    let before = writes();
+    for (args, text) in [
+        (
+            vec!["deactivate", "--email", "ghost@example.com"],
+            "no TestRail account",
+        ),
+        (
+            vec!["set-role", "--email", target, "--role", "Astronaut"],
+            "unknown role",
+        ),
+        (
+            vec!["add-to-group", "--email", target, "--group", "Nope"],
+            "unknown group",
+        ),
+    ] {
+        let out = e.prov(&args).await;
+        assert_eq!(out.code, 1, "{args:?}");
+        assert!(out.stderr.contains(text), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(writes(), before);
+    // TestRail rejecting the input: its message is reported.
+    let long = "x".repeat(300);
+    let out = e
+        .prov(&[
+            "create-user",
+            "--name",
+            &long,
+            "--email",
+            "long@example.com",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("too long"), "{}", out.stdout);
+    // A key that is no longer an administrator's.
+    e.sim()
+        .with_instance(|inst| inst.users.get_mut(&1).unwrap().is_admin = false);
+    let out = e.prov(&["deactivate", "--email", target, "--json"]).await;
+    assert_eq!(out.code, 1);
+    let err: Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("administrator"),
+        "{}",
+        out.stderr
+    );
+    assert!(e.user(target).is_active);
+    e.sim()
+        .with_instance(|inst| inst.users.get_mut(&1).unwrap().is_admin = true);
+
+    // The audit log has every step with its outcome, and its chain holds.
+    let audit = e.run(&["audit", "--json"]).await.json();
+    let outcomes: std::collections::BTreeSet<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert!(outcomes.contains("done") && outcomes.contains("noop") && outcomes.contains("failed"));
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["actor"].as_str().unwrap().starts_with("cli:"))
+    );
+    let out = e.run(&["audit", "verify"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The log is append-only in the database itself.
+    let answers = try_to_tamper(e.data()).await;
+    assert_eq!(answers.matches("append-only").count(), 2, "{answers}");
+    assert_eq!(e.run(&["audit", "verify"]).await.code, 0);
+}
+
+/// Tries to edit and delete audit entries directly in SQLite; returns the database's answers.
+async fn try_to_tamper(dir: &Path) -> String {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", dir.join("accessrail.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let update = sqlx::query("UPDATE audit_log SET outcome = 'done'")
+        .execute(&mut conn)
+        .await;
+    let delete = sqlx::query("DELETE FROM audit_log")
+        .execute(&mut conn)
+        .await;
+    format!("{:?} {:?}", update.err(), delete.err())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_group_changes_from_several_processes_lose_nothing() {
+    let e = env(0, 0).await;
+    let mut ids = vec![];
+    for i in 0..10 {
+        ids.push(e.add_user(&format!("u{i}@example.com"), None, false));
+    }
+    let gid = e
+        .sim()
+        .with_instance(|inst| inst.insert_group("Shared".into(), &ids[6..]));
+    e.provisioned().await;
+    // Six processes add u0..u5, four remove u6..u9, all at once.
+    let mut tasks = vec![];
+    for i in 0..10 {
+        let (verb, email) = (
+            if i < 6 {
+                "add-to-group"
+            } else {
+                "remove-from-group"
+            },
+            format!("u{i}@example.com"),
+        );
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"));
+        cmd.args(["provision", verb, "--email", &email, "--group", "Shared"])
+            .env("ACCESSRAIL_DATA_DIR", e.data())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        tasks.push(tokio::spawn(async move { cmd.output().await.unwrap() }));
+    }
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut members = e.sim().snapshot().groups[&gid].user_ids.clone();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        ids[..6].to_vec(),
+        "every add and every remove took effect"
+    );
+    assert!(e.sim().snapshot().memberships_consistent());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_add_user_answers_never_duplicate() {
+    let e = env(2, 0).await;
+    e.provisioned().await;
+    e.sim().set_settings(Settings {
+        unique_emails: false,
+        ..Settings::default()
+    });
+    e.sim().set_faults(Faults {
+        drop_rate: 1.0,
+        methods: vec!["add_user".into()],
+        ..Faults::default()
+    });
+    let emails = [
+        "new.one@example.com",
+        "new.two+qa@example.com",
+        "new.three@example.com",
+    ];
+    for email in emails {
+        let out = e
+            .prov(&[
+                "create-user",
+                "--name",
+                "New Person",
+                "--email",
+                email,
+                "--json",
+            ])
+            .await;
+        assert_eq!(
+            (out.code, outcome(&out)),
+            (0, "done".to_string()),
+            "{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    let snap = e.sim().snapshot();
+    for email in emails {
+        assert_eq!(
+            snap.users.values().filter(|u| u.email == email).count(),
+            1,
+            "{email}"
+        );
+    }
+    assert_eq!(
+        e.stat("add_user"),
+        3,
+        "add_user sent once per user that did not exist"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaver_flow_with_cap_protection_and_partial_runs() {
+    let e = env(0, 1).await;
+    let people: Vec<(u64, String)> = (0..6)
+        .map(|i| {
+            let email = format!("p{i}@example.com");
+            (e.add_user(&email, None, false), email)
+        })
+        .collect();
+    e.provisioned().await;
+    assert_eq!(e.run(&["flows", "init"]).await.code, 0);
+    let show = e.run(&["flows", "show"]).await;
+    assert!(
+        show.stdout.contains("deactivate-leavers"),
+        "{}",
+        show.stdout
+    );
+    assert_eq!(
+        e.run(&[
+            "protect",
+            "add",
+            "p2@example.com",
+            "--owner",
+            "ci-team",
+            "--reason",
+            "CI bot"
+        ])
+        .await
+        .code,
+        0
+    );
+
+    // p1 and p2 leave; p2 is protected; the admin is a leaver too but flows never touch admins.
+    let csv = |leavers: &[usize]| {
+        let mut s = String::from("id,name,email,other_emails,status\n");
+        for (i, (_, email)) in people.iter().enumerate() {
+            s += &format!(
+                "e{i},P{i},{email},,{}\n",
+                if leavers.contains(&i) {
+                    "leaver"
+                } else {
+                    "active"
+                }
+            );
+        }
+        s += &format!("admin,Admin,{ADMIN},,leaver\n");
+        s
+    };
+    let file = e.data().join("hr.csv");
+    std::fs::write(&file, csv(&[1, 2])).unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("applying"), "{}", out.stdout);
+    assert!(
+        !e.user("p1@example.com").is_active,
+        "the leaver flow deactivated p1"
+    );
+    assert!(e.user("p2@example.com").is_active, "protected");
+    assert!(
+        e.user(ADMIN).is_active,
+        "administrators are never deactivated by a flow"
+    );
+    let audit = e.run(&["audit", "--json"]).await.json();
+    let entry = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"] == "p1@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (entry["actor"].as_str(), entry["outcome"].as_str()),
+        (Some("flow:deactivate-leavers"), Some("done"))
+    );
+
+    // The cap stops a flow that would pass it: nothing changes.
+    std::fs::write(&file, csv(&[1, 2, 3, 4, 5])).unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap(), "--no-flows"])
+        .await;
+    assert_eq!(out.code, 0);
+    let out = e.run(&["flows", "run", "--max-deactivations", "2"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("more than the cap of 2"),
+        "{}",
+        out.stderr
+    );
+    assert!(e.user("p3@example.com").is_active && e.user("p4@example.com").is_active);
+    // A dry run shows the plan; the real run stops at its first failure (exit 3, the rest not
+    // run), and running it again converges.
+    let out = e.run(&["flows", "run", "--dry-run"]).await;
+    assert!(
+        out.stdout.contains("p3@example.com") && out.stdout.contains("p5@example.com"),
+        "{}",
+        out.stdout
+    );
+    e.sim().set_faults(Faults {
+        fail_after_requests: Some(1),
+        methods: vec!["update_user".into()],
+        ..Faults::default()
+    });
+    let out = e.run_retrying_once(&["flows", "run", "--json"]).await;
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let result = &out.json()["result"];
+    assert_eq!(
+        (
+            result["done"].clone(),
+            result["failed"].clone(),
+            result["not_run"].clone()
+        ),
+        (json!(1), json!(1), json!(1))
+    );
+    e.sim().set_faults(Faults::default());
+    let out = e.run(&["flows", "run", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for i in [3, 4, 5] {
+        assert!(!e.user(&format!("p{i}@example.com")).is_active);
+    }
+    assert!(e.user("p2@example.com").is_active);
+    assert_eq!(e.run(&["audit", "verify"]).await.code, 0);
+    // Removing the protection lets the next run act.
+    assert_eq!(
+        e.run(&["protect", "remove", "p2@example.com"]).await.code,
+        0
+    );
+    let out = e.run(&["flows", "run", "--json"]).await;
+    assert_eq!(out.code, 0);
+    assert!(!e.user("p2@example.com").is_active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_flow_creates_accounts_once() {
+    let e = env(0, 1).await; // group 1 is "QA"
+    e.add_user("existing@example.com", None, false);
+    e.provisioned().await;
+    let rules = format!(
+        "{}\n[[rule]]\nname = \"qa-joiners\"\nwhen = \"active\"\nmatch = {{ department = \"QA\" }}\naction = \"create_user\"\nrole = \"Tester\"\ngroups = [\"QA\"]\n",
+        accessrail_engine::flows::STARTER
+    );
+    std::fs::create_dir_all(e.data().join("flows")).unwrap();
+    std::fs::write(e.data().join("flows/acme.toml"), rules).unwrap();
+    let file = e.data().join("hr.csv");
+    std::fs::write(
+        &file,
+        "id,name,email,other_emails,status,department\n\
+         j1,Jo Joiner,jo@example.com,,active,qa\n\
+         j2,Ed Existing,ed@example.com,existing@example.com,active,QA\n\
+         j3,Sal Sales,sal@example.com,,active,Sales\n",
+    )
+    .unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let jo = e.user("jo@example.com");
+    assert!(jo.is_active && jo.role_id == 3 && jo.group_ids.contains(&1));
+    assert!(
+        e.sim().snapshot().user_by_email("ed@example.com").is_none(),
+        "an alias already has an account"
+    );
+    assert!(
+        e.sim()
+            .snapshot()
+            .user_by_email("sal@example.com")
+            .is_none(),
+        "not in QA"
+    );
+    let audit = e.run(&["audit", "--json"]).await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == "flow:qa-joiners" && a["target"] == "jo@example.com")
+    );
+    // Importing again creates nothing more.
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0);
+    assert_eq!(e.stat("add_user"), 1);
+}

@@ -773,6 +773,7 @@ async fn execute<S: Store>(
 ) -> EngineResult<ProvisionUpdate> {
     match &step.kind {
         StepKind::Noop => Ok(ProvisionUpdate {
+            joined: vec![],
             account: None,
             group: None,
             changes: vec![],
@@ -840,10 +841,9 @@ async fn execute<S: Store>(
                     after: None,
                 });
             }
-            // Group memberships of a new user are stored with the next scan of those groups;
-            // the user's own row is stored now.
             let _ = conn;
             Ok(ProvisionUpdate {
+                joined: group_ids.iter().map(|g| (*g, back.id)).collect(),
                 account: Some(account),
                 group: None,
                 changes,
@@ -891,6 +891,7 @@ async fn execute<S: Store>(
                 })
                 .collect();
             Ok(ProvisionUpdate {
+                joined: vec![],
                 account: Some(new),
                 group: None,
                 changes,
@@ -941,6 +942,7 @@ async fn execute<S: Store>(
             let mut members = after.user_ids.clone();
             members.sort_unstable();
             Ok(ProvisionUpdate {
+                joined: vec![],
                 account: None,
                 group: Some(GroupRecord {
                     id: *group_id,

@@ -197,5 +197,7 @@ pub struct ProvisionUpdate {
     pub account: Option<Account>,
     /// A group's new name and whole membership.
     pub group: Option<GroupRecord>,
+    /// Single memberships that now exist (group id, user id), e.g. a new user's groups.
+    pub joined: Vec<(u64, u64)>,
     pub changes: Vec<NewChange>,
 }

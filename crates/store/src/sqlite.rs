@@ -919,6 +919,19 @@ impl Store for SqliteStore {
                     .bind(connection_id).bind(gid).bind(uid).bind(rev).execute(&mut *tx).await?;
             }
         }
+        for (gid, uid) in &update.joined {
+            sqlx::query(
+                "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan)
+                 SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM membership_versions WHERE connection_id = ?1
+                   AND tr_group_id = ?2 AND tr_user_id = ?3 AND valid_to_scan IS NULL)",
+            )
+            .bind(connection_id)
+            .bind(i(*gid))
+            .bind(i(*uid))
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+        }
         for c in &update.changes {
             sqlx::query(
                 "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id)
