@@ -245,6 +245,28 @@ impl<S: Store> Engine<S> {
         Ok((report, Some(saved)))
     }
 
+    /// The console's Test button: runs the checks on what was typed, saves nothing.
+    pub async fn test_candidate(
+        &self,
+        target: &Target,
+        email: &str,
+        key: ApiKey,
+    ) -> EngineResult<TestReport> {
+        let base = match target {
+            Target::Subdomain(s) => testrail_client::BaseUrl::cloud(s)
+                .map_err(|e| EngineError::InvalidInput(e.to_string()))?,
+            Target::BaseUrl(u) => connector::parse_base(u, &self.options)?,
+        };
+        if accessrail_domain::EmailKey::parse(email).is_none() {
+            return Err(EngineError::InvalidInput(format!(
+                "{:?} is not an email address",
+                email.trim()
+            )));
+        }
+        let client = connector::build_client(base, email.trim(), key, None, &self.options, None)?;
+        Ok(check::run(&client).await)
+    }
+
     /// Runs the Test on a saved connection.
     pub async fn test(&self, name: Option<&str>) -> EngineResult<TestReport> {
         let conn = self.resolve(name).await?;

@@ -10,8 +10,10 @@ pub mod identities;
 pub mod provision;
 pub mod report;
 pub mod scan;
+pub mod schedule;
 pub mod secrets;
 pub mod time_fmt;
+pub mod tokens;
 
 pub use engine::{Clock, ConnectRequest, Engine, SystemClock, Target};
 pub use error::{EngineError, EngineResult, ErrorCode};

@@ -17,7 +17,7 @@ pub use error::{StoreError, StoreResult};
 pub use model::{
     AuditEntry, ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, NewChange,
     NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord,
-    ScanReport, ScanStatus, SealedSecret,
+    ScanReport, ScanStatus, SealedSecret, TokenRecord,
 };
 pub use sqlite::{SqliteScan, SqliteStore};
 
@@ -167,6 +167,27 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         update: ProvisionUpdate,
     ) -> impl Future<Output = StoreResult<i64>> + Send;
+
+    // ---- API tokens (hashes only) ----
+    /// Creates a token; a revoked token's name can be reused, a live one cannot.
+    fn create_token(
+        &self,
+        name: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Sets the hash of a token, creating or un-revoking it (the bootstrap admin token).
+    fn upsert_token(
+        &self,
+        name: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn revoke_token(&self, name: &str, now: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn tokens(&self) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    /// The name of the live token with this hash.
+    fn token_by_hash(&self, hash: &str)
+    -> impl Future<Output = StoreResult<Option<String>>> + Send;
 }
 
 /// One scan being written. Pages are staged as they arrive; [`ScanWriter::commit`] turns them

@@ -201,3 +201,10 @@ pub struct ProvisionUpdate {
     pub joined: Vec<(u64, u64)>,
     pub changes: Vec<NewChange>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub name: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}

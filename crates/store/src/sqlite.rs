@@ -965,6 +965,73 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(rev)
     }
+
+    async fn create_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
+        let res = sqlx::query(
+            "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, revoked_at = NULL
+             WHERE api_tokens.revoked_at IS NOT NULL",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a token named {name:?} already exists (revoke it first)"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn upsert_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, revoked_at = NULL",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, name: &str, now: i64) -> StoreResult<bool> {
+        let res = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let rows: Vec<(String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, created_at, revoked_at)| TokenRecord {
+                name,
+                created_at,
+                revoked_at,
+            })
+            .collect())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
 }
 
 /// A scan in progress: pages staged in temporary tables on one connection, never in the main
