@@ -100,6 +100,13 @@ pub enum Command {
         #[command(subcommand)]
         action: FlowsAction,
     },
+    /// Run the JSON API, the web console and the scan scheduler.
+    Serve(ServeArgs),
+    /// API tokens for the JSON API and the console.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
     /// Run the whole job against a built-in TestRail simulator: connect, test, scan, import
     /// sample identities, and show what an admin would look at.
     Demo(DemoArgs),
@@ -218,9 +225,12 @@ pub struct DemoArgs {
     /// People in the simulated TestRail.
     #[arg(long, default_value_t = 120)]
     pub users: u32,
-    /// Exit after printing (today the demo always does; the console arrives with `serve`).
+    /// Exit after printing instead of serving the console on the demo data.
     #[arg(long)]
     pub no_serve: bool,
+    /// Where the demo serves the console.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -344,4 +354,28 @@ pub enum FlowsAction {
     Show(ConnSel),
     /// Evaluate the rules into one plan and apply it.
     Run(ProvOpts),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Let the console's setup form take a TestRail Server URL (otherwise only Cloud subdomains,
+    /// so a console user cannot make the server call arbitrary hosts).
+    #[arg(long)]
+    pub allow_base_urls: bool,
+    /// Hours between scans of each connection.
+    #[arg(long, default_value_t = 6.0)]
+    pub scan_interval_hours: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensAction {
+    /// Create a token; it is shown once and stored hashed.
+    Create { name: String },
+    /// Revoke a token.
+    Revoke { name: String },
+    /// List tokens (names and dates only).
+    List,
 }

@@ -170,6 +170,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Protect { action } => crate::provisioning::protect_cmd(&app, action, json).await,
         Command::Audit { action } => crate::provisioning::audit_cmd(&app, action, json).await,
         Command::Flows { action } => crate::provisioning::flows_cmd(&app, action, json).await,
+        Command::Serve(a) => serve_cmd(app, a, json).await,
+        Command::Tokens { action } => tokens_cmd(&app, action, json).await,
         Command::Demo(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -949,4 +951,133 @@ async fn after_import_flows(
         }
     }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves API, console and scheduler until Ctrl-C / SIGTERM.
+pub async fn serve_app(
+    app: App,
+    listen: std::net::SocketAddr,
+    allow_base_urls: bool,
+    interval_hours: f64,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    if !(interval_hours > 0.0) {
+        return Err(Failure::Usage(
+            "--scan-interval-hours must be positive".into(),
+        ));
+    }
+    let engine = Arc::new(app);
+    let token = accessrail_web::bootstrap_admin_token(&engine)
+        .await
+        .map_err(|e| fail("store", e))?;
+    let schedule = accessrail_engine::schedule::Schedule {
+        interval: (interval_hours * 3600.0) as i64,
+        ..accessrail_engine::schedule::Schedule::default()
+    };
+    let state = accessrail_web::AppState::new(engine, allow_base_urls, schedule);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| fail("listen", format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| fail("listen", e.to_string()))?;
+    if json {
+        println!(
+            "{}",
+            json!({ "listening": format!("http://{addr}"), "admin_token": token })
+        );
+    } else {
+        println!("Accessrail console and API at http://{addr}/ (Ctrl-C to stop)");
+        if let Some(t) = &token {
+            println!(
+                "First start: an admin API token was created. It is shown only now:\n  {t}\nSign in to the console with it, or use it as a bearer token."
+            );
+        }
+    }
+    accessrail_web::serve(
+        state,
+        listener,
+        accessrail_web::ServeConfig::default(),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| fail("serve", e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failure> {
+    serve_app(
+        app,
+        a.listen,
+        a.allow_base_urls,
+        a.scan_interval_hours,
+        json,
+    )
+    .await
+}
+
+async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitCode, Failure> {
+    use accessrail_engine::tokens;
+    match action {
+        TokensAction::Create { name } => {
+            if !tokens::valid_name(&name) {
+                return Err(Failure::Usage(format!(
+                    "{name:?} is not a usable token name (letters, digits, '-', '_', '.')"
+                )));
+            }
+            let token = tokens::generate();
+            app.store()
+                .create_token(&name, &tokens::hash(&token), app.now())
+                .await?;
+            if json {
+                print_json(&json!({ "name": name, "token": token }));
+            } else {
+                println!("Token {name} (shown only now; Accessrail keeps only its hash):\n{token}");
+            }
+        }
+        TokensAction::Revoke { name } => {
+            if !app.store().revoke_token(&name, app.now()).await? {
+                return Err(Failure::Usage(format!("no live token named {name:?}")));
+            }
+            if json {
+                print_json(&json!({ "revoked": name }));
+            } else {
+                println!("Token {name} revoked.");
+            }
+        }
+        TokensAction::List => {
+            let all = app.store().tokens().await?;
+            if json {
+                let v: Vec<_> = all.iter().map(|t| json!({ "name": t.name, "created_at": time_fmt::rfc3339(t.created_at), "revoked_at": t.revoked_at.map(time_fmt::rfc3339) })).collect();
+                print_json(&v);
+            } else {
+                let mut t = table(&["name", "created", "revoked"]);
+                for x in &all {
+                    t.add_row(vec![
+                        x.name.clone(),
+                        time_fmt::short(x.created_at),
+                        x.revoked_at.map(time_fmt::short).unwrap_or_default(),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -121,6 +121,8 @@ pub async fn run(
     let Some(conn) = saved else {
         return Err(fail("demo", "the demo connection did not pass its test"));
     };
+    // The demo's TestRail is a simulator: provisioning is on so every console page can be tried.
+    accessrail_store::Store::set_provisioning(app.store(), &conn.id, true).await?;
 
     say("\n== Scan");
     let outcome = scan_with_progress(&app, Some(&conn.name), json).await?;
@@ -203,11 +205,17 @@ pub async fn run(
         "Explore further with: accessrail --data-dir {} users | groups | roles | scans | changes",
         dir.display()
     );
-    if !args.no_serve {
-        println!("(The web console arrives with `accessrail serve`; the demo exits for now.)");
+    if args.no_serve {
+        server.shutdown().await;
+        return Ok(ExitCode::SUCCESS);
     }
+    println!(
+        "\n== Console\nServing the console on the demo data; the simulated TestRail keeps running at {}.",
+        server.base_url()
+    );
+    let code = crate::commands::serve_app(app, args.listen, true, 6.0, false).await;
     server.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    code
 }
 
 fn commands_print_test(r: &accessrail_engine::check::TestReport) {

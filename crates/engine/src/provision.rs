@@ -17,15 +17,18 @@ use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 
 /// What someone asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     CreateUser {
         name: String,
         email: String,
+        #[serde(default)]
         role: Option<String>,
+        #[serde(default)]
         groups: Vec<String>,
         /// When the account exists, bring its active state, role and groups to what was asked.
+        #[serde(default)]
         reconcile: bool,
     },
     Deactivate {

@@ -188,6 +188,12 @@ pub trait Store: Send + Sync + 'static {
     /// The name of the live token with this hash.
     fn token_by_hash(&self, hash: &str)
     -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// Marks scans left running by a stopped process as failed (their staged data is gone).
+    fn abandon_running_scans(
+        &self,
+        now: i64,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
 /// One scan being written. Pages are staged as they arrive; [`ScanWriter::commit`] turns them

@@ -1032,6 +1032,19 @@ impl Store for SqliteStore {
                 .await?,
         )
     }
+
+    async fn abandon_running_scans(&self, now: i64, reason: &str) -> StoreResult<u64> {
+        let res = sqlx::query(
+            "UPDATE scans SET status = 'failed', finished_at = ?, error = ? WHERE status = 'running'
+               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.name = 'scan:' || scans.connection_id AND leases.expires_at > ?)",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
 }
 
 /// A scan in progress: pages staged in temporary tables on one connection, never in the main

@@ -1,0 +1,1032 @@
+//! The JSON API under `/api/v1/`, described by the OpenAPI document at `/api/openapi.json`.
+
+use std::sync::Arc;
+
+use accessrail_domain::MatchState;
+use accessrail_engine::provision::{self, Action, Origin, Rails, Request};
+use accessrail_engine::report::{self, UserFilter, UserView};
+use accessrail_engine::{ApiKey, ConnectRequest, Target, identities, time_fmt};
+use accessrail_store::{Connection, Store};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::{AppState, StoredPlan, random_id};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Accessrail API",
+        description = "Who has access to TestRail: connections, scans, accounts matched to identities, changes, provisioning and its audit log. Every /api/v1 route needs `Authorization: Bearer <token>` (accessrail tokens create NAME)."
+    ),
+    paths(
+        list_connections,
+        create_connection,
+        delete_connection,
+        test_connection,
+        list_scans,
+        start_scan,
+        get_scan,
+        list_accounts,
+        list_groups,
+        list_roles,
+        list_changes,
+        access_at,
+        list_identities,
+        import_identities,
+        list_audit,
+        create_plan,
+        apply_plan
+    ),
+    components(schemas(
+        ErrorBody,
+        ConnectionDto,
+        CreateConnection,
+        ConnectResult,
+        CheckDto,
+        TestDto,
+        ScanDto,
+        Accepted,
+        AccountDto,
+        AccountPage,
+        GroupDto,
+        RoleDto,
+        ChangeDto,
+        IdentityDto,
+        ImportResult,
+        AuditDto,
+        PlanRequest,
+        PlanDto,
+        StepDto,
+        ApplyDto,
+        StepResultDto
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document, as served (and checked in CI against `docs/openapi.json`).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".into())
+}
+
+pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([("content-type", "application/json")], openapi_json()) }),
+        )
+        .route(
+            "/api/v1/connections",
+            get(list_connections).post(create_connection),
+        )
+        .route("/api/v1/connections/{name}", delete(delete_connection))
+        .route("/api/v1/connections/{name}/test", post(test_connection))
+        .route(
+            "/api/v1/connections/{name}/scans",
+            get(list_scans).post(start_scan),
+        )
+        .route("/api/v1/scans/{id}", get(get_scan))
+        .route("/api/v1/connections/{name}/accounts", get(list_accounts))
+        .route("/api/v1/connections/{name}/groups", get(list_groups))
+        .route("/api/v1/connections/{name}/roles", get(list_roles))
+        .route("/api/v1/connections/{name}/changes", get(list_changes))
+        .route("/api/v1/connections/{name}/access", get(access_at))
+        .route(
+            "/api/v1/identities",
+            get(list_identities).post(import_identities),
+        )
+        .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/connections/{name}/plans", post(create_plan))
+        .route("/api/v1/plans/{id}/apply", post(apply_plan))
+}
+
+// ---- DTOs -------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionDto {
+    name: String,
+    base_url: String,
+    email: String,
+    request_budget: Option<u32>,
+    groups_supported: Option<bool>,
+    provisioning_enabled: bool,
+    created_at: String,
+}
+
+impl From<&Connection> for ConnectionDto {
+    fn from(c: &Connection) -> Self {
+        Self {
+            name: c.name.clone(),
+            base_url: c.base_url.clone(),
+            email: c.email.clone(),
+            request_budget: c.request_budget,
+            groups_supported: c.groups_supported,
+            provisioning_enabled: c.provisioning_enabled,
+            created_at: time_fmt::rfc3339(c.created_at),
+        }
+    }
+}
+
+/// Give `subdomain` (TestRail Cloud) or `base_url` (TestRail Server). The API key is write-only.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    subdomain: Option<String>,
+    base_url: Option<String>,
+    email: String,
+    api_key: String,
+    name: Option<String>,
+    #[serde(default)]
+    replace: bool,
+    request_budget: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckDto {
+    name: String,
+    title: String,
+    status: String,
+    message: String,
+    hint: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestDto {
+    base_url: String,
+    passed: bool,
+    groups_supported: Option<bool>,
+    checks: Vec<CheckDto>,
+}
+
+impl From<&accessrail_engine::check::TestReport> for TestDto {
+    fn from(r: &accessrail_engine::check::TestReport) -> Self {
+        Self {
+            base_url: r.base_url.clone(),
+            passed: r.passed,
+            groups_supported: r.groups_supported,
+            checks: r
+                .checks
+                .iter()
+                .map(|c| CheckDto {
+                    name: c.name.into(),
+                    title: c.title.into(),
+                    status: c.status.as_str().into(),
+                    message: c.message.clone(),
+                    hint: c.hint.map(Into::into),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectResult {
+    test: TestDto,
+    /// Null when the test failed: nothing was saved.
+    connection: Option<ConnectionDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanDto {
+    id: i64,
+    status: String,
+    started_at: String,
+    finished_at: Option<String>,
+    duration_seconds: Option<i64>,
+    users: u64,
+    groups: u64,
+    active_seats: u64,
+    requests: u64,
+    retries: u64,
+    changes: u64,
+    error: Option<String>,
+    warnings: Vec<String>,
+}
+
+impl From<&accessrail_store::ScanRecord> for ScanDto {
+    fn from(s: &accessrail_store::ScanRecord) -> Self {
+        Self {
+            id: s.id,
+            status: s.status.as_str().into(),
+            started_at: time_fmt::rfc3339(s.started_at),
+            finished_at: s.finished_at.map(time_fmt::rfc3339),
+            duration_seconds: s.finished_at.map(|f| f - s.started_at),
+            users: s.users_seen,
+            groups: s.groups_seen,
+            active_seats: s.active_seats,
+            requests: s.requests,
+            retries: s.retries,
+            changes: s.changes,
+            error: s.error.clone(),
+            warnings: s.warnings.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountDto {
+    id: u64,
+    email: Option<String>,
+    name: Option<String>,
+    is_active: bool,
+    is_admin: Option<bool>,
+    role: Option<String>,
+    role_id: Option<u64>,
+    groups: Vec<String>,
+    group_ids: Vec<u64>,
+    identity: Option<String>,
+    identity_status: Option<String>,
+    /// matched, unmatched, ambiguous or forgotten.
+    #[serde(rename = "match")]
+    match_state: String,
+}
+
+impl From<UserView> for AccountDto {
+    fn from(u: UserView) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            is_active: u.is_active,
+            is_admin: u.is_admin,
+            role: u.role,
+            role_id: u.role_id,
+            groups: u.groups,
+            group_ids: u.group_ids,
+            identity: u.identity,
+            identity_status: u.identity_status,
+            match_state: u.match_state.as_str().into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountPage {
+    total: usize,
+    offset: usize,
+    limit: usize,
+    accounts: Vec<AccountDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupDto {
+    id: u64,
+    name: Option<String>,
+    user_ids: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleDto {
+    id: u64,
+    name: Option<String>,
+    is_default: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeDto {
+    id: i64,
+    scan: i64,
+    at: String,
+    kind: String,
+    user_id: Option<u64>,
+    group_id: Option<u64>,
+    subject: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    audit_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityDto {
+    id: String,
+    name: String,
+    emails: Vec<String>,
+    /// active, leaver or gone.
+    status: String,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportResult {
+    added: u64,
+    updated: u64,
+    unchanged: u64,
+    marked_gone: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditDto {
+    id: i64,
+    at: String,
+    actor: String,
+    connection: String,
+    action: String,
+    target: String,
+    before: Option<String>,
+    after: Option<String>,
+    calls: Vec<String>,
+    outcome: String,
+    message: Option<String>,
+    hash: String,
+}
+
+/// Actions such as `{"action": "deactivate", "email": "a@b.io"}`, `{"action": "create_user",
+/// "name": ..., "email": ..., "role": "Tester", "groups": ["QA"], "reconcile": false}`,
+/// `reactivate`, `set_role` (`role`), `add_to_group` / `remove_from_group` (`group`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    #[schema(value_type = Vec<Object>)]
+    actions: Vec<Action>,
+    max_deactivations: Option<u32>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepDto {
+    action: String,
+    target: String,
+    noop: bool,
+    calls: Vec<String>,
+    before: Option<String>,
+    after: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanDto {
+    id: String,
+    /// A hash of the state the plan was built from; apply refuses if it has changed.
+    fingerprint: String,
+    connection: String,
+    steps: Vec<StepDto>,
+    skipped: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepResultDto {
+    step: usize,
+    action: String,
+    target: String,
+    outcome: String,
+    message: Option<String>,
+    calls_made: Vec<String>,
+    audit_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApplyDto {
+    done: usize,
+    noop: usize,
+    failed: usize,
+    not_run: usize,
+    results: Vec<StepResultDto>,
+}
+
+// ---- handlers ---------------------------------------------------------------------------------
+
+async fn conn(state: &AppState, name: &str) -> ApiResult<Connection> {
+    state
+        .engine
+        .store()
+        .connection(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no connection named {name:?}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/connections", responses((status = 200, body = Vec<ConnectionDto>), (status = 401, body = ErrorBody)))]
+async fn list_connections(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+) -> ApiResult<Json<Vec<ConnectionDto>>> {
+    Ok(Json(
+        s.engine
+            .store()
+            .connections()
+            .await?
+            .iter()
+            .map(ConnectionDto::from)
+            .collect(),
+    ))
+}
+
+/// Runs Test, then saves only if it passed. The key is never returned.
+#[utoipa::path(post, path = "/api/v1/connections", request_body = CreateConnection,
+    responses((status = 201, body = ConnectResult), (status = 422, body = ConnectResult), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_connection(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Json(body): Json<CreateConnection>,
+) -> ApiResult<(StatusCode, Json<ConnectResult>)> {
+    let target = match (body.subdomain, body.base_url) {
+        (Some(sd), None) => Target::Subdomain(sd),
+        (None, Some(u)) if s.allow_base_urls => Target::BaseUrl(u),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "TestRail Server URLs are not allowed on this server (start it with --allow-base-urls)",
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of subdomain and base_url",
+            ));
+        }
+    };
+    let key = ApiKey::new(&body.api_key).ok_or_else(|| ApiError::invalid("api_key is empty"))?;
+    let (report, saved) = s
+        .engine
+        .connect(ConnectRequest {
+            target,
+            email: body.email,
+            key,
+            name: body.name,
+            replace: body.replace,
+            request_budget: body.request_budget,
+        })
+        .await?;
+    let status = if saved.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    if saved.is_some() {
+        s.scan_now.notify_one();
+    }
+    Ok((
+        status,
+        Json(ConnectResult {
+            test: TestDto::from(&report),
+            connection: saved.as_ref().map(ConnectionDto::from),
+        }),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/connections/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_connection(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if s.engine.store().remove_connection(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no connection named {name:?}")))
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{name}/test", params(("name" = String, Path)), responses((status = 200, body = TestDto)))]
+async fn test_connection(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TestDto>> {
+    conn(&s, &name).await?;
+    Ok(Json(TestDto::from(&s.engine.test(Some(&name)).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}/scans", params(("name" = String, Path)), responses((status = 200, body = Vec<ScanDto>)))]
+async fn list_scans(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<ScanDto>>> {
+    let c = conn(&s, &name).await?;
+    Ok(Json(
+        s.engine
+            .store()
+            .scans(&c.id)
+            .await?
+            .iter()
+            .map(ScanDto::from)
+            .collect(),
+    ))
+}
+
+/// Starts a scan in the background ("scan now"); follow it with the scan list.
+#[utoipa::path(post, path = "/api/v1/connections/{name}/scans", params(("name" = String, Path)), responses((status = 202, body = Accepted)))]
+async fn start_scan(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    conn(&s, &name).await?;
+    crate::serve::spawn_scan(s.clone(), name.clone());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            message: format!("scan of {name} started"),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/scans/{id}", params(("id" = i64, Path)), responses((status = 200, body = ScanDto), (status = 404, body = ErrorBody)))]
+async fn get_scan(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<ScanDto>> {
+    let scan = s
+        .engine
+        .store()
+        .scan(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no scan {id}")))?;
+    Ok(Json(ScanDto::from(&scan)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AccountQuery {
+    /// true: active only; false: inactive only.
+    active: Option<bool>,
+    /// matched, unmatched, ambiguous or forgotten.
+    #[serde(rename = "match")]
+    match_state: Option<String>,
+    role: Option<String>,
+    group: Option<String>,
+    /// Search in name and email.
+    q: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}/accounts", params(("name" = String, Path), AccountQuery), responses((status = 200, body = AccountPage)))]
+async fn list_accounts(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<AccountQuery>,
+) -> ApiResult<Json<AccountPage>> {
+    let c = conn(&s, &name).await?;
+    let filter = UserFilter {
+        role: q.role.clone(),
+        group: q.group.clone(),
+        ..UserFilter::default()
+    };
+    let wanted = match q.match_state.as_deref() {
+        None => None,
+        Some("matched") => Some(MatchState::Matched),
+        Some("unmatched") => Some(MatchState::Unmatched),
+        Some("ambiguous") => Some(MatchState::Ambiguous),
+        Some("forgotten") => Some(MatchState::Forgotten),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "match={other:?}: use matched, unmatched, ambiguous or forgotten"
+            )));
+        }
+    };
+    let needle = q.q.as_deref().map(str::to_lowercase);
+    let all: Vec<UserView> = report::filtered_users(&s.engine, &c, &filter)
+        .await
+        .map_err(|e| {
+            if e.is_usage() {
+                ApiError::invalid(e.to_string())
+            } else {
+                e.into()
+            }
+        })?
+        .into_iter()
+        .filter(|u| q.active.is_none_or(|a| u.is_active == a))
+        .filter(|u| wanted.is_none_or(|m| u.match_state == m))
+        .filter(|u| {
+            needle.as_ref().is_none_or(|n| {
+                u.email
+                    .as_deref()
+                    .is_some_and(|e| e.to_lowercase().contains(n))
+                    || u.name
+                        .as_deref()
+                        .is_some_and(|x| x.to_lowercase().contains(n))
+            })
+        })
+        .collect();
+    let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
+    let total = all.len();
+    Ok(Json(AccountPage {
+        total,
+        offset,
+        limit,
+        accounts: all
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(AccountDto::from)
+            .collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}/groups", params(("name" = String, Path)), responses((status = 200, body = Vec<GroupDto>)))]
+async fn list_groups(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<GroupDto>>> {
+    let c = conn(&s, &name).await?;
+    Ok(Json(
+        s.engine
+            .store()
+            .current_groups(&c.id)
+            .await?
+            .into_iter()
+            .map(|g| GroupDto {
+                id: g.id,
+                name: g.name,
+                user_ids: g.member_ids,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}/roles", params(("name" = String, Path)), responses((status = 200, body = Vec<RoleDto>)))]
+async fn list_roles(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<RoleDto>>> {
+    let c = conn(&s, &name).await?;
+    Ok(Json(
+        s.engine
+            .store()
+            .current_roles(&c.id)
+            .await?
+            .into_iter()
+            .map(|r| RoleDto {
+                id: r.id,
+                name: r.name,
+                is_default: r.is_default,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ChangeQuery {
+    /// RFC 3339, a date, or an age such as 7d.
+    since: Option<String>,
+    scan: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}/changes", params(("name" = String, Path), ChangeQuery), responses((status = 200, body = Vec<ChangeDto>)))]
+async fn list_changes(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<ChangeQuery>,
+) -> ApiResult<Json<Vec<ChangeDto>>> {
+    let c = conn(&s, &name).await?;
+    let since = match q.since {
+        Some(x) => Some(time_fmt::parse_since(&x, s.engine.now()).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "since={x:?}: use RFC 3339, a date or an age such as 7d"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Json(
+        s.engine
+            .store()
+            .changes(&c.id, since, q.scan)
+            .await?
+            .into_iter()
+            .map(|ch| ChangeDto {
+                id: ch.id,
+                scan: ch.scan_id,
+                at: time_fmt::rfc3339(ch.at),
+                kind: ch.kind,
+                user_id: ch.tr_user_id,
+                group_id: ch.tr_group_id,
+                subject: ch.subject,
+                before: ch.before,
+                after: ch.after,
+                audit_id: ch.audit_id,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AccessQuery {
+    /// A scan (or provisioning revision) id.
+    scan: Option<i64>,
+    /// A time (RFC 3339 or a date): the state after the last scan finished by then.
+    at: Option<String>,
+}
+
+/// Who had access at a point in time: every account as of a scan, or as of a date.
+#[utoipa::path(get, path = "/api/v1/connections/{name}/access", params(("name" = String, Path), AccessQuery), responses((status = 200, body = Vec<AccountDto>)))]
+async fn access_at(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<AccessQuery>,
+) -> ApiResult<Json<Vec<AccountDto>>> {
+    let c = conn(&s, &name).await?;
+    let scan_id = match (q.scan, q.at) {
+        (Some(id), None) => id,
+        (None, Some(at)) => {
+            let t = time_fmt::parse_since(&at, s.engine.now())
+                .ok_or_else(|| ApiError::invalid(format!("at={at:?}: use RFC 3339 or a date")))?;
+            s.engine
+                .store()
+                .scans(&c.id)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|x| {
+                    x.status == accessrail_store::ScanStatus::Succeeded
+                        && x.finished_at.is_some_and(|f| f <= t)
+                })
+                .map(|x| x.id)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("no successful scan finished by {at}"))
+                })?
+        }
+        _ => return Err(ApiError::invalid("give scan or at")),
+    };
+    let accounts = s.engine.store().accounts_at_scan(&c.id, scan_id).await?;
+    Ok(Json(
+        accounts
+            .into_iter()
+            .map(|a| AccountDto {
+                id: a.id,
+                email: a.email,
+                name: a.name,
+                is_active: a.is_active,
+                is_admin: a.is_admin,
+                role: a.role,
+                role_id: a.role_id,
+                groups: vec![],
+                group_ids: a.group_ids,
+                identity: None,
+                identity_status: None,
+                match_state: "not_evaluated".into(),
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/identities", responses((status = 200, body = Vec<IdentityDto>)))]
+async fn list_identities(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+) -> ApiResult<Json<Vec<IdentityDto>>> {
+    Ok(Json(
+        s.engine
+            .store()
+            .identities()
+            .await?
+            .into_iter()
+            .map(|i| IdentityDto {
+                status: if i.gone {
+                    "gone".into()
+                } else {
+                    i.status.as_str().into()
+                },
+                id: i.id,
+                name: i.name,
+                emails: i.emails,
+                attributes: i.attributes,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ImportQuery {
+    /// Only upsert; do not mark missing identities as gone.
+    #[serde(default)]
+    partial: bool,
+}
+
+/// Bulk import: a JSON array of identities (`id`, `name`, `email`, `other_emails`, `status`, any
+/// further attribute). Any malformed entry rejects the whole import.
+#[utoipa::path(post, path = "/api/v1/identities", params(ImportQuery), request_body(content = Vec<Object>), responses((status = 200, body = ImportResult), (status = 400, body = ErrorBody)))]
+async fn import_identities(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ImportQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ImportResult>> {
+    let parsed = identities::parse(&body, identities::Format::Json).map_err(|errs| {
+        ApiError::invalid(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let r = s
+        .engine
+        .store()
+        .import_identities(parsed, !q.partial, s.engine.now())
+        .await?;
+    Ok(Json(ImportResult {
+        added: r.added,
+        updated: r.updated,
+        unchanged: r.unchanged,
+        marked_gone: r.marked_gone,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", responses((status = 200, body = Vec<AuditDto>)))]
+async fn list_audit(_c: Caller, State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<AuditDto>>> {
+    Ok(Json(
+        s.engine
+            .store()
+            .audit_log()
+            .await?
+            .into_iter()
+            .map(|e| AuditDto {
+                id: e.id,
+                at: time_fmt::rfc3339(e.record.at),
+                actor: e.record.actor,
+                connection: e.record.connection,
+                action: e.record.action,
+                target: e.record.target,
+                before: e.record.before,
+                after: e.record.after,
+                calls: e.record.calls,
+                outcome: e.record.outcome.as_str().into(),
+                message: e.record.message,
+                hash: e.hash,
+            })
+            .collect(),
+    ))
+}
+
+pub fn fingerprint(plan: &provision::Plan) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&plan.steps).unwrap_or_default());
+    h.update(serde_json::to_vec(&plan.skipped).unwrap_or_default());
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn plan_dto(id: &str, stored: &StoredPlan) -> PlanDto {
+    PlanDto {
+        id: id.to_string(),
+        fingerprint: stored.fingerprint.clone(),
+        connection: stored.connection.clone(),
+        steps: stored
+            .plan
+            .steps
+            .iter()
+            .map(|st| StepDto {
+                action: st.action.into(),
+                target: st.target.clone(),
+                noop: st.is_noop(),
+                calls: st.calls.clone(),
+                before: st.before.clone(),
+                after: st.after.clone(),
+                note: st.note.clone(),
+            })
+            .collect(),
+        skipped: stored
+            .plan
+            .skipped
+            .iter()
+            .map(|x| format!("{} {}: {}", x.action, x.target, x.reason))
+            .collect(),
+    }
+}
+
+/// Plans actions and keeps the plan for `apply`. Nothing is sent to TestRail but reads.
+#[utoipa::path(post, path = "/api/v1/connections/{name}/plans", params(("name" = String, Path)), request_body = PlanRequest, responses((status = 201, body = PlanDto), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_plan(
+    c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Json(body): Json<PlanRequest>,
+) -> ApiResult<(StatusCode, Json<PlanDto>)> {
+    let conn = conn(&s, &name).await?;
+    let requests: Vec<Request> = body
+        .actions
+        .into_iter()
+        .map(|a| Request {
+            action: a,
+            origin: Origin::Direct { actor: c.actor() },
+        })
+        .collect();
+    let rails = Rails::new(body.max_deactivations, body.force);
+    let (id, stored) = make_plan(&s, &conn, requests, &rails, c.actor()).await?;
+    Ok((StatusCode::CREATED, Json(plan_dto(&id, &stored))))
+}
+
+pub async fn make_plan(
+    s: &AppState,
+    conn: &Connection,
+    requests: Vec<Request>,
+    rails: &Rails,
+    actor: String,
+) -> ApiResult<(String, StoredPlan)> {
+    let plan = provision::plan(&s.engine, conn, requests.clone(), rails).await?;
+    let stored = StoredPlan {
+        connection: conn.name.clone(),
+        requests,
+        fingerprint: fingerprint(&plan),
+        plan,
+        created_at: s.engine.now(),
+        actor,
+        max_deactivations: rails.max_deactivations,
+        force: rails.force,
+    };
+    let id = random_id();
+    s.plans().insert(id.clone(), stored.clone());
+    Ok((id, stored))
+}
+
+/// Applies a plan by id, only if TestRail is still in the state the plan was built from.
+pub async fn apply_stored(
+    s: &AppState,
+    id: &str,
+    actor: String,
+) -> ApiResult<provision::ApplyReport> {
+    let stored = s.plans().get(id).cloned().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no plan {id} (plans are kept until applied or the server restarts)"
+        ))
+    })?;
+    let rails = &Rails::new(Some(stored.max_deactivations), stored.force);
+    let conn = conn(s, &stored.connection).await?;
+    if !conn.provisioning_enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "read_only",
+            format!(
+                "provisioning is off for connection {} (read-only)",
+                conn.name
+            ),
+        ));
+    }
+    // The applier is the one the audit log names.
+    let requests: Vec<Request> = stored
+        .requests
+        .iter()
+        .map(|r| Request {
+            action: r.action.clone(),
+            origin: Origin::Direct {
+                actor: actor.clone(),
+            },
+        })
+        .collect();
+    let fresh = provision::plan(&s.engine, &conn, requests, rails).await?;
+    let mut fresh_cmp = fresh.clone();
+    for st in &mut fresh_cmp.steps {
+        st.actor = stored.actor.clone();
+    }
+    for sk in &mut fresh_cmp.skipped {
+        sk.actor = stored.actor.clone();
+    }
+    if fingerprint(&fresh_cmp) != stored.fingerprint {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_plan",
+            "TestRail changed since this plan was made; make a new plan and review it",
+        ));
+    }
+    s.plans().remove(id);
+    Ok(provision::apply(&s.engine, &conn, &fresh).await?)
+}
+
+#[utoipa::path(post, path = "/api/v1/plans/{id}/apply", params(("id" = String, Path)), responses((status = 200, body = ApplyDto), (status = 409, body = ErrorBody)))]
+async fn apply_plan(
+    c: Caller,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApplyDto>> {
+    let r = apply_stored(&s, &id, c.actor()).await?;
+    Ok(Json(ApplyDto {
+        done: r.done,
+        noop: r.noop,
+        failed: r.failed,
+        not_run: r.not_run,
+        results: r
+            .results
+            .into_iter()
+            .map(|x| StepResultDto {
+                step: x.step,
+                action: x.action.into(),
+                target: x.target,
+                outcome: x.outcome.as_str().into(),
+                message: x.message,
+                calls_made: x.calls_made,
+                audit_id: x.audit_id,
+            })
+            .collect(),
+    }))
+}

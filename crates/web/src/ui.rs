@@ -1,0 +1,838 @@
+//! The console: server-rendered pages, a session cookie (HttpOnly, SameSite=Strict) and a CSRF
+//! token on every form, sign-in included. No secret ever reaches a page.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use accessrail_domain::{MatchState, audit};
+use accessrail_engine::provision::{Action, Origin, Rails, Request};
+use accessrail_engine::report::{self, UserView};
+use accessrail_engine::{ApiKey, ConnectRequest, Target, schedule, time_fmt, tokens};
+use accessrail_store::{Connection, ScanStatus, Store};
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use minijinja::{Environment, Value, context};
+use serde::Deserialize;
+
+use crate::auth::{SESSION_COOKIE, Visitor, csrf_ok};
+use crate::state::{AppState, Session, random_id};
+
+pub fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    for (name, src) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("login.html", include_str!("../templates/login.html")),
+        ("setup.html", include_str!("../templates/setup.html")),
+        ("users.html", include_str!("../templates/users.html")),
+        ("groups.html", include_str!("../templates/groups.html")),
+        ("scans.html", include_str!("../templates/scans.html")),
+        ("changes.html", include_str!("../templates/changes.html")),
+        ("audit.html", include_str!("../templates/audit.html")),
+        ("confirm.html", include_str!("../templates/confirm.html")),
+    ] {
+        if let Err(e) = env.add_template(name, src) {
+            tracing::error!("template {name}: {e}");
+        }
+    }
+    env
+}
+
+pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/users") }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/setup", get(setup_page).post(setup))
+        .route("/users", get(users_page))
+        .route("/groups", get(groups_page))
+        .route("/groups/{id}", get(group_page))
+        .route("/scans", get(scans_page))
+        .route("/scans/run", post(scan_now))
+        .route("/changes", get(changes_page))
+        .route("/audit", get(audit_page))
+        .route("/provision/confirm", get(confirm_page))
+        .route("/provision/apply", post(apply))
+}
+
+/// A rendered page, with the session cookie when the visitor is new.
+fn page(state: &AppState, v: &Visitor, name: &str, ctx: Value) -> Response {
+    let base = context! { signed_in => v.signed_in(), csrf => v.session.csrf.clone() };
+    let html = state
+        .templates
+        .get_template(name)
+        .and_then(|t| t.render(context! { ..ctx, ..base }))
+        .unwrap_or_else(|e| {
+            tracing::error!("rendering {name}: {e}");
+            "<h1>Something went wrong rendering this page.</h1>".into()
+        });
+    let mut resp = Html(html).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    if v.fresh
+        && let Ok(c) = header::HeaderValue::from_str(&v.set_cookie())
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn to_login(v: &Visitor) -> Response {
+    let mut resp = Redirect::to("/login").into_response();
+    if v.fresh
+        && let Ok(c) = header::HeaderValue::from_str(&v.set_cookie())
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn forbidden(state: &AppState, v: &Visitor) -> Response {
+    let mut r = page(
+        state,
+        v,
+        "login.html",
+        context! { title => "Sign in", error => "This form has expired or did not come from this console (CSRF check). Please try again." },
+    );
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
+async fn current_connection(state: &AppState) -> Option<Connection> {
+    state
+        .engine
+        .store()
+        .connections()
+        .await
+        .ok()
+        .and_then(|c| c.into_iter().next())
+}
+
+// ---- sign-in ----------------------------------------------------------------------------------
+
+async fn login_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+    if v.signed_in().is_some() {
+        return Redirect::to("/users").into_response();
+    }
+    page(&s, &v, "login.html", context! { title => "Sign in" })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: Option<String>,
+    token: String,
+}
+
+async fn login(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<LoginForm>) -> Response {
+    if !csrf_ok(&v, f.csrf.as_deref()) {
+        return forbidden(&s, &v);
+    }
+    match s
+        .engine
+        .store()
+        .token_by_hash(&tokens::hash(&f.token))
+        .await
+    {
+        Ok(Some(name)) => {
+            // A new session id on sign-in.
+            let id = random_id();
+            let session = Session {
+                csrf: random_id(),
+                token: Some(name),
+                created_at: s.engine.now(),
+            };
+            {
+                let mut sessions = s.sessions();
+                sessions.remove(&v.id);
+                sessions.insert(id.clone(), session);
+            }
+            let mut resp = Redirect::to("/users").into_response();
+            if let Ok(c) = header::HeaderValue::from_str(&format!(
+                "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"
+            )) {
+                resp.headers_mut().insert(header::SET_COOKIE, c);
+            }
+            resp
+        }
+        _ => {
+            let mut r = page(
+                &s,
+                &v,
+                "login.html",
+                context! { title => "Sign in", error => "That token is not valid (or was revoked)." },
+            );
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn logout(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<CsrfForm>) -> Response {
+    if !csrf_ok(&v, f.csrf.as_deref()) {
+        return forbidden(&s, &v);
+    }
+    s.sessions().remove(&v.id);
+    let mut resp = Redirect::to("/login").into_response();
+    if let Ok(c) = header::HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    )) {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+// ---- setup ------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default, serde::Serialize)]
+struct SetupForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    subdomain: String,
+    #[serde(default)]
+    base_url: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default, skip_serializing)]
+    api_key: String,
+    #[serde(default)]
+    op: String,
+}
+
+async fn setup_ctx(s: &AppState) -> Vec<Value> {
+    s.engine
+        .store()
+        .connections()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            context! {
+                name => c.name, base_url => c.base_url, email => c.email,
+                groups => match c.groups_supported { Some(true) => "yes", Some(false) => "no (before 7.5)", None => "-" },
+                provisioning => if c.provisioning_enabled { "on" } else { "off (read-only)" },
+            }
+        })
+        .collect()
+}
+
+async fn setup_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let connections = setup_ctx(&s).await;
+    page(
+        &s,
+        &v,
+        "setup.html",
+        context! { title => "TestRail integration", page => "setup", allow_base_urls => s.allow_base_urls, form => SetupForm::default(), connections },
+    )
+}
+
+async fn setup(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<SetupForm>) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    if !csrf_ok(&v, f.csrf.as_deref()) {
+        return forbidden(&s, &v);
+    }
+    let target = if s.allow_base_urls && !f.base_url.trim().is_empty() {
+        Target::BaseUrl(f.base_url.trim().to_string())
+    } else {
+        Target::Subdomain(f.subdomain.trim().to_string())
+    };
+    let flash: Option<(String, &str)>;
+    let mut checks = vec![];
+    let mut passed = false;
+    match ApiKey::new(&f.api_key) {
+        None => flash = Some(("Paste the API key.".into(), "bad")),
+        Some(key) => {
+            let result = if f.op == "save" {
+                s.engine
+                    .connect(ConnectRequest {
+                        target,
+                        email: f.email.clone(),
+                        key,
+                        name: None,
+                        replace: true,
+                        request_budget: None,
+                    })
+                    .await
+                    .map(|(r, saved)| (r, saved.map(|c| c.name)))
+            } else {
+                s.engine
+                    .test_candidate(&target, &f.email, key)
+                    .await
+                    .map(|r| (r, None))
+            };
+            match result {
+                Ok((report, saved)) => {
+                    passed = report.passed;
+                    checks = report
+                        .checks
+                        .iter()
+                        .map(|c| {
+                            let css = match c.status.as_str() { "pass" => "ok", "warn" => "warn", "fail" => "bad", _ => "" };
+                            context! { title => c.title, status => c.status.as_str(), message => c.message, hint => c.hint, css }
+                        })
+                        .collect();
+                    flash = match (f.op.as_str(), saved) {
+                        ("save", Some(name)) => {
+                            s.scan_now.notify_one();
+                            Some((
+                                format!(
+                                    "Saved connection {name}. The API key is stored encrypted and will not be shown again. The first scan is starting."
+                                ),
+                                "ok",
+                            ))
+                        }
+                        ("save", None) => {
+                            Some(("The test failed, so nothing was saved.".into(), "bad"))
+                        }
+                        _ if report.passed => Some((
+                            "The test passed. Click Save to store the connection.".into(),
+                            "ok",
+                        )),
+                        _ => Some(("The test failed. See the checks below.".into(), "bad")),
+                    };
+                }
+                Err(e) => flash = Some((e.to_string(), "bad")),
+            }
+        }
+    }
+    let connections = setup_ctx(&s).await;
+    let (msg, kind) = flash.unwrap_or_default();
+    page(
+        &s,
+        &v,
+        "setup.html",
+        context! { title => "TestRail integration", page => "setup", allow_base_urls => s.allow_base_urls, form => f, checks, passed, flash => msg, flash_kind => kind, connections },
+    )
+}
+
+// ---- users ------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct UsersQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    filter: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: usize,
+}
+
+const PAGE: usize = 50;
+
+fn flags(u: &UserView) -> Vec<(String, &'static str)> {
+    let mut f = vec![];
+    match u.match_state {
+        MatchState::Unmatched => f.push(("unmatched".to_string(), "warn")),
+        MatchState::Ambiguous => f.push(("ambiguous".into(), "warn")),
+        MatchState::Forgotten => f.push(("forgotten".into(), "")),
+        MatchState::Matched => {}
+    }
+    if u.is_leaver() {
+        f.push((
+            if u.is_active {
+                "leaver, still active".into()
+            } else {
+                "leaver".into()
+            },
+            "bad",
+        ));
+    }
+    if u.identity_status.as_deref() == Some("gone") {
+        f.push(("identity gone".into(), ""));
+    }
+    if u.is_admin == Some(true) {
+        f.push(("admin".into(), ""));
+    }
+    f
+}
+
+fn users_link(q: &UsersQuery, sort: &str, page: usize) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    format!(
+        "/users?q={}&filter={}&role={}&group={}&sort={}&page={page}",
+        enc(&q.q),
+        enc(&q.filter),
+        enc(&q.role),
+        enc(&q.group),
+        enc(sort)
+    )
+}
+
+async fn users_page(
+    State(s): State<Arc<AppState>>,
+    v: Visitor,
+    Query(q): Query<UsersQuery>,
+) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let Some(conn) = current_connection(&s).await else {
+        return Redirect::to("/setup").into_response();
+    };
+    let all = report::users(&s.engine, &conn).await.unwrap_or_default();
+    let summary = report::summary(&s.engine, &conn).await.ok();
+    let mut roles: Vec<String> = all.iter().filter_map(|u| u.role.clone()).collect();
+    roles.sort();
+    roles.dedup();
+    let mut groups: Vec<String> = s
+        .engine
+        .store()
+        .current_groups(&conn.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|g| g.name)
+        .collect();
+    groups.sort();
+    let needle = q.q.trim().to_lowercase();
+    let mut list: Vec<&UserView> = all
+        .iter()
+        .filter(|u| {
+            needle.is_empty()
+                || u.email
+                    .as_deref()
+                    .is_some_and(|e| e.to_lowercase().contains(&needle))
+                || u.name
+                    .as_deref()
+                    .is_some_and(|n| n.to_lowercase().contains(&needle))
+        })
+        .filter(|u| match q.filter.as_str() {
+            "unmatched" => u.match_state == MatchState::Unmatched,
+            "ambiguous" => u.match_state == MatchState::Ambiguous,
+            "forgotten" => u.match_state == MatchState::Forgotten,
+            "inactive" => !u.is_active,
+            "active" => u.is_active,
+            "leaver" => u.is_leaver(),
+            _ => true,
+        })
+        .filter(|u| {
+            q.role.is_empty()
+                || u.role
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(&q.role))
+        })
+        .filter(|u| q.group.is_empty() || u.groups.iter().any(|g| g.eq_ignore_ascii_case(&q.group)))
+        .collect();
+    let key = |u: &UserView, k: &str| -> String {
+        match k {
+            "email" => u.email.clone().unwrap_or_default().to_lowercase(),
+            "role" => u.role.clone().unwrap_or_default(),
+            "active" => (!u.is_active).to_string(),
+            _ => u.name.clone().unwrap_or_default().to_lowercase(),
+        }
+    };
+    let sort = if q.sort.is_empty() {
+        "name".to_string()
+    } else {
+        q.sort.clone()
+    };
+    list.sort_by_key(|u| (key(u, &sort), u.id));
+    let total = list.len();
+    let start = q.page * PAGE;
+    let rows: Vec<Value> = list
+        .iter()
+        .skip(start)
+        .take(PAGE)
+        .map(|u| {
+            context! {
+                name => u.name, email => u.email, is_active => u.is_active, role => u.role,
+                groups => u.groups.join(", "), identity => u.identity_name.clone().or(u.identity.clone()),
+                flags => flags(u), email_ok => u.email.as_deref().is_some_and(|e| e.contains('@')),
+            }
+        })
+        .collect();
+    let columns: Vec<(String, String, String)> = [
+        ("name", "Name"),
+        ("email", "Email"),
+        ("active", "Active"),
+        ("role", "Role"),
+    ]
+    .iter()
+    .map(|(k, label)| ((*k).to_string(), (*label).to_string(), users_link(&q, k, 0)))
+    .collect();
+    let filters = [
+        ("", "everyone"),
+        ("active", "active"),
+        ("inactive", "inactive"),
+        ("unmatched", "unmatched"),
+        ("ambiguous", "ambiguous"),
+        ("leaver", "leavers"),
+        ("forgotten", "forgotten"),
+    ];
+    let summary_line = summary.map(|x| {
+        format!(
+            "{} accounts · {} active seats · {} inactive · {} active unmatched · {} leavers still active{}",
+            x.accounts,
+            x.active_seats,
+            x.inactive_accounts,
+            x.unmatched_active_accounts,
+            x.active_accounts_of_leavers,
+            x.last_scan_at.map(|t| format!(" · last scan {}", time_fmt::short(t))).unwrap_or_else(|| " · no scan yet".into())
+        )
+    });
+    page(
+        &s,
+        &v,
+        "users.html",
+        context! {
+            title => "Users", page => "users", connection => conn.name, summary => summary_line, users => rows, columns,
+            filters, filter => q.filter, roles, role => q.role, groups, group => q.group, q => q.q, sort,
+            shown => format!("{}–{} of {total}", if total == 0 { 0 } else { start + 1 }, (start + PAGE).min(total)),
+            prev_link => (q.page > 0).then(|| users_link(&q, &sort, q.page - 1)),
+            next_link => (start + PAGE < total).then(|| users_link(&q, &sort, q.page + 1)),
+        },
+    )
+}
+
+// ---- groups -----------------------------------------------------------------------------------
+
+async fn groups_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let Some(conn) = current_connection(&s).await else {
+        return Redirect::to("/setup").into_response();
+    };
+    let accounts: BTreeMap<u64, bool> = s
+        .engine
+        .store()
+        .current_accounts(&conn.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.id, a.is_active))
+        .collect();
+    let groups: Vec<Value> = s
+        .engine
+        .store()
+        .current_groups(&conn.id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|g| context! { id => g.id, name => g.name, members => g.member_ids.len(), active => g.member_ids.iter().filter(|m| accounts.get(m).copied().unwrap_or(false)).count() })
+        .collect();
+    page(
+        &s,
+        &v,
+        "groups.html",
+        context! { title => "Groups", page => "groups", connection => conn.name, groups, supported => conn.groups_supported != Some(false) },
+    )
+}
+
+async fn group_page(State(s): State<Arc<AppState>>, v: Visitor, Path(id): Path<u64>) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let Some(conn) = current_connection(&s).await else {
+        return Redirect::to("/setup").into_response();
+    };
+    let groups = s
+        .engine
+        .store()
+        .current_groups(&conn.id)
+        .await
+        .unwrap_or_default();
+    let Some(g) = groups.into_iter().find(|g| g.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>No such group</h1><p><a href=\"/groups\">Groups</a></p>"),
+        )
+            .into_response();
+    };
+    let accounts = s
+        .engine
+        .store()
+        .current_accounts(&conn.id)
+        .await
+        .unwrap_or_default();
+    let members: Vec<Value> = accounts
+        .iter()
+        .filter(|a| g.member_ids.contains(&a.id))
+        .map(|a| context! { name => a.name, email => a.email, is_active => a.is_active, role => a.role })
+        .collect();
+    page(
+        &s,
+        &v,
+        "groups.html",
+        context! { title => "Group", page => "groups", group => context! { name => g.name }, members },
+    )
+}
+
+// ---- scans, changes, audit -------------------------------------------------------------------------
+
+async fn scans_page(
+    State(s): State<Arc<AppState>>,
+    v: Visitor,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let Some(conn) = current_connection(&s).await else {
+        return Redirect::to("/setup").into_response();
+    };
+    let scans = s.engine.store().scans(&conn.id).await.unwrap_or_default();
+    let now = s.engine.now();
+    let status = schedule::statuses(&s.engine, &s.schedule)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|x| x.connection == conn.name);
+    let rows: Vec<Value> = scans
+        .iter()
+        .rev()
+        .map(|x| {
+            let css = match x.status { ScanStatus::Succeeded => "ok", ScanStatus::Failed => "bad", ScanStatus::Running => "warn" };
+            context! {
+                id => x.id, started => time_fmt::short(x.started_at), status => x.status.as_str(), css,
+                duration => x.finished_at.map(|f| format!("{}s", f - x.started_at)).unwrap_or_default(),
+                users => x.users_seen, seats => if x.status == ScanStatus::Succeeded { x.active_seats.to_string() } else { "-".into() },
+                requests => x.requests, changes => x.changes, error => x.error,
+            }
+        })
+        .collect();
+    let last_ok = status.as_ref().and_then(|x| x.last_ok);
+    page(
+        &s,
+        &v,
+        "scans.html",
+        context! {
+            title => "Scans", page => "scans", connection => conn.name, scans => rows,
+            failing => status.as_ref().is_some_and(|x| x.failing),
+            last_ok => last_ok.map_or("none yet".into(), time_fmt::short),
+            age => last_ok.map(|t| format!(" ({} ago)", human_age(now - t))).unwrap_or_default(),
+            next_due => status.and_then(|x| x.next_due).map_or("as soon as possible".into(), |d| if d <= now { "due now".into() } else { time_fmt::short(d) }),
+            flash => q.get("started").map(|_| "A scan has started; refresh to follow it."),
+        },
+    )
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+async fn scan_now(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<CsrfForm>) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    if !csrf_ok(&v, f.csrf.as_deref()) {
+        return forbidden(&s, &v);
+    }
+    if let Some(conn) = current_connection(&s).await {
+        crate::serve::spawn_scan(s.clone(), conn.name);
+    }
+    Redirect::to("/scans?started=1").into_response()
+}
+
+async fn changes_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let Some(conn) = current_connection(&s).await else {
+        return Redirect::to("/setup").into_response();
+    };
+    let changes: Vec<Value> = s
+        .engine
+        .store()
+        .changes(&conn.id, None, None)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take(500)
+        .map(|c| {
+            context! {
+                at => time_fmt::short(c.at), kind => c.kind.replace('_', " "), subject => c.subject, before => c.before, after => c.after,
+                source => c.audit_id.map_or_else(|| format!("scan {}", c.scan_id), |a| format!("audit #{a}")),
+            }
+        })
+        .collect();
+    page(
+        &s,
+        &v,
+        "changes.html",
+        context! { title => "Changes", page => "changes", connection => conn.name, changes },
+    )
+}
+
+async fn audit_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+    if v.signed_in().is_none() {
+        return to_login(&v);
+    }
+    let log = s.engine.store().audit_log().await.unwrap_or_default();
+    let chain = match audit::verify_chain(
+        log.iter()
+            .map(|e| (e.id, &e.record, e.prev_hash.as_str(), e.hash.as_str())),
+    ) {
+        Ok(n) => format!("Chain verified: {n} entries."),
+        Err((id, why)) => format!("CHAIN BROKEN at entry {id}: {why}"),
+    };
+    let entries: Vec<Value> = log
+        .iter()
+        .rev()
+        .map(|e| {
+            let r = &e.record;
+            let css = match r.outcome.as_str() { "done" => "ok", "failed" => "bad", "not_run" => "warn", _ => "" };
+            context! {
+                id => e.id, at => time_fmt::short(r.at), actor => r.actor, action => r.action.replace('_', " "), target => r.target,
+                before => r.before, after => r.after, outcome => r.outcome.as_str(), css, calls => r.calls.join(", "), message => r.message,
+            }
+        })
+        .collect();
+    page(
+        &s,
+        &v,
+        "audit.html",
+        context! { title => "Audit log", page => "audit", entries, chain },
+    )
+}
+
+// ---- provisioning with confirmation -------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ConfirmQuery {
+    action: String,
+    email: String,
+}
+
+async fn confirm_page(
+    State(s): State<Arc<AppState>>,
+    v: Visitor,
+    Query(q): Query<ConfirmQuery>,
+) -> Response {
+    let Some(token) = v.signed_in().map(str::to_string) else {
+        return to_login(&v);
+    };
+    let Some(conn) = current_connection(&s).await else {
+        return Redirect::to("/setup").into_response();
+    };
+    let action = match q.action.as_str() {
+        "deactivate" => Action::Deactivate {
+            email: q.email.clone(),
+        },
+        "reactivate" => Action::Reactivate {
+            email: q.email.clone(),
+        },
+        _ => return (StatusCode::BAD_REQUEST, Html("<h1>Unknown action</h1>")).into_response(),
+    };
+    let heading = format!(
+        "{} {}",
+        if q.action == "deactivate" {
+            "Deactivate"
+        } else {
+            "Reactivate"
+        },
+        q.email
+    );
+    if !conn.provisioning_enabled {
+        return page(
+            &s,
+            &v,
+            "confirm.html",
+            context! { title => heading, heading, error => format!("Provisioning is off for {}: the connection is read-only. Enable it with `accessrail provisioning enable`.", conn.name) },
+        );
+    }
+    let actor = format!("token:{token}");
+    let req = Request {
+        action,
+        origin: Origin::Direct {
+            actor: actor.clone(),
+        },
+    };
+    match crate::api::make_plan(&s, &conn, vec![req], &Rails::new(None, false), actor).await {
+        Ok((id, stored)) => {
+            let steps: Vec<Value> = stored
+                .plan
+                .steps
+                .iter()
+                .map(|st| context! { action => if st.is_noop() { format!("{} (no-op)", st.action) } else { st.action.to_string() }, target => st.target, calls => st.calls.join(", "), before => st.before, after => st.after, note => st.note })
+                .collect();
+            page(
+                &s,
+                &v,
+                "confirm.html",
+                context! { title => heading, heading, steps, plan_id => id },
+            )
+        }
+        Err(e) => page(
+            &s,
+            &v,
+            "confirm.html",
+            context! { title => heading, heading, error => e.message },
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ApplyForm {
+    csrf: Option<String>,
+    plan: String,
+}
+
+async fn apply(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<ApplyForm>) -> Response {
+    let Some(token) = v.signed_in().map(str::to_string) else {
+        return to_login(&v);
+    };
+    if !csrf_ok(&v, f.csrf.as_deref()) {
+        return forbidden(&s, &v);
+    }
+    match crate::api::apply_stored(&s, &f.plan, format!("token:{token}")).await {
+        Ok(r) => {
+            let results: Vec<Value> = r
+                .results
+                .iter()
+                .map(|x| {
+                    let css = match x.outcome.as_str() { "done" => "ok", "failed" => "bad", _ => "" };
+                    context! { step => x.step, action => x.action, target => x.target, outcome => x.outcome.as_str(), css, message => x.message, audit => x.audit_id }
+                })
+                .collect();
+            page(
+                &s,
+                &v,
+                "confirm.html",
+                context! { title => "Result", heading => "Result", results },
+            )
+        }
+        Err(e) => page(
+            &s,
+            &v,
+            "confirm.html",
+            context! { title => "Not applied", heading => "Not applied", error => e.message },
+        ),
+    }
+}
