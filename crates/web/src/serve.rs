@@ -141,16 +141,13 @@ pub async fn serve(
     });
     let mut server = server;
     let mut sched = sched;
-    let first = tokio::select! {
-        r = &mut server => ("HTTP server", r),
-        r = &mut sched => ("scheduler", r),
+    let (first, other) = tokio::select! {
+        r = &mut server => (("HTTP server", r), sched),
+        r = &mut sched => (("scheduler", r), server),
     };
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        let _ = server.await;
-        let _ = sched.await;
-    })
-    .await;
+    // The other part gets its grace period to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(30), other).await;
     let _ = engine
         .store()
         .abandon_running_scans(engine.now(), "interrupted: the service shut down")

@@ -1,0 +1,505 @@
+//! The JSON API and the console's protections over real HTTP on port 0, with a temporary
+//! SQLite store and the TestRail simulator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use accessrail_engine::connector::ClientOptions;
+use accessrail_engine::schedule::Schedule;
+use accessrail_engine::secrets::Keyring;
+use accessrail_engine::{Engine, SystemClock, tokens};
+use accessrail_store::{SqliteStore, Store};
+use accessrail_web::{AppState, ServeConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testrail_sim::{SeedConfig, Settings, Sim, SimServer};
+
+const KEY: &str = "web-admin-key-5c2e";
+const TOKEN: &str = "ar_test_token_for_the_api";
+
+pub struct Service {
+    pub base: String,
+    pub sim: SimServer,
+    pub http: reqwest::Client,
+    pub engine: Arc<accessrail_web::App>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+pub async fn start(users: u32, groups: u32) -> Service {
+    let sim = SimServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Sim::new(
+            SeedConfig {
+                users,
+                groups,
+                seed: 4,
+                admin_key: KEY.into(),
+                ..SeedConfig::default()
+            },
+            Settings::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("accessrail.db"))
+        .await
+        .unwrap();
+    store
+        .upsert_token("admin", &tokens::hash(TOKEN), 0)
+        .await
+        .unwrap();
+    let keyring = Keyring::load(dir.path()).unwrap();
+    let engine = Arc::new(Engine::new(
+        store,
+        keyring,
+        dir.path().to_path_buf(),
+        ClientOptions::default(),
+        Arc::new(SystemClock),
+    ));
+    let state = AppState::new(engine.clone(), true, Schedule::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(accessrail_web::serve(
+        state,
+        listener,
+        ServeConfig::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Service {
+        base,
+        sim,
+        http: reqwest::Client::new(),
+        engine,
+        _dir: dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Service {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, Some(TOKEN), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(TOKEN), Some(body))
+            .await
+    }
+
+    pub async fn connect(&self) {
+        let (s, body) = self
+            .post("/api/v1/connections", json!({"base_url": self.sim.base_url(), "email": "admin@example.com", "api_key": format!(" {KEY} "), "name": "acme"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+
+    pub async fn scan(&self) -> Value {
+        let earlier = self.get("/api/v1/connections/acme/scans").await.1;
+        let earlier = earlier.as_array().cloned().unwrap_or_default();
+        // A scan already running (the one Save starts) counts: ours then yields to it.
+        let before =
+            earlier.len() - usize::from(earlier.last().is_some_and(|s| s["status"] == "running"));
+        let (s, _) = self.post("/api/v1/connections/acme/scans", json!({})).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        for _ in 0..200 {
+            let scans = self.get("/api/v1/connections/acme/scans").await.1;
+            let list = scans.as_array().unwrap();
+            if list.len() > before && list.last().unwrap()["status"] != "running" {
+                return list.last().unwrap().clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the scan did not finish");
+    }
+
+    pub async fn stop(mut self) -> Result<(), String> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_end_to_end() {
+    let svc = start(40, 3).await;
+    // Health needs no token; the API does.
+    let (s, body) = svc.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, body) = svc
+        .call(reqwest::Method::GET, "/api/v1/connections", None, None)
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, _) = svc
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/connections",
+            Some("ar_wrong"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Create: Test then Save; a bad key saves nothing; the key is never returned.
+    let (s, body) = svc
+        .post("/api/v1/connections", json!({"base_url": svc.sim.base_url(), "email": "admin@example.com", "api_key": "nope", "name": "acme"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["connection"], Value::Null);
+    assert!(
+        body["test"]["checks"][1]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("no extra spaces")
+    );
+    let (s, body) = svc
+        .post("/api/v1/connections", json!({"base_url": svc.sim.base_url(), "email": "admin@example.com", "api_key": KEY, "name": "acme"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert!(!body.to_string().contains(KEY));
+    let (_, list) = svc.get("/api/v1/connections").await;
+    assert_eq!(list[0]["name"], "acme");
+    assert!(!list.to_string().contains(KEY));
+    let (s, _) = svc
+        .post("/api/v1/connections", json!({"base_url": svc.sim.base_url(), "email": "admin@example.com", "api_key": KEY, "name": "acme"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "a name in use needs replace");
+    let (s, body) = svc.post("/api/v1/connections/acme/test", json!({})).await;
+    assert_eq!((s, body["passed"].as_bool()), (StatusCode::OK, Some(true)));
+
+    // Scans.
+    let scan = svc.scan().await;
+    assert_eq!(scan["status"], "succeeded");
+    assert_eq!(scan["users"], 41);
+    let (s, one) = svc.get(&format!("/api/v1/scans/{}", scan["id"])).await;
+    assert_eq!((s, one["id"].clone()), (StatusCode::OK, scan["id"].clone()));
+    assert_eq!(
+        svc.get("/api/v1/scans/99999").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Accounts: filters and paging.
+    let (_, page) = svc
+        .get("/api/v1/connections/acme/accounts?limit=10&offset=5")
+        .await;
+    assert_eq!(
+        (
+            page["total"].clone(),
+            page["accounts"].as_array().unwrap().len()
+        ),
+        (json!(41), 10)
+    );
+    assert_eq!(page["accounts"][0]["id"], 6);
+    let (_, inactive) = svc
+        .get("/api/v1/connections/acme/accounts?active=false&limit=1000")
+        .await;
+    let snap = svc.sim.sim().snapshot();
+    assert_eq!(
+        inactive["total"].as_u64().unwrap() as usize,
+        snap.users.values().filter(|u| !u.is_active).count()
+    );
+    let (_, testers) = svc
+        .get("/api/v1/connections/acme/accounts?role=tester&limit=1000")
+        .await;
+    assert_eq!(
+        testers["total"].as_u64().unwrap() as usize,
+        snap.users.values().filter(|u| u.role_id == 3).count()
+    );
+    let (s, body) = svc
+        .get("/api/v1/connections/acme/accounts?role=Astronaut")
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    assert_eq!(
+        svc.get("/api/v1/connections/nope/accounts").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, groups) = svc.get("/api/v1/connections/acme/groups").await;
+    assert_eq!(groups.as_array().unwrap().len(), 3);
+    let (_, roles) = svc.get("/api/v1/connections/acme/roles").await;
+    assert!(roles.as_array().unwrap().len() >= 5);
+
+    // Identities (bulk), matching.
+    let people: Vec<Value> = snap
+        .users
+        .values()
+        .filter(|u| u.email.contains('@') && u.id != 1 && u.id % 2 == 0)
+        .map(|u| json!({"id": format!("p{}", u.id), "name": u.name, "email": u.email, "status": if u.id == 2 { "leaver" } else { "active" }}))
+        .collect();
+    let (s, r) = svc
+        .post("/api/v1/identities", Value::Array(people.clone()))
+        .await;
+    assert_eq!(
+        (s, r["added"].as_u64()),
+        (StatusCode::OK, Some(people.len() as u64))
+    );
+    let (s, r) = svc
+        .post("/api/v1/identities", json!([{"id": "x", "email": "bad"}]))
+        .await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    let (_, matched) = svc
+        .get("/api/v1/connections/acme/accounts?match=matched&limit=1000")
+        .await;
+    assert_eq!(matched["total"].as_u64().unwrap() as usize, people.len());
+    assert_eq!(
+        svc.get("/api/v1/identities")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        people.len()
+    );
+
+    // Provisioning: read-only refuses; a plan with a fingerprint; apply; a stale plan refused.
+    let (s, plan) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": snap.users[&4].email}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{plan}");
+    assert!(plan["fingerprint"].as_str().unwrap().len() >= 16);
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("read_only"))
+    );
+    let conn = svc
+        .engine
+        .store()
+        .connection("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["done"], 1);
+    assert!(!svc.sim.sim().snapshot().users[&4].is_active);
+    let email6 = snap.users[&6].email.clone();
+    let (_, plan) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": email6}]}),
+        )
+        .await;
+    svc.sim
+        .sim()
+        .with_instance(|inst| inst.users.get_mut(&6).unwrap().is_active = false);
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("stale_plan"))
+    );
+    let (s, body) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": "ghost@example.com"}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // The audit log names the token; changes point at the audit entry.
+    let (_, audit) = svc.get("/api/v1/audit").await;
+    assert_eq!(audit[0]["actor"], "token:admin");
+    let (_, changes) = svc.get("/api/v1/connections/acme/changes").await;
+    assert!(
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "account_deactivated" && c["audit_id"].is_i64())
+    );
+    // Access at a point in time.
+    let (_, then) = svc
+        .get(&format!(
+            "/api/v1/connections/acme/access?scan={}",
+            scan["id"]
+        ))
+        .await;
+    assert_eq!(
+        then.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == 4)
+            .unwrap()["is_active"],
+        true
+    );
+    let (s, _) = svc.get("/api/v1/connections/acme/access").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // A revoked token is refused at once.
+    svc.engine.store().revoke_token("admin", 1).await.unwrap();
+    assert_eq!(
+        svc.get("/api/v1/connections").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(svc.stop().await.is_ok(), "graceful shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_forms_need_csrf_and_cookies_are_strict() {
+    let svc = start(3, 1).await;
+    let jar_client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The sign-in page sets an HttpOnly, SameSite session cookie and carries a CSRF token.
+    let resp = jar_client
+        .get(format!("{}/login", svc.base))
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let html = resp.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    // Sign-in without the CSRF token: refused.
+    let resp = jar_client
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // With a wrong one: refused.
+    let resp = jar_client
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // With it: signed in.
+    let resp = jar_client
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // A form post (setup) without the CSRF token is refused even when signed in.
+    let resp = jar_client
+        .post(format!("{}/setup", svc.base))
+        .form(&[
+            ("op", "save"),
+            ("subdomain", "x"),
+            ("email", "admin@example.com"),
+            ("api_key", KEY),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(svc.engine.store().connections().await.unwrap().is_empty());
+    // Pages without a session redirect to sign-in.
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/users", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status(), resp.headers()["location"].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    svc.stop().await.unwrap();
+}
+
+#[test]
+fn openapi_document_is_current() {
+    let generated = accessrail_web::openapi_json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("ACCESSRAIL_WRITE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi.json is out of date: regenerate it with ACCESSRAIL_WRITE_OPENAPI=1 cargo test -p accessrail-web openapi"
+    );
+    let v: Value = serde_json::from_str(&generated).unwrap();
+    for p in [
+        "/api/v1/connections",
+        "/api/v1/connections/{name}/accounts",
+        "/api/v1/plans/{id}/apply",
+        "/api/v1/audit",
+    ] {
+        assert!(v["paths"].get(p).is_some(), "{p}");
+    }
+}
