@@ -22,6 +22,14 @@ use crate::state::{AppState, Session, random_id};
 
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
+    // An absent value shows as nothing, never as "none".
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
     for (name, src) in [
         ("base.html", include_str!("../templates/base.html")),
         ("login.html", include_str!("../templates/login.html")),
@@ -834,5 +842,35 @@ async fn apply(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<ApplyFo
             "confirm.html",
             context! { title => "Not applied", heading => "Not applied", error => e.message },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let env = templates();
+        for name in [
+            "login.html",
+            "setup.html",
+            "users.html",
+            "groups.html",
+            "scans.html",
+            "changes.html",
+            "audit.html",
+            "confirm.html",
+        ] {
+            let html = env
+                .get_template(name)
+                .and_then(|t| t.render(context! { title => "<t>", signed_in => "admin", csrf => "c", heading => "<script>x</script>", error => Value::from(()), form => context! { subdomain => "", base_url => "", email => "" } }))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!html.contains("<script>x</script>"), "{name} escapes");
+            assert!(
+                !html.contains(">none<") && !html.contains(">None<"),
+                "{name}"
+            );
+        }
     }
 }
