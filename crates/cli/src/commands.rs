@@ -977,7 +977,7 @@ pub async fn serve_app(
     interval_hours: f64,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    if !(interval_hours > 0.0) {
+    if interval_hours.is_nan() || interval_hours <= 0.0 {
         return Err(Failure::Usage(
             "--scan-interval-hours must be positive".into(),
         ));
