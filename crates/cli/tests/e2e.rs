@@ -1502,3 +1502,110 @@ async fn joiner_flow_creates_accounts_once() {
     assert_eq!(out.code, 0);
     assert_eq!(e.stat("add_user"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_tokens_and_graceful_shutdown() {
+    let e = env(8, 1).await;
+    e.connect().await;
+    // Tokens: shown once, listed by name only, revocable.
+    let out = e.run(&["tokens", "create", "ci-bot", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let token = out.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        e.run(&["tokens", "create", "ci-bot"]).await.code,
+        1,
+        "a live name cannot be reused"
+    );
+    let list = e.run(&["tokens", "list", "--json"]).await;
+    assert!(list.stdout.contains("ci-bot") && !list.stdout.contains(&token));
+    let db = std::fs::read(e.data().join("accessrail.db")).unwrap();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "only the hash is stored"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "serve answers /healthz");
+    let ok = http
+        .get(format!("{base}/api/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let none = http
+        .get(format!("{base}/api/v1/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    // The scheduler scans a connection that never was scanned.
+    let mut scanned = false;
+    for _ in 0..100 {
+        let scans = e.run(&["scans", "--json"]).await.json();
+        if scans
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["status"] == "succeeded"))
+        {
+            scanned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(scanned, "the scheduler ran the first scan");
+    assert_eq!(e.run(&["tokens", "revoke", "ci-bot"]).await.code, 0);
+    let revoked = http
+        .get(format!("{base}/api/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 401);
+    // SIGTERM: a clean exit.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::new()
+}
