@@ -134,6 +134,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let (test, saved) = engine
         .connect(ConnectRequest {
+            scan_interval_secs: None,
             target: Target::BaseUrl(base.clone()),
             email: "admin@example.com".into(),
             key: ApiKey::new(KEY).ok_or("empty key")?,

@@ -146,6 +146,9 @@ pub struct ConnectArgs {
     /// Requests per minute a scan may use (default 60 on TestRail Cloud, none elsewhere; 0: none).
     #[arg(long)]
     pub request_budget: Option<u32>,
+    /// Hours between scheduled scans of this connection (default: `serve --scan-interval-hours`).
+    #[arg(long)]
+    pub scan_interval_hours: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -210,6 +210,15 @@ async fn connect(app: &App, a: ConnectArgs, json: bool) -> Result<ExitCode, Fail
             name: a.name.clone(),
             replace: a.replace,
             request_budget: a.request_budget,
+            scan_interval_secs: match a.scan_interval_hours {
+                Some(h) if h.is_finite() && h > 0.0 => Some((h * 3600.0) as i64),
+                Some(_) => {
+                    return Err(Failure::Usage(
+                        "--scan-interval-hours must be positive".into(),
+                    ));
+                }
+                None => None,
+            },
         })
         .await
         .map_err(|e| match e {
@@ -282,7 +291,9 @@ async fn connections(app: &App, json: bool) -> Result<ExitCode, Failure> {
             .map(|c| {
                 json!({
                     "name": c.name, "base_url": c.base_url, "email": c.email, "request_budget": c.request_budget,
-                    "groups_supported": c.groups_supported, "created_at": time_fmt::rfc3339(c.created_at),
+                    "groups_supported": c.groups_supported, "provisioning_enabled": c.provisioning_enabled,
+                    "scan_interval_hours": c.scan_interval_secs.map(|s| s as f64 / 3600.0),
+                    "created_at": time_fmt::rfc3339(c.created_at),
                 })
             })
             .collect();

@@ -107,6 +107,7 @@ pub async fn run(
     say("== Connect: Test, then Save");
     let (report, saved) = app
         .connect(ConnectRequest {
+            scan_interval_secs: None,
             target: Target::BaseUrl(server.base_url()),
             email: ADMIN_EMAIL.into(),
             key: ApiKey::new(key).ok_or_else(|| fail("demo", "empty key"))?,

@@ -49,6 +49,8 @@ pub struct ConnectRequest {
     /// Requests per minute; `None` takes the default (60 on TestRail Cloud, none elsewhere),
     /// `Some(0)` turns the budget off.
     pub request_budget: Option<u32>,
+    /// Seconds between scheduled scans of this connection (`None`: the service's default).
+    pub scan_interval_secs: Option<i64>,
 }
 
 pub struct Engine<S: Store> {
@@ -235,6 +237,7 @@ impl<S: Store> Engine<S> {
             secret,
             request_budget: budget,
             groups_supported: report.groups_supported,
+            scan_interval_secs: req.scan_interval_secs.filter(|s| *s > 0),
             now: self.now(),
         };
         let saved = if existing.is_some() {

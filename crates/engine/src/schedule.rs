@@ -91,7 +91,11 @@ pub async fn tick<S: Store>(
                 )
             })
             .collect();
-        if next_due(&history, schedule, jitter_for(&conn.id, schedule.jitter)) > now {
+        let own = Schedule {
+            interval: conn.scan_interval_secs.unwrap_or(schedule.interval),
+            ..*schedule
+        };
+        if next_due(&history, &own, jitter_for(&conn.id, schedule.jitter)) > now {
             continue;
         }
         let result = scan::scan(engine, Some(&conn.name), Arc::new(Quiet)).await;

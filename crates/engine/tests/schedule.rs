@@ -58,6 +58,7 @@ async fn scans_on_interval_retries_with_backoff_and_resumes_after_restart() {
     let e = engine(dir.path(), &clock).await;
     let (_, saved) = e
         .connect(ConnectRequest {
+            scan_interval_secs: None,
             target: Target::BaseUrl(sim.base_url()),
             email: "admin@example.com".into(),
             key: ApiKey::new("k").unwrap(),
@@ -151,5 +152,33 @@ async fn scans_on_interval_retries_with_backoff_and_resumes_after_restart() {
             .filter(|s| s.status == ScanStatus::Succeeded)
             .count(),
         4
+    );
+
+    // A connection's own interval beats the default.
+    e2.connect(ConnectRequest {
+        scan_interval_secs: Some(600),
+        target: Target::BaseUrl(sim.base_url()),
+        email: "admin@example.com".into(),
+        key: ApiKey::new("k").unwrap(),
+        name: Some("acme".into()),
+        replace: true,
+        request_budget: None,
+    })
+    .await
+    .unwrap();
+    let last = e2
+        .store()
+        .scans(&conn.id)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .finished_at
+        .unwrap();
+    t.store(last + 601, Ordering::SeqCst);
+    assert_eq!(
+        schedule::tick(&e2, &sched).await.unwrap().len(),
+        1,
+        "due after 10 minutes, not an hour"
     );
 }

@@ -29,6 +29,8 @@ pub struct NewConnection {
     pub secret: SealedSecret,
     pub request_budget: Option<u32>,
     pub groups_supported: Option<bool>,
+    /// Seconds between scheduled scans; `None`: the service's default.
+    pub scan_interval_secs: Option<i64>,
     pub now: i64,
 }
 
@@ -43,6 +45,7 @@ pub struct Connection {
     pub groups_supported: Option<bool>,
     /// Off until `accessrail provisioning enable`: a read-only connection cannot change TestRail.
     pub provisioning_enabled: bool,
+    pub scan_interval_secs: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -65,6 +65,7 @@ struct ConnectionRow {
     request_budget: Option<i64>,
     groups_supported: Option<bool>,
     provisioning_enabled: bool,
+    scan_interval_secs: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -83,6 +84,7 @@ impl From<ConnectionRow> for Connection {
             request_budget: r.request_budget.and_then(|b| u32::try_from(b).ok()),
             groups_supported: r.groups_supported,
             provisioning_enabled: r.provisioning_enabled,
+            scan_interval_secs: r.scan_interval_secs,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -303,8 +305,8 @@ impl Store for SqliteStore {
 
     async fn insert_connection(&self, c: NewConnection) -> StoreResult<Connection> {
         let res = sqlx::query(
-            "INSERT INTO connections (id, name, base_url, email, secret, secret_key_id, request_budget, groups_supported, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO connections (id, name, base_url, email, secret, secret_key_id, request_budget, groups_supported, created_at, updated_at, scan_interval_secs)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -316,6 +318,7 @@ impl Store for SqliteStore {
         .bind(c.groups_supported)
         .bind(c.now)
         .bind(c.now)
+        .bind(c.scan_interval_secs)
         .execute(&self.pool)
         .await;
         match res {
@@ -337,7 +340,7 @@ impl Store for SqliteStore {
     async fn replace_connection(&self, c: NewConnection) -> StoreResult<Connection> {
         let res = sqlx::query(
             "UPDATE connections SET base_url = ?, email = ?, secret = ?, secret_key_id = ?, request_budget = ?,
-                    groups_supported = ?, updated_at = ? WHERE name = ?",
+                    groups_supported = ?, updated_at = ?, scan_interval_secs = ? WHERE name = ?",
         )
         .bind(&c.base_url)
         .bind(&c.email)
@@ -346,6 +349,7 @@ impl Store for SqliteStore {
         .bind(c.request_budget.map(i64::from))
         .bind(c.groups_supported)
         .bind(c.now)
+        .bind(c.scan_interval_secs)
         .bind(&c.name)
         .execute(&self.pool)
         .await?;

@@ -76,6 +76,7 @@ async fn versions_history_failures_leases_identities() {
             },
             request_budget: Some(60),
             groups_supported: None,
+            scan_interval_secs: None,
             now: 100,
         })
         .await
@@ -314,6 +315,7 @@ fn new_conn() -> NewConnection {
         },
         request_budget: None,
         groups_supported: None,
+        scan_interval_secs: None,
         now: 0,
     }
 }

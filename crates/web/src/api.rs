@@ -118,6 +118,7 @@ pub struct ConnectionDto {
     request_budget: Option<u32>,
     groups_supported: Option<bool>,
     provisioning_enabled: bool,
+    scan_interval_hours: Option<f64>,
     created_at: String,
 }
 
@@ -130,6 +131,7 @@ impl From<&Connection> for ConnectionDto {
             request_budget: c.request_budget,
             groups_supported: c.groups_supported,
             provisioning_enabled: c.provisioning_enabled,
+            scan_interval_hours: c.scan_interval_secs.map(|s| s as f64 / 3600.0),
             created_at: time_fmt::rfc3339(c.created_at),
         }
     }
@@ -147,6 +149,8 @@ pub struct CreateConnection {
     #[serde(default)]
     replace: bool,
     request_budget: Option<u32>,
+    /// Hours between scheduled scans of this connection (default: the service's interval).
+    scan_interval_hours: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -456,6 +460,10 @@ async fn create_connection(
             name: body.name,
             replace: body.replace,
             request_budget: body.request_budget,
+            scan_interval_secs: body
+                .scan_interval_hours
+                .filter(|h| h.is_finite() && *h > 0.0)
+                .map(|h| (h * 3600.0) as i64),
         })
         .await?;
     let status = if saved.is_some() {

@@ -267,6 +267,7 @@ async fn setup(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<SetupFo
             let result = if f.op == "save" {
                 s.engine
                     .connect(ConnectRequest {
+                        scan_interval_secs: None,
                         target,
                         email: f.email.clone(),
                         key,
