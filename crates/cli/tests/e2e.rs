@@ -1529,7 +1529,7 @@ async fn serve_tokens_and_graceful_shutdown() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("ACCESSRAIL_DATA_DIR", e.data())
         .stdout(Stdio::piped())
