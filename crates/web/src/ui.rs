@@ -587,13 +587,18 @@ async fn group_page(State(s): State<Arc<AppState>>, v: Visitor, Path(id): Path<u
     let members: Vec<Value> = accounts
         .iter()
         .filter(|a| g.member_ids.contains(&a.id))
-        .map(|a| context! { name => a.name, email => a.email, is_active => a.is_active, role => a.role })
+        .map(|a| {
+            context! {
+                name => a.name, email => a.email, is_active => a.is_active, role => a.role,
+                email_ok => a.email.as_deref().is_some_and(|e| e.contains('@')),
+            }
+        })
         .collect();
     page(
         &s,
         &v,
         "groups.html",
-        context! { title => "Group", page => "groups", group => context! { name => g.name }, members },
+        context! { title => "Group", page => "groups", group => context! { id => g.id, name => g.name }, members },
     )
 }
 
@@ -737,6 +742,8 @@ async fn audit_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
 struct ConfirmQuery {
     action: String,
     email: String,
+    #[serde(default)]
+    group: Option<String>,
 }
 
 async fn confirm_page(
@@ -750,24 +757,37 @@ async fn confirm_page(
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let action = match q.action.as_str() {
-        "deactivate" => Action::Deactivate {
-            email: q.email.clone(),
-        },
-        "reactivate" => Action::Reactivate {
-            email: q.email.clone(),
-        },
+    let email = q.email.trim().to_string();
+    let group = q.group.clone().unwrap_or_default();
+    let (action, heading) = match q.action.as_str() {
+        "deactivate" => (
+            Action::Deactivate {
+                email: email.clone(),
+            },
+            format!("Deactivate {email}"),
+        ),
+        "reactivate" => (
+            Action::Reactivate {
+                email: email.clone(),
+            },
+            format!("Reactivate {email}"),
+        ),
+        "add_to_group" if !group.is_empty() => (
+            Action::AddToGroup {
+                email: email.clone(),
+                group: group.clone(),
+            },
+            format!("Add {email} to a group"),
+        ),
+        "remove_from_group" if !group.is_empty() => (
+            Action::RemoveFromGroup {
+                email: email.clone(),
+                group: group.clone(),
+            },
+            format!("Remove {email} from a group"),
+        ),
         _ => return (StatusCode::BAD_REQUEST, Html("<h1>Unknown action</h1>")).into_response(),
     };
-    let heading = format!(
-        "{} {}",
-        if q.action == "deactivate" {
-            "Deactivate"
-        } else {
-            "Reactivate"
-        },
-        q.email
-    );
     if !conn.provisioning_enabled {
         return page(
             &s,

@@ -48,19 +48,80 @@ async fn text(c: &Client) -> String {
         .unwrap()
 }
 
+/// Waits until the page shows `needle` (a form post navigates asynchronously).
+async fn wait_for(c: &Client, needle: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..200 {
+        if let Ok(el) = c.find(Locator::Css("body")).await
+            && let Ok(t) = el.text().await
+        {
+            if t.contains(needle) {
+                return t;
+            }
+            last = t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = c
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    panic!("the page at {at} never showed {needle:?}; it shows:\n{last}");
+}
+
 async fn fill(c: &Client, css: &str, value: &str) {
     let el = c.find(Locator::Css(css)).await.unwrap();
     el.clear().await.unwrap();
     el.send_keys(value).await.unwrap();
 }
 
+/// Clicks something that loads a new page and waits until the new document has loaded (a
+/// marker set on the old page is gone and the new one is complete).
 async fn click(c: &Client, css: &str) {
+    mark(c).await;
     c.find(Locator::Css(css))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+    settle(c).await;
+}
+
+async fn click_link(c: &Client, text: &str) {
+    mark(c).await;
+    c.find(Locator::LinkText(text))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    settle(c).await;
+}
+
+async fn mark(c: &Client) {
+    c.execute("window.__accessrail_old_page = true; return true;", vec![])
+        .await
+        .unwrap();
+}
+
+async fn settle(c: &Client) {
+    for _ in 0..400 {
+        if let Ok(v) = c
+            .execute(
+                "return [window.__accessrail_old_page === true, document.readyState];",
+                vec![],
+            )
+            .await
+            && v[0] == serde_json::Value::Bool(false)
+            && v[1] == "complete"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the page did not load");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +187,7 @@ async fn console_in_headless_chromium() {
     shot(&c, "01-sign-in").await;
     fill(&c, "#token", TOKEN).await;
     click(&c, "#sign-in").await;
+    wait_for(&c, "Sign out").await;
     c.goto(&url("/setup")).await.unwrap();
 
     // The integration form: a bad key shows the error and its hint.
@@ -142,11 +204,14 @@ async fn console_in_headless_chromium() {
     // The good key: Test, then Save.
     fill(&c, "#api_key", KEY).await;
     click(&c, "#test").await;
-    let body = text(&c).await;
-    assert!(body.contains("Test passed"), "{body}");
+    wait_for(&c, "Test passed").await;
+    // Save from a freshly loaded form (the key field is never filled back in).
+    c.goto(&url("/setup")).await.unwrap();
+    fill(&c, "#base_url", &svc.sim.base_url()).await;
+    fill(&c, "#email", "admin@example.com").await;
     fill(&c, "#api_key", KEY).await;
     click(&c, "#save").await;
-    let body = text(&c).await;
+    let body = wait_for(&c, "Saved connection").await;
     assert!(
         body.contains("Saved connection") && body.contains("will not be shown again"),
         "{body}"
@@ -193,6 +258,13 @@ async fn console_in_headless_chromium() {
     shot(&c, "05-users").await;
     fill(&c, "#q", &target.email).await;
     click(&c, "#search").await;
+    for _ in 0..200 {
+        if c.current_url().await.unwrap().as_str().contains("q=") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(&c, "of 1").await;
     let table = c
         .find(Locator::Css("#users"))
         .await
@@ -210,12 +282,7 @@ async fn console_in_headless_chromium() {
     // Open a group.
     c.goto(&url("/groups")).await.unwrap();
     shot(&c, "06-groups").await;
-    c.find(Locator::Css("#groups a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#groups a").await;
     let members = c
         .find(Locator::Css("#members"))
         .await
@@ -230,6 +297,48 @@ async fn console_in_headless_chromium() {
     }
     shot(&c, "07-group").await;
 
+    // Add a member to the group through its confirmation page.
+    let conn = svc.engine.store().connections().await.unwrap().remove(0);
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    let newcomer = svc
+        .sim
+        .sim()
+        .snapshot()
+        .users
+        .values()
+        .find(|u| u.is_active && u.id != 1 && !g1.user_ids.contains(&u.id) && u.email.contains('@'))
+        .unwrap()
+        .clone();
+    fill(&c, "#add-email", &newcomer.email).await;
+    click(&c, "#add-member").await;
+    wait_for(&c, "Review the plan").await;
+    let plan = c
+        .find(Locator::Css("#plan"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(plan.contains("update_group/1"), "{plan}");
+    click(&c, "#confirm").await;
+    let results = c
+        .find(Locator::Css("#results"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(results.contains("done"), "{results}");
+    assert!(
+        svc.sim.sim().snapshot().groups[&1]
+            .user_ids
+            .contains(&newcomer.id)
+    );
+
     // Deactivate with its confirmation, then see it in the audit page.
     let conn = svc.engine.store().connections().await.unwrap().remove(0);
     svc.engine
@@ -243,12 +352,8 @@ async fn console_in_headless_chromium() {
     )))
     .await
     .unwrap();
-    c.find(Locator::LinkText("Deactivate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_link(&c, "Deactivate").await;
+    wait_for(&c, "Review the plan").await;
     let plan = c
         .find(Locator::Css("#plan"))
         .await
@@ -266,6 +371,7 @@ async fn console_in_headless_chromium() {
     );
     shot(&c, "08-confirm").await;
     click(&c, "#confirm").await;
+    wait_for(&c, "See the audit log").await;
     let results = c
         .find(Locator::Css("#results"))
         .await
