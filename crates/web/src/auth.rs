@@ -13,6 +13,12 @@ use crate::state::{AppState, Session, random_id};
 
 pub const SESSION_COOKIE: &str = "accessrail_session";
 
+/// A console session lasts at most this long; then the visitor signs in again.
+pub const SESSION_LIFETIME: i64 = 12 * 3600;
+
+/// Above this many sessions, expired ones are dropped when a new one is made.
+const SESSION_SWEEP_AT: usize = 10_000;
+
 /// The API token behind a request: the audit log names it.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -88,9 +94,12 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let now = state.engine.now();
         let existing = cookie(parts, SESSION_COOKIE).and_then(|id| {
             let found = state.sessions().get(&id).cloned();
-            found.map(|s| (id, s))
+            found
+                .filter(|s| now - s.created_at < SESSION_LIFETIME)
+                .map(|s| (id, s))
         });
         if let Some((id, s)) = existing {
             // A session whose token was revoked is signed out.
