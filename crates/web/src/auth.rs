@@ -134,9 +134,15 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         let session = Session {
             csrf: random_id(),
             token: None,
-            created_at: state.engine.now(),
+            created_at: now,
         };
-        state.sessions().insert(id.clone(), session.clone());
+        {
+            let mut sessions = state.sessions();
+            if sessions.len() >= SESSION_SWEEP_AT {
+                sessions.retain(|_, s| now - s.created_at < SESSION_LIFETIME);
+            }
+            sessions.insert(id.clone(), session.clone());
+        }
         Ok(Visitor {
             id,
             session,
