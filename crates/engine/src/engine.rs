@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use accessrail_store::{Connection, NewConnection, Store};
-use chacha20poly1305::aead::OsRng;
-use chacha20poly1305::aead::rand_core::RngCore as _;
 use testrail_client::{ApiKey, Client};
 
 use crate::check::{self, TestReport};
@@ -71,9 +69,7 @@ impl<S: Store> fmt::Debug for Engine<S> {
 }
 
 fn new_id() -> String {
-    let mut b = [0u8; 16];
-    OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::tokens::random_hex(16)
 }
 
 fn valid_name(name: &str) -> bool {

@@ -4,14 +4,16 @@ use chacha20poly1305::aead::OsRng;
 use chacha20poly1305::aead::rand_core::RngCore as _;
 use sha2::{Digest, Sha256};
 
+/// `bytes` random bytes from the OS, as lower-case hex (ids, session ids, CSRF tokens).
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// A new token: `ar_` and 48 hex characters.
 pub fn generate() -> String {
-    let mut b = [0u8; 24];
-    OsRng.fill_bytes(&mut b);
-    format!(
-        "ar_{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
+    format!("ar_{}", random_hex(24))
 }
 
 /// What the store keeps.

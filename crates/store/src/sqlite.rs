@@ -50,6 +50,44 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Accounts with their group ids: the current versions, or those valid after scan `at`.
+    async fn accounts_as_of(
+        &self,
+        connection_id: &str,
+        at: Option<i64>,
+    ) -> StoreResult<Vec<Account>> {
+        let mut conn = self.pool.acquire().await?;
+        let groups = memberships(&mut conn, connection_id, at).await?;
+        let rows: Vec<AccountRow> = match at {
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_user_id"
+                ))
+                .bind(connection_id)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            Some(scan) => {
+                sqlx::query_as(&format!(
+                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_from_scan <= ?
+                     AND (valid_to_scan IS NULL OR valid_to_scan > ?) ORDER BY tr_user_id"
+                ))
+                .bind(connection_id)
+                .bind(scan)
+                .bind(scan)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let g = groups.get(&u(r.tr_user_id)).cloned().unwrap_or_default();
+                r.into_account(g)
+            })
+            .collect())
+    }
 }
 
 // ---- row types (private) --------------------------------------------------------------------
@@ -488,21 +526,7 @@ impl Store for SqliteStore {
     }
 
     async fn current_accounts(&self, connection_id: &str) -> StoreResult<Vec<Account>> {
-        let mut conn = self.pool.acquire().await?;
-        let groups = memberships(&mut conn, connection_id, None).await?;
-        let rows: Vec<AccountRow> = sqlx::query_as(&format!(
-            "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_user_id"
-        ))
-        .bind(connection_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let g = groups.get(&u(r.tr_user_id)).cloned().unwrap_or_default();
-                r.into_account(g)
-            })
-            .collect())
+        self.accounts_as_of(connection_id, None).await
     }
 
     async fn accounts_at_scan(
@@ -510,24 +534,7 @@ impl Store for SqliteStore {
         connection_id: &str,
         scan_id: i64,
     ) -> StoreResult<Vec<Account>> {
-        let mut conn = self.pool.acquire().await?;
-        let groups = memberships(&mut conn, connection_id, Some(scan_id)).await?;
-        let rows: Vec<AccountRow> = sqlx::query_as(&format!(
-            "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_from_scan <= ?
-             AND (valid_to_scan IS NULL OR valid_to_scan > ?) ORDER BY tr_user_id"
-        ))
-        .bind(connection_id)
-        .bind(scan_id)
-        .bind(scan_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let g = groups.get(&u(r.tr_user_id)).cloned().unwrap_or_default();
-                r.into_account(g)
-            })
-            .collect())
+        self.accounts_as_of(connection_id, Some(scan_id)).await
     }
 
     async fn current_groups(&self, connection_id: &str) -> StoreResult<Vec<GroupRecord>> {

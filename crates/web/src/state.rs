@@ -73,9 +73,5 @@ impl AppState {
 
 /// A random id (sessions, CSRF tokens, plan ids).
 pub fn random_id() -> String {
-    use chacha20poly1305::aead::OsRng;
-    use chacha20poly1305::aead::rand_core::RngCore as _;
-    let mut b = [0u8; 24];
-    OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    accessrail_engine::tokens::random_hex(24)
 }

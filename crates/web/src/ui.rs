@@ -376,17 +376,7 @@ fn flags(u: &UserView) -> Vec<(String, &'static str)> {
 }
 
 fn users_link(q: &UsersQuery, sort: &str, page: usize) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
+    let enc = testrail_client::encode_query_value;
     format!(
         "/users?q={}&filter={}&role={}&group={}&sort={}&page={page}",
         enc(&q.q),
