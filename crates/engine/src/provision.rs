@@ -212,7 +212,6 @@ struct Live {
     roles: Vec<(u64, String)>,
     groups: Option<Vec<testrail_client::Group>>,
     users: BTreeMap<EmailKey, Option<User>>,
-    me: Option<User>,
 }
 
 impl Live {
@@ -327,12 +326,10 @@ async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> 
             Err(e) => return Err(upstream("looking up users", e)),
         }
     }
-    let me = client.get_current_user().await.ok();
     Ok(Live {
         roles,
         groups,
         users,
-        me,
     })
 }
 
@@ -661,7 +658,6 @@ pub async fn plan<S: Store>(
             rails.max_deactivations
         )));
     }
-    let _ = live.me;
     Ok(Plan {
         connection: conn.name.clone(),
         steps,
