@@ -273,6 +273,13 @@ async fn console_forms_need_csrf_and_cookies_are_strict() {
         .await
         .unwrap();
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert!(
+        resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
