@@ -874,6 +874,9 @@ async fn list_audit(_c: Caller, State(s): State<Arc<AppState>>) -> ApiResult<Jso
     ))
 }
 
+/// A plan must be applied within this many seconds of being made.
+const PLAN_LIFETIME: i64 = 3600;
+
 pub fn fingerprint(plan: &provision::Plan) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&plan.steps).unwrap_or_default());
@@ -970,6 +973,14 @@ pub async fn apply_stored(
         ))
     })?;
     let rails = &Rails::new(Some(stored.max_deactivations), stored.force);
+    if s.engine.now() - stored.created_at > PLAN_LIFETIME {
+        s.plans().remove(id);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_plan",
+            "this plan is more than an hour old; make a new plan and review it",
+        ));
+    }
     let conn = conn(s, &stored.connection).await?;
     if !conn.provisioning_enabled {
         return Err(ApiError::new(
