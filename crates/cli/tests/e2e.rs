@@ -1609,3 +1609,88 @@ async fn serve_tokens_and_graceful_shutdown() {
 fn reqwest_client() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// Starts `serve` on a free port, reads its first stdout lines, then stops it with SIGTERM.
+async fn serve_once(dir: &Path, env_token: Option<&str>) -> (String, i32) {
+    use tokio::io::AsyncBufReadExt as _;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("ACCESSRAIL_DATA_DIR", dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    match env_token {
+        Some(t) => cmd.env("ACCESSRAIL_ADMIN_TOKEN", t),
+        None => cmd.env_remove("ACCESSRAIL_ADMIN_TOKEN"),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    // The banner, and the token lines when there are any.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(std::time::Duration::from_millis(1500), lines.next_line()).await
+    {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    (out, status.code().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_an_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, code) = serve_once(dir.path(), None).await;
+    assert_eq!(code, 0);
+    let token = first
+        .lines()
+        .find(|l| l.trim().starts_with("ar_"))
+        .map(|l| l.trim().to_string());
+    let token = token.unwrap_or_else(|| panic!("a token is printed on first start:\n{first}"));
+    let (second, _) = serve_once(dir.path(), None).await;
+    assert!(!second.contains("ar_"), "never printed again:\n{second}");
+    let store = accessrail_store::SqliteStore::open(&dir.path().join("accessrail.db"))
+        .await
+        .unwrap();
+    let name = |t: &str| {
+        let store = store.clone();
+        let h = accessrail_engine::tokens::hash(t);
+        async move {
+            accessrail_store::Store::token_by_hash(&store, &h)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        name(&token).await.as_deref(),
+        Some("admin"),
+        "the printed token works"
+    );
+    // ACCESSRAIL_ADMIN_TOKEN replaces the admin token.
+    let (third, _) = serve_once(dir.path(), Some("my-bootstrap-token")).await;
+    assert!(!third.contains("ar_"));
+    assert_eq!(name("my-bootstrap-token").await.as_deref(), Some("admin"));
+    assert_eq!(
+        name(&token).await,
+        None,
+        "the old admin token no longer works"
+    );
+    assert_eq!(
+        accessrail_store::Store::tokens(&store).await.unwrap().len(),
+        1,
+        "one admin token"
+    );
+}
