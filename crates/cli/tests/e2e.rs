@@ -1540,7 +1540,7 @@ async fn serve_tokens_and_graceful_shutdown() {
     let http = reqwest_client();
     let base = format!("http://127.0.0.1:{port}");
     let mut up = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if http
             .get(format!("{base}/healthz"))
             .send()
@@ -1631,12 +1631,12 @@ async fn serve_once(dir: &Path, env_token: Option<&str>) -> (String, i32) {
     let mut child = cmd.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut out = String::new();
-    // The banner, and the token lines when there are any.
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(std::time::Duration::from_millis(1500), lines.next_line()).await
-    {
+    // The banner (generous wait: a loaded machine starts slowly), then any token lines.
+    let mut wait = std::time::Duration::from_secs(30);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(wait, lines.next_line()).await {
         out.push_str(&line);
         out.push('\n');
+        wait = std::time::Duration::from_millis(1500);
     }
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
