@@ -51,7 +51,7 @@ async fn text(c: &Client) -> String {
 /// Waits until the page shows `needle` (a form post navigates asynchronously).
 async fn wait_for(c: &Client, needle: &str) -> String {
     let mut last = String::new();
-    for _ in 0..200 {
+    for _ in 0..400 {
         if let Ok(el) = c.find(Locator::Css("body")).await
             && let Ok(t) = el.text().await
         {
@@ -107,7 +107,7 @@ async fn mark(c: &Client) {
 }
 
 async fn settle(c: &Client) {
-    for _ in 0..400 {
+    for _ in 0..800 {
         if let Ok(v) = c
             .execute(
                 "return [window.__accessrail_old_page === true, document.readyState];",
@@ -226,7 +226,7 @@ async fn console_in_headless_chromium() {
     c.goto(&url("/scans")).await.unwrap();
     click(&c, "#scan-now").await;
     let mut ok = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         c.goto(&url("/scans")).await.unwrap();
         let t = c
             .find(Locator::Css("#scans"))

@@ -131,7 +131,7 @@ impl Service {
             earlier.len() - usize::from(earlier.last().is_some_and(|s| s["status"] == "running"));
         let (s, _) = self.post("/api/v1/connections/acme/scans", json!({})).await;
         assert_eq!(s, StatusCode::ACCEPTED);
-        for _ in 0..200 {
+        for _ in 0..800 {
             let scans = self.get("/api/v1/connections/acme/scans").await.1;
             let list = scans.as_array().unwrap();
             if list.len() > before && list.last().unwrap()["status"] != "running" {
