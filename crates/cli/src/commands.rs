@@ -255,7 +255,7 @@ async fn connect(app: &App, a: ConnectArgs, json: bool) -> Result<ExitCode, Fail
     })
 }
 
-fn print_test(r: &TestReport, json: bool) {
+pub fn print_test(r: &TestReport, json: bool) {
     if json {
         print_json(r);
         return;

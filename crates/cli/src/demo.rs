@@ -117,7 +117,7 @@ pub async fn run(
         })
         .await?;
     if !json {
-        commands_print_test(&report);
+        crate::commands::print_test(&report, false);
     }
     let Some(conn) = saved else {
         return Err(fail("demo", "the demo connection did not pass its test"));
@@ -217,10 +217,4 @@ pub async fn run(
     let code = crate::commands::serve_app(app, args.listen, true, 6.0, false).await;
     server.shutdown().await;
     code
-}
-
-fn commands_print_test(r: &accessrail_engine::check::TestReport) {
-    for c in &r.checks {
-        println!("  [{}] {}: {}", c.status.as_str(), c.title, c.message);
-    }
 }

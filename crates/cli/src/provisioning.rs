@@ -133,14 +133,9 @@ pub async fn run_plan(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let rails = Rails::new(opts.max_deactivations, opts.force);
-    if !opts.dry_run && !conn.provisioning_enabled {
-        return Err(fail(
-            "read_only",
-            format!(
-                "provisioning is off for connection {} (read-only); enable it with `accessrail provisioning enable --connection {}` (--dry-run works without it)",
-                conn.name, conn.name
-            ),
-        ));
+    if !opts.dry_run {
+        // Refuse before any TestRail read is made for the plan.
+        provision::ensure_enabled(conn)?;
     }
     let plan = provision::plan(app, conn, requests, &rails).await?;
     print_plan(&plan, opts.dry_run, json);
@@ -243,15 +238,11 @@ pub async fn protect_cmd(
             let key = accessrail_domain::EmailKey::parse(&email)
                 .ok_or_else(|| Failure::Usage(format!("{email:?} is not an email address")))?;
             let expires_at = match expires {
-                Some(e) => Some(
-                    time_fmt::parse_since(&e, app.now())
-                        .filter(|_| !e.trim().ends_with(['d', 'h', 'm', 'w', 's']))
-                        .ok_or_else(|| {
-                            Failure::Usage(format!(
-                                "--expires {e:?}: use a date (YYYY-MM-DD) or an RFC 3339 time"
-                            ))
-                        })?,
-                ),
+                Some(e) => Some(time_fmt::parse_time(&e).ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "--expires {e:?}: use a date (YYYY-MM-DD) or an RFC 3339 time"
+                    ))
+                })?),
                 None => None,
             };
             app.store()

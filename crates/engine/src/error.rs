@@ -12,6 +12,7 @@ pub enum ErrorCode {
     Busy,
     Store,
     Secret,
+    ReadOnly,
 }
 
 impl ErrorCode {
@@ -25,6 +26,7 @@ impl ErrorCode {
             Self::Busy => "busy",
             Self::Store => "store",
             Self::Secret => "secret",
+            Self::ReadOnly => "read_only",
         }
     }
 }
@@ -55,6 +57,11 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Secret(String),
+    /// Provisioning is off for the connection.
+    #[error(
+        "provisioning is off for connection {0} (read-only); enable it with `accessrail provisioning enable --connection {0}` (--dry-run works without it)"
+    )]
+    ReadOnly(String),
 }
 
 impl EngineError {
@@ -69,6 +76,7 @@ impl EngineError {
             Self::Store(StoreError::Busy) => ErrorCode::Busy,
             Self::Store(_) => ErrorCode::Store,
             Self::Secret(_) => ErrorCode::Secret,
+            Self::ReadOnly(_) => ErrorCode::ReadOnly,
         }
     }
 

@@ -669,18 +669,22 @@ fn holder() -> String {
     format!("pid {} {:?}", std::process::id(), std::time::Instant::now())
 }
 
+/// A read-only connection cannot change TestRail.
+pub fn ensure_enabled(conn: &Connection) -> EngineResult<()> {
+    if conn.provisioning_enabled {
+        Ok(())
+    } else {
+        Err(EngineError::ReadOnly(conn.name.clone()))
+    }
+}
+
 /// Runs a plan: stops at the first failed step; the rest are recorded as not run.
 pub async fn apply<S: Store>(
     engine: &Engine<S>,
     conn: &Connection,
     plan: &Plan,
 ) -> EngineResult<ApplyReport> {
-    if !conn.provisioning_enabled {
-        return Err(EngineError::Conflict(format!(
-            "provisioning is off for connection {} (read-only); enable it with `accessrail provisioning enable --connection {}`",
-            conn.name, conn.name
-        )));
-    }
+    ensure_enabled(conn)?;
     let client = engine.client_for(conn, None)?;
     let mut results = Vec::new();
     let mut failed = false;

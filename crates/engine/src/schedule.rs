@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use accessrail_store::{ScanStatus, Store};
+use accessrail_store::{Connection, ScanRecord, ScanStatus, Store};
 
 use crate::engine::Engine;
 use crate::error::EngineResult;
@@ -60,6 +60,26 @@ pub fn next_due(history: &[(i64, bool)], schedule: &Schedule, jitter: i64) -> i6
     last_at + backoff
 }
 
+/// When a connection's next scan is due, from its recorded scans and its own interval (or the
+/// default one).
+fn due_at(conn: &Connection, scans: &[ScanRecord], schedule: &Schedule) -> i64 {
+    let history: Vec<(i64, bool)> = scans
+        .iter()
+        .filter(|s| s.status != ScanStatus::Running)
+        .map(|s| {
+            (
+                s.finished_at.unwrap_or(s.started_at),
+                s.status == ScanStatus::Succeeded,
+            )
+        })
+        .collect();
+    let own = Schedule {
+        interval: conn.scan_interval_secs.unwrap_or(schedule.interval),
+        ..*schedule
+    };
+    next_due(&history, &own, jitter_for(&conn.id, schedule.jitter))
+}
+
 /// What the scheduler knows of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -78,24 +98,8 @@ pub async fn tick<S: Store>(
     let now = engine.now();
     let mut ran = Vec::new();
     for conn in engine.store().connections().await? {
-        let history: Vec<(i64, bool)> = engine
-            .store()
-            .scans(&conn.id)
-            .await?
-            .into_iter()
-            .filter(|s| s.status != ScanStatus::Running)
-            .map(|s| {
-                (
-                    s.finished_at.unwrap_or(s.started_at),
-                    s.status == ScanStatus::Succeeded,
-                )
-            })
-            .collect();
-        let own = Schedule {
-            interval: conn.scan_interval_secs.unwrap_or(schedule.interval),
-            ..*schedule
-        };
-        if next_due(&history, &own, jitter_for(&conn.id, schedule.jitter)) > now {
+        let scans = engine.store().scans(&conn.id).await?;
+        if due_at(&conn, &scans, schedule) > now {
             continue;
         }
         let result = scan::scan(engine, Some(&conn.name), Arc::new(Quiet)).await;
@@ -116,30 +120,20 @@ pub async fn statuses<S: Store>(
     let mut out = Vec::new();
     for conn in engine.store().connections().await? {
         let scans = engine.store().scans(&conn.id).await?;
-        let history: Vec<(i64, bool)> = scans
-            .iter()
-            .filter(|s| s.status != ScanStatus::Running)
-            .map(|s| {
-                (
-                    s.finished_at.unwrap_or(s.started_at),
-                    s.status == ScanStatus::Succeeded,
-                )
-            })
-            .collect();
+        let due = due_at(&conn, &scans, schedule);
         out.push(Status {
             connection: conn.name.clone(),
-            next_due: Some(next_due(
-                &history,
-                schedule,
-                jitter_for(&conn.id, schedule.jitter),
-            ))
-            .filter(|d| *d != i64::MIN),
+            next_due: Some(due).filter(|d| *d != i64::MIN),
             last_ok: scans
                 .iter()
                 .rev()
                 .find(|s| s.status == ScanStatus::Succeeded)
                 .and_then(|s| s.finished_at),
-            failing: history.last().is_some_and(|(_, ok)| !ok),
+            failing: scans
+                .iter()
+                .rev()
+                .find(|s| s.status != ScanStatus::Running)
+                .is_some_and(|s| s.status == ScanStatus::Failed),
         });
     }
     Ok(out)

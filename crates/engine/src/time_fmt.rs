@@ -17,21 +17,27 @@ pub fn short(unix: i64) -> String {
     s.get(..16).map(|p| p.replace('T', " ")).unwrap_or(s)
 }
 
-/// Parses `--since`: an RFC 3339 time, a date (`2026-11-01`, midnight UTC), or an age such as
-/// `7d`, `24h`, `30m`, `2w` counted back from `now`.
-pub fn parse_since(input: &str, now: i64) -> Option<i64> {
+/// Parses an absolute time: RFC 3339, or a date (`2026-11-01`, midnight UTC).
+pub fn parse_time(input: &str) -> Option<i64> {
     let s = input.trim();
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Some(t.unix_timestamp());
     }
     let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = Date::parse(s, &date_fmt) {
-        return Some(
-            PrimitiveDateTime::new(d, Time::MIDNIGHT)
-                .assume_utc()
-                .unix_timestamp(),
-        );
+    Date::parse(s, &date_fmt).ok().map(|d| {
+        PrimitiveDateTime::new(d, Time::MIDNIGHT)
+            .assume_utc()
+            .unix_timestamp()
+    })
+}
+
+/// Parses `--since`: an absolute time ([`parse_time`]), or an age such as `7d`, `24h`, `30m`,
+/// `2w` counted back from `now`.
+pub fn parse_since(input: &str, now: i64) -> Option<i64> {
+    if let Some(t) = parse_time(input) {
+        return Some(t);
     }
+    let s = input.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: i64 = num.parse().ok()?;
     let secs = match unit {
@@ -61,6 +67,8 @@ mod tests {
         );
         assert_eq!(parse_since("yesterday", now), None);
         assert_eq!(parse_since("7y", now), None);
+        assert_eq!(parse_time("2025-01-01"), Some(1_735_689_600));
+        assert_eq!(parse_time("7d"), None);
         assert_eq!(rfc3339(1_735_689_600), "2025-01-01T00:00:00Z");
         assert_eq!(short(1_735_689_600), "2025-01-01 00:00");
     }

@@ -982,16 +982,7 @@ pub async fn apply_stored(
         ));
     }
     let conn = conn(s, &stored.connection).await?;
-    if !conn.provisioning_enabled {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "read_only",
-            format!(
-                "provisioning is off for connection {} (read-only)",
-                conn.name
-            ),
-        ));
-    }
+    provision::ensure_enabled(&conn)?;
     // The applier is the one the audit log names.
     let requests: Vec<Request> = stored
         .requests

@@ -103,17 +103,20 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         });
         if let Some((id, s)) = existing {
             // A session whose token was revoked is signed out.
-            if let Some(t) = &s.token {
+            if let (Some(name), Some(hash)) = (&s.token, &s.token_hash) {
                 let live = state
                     .engine
                     .store()
-                    .tokens()
+                    .token_by_hash(hash)
                     .await
-                    .map(|all| all.iter().any(|x| &x.name == t && x.revoked_at.is_none()))
-                    .unwrap_or(false);
+                    .ok()
+                    .flatten()
+                    .as_ref()
+                    == Some(name);
                 if !live {
                     let anon = Session {
                         token: None,
+                        token_hash: None,
                         ..s.clone()
                     };
                     state.sessions().insert(id.clone(), anon.clone());
@@ -134,6 +137,7 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         let session = Session {
             csrf: random_id(),
             token: None,
+            token_hash: None,
             created_at: now,
         };
         {

@@ -56,7 +56,7 @@ impl From<EngineError> for ApiError {
         let status = match e.code() {
             ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict | ErrorCode::Busy => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::Busy | ErrorCode::ReadOnly => StatusCode::CONFLICT,
             ErrorCode::TestFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Upstream => StatusCode::BAD_GATEWAY,
             ErrorCode::Store | ErrorCode::Secret => StatusCode::INTERNAL_SERVER_ERROR,

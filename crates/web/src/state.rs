@@ -15,6 +15,8 @@ pub struct Session {
     pub csrf: String,
     /// The token name behind a signed-in session.
     pub token: Option<String>,
+    /// That token's hash, to check with one indexed lookup that it is still live.
+    pub token_hash: Option<String>,
     pub created_at: i64,
 }
 

@@ -139,18 +139,15 @@ async fn login(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<LoginFo
     if !csrf_ok(&v, f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
-    match s
-        .engine
-        .store()
-        .token_by_hash(&tokens::hash(&f.token))
-        .await
-    {
+    let hash = tokens::hash(&f.token);
+    match s.engine.store().token_by_hash(&hash).await {
         Ok(Some(name)) => {
             // A new session id on sign-in.
             let id = random_id();
             let session = Session {
                 csrf: random_id(),
                 token: Some(name),
+                token_hash: Some(hash),
                 created_at: s.engine.now(),
             };
             {
@@ -778,12 +775,12 @@ async fn confirm_page(
         ),
         _ => return (StatusCode::BAD_REQUEST, Html("<h1>Unknown action</h1>")).into_response(),
     };
-    if !conn.provisioning_enabled {
+    if let Err(e) = accessrail_engine::provision::ensure_enabled(&conn) {
         return page(
             &s,
             &v,
             "confirm.html",
-            context! { title => heading, heading, error => format!("Provisioning is off for {}: the connection is read-only. Enable it with `accessrail provisioning enable`.", conn.name) },
+            context! { title => heading, heading, error => e.to_string() },
         );
     }
     let actor = format!("token:{token}");

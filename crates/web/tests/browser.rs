@@ -40,7 +40,12 @@ async fn shot(c: &Client, name: &str) {
 }
 
 async fn text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
+    text_of(c, "body").await
+}
+
+/// The visible text of the first element matching `css`.
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
         .await
         .unwrap()
         .text()
@@ -228,13 +233,7 @@ async fn console_in_headless_chromium() {
     let mut ok = false;
     for _ in 0..300 {
         c.goto(&url("/scans")).await.unwrap();
-        let t = c
-            .find(Locator::Css("#scans"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let t = text_of(&c, "#scans").await;
         if t.contains("succeeded") && !t.contains("running") {
             ok = true;
             break;
@@ -265,13 +264,7 @@ async fn console_in_headless_chromium() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_for(&c, "of 1").await;
-    let table = c
-        .find(Locator::Css("#users"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let table = text_of(&c, "#users").await;
     assert!(table.contains(&target.email), "{table}");
     assert_eq!(
         table.matches('@').count(),
@@ -283,13 +276,7 @@ async fn console_in_headless_chromium() {
     c.goto(&url("/groups")).await.unwrap();
     shot(&c, "06-groups").await;
     click(&c, "#groups a").await;
-    let members = c
-        .find(Locator::Css("#members"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let members = text_of(&c, "#members").await;
     let g1 = svc.sim.sim().snapshot().groups[&1].clone();
     for uid in &g1.user_ids {
         let email = svc.sim.sim().snapshot().users[uid].email.clone();
@@ -316,22 +303,10 @@ async fn console_in_headless_chromium() {
     fill(&c, "#add-email", &newcomer.email).await;
     click(&c, "#add-member").await;
     wait_for(&c, "Review the plan").await;
-    let plan = c
-        .find(Locator::Css("#plan"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let plan = text_of(&c, "#plan").await;
     assert!(plan.contains("update_group/1"), "{plan}");
     click(&c, "#confirm").await;
-    let results = c
-        .find(Locator::Css("#results"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let results = text_of(&c, "#results").await;
     assert!(results.contains("done"), "{results}");
     assert!(
         svc.sim.sim().snapshot().groups[&1]
@@ -354,13 +329,7 @@ async fn console_in_headless_chromium() {
     .unwrap();
     click_link(&c, "Deactivate").await;
     wait_for(&c, "Review the plan").await;
-    let plan = c
-        .find(Locator::Css("#plan"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let plan = text_of(&c, "#plan").await;
     assert!(
         plan.contains("update_user") && plan.contains("inactive"),
         "{plan}"
@@ -372,23 +341,11 @@ async fn console_in_headless_chromium() {
     shot(&c, "08-confirm").await;
     click(&c, "#confirm").await;
     wait_for(&c, "See the audit log").await;
-    let results = c
-        .find(Locator::Css("#results"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let results = text_of(&c, "#results").await;
     assert!(results.contains("done"), "{results}");
     assert!(!svc.sim.sim().snapshot().users[&target.id].is_active);
     c.goto(&url("/audit")).await.unwrap();
-    let audit = c
-        .find(Locator::Css("#audit"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let audit = text_of(&c, "#audit").await;
     assert!(
         audit.contains(&target.email)
             && audit.contains("deactivate")
