@@ -824,6 +824,7 @@ async fn connections_lease_and_master_key_rotation() {
         )
         .await
         .unwrap()
+        .is_some()
     );
     let out = e.run(&["scan", "--connection", "acme"]).await;
     assert_eq!(out.code, 1);

@@ -57,7 +57,15 @@ pub struct Engine<S: Store> {
     data_dir: PathBuf,
     options: ClientOptions,
     clock: Arc<dyn Clock>,
+    /// Names this process in lease holders (host, pid, a random part), so its leases can be
+    /// told apart and released together when it stops.
+    instance: String,
+    lease_ttl_secs: i64,
 }
+
+/// How long a lease lives without a heartbeat: after a crash, the next holder waits at most
+/// this long. Holders renew every third of it.
+pub const DEFAULT_LEASE_TTL_SECS: i64 = 60;
 
 impl<S: Store> fmt::Debug for Engine<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,13 +96,45 @@ impl<S: Store> Engine<S> {
         options: ClientOptions,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         Self {
             store,
             keyring,
             data_dir,
             options,
             clock,
+            instance: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                crate::tokens::random_hex(4)
+            ),
+            lease_ttl_secs: DEFAULT_LEASE_TTL_SECS,
         }
+    }
+
+    /// Sets the lease lifetime (seconds, at least 1).
+    pub fn with_lease_ttl(mut self, secs: i64) -> Self {
+        self.lease_ttl_secs = secs.max(1);
+        self
+    }
+
+    pub fn lease_ttl_secs(&self) -> i64 {
+        self.lease_ttl_secs
+    }
+
+    /// This process's name in lease holders.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Releases every lease this process holds and records its unfinished scans as
+    /// interrupted. Called when the process is stopping (a signal, the end of a grace period).
+    pub async fn release_everything(&self, reason: &str) -> EngineResult<u64> {
+        self.store.release_leases_held_by(&self.instance).await?;
+        Ok(self
+            .store
+            .abandon_running_scans(self.clock.now(), reason)
+            .await?)
     }
 
     pub fn store(&self) -> &S {

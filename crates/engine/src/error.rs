@@ -53,6 +53,12 @@ pub enum EngineError {
     },
     #[error("a scan of connection {0:?} is already running")]
     ScanRunning(String),
+    /// Something other than a scan is busy: says what (e.g. another change to a group).
+    #[error("{0}")]
+    Busy(String),
+    /// A lease was lost while its holder was working: it stopped before writing.
+    #[error("{0}")]
+    LeaseLost(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -72,7 +78,7 @@ impl EngineError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::TestFailed(_) => ErrorCode::TestFailed,
             Self::Upstream { .. } => ErrorCode::Upstream,
-            Self::ScanRunning(_) => ErrorCode::Busy,
+            Self::ScanRunning(_) | Self::Busy(_) | Self::LeaseLost(_) => ErrorCode::Busy,
             Self::Store(StoreError::Busy) => ErrorCode::Busy,
             Self::Store(_) => ErrorCode::Store,
             Self::Secret(_) => ErrorCode::Secret,

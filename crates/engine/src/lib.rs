@@ -7,6 +7,7 @@ mod engine;
 mod error;
 pub mod flows;
 pub mod identities;
+pub mod lease;
 pub mod provision;
 pub mod report;
 pub mod scan;
@@ -15,6 +16,6 @@ pub mod secrets;
 pub mod time_fmt;
 pub mod tokens;
 
-pub use engine::{Clock, ConnectRequest, Engine, SystemClock, Target};
+pub use engine::{Clock, ConnectRequest, DEFAULT_LEASE_TTL_SECS, Engine, SystemClock, Target};
 pub use error::{EngineError, EngineResult, ErrorCode};
 pub use testrail_client::{ApiKey, Event};

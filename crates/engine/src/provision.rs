@@ -5,16 +5,18 @@
 //! stored state reflects it at once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use accessrail_domain::{Account, AuditRecord, ChangeKind, EmailKey, Outcome, account_changes};
-use accessrail_store::{Connection, GroupRecord, NewChange, ProvisionUpdate, Store};
+use accessrail_store::{Connection, GroupRecord, LeaseToken, NewChange, ProvisionUpdate, Store};
 use serde::Serialize;
 use testrail_client::{Client, ErrorKind, GroupUpdate, NewUser, User, UserUpdate};
 
 use crate::connector::{self, FieldWarnings};
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
+use crate::lease;
 
 /// What someone asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -665,10 +667,6 @@ pub async fn plan<S: Store>(
     })
 }
 
-fn holder() -> String {
-    format!("pid {} {:?}", std::process::id(), std::time::Instant::now())
-}
-
 /// A read-only connection cannot change TestRail.
 pub fn ensure_enabled(conn: &Connection) -> EngineResult<()> {
     if conn.provisioning_enabled {
@@ -701,7 +699,8 @@ pub async fn apply<S: Store>(
         } else {
             let mut calls = Vec::new();
             match execute(engine, conn, &client, step, &mut calls).await {
-                Ok(update) => (Outcome::Done, None, calls, Some(update)),
+                Ok(Executed::Done(update)) => (Outcome::Done, None, calls, Some(update)),
+                Ok(Executed::Noop(why)) => (Outcome::Noop, Some(why), calls, None),
                 Err(e) => {
                     failed = true;
                     (Outcome::Failed, Some(e.to_string()), calls, None)
@@ -766,91 +765,56 @@ async fn read_back(client: &Client, user_id: u64, calls: &mut Vec<String>) -> En
         .map_err(|e| upstream("reading the account back", e))
 }
 
-/// One step, with its read-back. Returns what the store must now reflect.
+/// What a step did.
+enum Executed {
+    /// It took effect (verified by reading back): what the store must now reflect.
+    Done(ProvisionUpdate),
+    /// Nothing needed doing after all (another run got there first), and why.
+    Noop(String),
+}
+
+/// Longest wait for another run's change to the same group or email to finish.
+const LEASE_WAIT: Duration = Duration::from_secs(120);
+
+/// One step, with its read-back.
 async fn execute<S: Store>(
     engine: &Engine<S>,
     conn: &Connection,
     client: &Client,
     step: &Step,
     calls: &mut Vec<String>,
-) -> EngineResult<ProvisionUpdate> {
+) -> EngineResult<Executed> {
     match &step.kind {
-        StepKind::Noop => Ok(ProvisionUpdate {
-            joined: vec![],
-            account: None,
-            group: None,
-            changes: vec![],
-        }),
+        StepKind::Noop => Ok(Executed::Noop(step.note.clone().unwrap_or_default())),
         StepKind::CreateUser {
             name,
             email,
             role_id,
             group_ids,
         } => {
-            // Never a second account for one email: check right before creating.
-            calls.push("get_user_by_email".into());
-            match client.get_user_by_email(email).await {
-                Ok(u) => {
-                    return Err(EngineError::Conflict(format!(
-                        "an account with this email appeared in the meantime (TestRail user {}); nothing created",
-                        u.id
-                    )));
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(upstream("looking up the email", e)),
-            }
-            calls.push("add_user".into());
-            let new = NewUser {
-                role_id: *role_id,
-                group_ids: (!group_ids.is_empty()).then(|| group_ids.clone()),
-                ..NewUser::new(name.clone(), email.clone())
-            };
-            let created = client
-                .add_user(&new)
-                .await
-                .map_err(|e| upstream("creating the user", e))?;
-            let back = read_back(client, created.id, calls).await?;
-            let ok = back.is_active == Some(true)
-                && back
-                    .email
-                    .as_deref()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
-                && role_id.is_none_or(|r| back.role_id == Some(r))
-                && group_ids
-                    .iter()
-                    .all(|g| back.group_ids.as_ref().is_none_or(|have| have.contains(g)));
-            if !ok {
-                return Err(EngineError::Conflict(format!(
-                    "TestRail created user {} but does not show it as asked (active, role, groups)",
-                    back.id
-                )));
-            }
-            let account = account_of(&back);
-            let mut changes = vec![NewChange {
-                kind: ChangeKind::AccountAdded,
-                user: Some(back.id),
-                group: None,
-                subject: Some(email.clone()),
-                before: None,
-                after: Some(email.clone()),
-            }];
-            for g in group_ids {
-                changes.push(NewChange {
-                    kind: ChangeKind::GroupJoined,
-                    user: Some(back.id),
-                    group: Some(*g),
-                    subject: Some(email.clone()),
-                    before: None,
-                    after: None,
-                });
-            }
-            let _ = conn;
-            Ok(ProvisionUpdate {
-                joined: group_ids.iter().map(|g| (*g, back.id)).collect(),
-                account: Some(account),
-                group: None,
-                changes,
-            })
+            // Creations of one email are serialised across processes and replicas; the
+            // existence check runs under that lease, so two runs never both create.
+            let key = email.trim().to_lowercase();
+            let token = lease::wait_for(
+                engine,
+                &format!("create:{}:{key}", conn.id),
+                "create",
+                LEASE_WAIT,
+                || format!("another run is creating {email} (still running); try again"),
+            )
+            .await?;
+            let lost = AtomicBool::new(false);
+            let result = lease::hold(
+                engine,
+                &token,
+                &lost,
+                create_user(
+                    engine, client, &token, name, email, *role_id, group_ids, calls,
+                ),
+            )
+            .await;
+            lease::release(engine, &token).await;
+            result
         }
         StepKind::UpdateUser {
             user_id,
@@ -893,12 +857,12 @@ async fn execute<S: Store>(
                     after: c.after,
                 })
                 .collect();
-            Ok(ProvisionUpdate {
+            Ok(Executed::Done(ProvisionUpdate {
                 joined: vec![],
                 account: Some(new),
                 group: None,
                 changes,
-            })
+            }))
         }
         StepKind::GroupAdd {
             group_id,
@@ -911,24 +875,34 @@ async fn execute<S: Store>(
             group,
         } => {
             let add = matches!(step.kind, StepKind::GroupAdd { .. });
-            let lease = format!("group:{}:{group_id}", conn.id);
-            let me = holder();
-            let store = engine.store();
-            // Wait for the per-group lease (other processes may hold it briefly).
-            let mut waited = Duration::ZERO;
-            while !store.acquire_lease(&lease, &me, engine.now(), 60).await? {
-                if waited > Duration::from_secs(120) {
-                    return Err(EngineError::ScanRunning(format!(
-                        "group {group} (another change to it is still running)"
-                    )));
-                }
-                let pause = Duration::from_millis(25 + u64::from(std::process::id() % 50));
-                tokio::time::sleep(pause).await;
-                waited += pause;
+            let token = lease::wait_for(
+                engine,
+                &format!("group:{}:{group_id}", conn.id),
+                "group",
+                LEASE_WAIT,
+                || {
+                    format!(
+                        "group {group} is being changed by another run (still running); try again"
+                    )
+                },
+            )
+            .await?;
+            let lost = AtomicBool::new(false);
+            let result = lease::hold(
+                engine,
+                &token,
+                &lost,
+                group_write(engine, client, &token, *group_id, *user_id, add, calls),
+            )
+            .await;
+            lease::release(engine, &token).await;
+            let (after, wrote) = result?;
+            if !wrote {
+                return Ok(Executed::Noop(format!(
+                    "already {} {group} (another run got there first)",
+                    if add { "in" } else { "not in" }
+                )));
             }
-            let result = group_write(client, *group_id, *user_id, add, calls).await;
-            let _ = store.release_lease(&lease, &me).await;
-            let after = result?;
             let subject = step.target.clone();
             let change = NewChange {
                 kind: if add {
@@ -944,7 +918,7 @@ async fn execute<S: Store>(
             };
             let mut members = after.user_ids.clone();
             members.sort_unstable();
-            Ok(ProvisionUpdate {
+            Ok(Executed::Done(ProvisionUpdate {
                 joined: vec![],
                 account: None,
                 group: Some(GroupRecord {
@@ -953,60 +927,172 @@ async fn execute<S: Store>(
                     member_ids: members,
                 }),
                 changes: vec![change],
-            })
+            }))
         }
     }
 }
 
-/// Read-modify-write of a group's whole member list, verified: our change, and only ours,
-/// must show on read-back; otherwise start again from a fresh read (up to 4 times).
-async fn group_write(
+/// Creates a user under the email's lease: checks the email is free, checks the lease right
+/// before `add_user`, then reads the account back.
+#[allow(clippy::too_many_arguments)]
+async fn create_user<S: Store>(
+    engine: &Engine<S>,
     client: &Client,
+    token: &LeaseToken,
+    name: &str,
+    email: &str,
+    role_id: Option<u64>,
+    group_ids: &[u64],
+    calls: &mut Vec<String>,
+) -> EngineResult<Executed> {
+    calls.push("get_user_by_email".into());
+    match client.get_user_by_email(email).await {
+        Ok(u) => {
+            return Ok(Executed::Noop(format!(
+                "an account with this email already exists (TestRail user {}, created by another run); nothing created",
+                u.id
+            )));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(upstream("looking up the email", e)),
+    }
+    lease::fence(engine, token).await?;
+    calls.push("add_user".into());
+    let new = NewUser {
+        role_id,
+        group_ids: (!group_ids.is_empty()).then(|| group_ids.to_vec()),
+        ..NewUser::new(name.to_string(), email.to_string())
+    };
+    let created = client
+        .add_user(&new)
+        .await
+        .map_err(|e| upstream("creating the user", e))?;
+    let back = read_back(client, created.id, calls).await?;
+    let ok = back.is_active == Some(true)
+        && back
+            .email
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        && role_id.is_none_or(|r| back.role_id == Some(r))
+        && group_ids
+            .iter()
+            .all(|g| back.group_ids.as_ref().is_none_or(|have| have.contains(g)));
+    if !ok {
+        return Err(EngineError::Conflict(format!(
+            "TestRail created user {} but does not show it as asked (active, role, groups)",
+            back.id
+        )));
+    }
+    let account = account_of(&back);
+    let mut changes = vec![NewChange {
+        kind: ChangeKind::AccountAdded,
+        user: Some(back.id),
+        group: None,
+        subject: Some(email.to_string()),
+        before: None,
+        after: Some(email.to_string()),
+    }];
+    for g in group_ids {
+        changes.push(NewChange {
+            kind: ChangeKind::GroupJoined,
+            user: Some(back.id),
+            group: Some(*g),
+            subject: Some(email.to_string()),
+            before: None,
+            after: None,
+        });
+    }
+    Ok(Executed::Done(ProvisionUpdate {
+        joined: group_ids.iter().map(|g| (*g, back.id)).collect(),
+        account: Some(account),
+        group: None,
+        changes,
+    }))
+}
+
+/// Attempts at a group's read-modify-write before giving up.
+const GROUP_WRITE_ATTEMPTS: u32 = 4;
+
+/// Read-modify-write of a group's whole member list, under the group's lease. Every attempt
+/// starts from a fresh read and checks the lease right before writing; the write is never
+/// retried blind (its list may be stale by then). Done only when the read-back shows exactly
+/// the list written. Returns the group as read last and whether this run wrote it.
+#[allow(clippy::too_many_arguments)]
+async fn group_write<S: Store>(
+    engine: &Engine<S>,
+    client: &Client,
+    token: &LeaseToken,
     group_id: u64,
     user_id: u64,
     add: bool,
     calls: &mut Vec<String>,
-) -> EngineResult<testrail_client::Group> {
-    for _ in 0..4 {
+) -> EngineResult<(testrail_client::Group, bool)> {
+    let mut wrote = false;
+    let mut last_error = None;
+    for attempt in 1..=GROUP_WRITE_ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
         calls.push(format!("get_group/{group_id}"));
-        let fresh = client
-            .get_group(group_id)
-            .await
-            .map_err(|e| upstream("reading the group", e))?;
+        let fresh = match client.get_group(group_id).await {
+            Ok(g) => g,
+            Err(e) if e.is_retryable() => {
+                last_error = Some(upstream("reading the group", e));
+                continue;
+            }
+            Err(e) => return Err(upstream("reading the group", e)),
+        };
         let mut ids = fresh.user_ids.clone();
-        let present = ids.contains(&user_id);
-        if present == add {
-            return Ok(fresh); // someone else already made it so
+        if ids.contains(&user_id) == add {
+            // Made so, by an earlier attempt of ours whose answer was lost, or by someone else.
+            return Ok((fresh, wrote));
         }
         if add {
             ids.push(user_id);
         } else {
             ids.retain(|u| *u != user_id);
         }
+        lease::fence(engine, token).await?;
         calls.push(format!("update_group/{group_id}"));
-        client
-            .update_group(
-                group_id,
-                &GroupUpdate {
-                    name: None,
-                    user_ids: Some(ids.clone()),
-                },
-            )
-            .await
-            .map_err(|e| upstream("writing the group", e))?;
+        let update = GroupUpdate {
+            name: None,
+            user_ids: Some(ids.clone()),
+        };
+        match client.update_group(group_id, &update).await {
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => {
+                // It may or may not have taken effect: the next attempt reads again.
+                wrote = true;
+                last_error = Some(upstream("writing the group", e));
+                continue;
+            }
+            Err(e) => return Err(upstream("writing the group", e)),
+        }
+        wrote = true;
         calls.push(format!("get_group/{group_id}"));
-        let after = client
-            .get_group(group_id)
-            .await
-            .map_err(|e| upstream("reading the group back", e))?;
+        let after = match client.get_group(group_id).await {
+            Ok(g) => g,
+            Err(e) if e.is_retryable() => {
+                last_error = Some(upstream("reading the group back", e));
+                continue;
+            }
+            Err(e) => return Err(upstream("reading the group back", e)),
+        };
         let want: BTreeSet<u64> = ids.iter().copied().collect();
         let got: BTreeSet<u64> = after.user_ids.iter().copied().collect();
         if want == got {
-            return Ok(after);
+            return Ok((after, true));
         }
-        // Another writer changed the group between our read and our write: go again.
+        // Someone outside Accessrail changed the group between our read and our write (our
+        // own writers are serialised by the lease): start again from a fresh read.
+        last_error = Some(EngineError::Conflict(format!(
+            "group {group_id} did not read back as written"
+        )));
     }
-    Err(EngineError::Conflict(format!(
-        "group {group_id} kept changing under us; the membership was not verified after 4 attempts"
-    )))
+    Err(match last_error {
+        Some(EngineError::Conflict(_)) | None => EngineError::Conflict(format!(
+            "group {group_id} kept changing under us; the membership was not verified after {GROUP_WRITE_ATTEMPTS} attempts"
+        )),
+        Some(e) => e,
+    })
 }

@@ -3,16 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use accessrail_store::{ScanReport, ScanWriter, Store};
+use accessrail_store::{LeaseToken, ScanReport, ScanWriter, Store};
 use serde::Serialize;
 use testrail_client::{ErrorKind, Event};
 
 use crate::connector::{self, FieldWarnings};
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
+use crate::lease;
 
 /// What a running scan tells whoever watches it (a progress bar, a log).
 pub trait ScanObserver: Send + Sync {
@@ -55,18 +56,10 @@ pub fn minimum_requests(users: u64, groups: u64, groups_fetched: bool) -> u64 {
     pages(users) + if groups_fetched { pages(groups) } else { 1 } + 1
 }
 
-const LEASE_TTL: i64 = 600;
-
-fn holder() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!(
-        "pid {} on {host} at {:?}",
-        std::process::id(),
-        Instant::now()
-    )
-}
-
-/// Scans one connection. Only one scan of a connection runs at a time, across processes.
+/// Scans one connection. Only one scan of a connection runs at a time, across processes: the
+/// scan holds the connection's lease, renewed while it runs, and its commit checks the lease in
+/// the same transaction. A scan found running whose lease expired (its process died) is
+/// recorded as interrupted by whoever takes the lease next.
 pub async fn scan<S: Store>(
     engine: &Engine<S>,
     connection: Option<&str>,
@@ -74,16 +67,27 @@ pub async fn scan<S: Store>(
 ) -> EngineResult<ScanOutcome> {
     let conn = engine.resolve(connection).await?;
     let store = engine.store();
-    let lease = format!("scan:{}", conn.id);
-    let me = holder();
-    if !store
-        .acquire_lease(&lease, &me, engine.now(), LEASE_TTL)
-        .await?
-    {
+    let name = format!("scan:{}", conn.id);
+    let Some(token) = lease::try_acquire(engine, &name, "scan").await? else {
         return Err(EngineError::ScanRunning(conn.name.clone()));
-    }
-    let result = run(engine, &conn, observer, &lease, &me).await;
-    let _ = store.release_lease(&lease, &me).await;
+    };
+    // Any scan of this connection still marked running lost its process (we hold the lease).
+    store
+        .interrupt_running_scans(
+            &conn.id,
+            engine.now(),
+            "interrupted: the process running it stopped (its lease expired)",
+        )
+        .await?;
+    let lost = AtomicBool::new(false);
+    let result = lease::hold(
+        engine,
+        &token,
+        &lost,
+        run(engine, &conn, observer, &token, &lost),
+    )
+    .await;
+    lease::release(engine, &token).await;
     result
 }
 
@@ -91,8 +95,8 @@ async fn run<S: Store>(
     engine: &Engine<S>,
     conn: &accessrail_store::Connection,
     observer: Arc<dyn ScanObserver>,
-    lease: &str,
-    me: &str,
+    token: &LeaseToken,
+    lost: &AtomicBool,
 ) -> EngineResult<ScanOutcome> {
     let started = Instant::now();
     let store = engine.store();
@@ -115,7 +119,19 @@ async fn run<S: Store>(
         }) as Arc<dyn Fn(&Event) + Send + Sync>
     };
     let client = engine.client_for(conn, Some(hook))?;
-    let mut writer = store.begin_scan(&conn.id, engine.now()).await?;
+    let mut writer = store
+        .begin_scan(&conn.id, engine.now(), token.clone())
+        .await?;
+    let still_held = || {
+        if lost.load(Ordering::SeqCst) {
+            Err(EngineError::LeaseLost(format!(
+                "the scan of {} lost its lease (this process stalled longer than the lease lasts and another scan may have started); nothing was saved",
+                conn.name
+            )))
+        } else {
+            Ok(())
+        }
+    };
     let mut report = ScanReport::default();
     let mut warnings = FieldWarnings::default();
     let mut user_groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -123,11 +139,13 @@ async fn run<S: Store>(
 
     let outcome: EngineResult<(u64, u64)> = async {
         observer.phase("users");
-        let mut pager = client.users();
+        // Capped per scan; the client refuses ids it cannot hand on exactly and one id with two
+        // different records.
+        let mut pager = client.users().max_items(Some(engine.options().limits.max_users));
         while let Some(page) = pager
             .next_page()
             .await
-            .map_err(|e| EngineError::upstream("reading users", e))?
+            .map_err(|e| EngineError::upstream(connector::reading("users", &e, engine.options()), e))?
         {
             let accounts: Vec<_> = page.iter().map(|u| connector::to_account(u, &mut warnings)).collect();
             for u in &page {
@@ -143,12 +161,12 @@ async fn run<S: Store>(
             writer.stage_accounts(&accounts).await?;
             report.users_seen += accounts.len() as u64;
             observer.users_read(report.users_seen);
-            store.acquire_lease(lease, me, engine.now(), LEASE_TTL).await?;
+            still_held()?;
         }
 
         observer.phase("groups");
         let mut group_members: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        let mut gpager = client.groups();
+        let mut gpager = client.groups().max_items(Some(engine.options().limits.max_groups));
         report.groups_fetched = true;
         loop {
             match gpager.next_page().await {
@@ -168,7 +186,7 @@ async fn run<S: Store>(
                         .push("this TestRail has no group methods (before 7.5): groups and memberships were not read".into());
                     break;
                 }
-                Err(e) => return Err(EngineError::upstream("reading groups", e)),
+                Err(e) => return Err(EngineError::upstream(connector::reading("groups", &e, engine.options()), e)),
             }
         }
         if report.groups_fetched && has_group_ids {

@@ -15,7 +15,8 @@ use std::future::Future;
 pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use error::{StoreError, StoreResult};
 pub use model::{
-    AuditEntry, ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, NewChange,
+    AuditEntry, ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, LeaseToken,
+    NewChange,
     NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord,
     ScanReport, ScanStatus, SealedSecret, TokenRecord,
 };
@@ -52,11 +53,22 @@ pub trait Store: Send + Sync + 'static {
         secrets: Vec<(String, SealedSecret)>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    // ---- leases (one scan of a connection at a time, across processes) ----
+    // ---- leases (one scan of a connection, one change of a group, at a time, across processes) ----
+    /// Takes the lease if it is free, expired, or already this holder's. Returns the token
+    /// (with its generation, which grows with every new holder), or `None` when someone else
+    /// holds it.
     fn acquire_lease(
         &self,
         name: &str,
         holder: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> impl Future<Output = StoreResult<Option<LeaseToken>>> + Send;
+    /// Extends a held lease. `false` when the token no longer holds it (it expired and was
+    /// taken, or was released): the holder must stop before writing anything.
+    fn renew_lease(
+        &self,
+        token: &LeaseToken,
         now: i64,
         ttl_secs: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
@@ -65,12 +77,20 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         holder: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Releases every lease whose holder starts with `holder_prefix` (a process that stops).
+    fn release_leases_held_by(
+        &self,
+        holder_prefix: &str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     // ---- scans ----
+    /// Starts a scan guarded by the connection's scan lease: its commit checks, in the same
+    /// transaction, that the lease still holds.
     fn begin_scan(
         &self,
         connection_id: &str,
         now: i64,
+        lease: LeaseToken,
     ) -> impl Future<Output = StoreResult<Self::Scan>> + Send;
     fn scans(
         &self,
@@ -82,7 +102,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<Account>>> + Send;
-    /// The accounts as they were after scan `scan_id`, with their group ids then.
+    /// The accounts as they were right after scan `scan_id` committed, with their group ids
+    /// then (later revisions, provisioning included, are not seen).
     fn accounts_at_scan(
         &self,
         connection_id: &str,
@@ -158,8 +179,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
     /// The whole audit log, oldest first.
     fn audit_log(&self) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
-    /// Makes the stored state reflect a provisioning action at once, as a new revision, with
-    /// change rows pointing at the audit entry. Returns the revision id.
+    /// Makes the stored state reflect a provisioning action at once, as a new revision
+    /// (numbered when it commits, after every revision committed before it), with change rows
+    /// pointing at the audit entry. Returns the id of its row in `scans`.
     fn record_provision(
         &self,
         connection_id: &str,
@@ -188,7 +210,16 @@ pub trait Store: Send + Sync + 'static {
     /// The name of the live token with this hash.
     fn token_by_hash(&self, hash: &str)
     -> impl Future<Output = StoreResult<Option<String>>> + Send;
-    /// Marks scans left running by a stopped process as failed (their staged data is gone).
+    /// Marks every scan of the connection still recorded as running as interrupted. Only the
+    /// holder of the connection's scan lease calls this, before it starts its own scan.
+    fn interrupt_running_scans(
+        &self,
+        connection_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Marks scans left running without a live scan lease as interrupted (the process that ran
+    /// them stopped; their staged data is gone).
     fn abandon_running_scans(
         &self,
         now: i64,

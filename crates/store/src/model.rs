@@ -55,6 +55,8 @@ pub enum ScanStatus {
     Running,
     Succeeded,
     Failed,
+    /// Stopped before it finished (a signal, a shutdown, a crash found later): nothing saved.
+    Interrupted,
 }
 
 impl ScanStatus {
@@ -63,6 +65,7 @@ impl ScanStatus {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -70,9 +73,19 @@ impl ScanStatus {
         match s {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
+            "interrupted" => Self::Interrupted,
             _ => Self::Running,
         }
     }
+}
+
+/// A held lease: the holder's name and the generation (fencing token) it was granted with.
+/// A write guarded by a lease checks, right before it happens, that this token still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken {
+    pub name: String,
+    pub holder: String,
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+
 use crate::{ScanWriter, Store};
 use accessrail_domain::{AuditRecord, Outcome, audit};
 
@@ -51,18 +52,39 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    /// Accounts with their group ids: the current versions, or those valid after scan `at`.
+    /// Accounts with their group ids: the current versions, or those valid right after scan
+    /// `at_scan` committed.
     async fn accounts_as_of(
         &self,
         connection_id: &str,
-        at: Option<i64>,
+        at_scan: Option<i64>,
     ) -> StoreResult<Vec<Account>> {
         let mut conn = self.pool.acquire().await?;
+        let at = match at_scan {
+            None => None,
+            Some(scan) => {
+                let rev: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT revision FROM scans WHERE id = ? AND connection_id = ?",
+                )
+                .bind(scan)
+                .bind(connection_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match rev.flatten() {
+                    Some(r) => Some(r),
+                    None => {
+                        return Err(StoreError::NotFound(format!(
+                            "a committed scan {scan} of this connection"
+                        )));
+                    }
+                }
+            }
+        };
         let groups = memberships(&mut conn, connection_id, at).await?;
         let rows: Vec<AccountRow> = match at {
             None => {
                 sqlx::query_as(&format!(
-                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_user_id"
+                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_user_id"
                 ))
                 .bind(connection_id)
                 .fetch_all(&mut *conn)
@@ -70,8 +92,8 @@ impl SqliteStore {
             }
             Some(scan) => {
                 sqlx::query_as(&format!(
-                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_from_scan <= ?
-                     AND (valid_to_scan IS NULL OR valid_to_scan > ?) ORDER BY tr_user_id"
+                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_from_rev <= ?
+                     AND (valid_to_rev IS NULL OR valid_to_rev > ?) ORDER BY tr_user_id"
                 ))
                 .bind(connection_id)
                 .bind(scan)
@@ -312,7 +334,7 @@ async fn memberships(
         None => {
             sqlx::query_as(
                 "SELECT tr_user_id, tr_group_id FROM membership_versions
-                 WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_user_id, tr_group_id",
+                 WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_user_id, tr_group_id",
             )
             .bind(connection_id)
             .fetch_all(&mut *conn)
@@ -321,7 +343,7 @@ async fn memberships(
         Some(scan) => {
             sqlx::query_as(
                 "SELECT tr_user_id, tr_group_id FROM membership_versions
-                 WHERE connection_id = ? AND valid_from_scan <= ? AND (valid_to_scan IS NULL OR valid_to_scan > ?)
+                 WHERE connection_id = ? AND valid_from_rev <= ? AND (valid_to_rev IS NULL OR valid_to_rev > ?)
                  ORDER BY tr_user_id, tr_group_id",
             )
             .bind(connection_id)
@@ -451,15 +473,36 @@ impl Store for SqliteStore {
         holder: &str,
         now: i64,
         ttl_secs: i64,
-    ) -> StoreResult<bool> {
-        let res = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
+    ) -> StoreResult<Option<LeaseToken>> {
+        let generation: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_at, generation) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+                generation = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > ?4
+                                  THEN leases.generation ELSE leases.generation + 1 END
+             WHERE leases.expires_at <= ?4 OR leases.holder = excluded.holder
+             RETURNING generation",
         )
         .bind(name)
         .bind(holder)
         .bind(now + ttl_secs)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(generation.map(|generation| LeaseToken {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            generation,
+        }))
+    }
+
+    async fn renew_lease(&self, token: &LeaseToken, now: i64, ttl_secs: i64) -> StoreResult<bool> {
+        let res = sqlx::query(
+            "UPDATE leases SET expires_at = ?1 WHERE name = ?2 AND holder = ?3 AND generation = ?4 AND expires_at > ?5",
+        )
+        .bind(now + ttl_secs)
+        .bind(&token.name)
+        .bind(&token.holder)
+        .bind(token.generation)
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -467,7 +510,8 @@ impl Store for SqliteStore {
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+        // Kept with expires_at = 0, so the next holder's generation is still higher.
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?")
             .bind(name)
             .bind(holder)
             .execute(&self.pool)
@@ -475,9 +519,27 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn begin_scan(&self, connection_id: &str, now: i64) -> StoreResult<SqliteScan> {
+    async fn release_leases_held_by(&self, holder_prefix: &str) -> StoreResult<u64> {
+        let res = sqlx::query(
+            "UPDATE leases SET expires_at = 0 WHERE expires_at > 0 AND substr(holder, 1, length(?1)) = ?1",
+        )
+        .bind(holder_prefix)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn begin_scan(
+        &self,
+        connection_id: &str,
+        now: i64,
+        lease: LeaseToken,
+    ) -> StoreResult<SqliteScan> {
+        // The base revision is read in the same statement: everything committed later is newer
+        // than what this scan will read from TestRail.
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO scans (connection_id, started_at, status) VALUES (?, ?, 'running') RETURNING id",
+            "INSERT INTO scans (connection_id, started_at, status, base_revision)
+             VALUES (?, ?, 'running', (SELECT COALESCE(MAX(revision), 0) FROM scans)) RETURNING id",
         )
         .bind(connection_id)
         .bind(now)
@@ -503,7 +565,7 @@ impl Store for SqliteStore {
             id,
             connection_id: connection_id.to_string(),
             conn,
-            active: 0,
+            lease,
         })
     }
 
@@ -539,13 +601,13 @@ impl Store for SqliteStore {
 
     async fn current_groups(&self, connection_id: &str) -> StoreResult<Vec<GroupRecord>> {
         let groups: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT tr_group_id, name FROM group_versions WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_group_id",
+            "SELECT tr_group_id, name FROM group_versions WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_group_id",
         )
         .bind(connection_id)
         .fetch_all(&self.pool)
         .await?;
         let members: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT tr_group_id, tr_user_id FROM membership_versions WHERE connection_id = ? AND valid_to_scan IS NULL
+            "SELECT tr_group_id, tr_user_id FROM membership_versions WHERE connection_id = ? AND valid_to_rev IS NULL
              ORDER BY tr_group_id, tr_user_id",
         )
         .bind(connection_id)
@@ -568,7 +630,7 @@ impl Store for SqliteStore {
     async fn current_roles(&self, connection_id: &str) -> StoreResult<Vec<RoleRecord>> {
         let rows: Vec<(i64, Option<String>, Option<bool>, Option<bool>)> = sqlx::query_as(
             "SELECT tr_role_id, name, is_default, is_project_admin FROM role_versions
-             WHERE connection_id = ? AND valid_to_scan IS NULL ORDER BY tr_role_id",
+             WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_role_id",
         )
         .bind(connection_id)
         .fetch_all(&self.pool)
@@ -880,8 +942,12 @@ impl Store for SqliteStore {
         update: ProvisionUpdate,
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
-        let rev: i64 = sqlx::query_scalar(
-            "INSERT INTO scans (connection_id, started_at, finished_at, status, kind) VALUES (?, ?, ?, 'succeeded', 'provision') RETURNING id",
+        // The first statement writes, so the revision number is taken under the write lock:
+        // it is higher than every revision committed before, scans included.
+        let (row_id, rev): (i64, i64) = sqlx::query_as(
+            "INSERT INTO scans (connection_id, started_at, finished_at, status, kind, revision)
+             VALUES (?, ?, ?, 'succeeded', 'provision', (SELECT COALESCE(MAX(revision), 0) + 1 FROM scans))
+             RETURNING id, revision",
         )
         .bind(connection_id)
         .bind(now)
@@ -889,14 +955,14 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         if let Some(a) = &update.account {
-            sqlx::query("UPDATE account_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
+            sqlx::query("UPDATE account_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_rev IS NULL")
                 .bind(rev)
                 .bind(connection_id)
                 .bind(i(a.id))
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(&format!(
-                "INSERT INTO account_versions (connection_id, valid_from_scan, {ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .bind(connection_id)
             .bind(rev)
@@ -914,7 +980,7 @@ impl Store for SqliteStore {
         if let Some(g) = &update.group {
             let gid = i(g.id);
             let current: Vec<i64> = sqlx::query_scalar(
-                "SELECT tr_user_id FROM membership_versions WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL",
+                "SELECT tr_user_id FROM membership_versions WHERE connection_id = ? AND tr_group_id = ? AND valid_to_rev IS NULL",
             )
             .bind(connection_id)
             .bind(gid)
@@ -922,19 +988,19 @@ impl Store for SqliteStore {
             .await?;
             let wanted: BTreeSet<i64> = g.member_ids.iter().map(|m| i(*m)).collect();
             for uid in current.iter().filter(|u| !wanted.contains(u)) {
-                sqlx::query("UPDATE membership_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND tr_user_id = ? AND valid_to_scan IS NULL")
+                sqlx::query("UPDATE membership_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_group_id = ? AND tr_user_id = ? AND valid_to_rev IS NULL")
                     .bind(rev).bind(connection_id).bind(gid).bind(uid).execute(&mut *tx).await?;
             }
             for uid in wanted.iter().filter(|u| !current.contains(u)) {
-                sqlx::query("INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan) VALUES (?, ?, ?, ?)")
+                sqlx::query("INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_rev) VALUES (?, ?, ?, ?)")
                     .bind(connection_id).bind(gid).bind(uid).bind(rev).execute(&mut *tx).await?;
             }
         }
         for (gid, uid) in &update.joined {
             sqlx::query(
-                "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan)
+                "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_rev)
                  SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM membership_versions WHERE connection_id = ?1
-                   AND tr_group_id = ?2 AND tr_user_id = ?3 AND valid_to_scan IS NULL)",
+                   AND tr_group_id = ?2 AND tr_user_id = ?3 AND valid_to_rev IS NULL)",
             )
             .bind(connection_id)
             .bind(i(*gid))
@@ -949,7 +1015,7 @@ impl Store for SqliteStore {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(connection_id)
-            .bind(rev)
+            .bind(row_id)
             .bind(now)
             .bind(c.kind.as_str())
             .bind(c.user.map(i))
@@ -962,7 +1028,7 @@ impl Store for SqliteStore {
             .await?;
         }
         let seats: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_scan IS NULL AND is_active = 1",
+            "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL AND is_active = 1",
         )
         .bind(connection_id)
         .fetch_one(&mut *tx)
@@ -970,11 +1036,11 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE scans SET active_seats = ?, changes = ? WHERE id = ?")
             .bind(seats)
             .bind(update.changes.len() as i64)
-            .bind(rev)
+            .bind(row_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(rev)
+        Ok(row_id)
     }
 
     async fn create_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
@@ -1044,9 +1110,27 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn interrupt_running_scans(
+        &self,
+        connection_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let res = sqlx::query(
+            "UPDATE scans SET status = 'interrupted', finished_at = ?, error = ?
+             WHERE connection_id = ? AND status = 'running' AND kind = 'scan'",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
     async fn abandon_running_scans(&self, now: i64, reason: &str) -> StoreResult<u64> {
         let res = sqlx::query(
-            "UPDATE scans SET status = 'failed', finished_at = ?, error = ? WHERE status = 'running'
+            "UPDATE scans SET status = 'interrupted', finished_at = ?, error = ? WHERE status = 'running'
                AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.name = 'scan:' || scans.connection_id AND leases.expires_at > ?)",
         )
         .bind(now)
@@ -1065,7 +1149,7 @@ pub struct SqliteScan {
     id: i64,
     connection_id: String,
     conn: PoolConnection<Sqlite>,
-    active: u64,
+    lease: LeaseToken,
 }
 
 /// Rows per multi-row INSERT (8 columns each, well under SQLite's variable limit).
@@ -1135,13 +1219,15 @@ struct DiffRow {
     c_is_admin: Option<bool>,
 }
 
-/// Staged accounts that are new or differ from their current version.
+/// Staged accounts that are new or differ from their current version, leaving out accounts a
+/// newer revision holds (see `SqliteScan::apply`).
 const CHANGED_ACCOUNTS: &str = "FROM temp.stage_accounts s
      LEFT JOIN account_versions c
-       ON c.connection_id = ?1 AND c.tr_user_id = s.tr_user_id AND c.valid_to_scan IS NULL
-     WHERE c.tr_user_id IS NULL OR c.name IS NOT s.name OR c.email IS NOT s.email
+       ON c.connection_id = ?1 AND c.tr_user_id = s.tr_user_id AND c.valid_to_rev IS NULL
+     WHERE (c.tr_user_id IS NULL OR c.name IS NOT s.name OR c.email IS NOT s.email
         OR c.is_active IS NOT s.is_active OR c.role_id IS NOT s.role_id OR c.role_name IS NOT s.role_name
-        OR c.is_admin IS NOT s.is_admin OR c.fields IS NOT s.fields";
+        OR c.is_admin IS NOT s.is_admin OR c.fields IS NOT s.fields)
+       AND s.tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)";
 
 impl SqliteScan {
     async fn drop_staging(&mut self) {
@@ -1151,6 +1237,8 @@ impl SqliteScan {
             "stage_members",
             "stage_roles",
             "changed_ids",
+            "held_accounts",
+            "held_members",
         ] {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
                 .execute(&mut *self.conn)
@@ -1162,12 +1250,73 @@ impl SqliteScan {
         let cid = self.connection_id.clone();
         let scan = self.id;
         let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
-        // The first statement writes, so the transaction holds the write lock from the start.
+        // The first statement writes, so the transaction holds the write lock from the start;
+        // the revision number taken below is therefore higher than every committed one.
         sqlx::query("UPDATE scans SET finished_at = ? WHERE id = ?")
             .bind(now)
             .bind(scan)
             .execute(&mut *tx)
             .await?;
+        // Fencing: only the holder of the scan lease may commit.
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND generation = ? AND expires_at > ?)",
+        )
+        .bind(&self.lease.name)
+        .bind(&self.lease.holder)
+        .bind(self.lease.generation)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !held {
+            return Err(StoreError::Conflict(format!(
+                "this scan lost its lease ({}) before saving; nothing was saved",
+                self.lease.name
+            )));
+        }
+        let (rev, base): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(revision), 0) + 1 FROM scans), COALESCE(base_revision, 0) FROM scans WHERE id = ?",
+        )
+        .bind(scan)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE scans SET revision = ? WHERE id = ?")
+            .bind(rev)
+            .bind(scan)
+            .execute(&mut *tx)
+            .await?;
+        // Accounts and memberships that a revision committed after this scan began (a
+        // provisioning action) has written hold newer facts than this scan read: leave them.
+        for stmt in [
+            "CREATE TEMP TABLE IF NOT EXISTS held_accounts (tr_user_id INTEGER PRIMARY KEY)",
+            "CREATE TEMP TABLE IF NOT EXISTS held_members (tr_group_id INTEGER NOT NULL, tr_user_id INTEGER NOT NULL,
+                PRIMARY KEY (tr_group_id, tr_user_id))",
+            "DELETE FROM temp.held_accounts",
+            "DELETE FROM temp.held_members",
+        ] {
+            sqlx::query(stmt).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT OR IGNORE INTO temp.held_accounts SELECT tr_user_id FROM account_versions
+             WHERE connection_id = ?1 AND (valid_from_rev > ?2 OR valid_to_rev > ?2)",
+        )
+        .bind(&cid)
+        .bind(base)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO temp.held_members SELECT tr_group_id, tr_user_id FROM membership_versions
+             WHERE connection_id = ?1 AND (valid_from_rev > ?2 OR valid_to_rev > ?2)",
+        )
+        .bind(&cid)
+        .bind(base)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM temp.stage_members WHERE EXISTS (SELECT 1 FROM temp.held_members h
+               WHERE h.tr_group_id = stage_members.tr_group_id AND h.tr_user_id = stage_members.tr_user_id)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let mut n = Counter {
             changes: 0,
             rows: 0,
@@ -1241,21 +1390,21 @@ impl SqliteScan {
         .execute(&mut *tx)
         .await?;
         let closed = sqlx::query(
-            "UPDATE account_versions SET valid_to_scan = ?2 WHERE connection_id = ?1 AND valid_to_scan IS NULL
+            "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
                AND tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)",
         )
         .bind(&cid)
-        .bind(scan)
+        .bind(rev)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         let opened = sqlx::query(&format!(
-            "INSERT INTO account_versions (connection_id, valid_from_scan, {ACCOUNT_COLS})
+            "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS})
              SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields
              FROM temp.stage_accounts s WHERE s.tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)"
         ))
         .bind(&cid)
-        .bind(scan)
+        .bind(rev)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1265,19 +1414,21 @@ impl SqliteScan {
         // Accounts TestRail no longer lists.
         let missing: Vec<(i64, Option<String>)> = sqlx::query_as(
             "SELECT c.tr_user_id, COALESCE(c.email, c.name) FROM account_versions c
-             WHERE c.connection_id = ? AND c.valid_to_scan IS NULL
-               AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = c.tr_user_id)",
+             WHERE c.connection_id = ? AND c.valid_to_rev IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = c.tr_user_id)
+               AND c.tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
         )
         .bind(&cid)
         .fetch_all(&mut *tx)
         .await?;
         if !missing.is_empty() {
             let res = sqlx::query(
-                "UPDATE account_versions SET valid_to_scan = ?2 WHERE connection_id = ?1 AND valid_to_scan IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = account_versions.tr_user_id)",
+                "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = account_versions.tr_user_id)
+                   AND tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
             )
             .bind(&cid)
-            .bind(scan)
+            .bind(rev)
             .execute(&mut *tx)
             .await?;
             n.rows += res.rows_affected();
@@ -1295,13 +1446,20 @@ impl SqliteScan {
         }
 
         if report.groups_fetched {
-            apply_groups(&mut tx, &mut n, &cid, scan, baseline, &mut pending).await?;
+            apply_groups(&mut tx, &mut n, &cid, rev, baseline, &mut pending).await?;
         }
         if report.roles_fetched {
-            apply_roles(&mut tx, &mut n, &cid, scan).await?;
+            apply_roles(&mut tx, &mut n, &cid, rev).await?;
         }
         write_changes(&mut tx, &mut n, &cid, scan, now, &pending).await?;
 
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL AND is_active = 1",
+        )
+        .bind(&cid)
+        .fetch_one(&mut *tx)
+        .await?;
+        let active = u(active);
         let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "UPDATE scans SET status = 'succeeded', finished_at = ?, requests = ?, retries = ?, users_seen = ?, groups_seen = ?,
@@ -1312,7 +1470,7 @@ impl SqliteScan {
         .bind(i(report.retries))
         .bind(i(report.users_seen))
         .bind(i(report.groups_seen))
-        .bind(i(self.active))
+        .bind(i(active))
         .bind(i(n.changes))
         .bind(i(n.rows))
         .bind(warnings)
@@ -1325,7 +1483,7 @@ impl SqliteScan {
             changes: n.changes,
             rows_written: n.rows,
             account_rows_written: n.account_rows,
-            active_seats: self.active,
+            active_seats: active,
         })
     }
 }
@@ -1334,14 +1492,14 @@ async fn apply_groups(
     tx: &mut SqliteConnection,
     n: &mut Counter,
     cid: &str,
-    scan: i64,
+    rev: i64,
     baseline: bool,
     pending: &mut Vec<PendingChange>,
 ) -> StoreResult<()> {
     // Groups created or renamed.
     let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
         "SELECT s.tr_group_id, s.name, c.tr_group_id, c.name FROM temp.stage_groups s
-         LEFT JOIN group_versions c ON c.connection_id = ? AND c.tr_group_id = s.tr_group_id AND c.valid_to_scan IS NULL
+         LEFT JOIN group_versions c ON c.connection_id = ? AND c.tr_group_id = s.tr_group_id AND c.valid_to_rev IS NULL
          WHERE c.tr_group_id IS NULL OR c.name IS NOT s.name",
     )
     .bind(cid)
@@ -1349,12 +1507,12 @@ async fn apply_groups(
     .await?;
     for (gid, name, existed, old_name) in rows {
         if existed.is_some() {
-            sqlx::query("UPDATE group_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL")
-                .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
+            sqlx::query("UPDATE group_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_rev IS NULL")
+                .bind(rev).bind(cid).bind(gid).execute(&mut *tx).await?;
             n.rows += 1;
         }
-        sqlx::query("INSERT INTO group_versions (connection_id, tr_group_id, valid_from_scan, name) VALUES (?, ?, ?, ?)")
-            .bind(cid).bind(gid).bind(scan).bind(&name).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO group_versions (connection_id, tr_group_id, valid_from_rev, name) VALUES (?, ?, ?, ?)")
+            .bind(cid).bind(gid).bind(rev).bind(&name).execute(&mut *tx).await?;
         n.rows += 1;
         if !baseline {
             let kind = if existed.is_some() {
@@ -1374,15 +1532,15 @@ async fn apply_groups(
     }
     // Groups deleted.
     let gone: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT c.tr_group_id, c.name FROM group_versions c WHERE c.connection_id = ? AND c.valid_to_scan IS NULL
+        "SELECT c.tr_group_id, c.name FROM group_versions c WHERE c.connection_id = ? AND c.valid_to_rev IS NULL
            AND NOT EXISTS (SELECT 1 FROM temp.stage_groups s WHERE s.tr_group_id = c.tr_group_id)",
     )
     .bind(cid)
     .fetch_all(&mut *tx)
     .await?;
     for (gid, name) in gone {
-        sqlx::query("UPDATE group_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_scan IS NULL")
-            .bind(scan).bind(cid).bind(gid).execute(&mut *tx).await?;
+        sqlx::query("UPDATE group_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_rev IS NULL")
+            .bind(rev).bind(cid).bind(gid).execute(&mut *tx).await?;
         n.rows += 1;
         pending.push(PendingChange {
             kind: ChangeKind::GroupDeleted,
@@ -1400,7 +1558,7 @@ async fn apply_groups(
              LEFT JOIN temp.stage_groups g ON g.tr_group_id = s.tr_group_id
              LEFT JOIN temp.stage_accounts a ON a.tr_user_id = s.tr_user_id
              WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ? AND m.tr_group_id = s.tr_group_id
-                               AND m.tr_user_id = s.tr_user_id AND m.valid_to_scan IS NULL)",
+                               AND m.tr_user_id = s.tr_user_id AND m.valid_to_rev IS NULL)",
         )
         .bind(cid)
         .fetch_all(&mut *tx)
@@ -1419,15 +1577,16 @@ async fn apply_groups(
             "SELECT m.tr_group_id, m.tr_user_id, g.name, COALESCE(a.email, a.name)
              FROM membership_versions m
              LEFT JOIN group_versions g ON g.connection_id = m.connection_id AND g.tr_group_id = m.tr_group_id
-                  AND (g.valid_to_scan IS NULL OR g.valid_to_scan = ?2)
+                  AND (g.valid_to_rev IS NULL OR g.valid_to_rev = ?2)
              LEFT JOIN account_versions a ON a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id
-                  AND a.valid_to_scan IS NULL
-             WHERE m.connection_id = ?1 AND m.valid_to_scan IS NULL
+                  AND a.valid_to_rev IS NULL
+             WHERE m.connection_id = ?1 AND m.valid_to_rev IS NULL
                AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)
+               AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = m.tr_group_id AND h.tr_user_id = m.tr_user_id)
              GROUP BY m.tr_group_id, m.tr_user_id",
         )
         .bind(cid)
-        .bind(scan)
+        .bind(rev)
         .fetch_all(&mut *tx)
         .await?;
         for (gid, uid, gname, subject) in left {
@@ -1442,23 +1601,25 @@ async fn apply_groups(
         }
     }
     let closed = sqlx::query(
-        "UPDATE membership_versions SET valid_to_scan = ?2 WHERE connection_id = ?1 AND valid_to_scan IS NULL
+        "UPDATE membership_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
            AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = membership_versions.tr_group_id
-                           AND s.tr_user_id = membership_versions.tr_user_id)",
+                           AND s.tr_user_id = membership_versions.tr_user_id)
+           AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = membership_versions.tr_group_id
+                           AND h.tr_user_id = membership_versions.tr_user_id)",
     )
     .bind(cid)
-    .bind(scan)
+    .bind(rev)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     let opened = sqlx::query(
-        "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_scan)
+        "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_rev)
          SELECT ?1, s.tr_group_id, s.tr_user_id, ?2 FROM temp.stage_members s
          WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ?1 AND m.tr_group_id = s.tr_group_id
-                           AND m.tr_user_id = s.tr_user_id AND m.valid_to_scan IS NULL)",
+                           AND m.tr_user_id = s.tr_user_id AND m.valid_to_rev IS NULL)",
     )
     .bind(cid)
-    .bind(scan)
+    .bind(rev)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -1470,11 +1631,11 @@ async fn apply_roles(
     tx: &mut SqliteConnection,
     n: &mut Counter,
     cid: &str,
-    scan: i64,
+    rev: i64,
 ) -> StoreResult<()> {
     let changed: Vec<(i64, Option<String>, Option<bool>, Option<bool>, Option<i64>)> = sqlx::query_as(
         "SELECT s.tr_role_id, s.name, s.is_default, s.is_project_admin, c.tr_role_id FROM temp.stage_roles s
-         LEFT JOIN role_versions c ON c.connection_id = ? AND c.tr_role_id = s.tr_role_id AND c.valid_to_scan IS NULL
+         LEFT JOIN role_versions c ON c.connection_id = ? AND c.tr_role_id = s.tr_role_id AND c.valid_to_rev IS NULL
          WHERE c.tr_role_id IS NULL OR c.name IS NOT s.name OR c.is_default IS NOT s.is_default
             OR c.is_project_admin IS NOT s.is_project_admin",
     )
@@ -1483,19 +1644,19 @@ async fn apply_roles(
     .await?;
     for (rid, name, is_default, is_pa, existed) in changed {
         if existed.is_some() {
-            sqlx::query("UPDATE role_versions SET valid_to_scan = ? WHERE connection_id = ? AND tr_role_id = ? AND valid_to_scan IS NULL")
-                .bind(scan).bind(cid).bind(rid).execute(&mut *tx).await?;
+            sqlx::query("UPDATE role_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_role_id = ? AND valid_to_rev IS NULL")
+                .bind(rev).bind(cid).bind(rid).execute(&mut *tx).await?;
             n.rows += 1;
         }
-        sqlx::query("INSERT INTO role_versions (connection_id, tr_role_id, valid_from_scan, name, is_default, is_project_admin) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(cid).bind(rid).bind(scan).bind(&name).bind(is_default).bind(is_pa).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO role_versions (connection_id, tr_role_id, valid_from_rev, name, is_default, is_project_admin) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(cid).bind(rid).bind(rev).bind(&name).bind(is_default).bind(is_pa).execute(&mut *tx).await?;
         n.rows += 1;
     }
     let res = sqlx::query(
-        "UPDATE role_versions SET valid_to_scan = ? WHERE connection_id = ? AND valid_to_scan IS NULL
+        "UPDATE role_versions SET valid_to_rev = ? WHERE connection_id = ? AND valid_to_rev IS NULL
            AND NOT EXISTS (SELECT 1 FROM temp.stage_roles s WHERE s.tr_role_id = role_versions.tr_role_id)",
     )
-    .bind(scan)
+    .bind(rev)
     .bind(cid)
     .execute(&mut *tx)
     .await?;
@@ -1527,7 +1688,6 @@ impl ScanWriter for SqliteScan {
             qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        self.active += accounts.iter().filter(|a| a.is_active).count() as u64;
         Ok(())
     }
 

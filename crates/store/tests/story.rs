@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use accessrail_domain::{Account, Identity, IdentityStatus, OverrideKind};
+use accessrail_domain::{Account, ChangeKind, Identity, IdentityStatus, OverrideKind};
 use accessrail_store::{
-    GroupRecord, NewConnection, OverrideRecord, RoleRecord, ScanReport, ScanStatus, ScanWriter,
-    SealedSecret, SqliteStore, Store,
+    GroupRecord, LeaseToken, NewChange, NewConnection, OverrideRecord, ProvisionUpdate,
+    RoleRecord, ScanReport, ScanStatus, ScanWriter, SealedSecret, SqliteStore, Store,
 };
 
 fn account(id: u64, email: &str, active: bool, role: u64) -> Account {
@@ -35,6 +35,14 @@ fn report() -> ScanReport {
     }
 }
 
+async fn take_lease(store: &SqliteStore, cid: &str, now: i64) -> LeaseToken {
+    store
+        .acquire_lease(&format!("scan:{cid}"), "scanner", now, 600)
+        .await
+        .unwrap()
+        .expect("the scan lease is free")
+}
+
 async fn scan(
     store: &SqliteStore,
     cid: &str,
@@ -42,7 +50,8 @@ async fn scan(
     accounts: &[Account],
     groups: &[GroupRecord],
 ) -> accessrail_store::CommitSummary {
-    let mut w = store.begin_scan(cid, now).await.unwrap();
+    let lease = take_lease(store, cid, now).await;
+    let mut w = store.begin_scan(cid, now, lease).await.unwrap();
     // Pages arrive in pieces.
     for chunk in accounts.chunks(2) {
         w.stage_accounts(chunk).await.unwrap();
@@ -168,7 +177,8 @@ async fn versions_history_failures_leases_identities() {
     );
 
     // A failed scan leaves everything as it was.
-    let mut w = store.begin_scan("c1", 4000).await.unwrap();
+    let lease = take_lease(&store, "c1", 4000).await;
+    let mut w = store.begin_scan("c1", 4000, lease).await.unwrap();
     w.stage_accounts(&[account(1, "changed@x.io", false, 1)])
         .await
         .unwrap();
@@ -183,40 +193,45 @@ async fn versions_history_failures_leases_identities() {
         vec![2, 2, 2, 0]
     );
 
-    // Leases: exclusive until expiry or release.
+    // Leases: exclusive until expiry or release; each new holder gets a higher generation.
+    store.release_lease("scan:c1", "scanner").await.unwrap();
+    let p1 = store
+        .acquire_lease("scan:c1", "p1", 5000, 60)
+        .await
+        .unwrap()
+        .expect("free");
     assert!(
         store
-            .acquire_lease("scan:c1", "p1", 5000, 60)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
             .acquire_lease("scan:c1", "p2", 5010, 60)
             .await
             .unwrap()
+            .is_none()
     );
+    let again = store
+        .acquire_lease("scan:c1", "p1", 5020, 60)
+        .await
+        .unwrap()
+        .expect("the holder renews");
+    assert_eq!(again.generation, p1.generation);
+    assert!(store.renew_lease(&p1, 5030, 60).await.unwrap());
+    let p2 = store
+        .acquire_lease("scan:c1", "p2", 5091, 60)
+        .await
+        .unwrap()
+        .expect("expired leases are taken over");
+    assert!(p2.generation > p1.generation);
     assert!(
-        store
-            .acquire_lease("scan:c1", "p1", 5020, 60)
-            .await
-            .unwrap(),
-        "the holder renews"
-    );
-    assert!(
-        store
-            .acquire_lease("scan:c1", "p2", 5081, 60)
-            .await
-            .unwrap(),
-        "expired leases are taken over"
+        !store.renew_lease(&p1, 5092, 60).await.unwrap(),
+        "the old holder is fenced off"
     );
     store.release_lease("scan:c1", "p2").await.unwrap();
-    assert!(
-        store
-            .acquire_lease("scan:c1", "p3", 5082, 60)
-            .await
-            .unwrap()
-    );
+    assert!(!store.renew_lease(&p2, 5093, 60).await.unwrap());
+    let p3 = store
+        .acquire_lease("scan:c1", "p3", 5094, 60)
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert!(p3.generation > p2.generation, "generations never go back");
 
     // Identities: full import marks missing ones gone; partial only upserts.
     let ident = |id: &str, status| Identity {
@@ -301,6 +316,144 @@ async fn versions_history_failures_leases_identities() {
     assert!(store.remove_connection("acme").await.unwrap());
     assert!(store.current_accounts("c1").await.unwrap().is_empty());
     assert!(store.scans("c1").await.unwrap().is_empty());
+}
+
+/// Issue: a scan's revision was taken when it started, so a provisioning revision recorded
+/// while it ran got a higher number and the scan's older read overwrote it: the account showed
+/// twice at the scan, the deactivation vanished from history and a false
+/// `account_reactivated` appeared. Revisions are now numbered at commit, and the scan leaves
+/// alone what a newer revision wrote.
+#[tokio::test]
+async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db"))
+        .await
+        .unwrap();
+    store.insert_connection(new_conn()).await.unwrap();
+    let g = |id, members: &[u64]| GroupRecord {
+        id,
+        name: Some(format!("G{id}")),
+        member_ids: members.to_vec(),
+    };
+    let before = vec![
+        account(1, "leaver@x.io", true, 2),
+        account(2, "stays@x.io", true, 2),
+    ];
+    let s1 = scan(&store, "c1", 1000, &before, &[g(7, &[1, 2])]).await;
+
+    // Scan 2 starts and reads TestRail: the leaver is still active and in G7.
+    let lease = take_lease(&store, "c1", 2000).await;
+    let mut w = store.begin_scan("c1", 2000, lease).await.unwrap();
+    w.stage_accounts(&before).await.unwrap();
+    w.stage_groups(&[g(7, &[1, 2])]).await.unwrap();
+
+    // Meanwhile provisioning deactivates the leaver and removes them from G7.
+    let audit_id = 1;
+    let p1 = store
+        .record_provision(
+            "c1",
+            audit_id,
+            2001,
+            ProvisionUpdate {
+                account: Some(account(1, "leaver@x.io", false, 2)),
+                group: None,
+                joined: vec![],
+                changes: vec![NewChange {
+                    kind: ChangeKind::AccountDeactivated,
+                    user: Some(1),
+                    group: None,
+                    subject: Some("leaver@x.io".into()),
+                    before: Some("active".into()),
+                    after: Some("inactive".into()),
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    let p2 = store
+        .record_provision(
+            "c1",
+            audit_id,
+            2002,
+            ProvisionUpdate {
+                account: None,
+                group: Some(g(7, &[2])),
+                joined: vec![],
+                changes: vec![NewChange {
+                    kind: ChangeKind::GroupLeft,
+                    user: Some(1),
+                    group: Some(7),
+                    subject: Some("leaver@x.io".into()),
+                    before: Some("G7".into()),
+                    after: None,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+
+    // Scan 2 commits its older read.
+    let s2 = w.commit(report(), 2003).await.unwrap();
+
+    let at_s2 = store.accounts_at_scan("c1", s2.scan_id).await.unwrap();
+    assert_eq!(at_s2.len(), 2, "each account once at scan 2: {at_s2:?}");
+    let leaver = at_s2.iter().find(|a| a.id == 1).unwrap();
+    assert!(!leaver.is_active, "the deactivation is not undone");
+    assert!(leaver.group_ids.is_empty(), "the removal from G7 is not undone");
+    let current = store.current_accounts("c1").await.unwrap();
+    assert_eq!(current, at_s2);
+    let at_s1 = store.accounts_at_scan("c1", s1.scan_id).await.unwrap();
+    assert!(at_s1.iter().find(|a| a.id == 1).unwrap().is_active);
+    assert_eq!(at_s1.iter().find(|a| a.id == 1).unwrap().group_ids, vec![7]);
+
+    let changes = store.changes("c1", None, None).await.unwrap();
+    let kinds: Vec<(&str, i64)> = changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.scan_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("account_deactivated", p1), ("group_left", p2)],
+        "no invented reactivation or re-join"
+    );
+    assert_eq!(s2.changes, 0);
+    assert_eq!(s2.active_seats, 1);
+
+    // The next scan, which reads TestRail after the provisioning, agrees and writes nothing.
+    let after = vec![
+        account(1, "leaver@x.io", false, 2),
+        account(2, "stays@x.io", true, 2),
+    ];
+    let s3 = scan(&store, "c1", 3000, &after, &[g(7, &[2])]).await;
+    assert_eq!(s3.changes, 0);
+    assert_eq!(s3.account_rows_written, 0);
+}
+
+/// A scan whose lease was taken over (its process stalled past the lease) cannot commit.
+#[tokio::test]
+async fn a_scan_that_lost_its_lease_saves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db"))
+        .await
+        .unwrap();
+    store.insert_connection(new_conn()).await.unwrap();
+    let lease = store
+        .acquire_lease("scan:c1", "slow", 1000, 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut w = store.begin_scan("c1", 1000, lease).await.unwrap();
+    w.stage_accounts(&[account(1, "a@x.io", true, 2)])
+        .await
+        .unwrap();
+    store
+        .acquire_lease("scan:c1", "fast", 1061, 60)
+        .await
+        .unwrap()
+        .expect("expired, taken over");
+    let err = w.commit(report(), 1062).await.unwrap_err();
+    assert!(err.to_string().contains("lost its lease"), "{err}");
+    assert!(store.current_accounts("c1").await.unwrap().is_empty());
 }
 
 fn new_conn() -> NewConnection {
