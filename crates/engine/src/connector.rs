@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use accessrail_domain::Account;
 use accessrail_store::{GroupRecord, RoleRecord};
-use testrail_client::{ApiKey, BaseUrl, Client, Group, Role, User};
+use testrail_client::{ApiKey, BaseUrl, Client, ErrorKind, Group, Role, User};
 
 use crate::error::{EngineError, EngineResult};
 
@@ -31,6 +31,60 @@ pub const KNOWN_USER_FIELDS: &[&str] = &[
 /// customer's CI.
 pub const CLOUD_DEFAULT_BUDGET: u32 = 60;
 
+/// What one scan reads at most, so a broken or hostile TestRail cannot make a scan run for
+/// ever or fill the disk: a scan that passes a cap fails, naming it, and the last good
+/// snapshot stays. Pages are capped too, at [`testrail_client::pages_for`] each cap (full
+/// pages plus 10% and 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// Users per scan (default 1,000,000; `ACCESSRAIL_MAX_USERS`).
+    pub max_users: u64,
+    /// Groups per scan (default 100,000; `ACCESSRAIL_MAX_GROUPS`).
+    pub max_groups: u64,
+}
+
+/// The environment variable that raises [`ScanLimits::max_users`].
+pub const MAX_USERS_ENV: &str = "ACCESSRAIL_MAX_USERS";
+/// The environment variable that raises [`ScanLimits::max_groups`].
+pub const MAX_GROUPS_ENV: &str = "ACCESSRAIL_MAX_GROUPS";
+/// The environment variable that raises [`ClientOptions::max_response_bytes`], in MiB.
+pub const MAX_RESPONSE_MIB_ENV: &str = "ACCESSRAIL_MAX_RESPONSE_MIB";
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        Self {
+            max_users: 1_000_000,
+            max_groups: 100_000,
+        }
+    }
+}
+
+/// A positive whole number from the environment, or `None` (with a warning when it is set
+/// but not usable).
+fn env_number(var: &str) -> Option<u64> {
+    let v = std::env::var(var).ok()?;
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            tracing::warn!(
+                "{var}={v:?} is not a positive whole number; the default is used instead"
+            );
+            None
+        }
+    }
+}
+
+impl ScanLimits {
+    /// The defaults, raised or lowered by `ACCESSRAIL_MAX_USERS` and `ACCESSRAIL_MAX_GROUPS`.
+    pub fn from_env() -> Self {
+        let d = Self::default();
+        Self {
+            max_users: env_number(MAX_USERS_ENV).unwrap_or(d.max_users),
+            max_groups: env_number(MAX_GROUPS_ENV).unwrap_or(d.max_groups),
+        }
+    }
+}
+
 /// How to reach TestRail.
 #[derive(Clone)]
 pub struct ClientOptions {
@@ -39,6 +93,10 @@ pub struct ClientOptions {
     pub retry_attempts: Option<u32>,
     pub timeout: Duration,
     pub clock: Option<Arc<dyn testrail_client::Clock>>,
+    /// The largest answer read from TestRail (default 64 MiB; `ACCESSRAIL_MAX_RESPONSE_MIB`).
+    pub max_response_bytes: u64,
+    /// What one scan reads at most.
+    pub limits: ScanLimits,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -46,19 +104,52 @@ impl std::fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("allow_http", &self.allow_http)
             .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl Default for ClientOptions {
+    /// The defaults; the caps can be raised (or lowered) with `ACCESSRAIL_MAX_USERS`,
+    /// `ACCESSRAIL_MAX_GROUPS` and `ACCESSRAIL_MAX_RESPONSE_MIB`.
     fn default() -> Self {
         Self {
             allow_http: false,
             retry_attempts: None,
             timeout: Duration::from_secs(30),
             clock: None,
+            max_response_bytes: env_number(MAX_RESPONSE_MIB_ENV)
+                .map_or(testrail_client::DEFAULT_MAX_RESPONSE_BYTES, |mib| {
+                    mib.saturating_mul(1024 * 1024)
+                }),
+            limits: ScanLimits::from_env(),
         }
     }
+}
+
+/// The context for an error met while reading `what` (`users`, `groups`) in a scan: when a cap
+/// stopped the read, it names the cap, its value and how to raise it.
+pub fn reading(what: &str, e: &testrail_client::Error, opts: &ClientOptions) -> String {
+    let (cap, unit, var) = match (e.kind(), what) {
+        (ErrorKind::ListTooLong, "users") => (opts.limits.max_users, "users", MAX_USERS_ENV),
+        (ErrorKind::ListTooLong, "groups") => (opts.limits.max_groups, "groups", MAX_GROUPS_ENV),
+        (ErrorKind::TooLarge, _) => {
+            const MIB: u64 = 1024 * 1024;
+            let cap = match opts.max_response_bytes {
+                b if b.is_multiple_of(MIB) => format!("{} MiB", b / MIB),
+                b => format!("{b} bytes"),
+            };
+            return format!(
+                "reading {what} (one answer may be at most {cap}; set {MAX_RESPONSE_MIB_ENV} to raise the cap)"
+            );
+        }
+        _ => return format!("reading {what}"),
+    };
+    format!(
+        "reading {what} (a scan reads at most {cap} {unit} in at most {} pages; set {var} to raise the cap)",
+        testrail_client::pages_for(cap)
+    )
 }
 
 pub fn parse_base(input: &str, opts: &ClientOptions) -> EngineResult<BaseUrl> {
@@ -76,6 +167,9 @@ pub fn build_client(
     let mut b = Client::builder(base, email, key)
         .timeout(opts.timeout)
         .request_budget(budget)
+        .max_response_bytes(opts.max_response_bytes)
+        // Every list walk is bounded; a scan tightens users and groups to their own caps.
+        .max_list_items(Some(opts.limits.max_users.max(opts.limits.max_groups)))
         .user_agent(concat!("Accessrail/", env!("CARGO_PKG_VERSION")));
     if let Some(n) = opts.retry_attempts {
         b = b.retry(testrail_client::RetryPolicy {
@@ -171,6 +265,32 @@ pub fn to_role(r: &Role) -> RoleRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_have_sane_defaults_and_errors_say_how_to_raise_them() {
+        let l = ScanLimits::default();
+        assert_eq!((l.max_users, l.max_groups), (1_000_000, 100_000));
+        assert_eq!(testrail_client::pages_for(l.max_users), 4_000 + 400 + 10);
+        assert_eq!(testrail_client::pages_for(l.max_groups), 400 + 40 + 10);
+        let opts = ClientOptions {
+            max_response_bytes: testrail_client::DEFAULT_MAX_RESPONSE_BYTES,
+            limits: l,
+            ..ClientOptions::default()
+        };
+        assert_eq!(opts.max_response_bytes, 64 * 1024 * 1024);
+        let base = BaseUrl::server("http://127.0.0.1:1", true).expect("base");
+        assert!(
+            build_client(
+                base,
+                "a@b.io",
+                ApiKey::new("k").expect("key"),
+                None,
+                &opts,
+                None
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn accounts_keep_every_field_and_warn_about_gaps() {

@@ -32,6 +32,15 @@ pub fn encode_query_value(v: &str) -> String {
     utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
 
+/// The default cap on one answer's body: 64 MiB, about 200 times a full page of 250 users.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The default cap on the items of one list walk.
+pub const DEFAULT_MAX_LIST_ITEMS: u64 = 1_000_000;
+
+/// How much of an error answer is kept: enough for TestRail's `{"error": ...}` text.
+const ERROR_BODY_BYTES: u64 = 64 * 1024;
+
 /// How a request may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
@@ -39,6 +48,8 @@ pub(crate) enum Retry {
     Safe,
     /// Writes that could be duplicated: only failures that certainly had no effect.
     NoEffectOnly,
+    /// Never: the caller retries itself (a whole-list write must re-read before each try).
+    Never,
 }
 
 /// What a 400 means for this call.
@@ -66,6 +77,8 @@ pub struct ClientBuilder {
     clock: Arc<dyn Clock>,
     hook: Option<EventHook>,
     user_agent: String,
+    max_response_bytes: u64,
+    max_list_items: Option<u64>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -76,6 +89,8 @@ impl fmt::Debug for ClientBuilder {
             .field("key", &self.key)
             .field("retry", &self.retry)
             .field("budget", &self.budget)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_list_items", &self.max_list_items)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +133,24 @@ impl ClientBuilder {
         self
     }
 
+    /// The largest answer body read (default [`DEFAULT_MAX_RESPONSE_BYTES`], 64 MiB). The body
+    /// is read as a stream and reading stops once it passes the cap, so memory is bounded by
+    /// the cap whatever the server sends: a successful answer over the cap is
+    /// [`ErrorKind::TooLarge`]; an error answer is cut at the cap and classified by its status.
+    /// At least 1 byte.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes.max(1);
+        self
+    }
+
+    /// The default cap on the distinct items of one list walk (default
+    /// [`DEFAULT_MAX_LIST_ITEMS`]; `None`: no cap). Each walk also stops after a number of
+    /// pages derived from it; see [`Pager::max_items`], which overrides it for one walk.
+    pub fn max_list_items(mut self, items: Option<u64>) -> Self {
+        self.max_list_items = items;
+        self
+    }
+
     pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
         self.user_agent = ua.into();
         self
@@ -152,6 +185,8 @@ impl ClientBuilder {
                 budget: self.budget.map(Budget::new),
                 clock: self.clock,
                 hook: self.hook,
+                max_response_bytes: self.max_response_bytes,
+                max_list_items: self.max_list_items,
             }),
         })
     }
@@ -166,6 +201,8 @@ struct Inner {
     budget: Option<Budget>,
     clock: Arc<dyn Clock>,
     hook: Option<EventHook>,
+    max_response_bytes: u64,
+    max_list_items: Option<u64>,
 }
 
 /// A TestRail API v2 client. Cheap to clone.
@@ -269,6 +306,8 @@ impl Client {
             clock: Arc::new(TokioClock::new()),
             hook: None,
             user_agent: concat!("testrail-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_list_items: Some(DEFAULT_MAX_LIST_ITEMS),
         }
     }
 
@@ -278,6 +317,11 @@ impl Client {
 
     pub fn email(&self) -> &str {
         &self.inner.email
+    }
+
+    /// The default cap on one list walk's items.
+    pub(crate) fn max_list_items(&self) -> Option<u64> {
+        self.inner.max_list_items
     }
 
     pub(crate) fn clock(&self) -> &dyn Clock {
@@ -314,13 +358,22 @@ impl Client {
         .header(header::ACCEPT, "application/json");
         let resp = req.send().await.map_err(|e| transport_error(method, e))?;
         let status = resp.status().as_u16();
+        let announced = resp.content_length();
         let retry_after = resp
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = resp.bytes().await.map_err(|e| transport_error(method, e))?;
-        if (200..300).contains(&status) {
+        let ok = (200..300).contains(&status);
+        let cap = self.inner.max_response_bytes;
+        let bytes = match read_body(resp, if ok { cap } else { cap.min(ERROR_BODY_BYTES) }).await {
+            Ok(Body::Whole(b)) => b,
+            // An error answer is classified by its status; its text is cut.
+            Ok(Body::Cut(b)) if !ok => b,
+            Ok(Body::Cut(_)) => return Err(too_large(method, cap, announced)),
+            Err(e) => return Err(transport_error(method, e)),
+        };
+        if ok {
             return Ok(bytes);
         }
         let message = error_message(&bytes);
@@ -387,6 +440,7 @@ impl Client {
             let may_retry = match retry {
                 Retry::Safe => err.is_retryable(),
                 Retry::NoEffectOnly => err.is_retryable() && err.had_no_effect(),
+                Retry::Never => false,
             };
             if !may_retry || attempt >= policy.max_attempts {
                 return Err(err);
@@ -656,13 +710,15 @@ impl Client {
 
     /// `update_group/{id}` (7.5+). `user_ids` replaces the whole membership: to add or remove
     /// one member, read the group, change the list and write it back, serialised per group.
+    /// Never retried here: a retry must re-read the group first (the list it would resend may
+    /// be stale by then), so the caller retries the whole read-modify-write.
     pub async fn update_group(&self, group_id: u64, update: &GroupUpdate) -> Result<Group, Error> {
         self.post_json(
             "update_group",
             &format!("update_group/{group_id}"),
             update,
             On400::NotFoundIfField("group_id"),
-            Retry::Safe,
+            Retry::Never,
         )
         .await
     }
@@ -728,6 +784,65 @@ impl Client {
         )
         .await
     }
+}
+
+/// A body read up to a cap.
+enum Body {
+    Whole(Bytes),
+    /// The body passed the cap; these are its first `cap` bytes at most.
+    Cut(Bytes),
+}
+
+/// Reads a body as a stream, stopping once it passes `cap` bytes: memory is bounded by the
+/// cap, never by what the server announces or sends.
+async fn read_body(mut resp: reqwest::Response, cap: u64) -> Result<Body, reqwest::Error> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    if resp
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > cap))
+    {
+        return Ok(Body::Cut(Bytes::new()));
+    }
+    // Content-Length is only a hint (a server may lie); the loop below enforces the cap.
+    let hint = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(cap)
+        .min(1024 * 1024);
+    let mut body = Vec::with_capacity(hint);
+    while let Some(chunk) = resp.chunk().await? {
+        if chunk.len() > cap - body.len() {
+            let room = cap - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Body::Cut(Bytes::from(body)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Whole(Bytes::from(body)))
+}
+
+/// A MiB, KiB or byte count as people read it.
+fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+fn too_large(method: &str, cap: u64, announced: Option<u64>) -> Error {
+    let announced = announced
+        .filter(|n| *n > cap)
+        .map(|n| format!(" (TestRail announced {n} bytes)"))
+        .unwrap_or_default();
+    Error::new(ErrorKind::TooLarge, method).with_detail(format!(
+        "the answer is larger than the cap of {} ({cap} bytes){announced}; reading stopped at the cap",
+        human_bytes(cap)
+    ))
 }
 
 fn transport_error(method: &str, e: reqwest::Error) -> Error {

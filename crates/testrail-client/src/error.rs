@@ -32,8 +32,15 @@ pub enum ErrorKind {
     Timeout,
     /// The connection was cut before the whole answer arrived.
     ConnectionLost,
-    /// TestRail answered something the client cannot understand (unexpected status or body).
+    /// TestRail answered something the client cannot understand (unexpected status or body,
+    /// an id out of range, one id with two different records).
     UpstreamBug,
+    /// An answer's body passed the client's size cap ([`crate::ClientBuilder::max_response_bytes`]);
+    /// reading stopped there. Never retried.
+    TooLarge,
+    /// A list walk passed its cap on items or pages ([`crate::Pager::max_items`]); the walk
+    /// stopped there. Never retried.
+    ListTooLong,
     /// The client was misconfigured (bad base URL, bad argument).
     Config,
 }
@@ -54,6 +61,8 @@ impl ErrorKind {
             Self::Timeout => "TestRail did not answer in time",
             Self::ConnectionLost => "the connection to TestRail was lost",
             Self::UpstreamBug => "unexpected answer from TestRail",
+            Self::TooLarge => "the answer from TestRail is too large",
+            Self::ListTooLong => "TestRail's list is longer than allowed",
             Self::Config => "invalid configuration",
         }
     }

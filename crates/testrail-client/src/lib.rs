@@ -4,7 +4,11 @@
 //! - Base URL from a Cloud subdomain or a TestRail Server URL ([`BaseUrl`]); requests are built
 //!   by hand because TestRail's routes live in the query string (`index.php?/api/v2/...&k=v`).
 //! - Lists walk by offset in pages of 250 and accept both the paged envelope and the legacy
-//!   bare array ([`Pager`]).
+//!   bare array ([`Pager`]). A walk is bounded: at most a cap of distinct items (default one
+//!   million) and the pages they need; ids must be 1 to `i64::MAX`; a repeated identical
+//!   record is dropped, one id with two different records is an error.
+//! - Every answer body is read as a stream up to a cap (default 64 MiB), so memory is bounded
+//!   by the cap, never by what the server sends.
 //! - Retries: 429 honours `Retry-After`; 409, 5xx, timeouts and connection errors back off
 //!   exponentially with jitter; 400/401/403/404 never retry; a lost `add_user` answer is
 //!   checked with `get_user_by_email` before the request is sent again. An optional request
@@ -23,10 +27,12 @@ mod retry;
 mod secret;
 
 pub use base_url::{BaseUrl, BaseUrlError};
-pub use client::{Client, ClientBuilder, encode_query_value};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_RESPONSE_BYTES, encode_query_value,
+};
 pub use clock::{Clock, TokioClock};
 pub use error::{Error, ErrorKind};
 pub use models::{Group, GroupUpdate, NewGroup, NewUser, Project, Role, User, UserUpdate};
-pub use pager::{PAGE_SIZE, Pager};
+pub use pager::{MAX_ID, PAGE_SIZE, Pager, pages_for};
 pub use retry::{Event, EventHook, RetryPolicy};
 pub use secret::ApiKey;

@@ -115,12 +115,91 @@ pub struct Project {
 /// Items that carry TestRail's numeric id.
 pub trait HasId {
     fn id(&self) -> u64;
+
+    /// The record as an error names it, e.g. `user id 7 (email ana@example.com)`.
+    fn describe(&self) -> String {
+        format!("record id {}", self.id())
+    }
+
+    /// The other ids the record carries (its role, groups, members, projects), each with the
+    /// field it came from.
+    fn referenced_ids(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
-macro_rules! has_id {
-    ($($t:ty),*) => { $(impl HasId for $t { fn id(&self) -> u64 { self.id } })* };
+/// `kind id N (label)`, or `kind id N` without a label.
+fn describe(kind: &str, id: u64, label: Option<(&str, &Option<String>)>) -> String {
+    match label {
+        Some((field, Some(v))) => format!("{kind} id {id} ({field} {v})"),
+        _ => format!("{kind} id {id}"),
+    }
 }
-has_id!(User, Role, Group, Project);
+
+impl HasId for User {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn describe(&self) -> String {
+        let label = if self.email.is_some() {
+            ("email", &self.email)
+        } else {
+            ("name", &self.name)
+        };
+        describe("user", self.id, Some(label))
+    }
+
+    fn referenced_ids(&self) -> Vec<(&'static str, u64)> {
+        let list = |field: &'static str, ids: &Option<Vec<u64>>| {
+            ids.iter()
+                .flatten()
+                .map(move |v| (field, *v))
+                .collect::<Vec<_>>()
+        };
+        let mut out: Vec<_> = self.role_id.map(|r| ("role id", r)).into_iter().collect();
+        out.extend(list("group id", &self.group_ids));
+        out.extend(list("project id", &self.assigned_projects));
+        out
+    }
+}
+
+impl HasId for Role {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn describe(&self) -> String {
+        describe("role", self.id, Some(("name", &self.name)))
+    }
+}
+
+impl HasId for Group {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn describe(&self) -> String {
+        describe("group", self.id, Some(("name", &self.name)))
+    }
+
+    fn referenced_ids(&self) -> Vec<(&'static str, u64)> {
+        self.user_ids
+            .iter()
+            .map(|u| ("member user id", *u))
+            .collect()
+    }
+}
+
+impl HasId for Project {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn describe(&self) -> String {
+        describe("project", self.id, Some(("name", &self.name)))
+    }
+}
 
 /// The body of `add_user`. `is_active` is always sent, because TestRail's default for it is
 /// documented as false.
