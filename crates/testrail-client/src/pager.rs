@@ -188,9 +188,10 @@ impl<T: DeserializeOwned + Serialize + HasId> Pager<T> {
         if let Some(cap) = self.page_cap()
             && u64::from(self.requests) >= cap
         {
-            let items = self.max_items.map_or(String::new(), |n| {
-                format!(" (derived from the cap of {n} {})", self.key)
-            });
+            let items = match (self.max_pages, self.max_items) {
+                (None, Some(n)) => format!(" (derived from the cap of {n} {})", self.key),
+                _ => String::new(),
+            };
             return Err(self.fail(
                 ErrorKind::ListTooLong,
                 format!(
