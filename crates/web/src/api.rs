@@ -8,7 +8,7 @@ use accessrail_engine::report::{self, UserFilter, UserView};
 use accessrail_engine::{ApiKey, ConnectRequest, Target, identities, time_fmt};
 use accessrail_store::{Connection, Store};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::state::{AppState, StoredPlan, random_id};
+use crate::extract::{ApiBody, ApiJson, ApiPath, ApiQuery};
+use crate::state::{AppState, PlanState, StoredPlan, random_id};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -434,7 +435,7 @@ async fn list_connections(
 async fn create_connection(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Json(body): Json<CreateConnection>,
+    ApiJson(body): ApiJson<CreateConnection>,
 ) -> ApiResult<(StatusCode, Json<ConnectResult>)> {
     let target = match (body.subdomain, body.base_url) {
         (Some(sd), None) => Target::Subdomain(sd),
@@ -487,7 +488,7 @@ async fn create_connection(
 async fn delete_connection(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     if s.engine.store().remove_connection(&name).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -500,7 +501,7 @@ async fn delete_connection(
 async fn test_connection(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<TestDto>> {
     conn(&s, &name).await?;
     Ok(Json(TestDto::from(&s.engine.test(Some(&name)).await?)))
@@ -510,7 +511,7 @@ async fn test_connection(
 async fn list_scans(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<ScanDto>>> {
     let c = conn(&s, &name).await?;
     Ok(Json(
@@ -529,7 +530,7 @@ async fn list_scans(
 async fn start_scan(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     conn(&s, &name).await?;
     crate::serve::spawn_scan(s.clone(), name.clone());
@@ -545,7 +546,7 @@ async fn start_scan(
 async fn get_scan(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ScanDto>> {
     let scan = s
         .engine
@@ -557,6 +558,7 @@ async fn get_scan(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AccountQuery {
     /// true: active only; false: inactive only.
     active: Option<bool>,
@@ -575,8 +577,8 @@ pub struct AccountQuery {
 async fn list_accounts(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Query(q): Query<AccountQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> ApiResult<Json<AccountPage>> {
     let c = conn(&s, &name).await?;
     let filter = UserFilter {
@@ -639,7 +641,7 @@ async fn list_accounts(
 async fn list_groups(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<GroupDto>>> {
     let c = conn(&s, &name).await?;
     Ok(Json(
@@ -661,7 +663,7 @@ async fn list_groups(
 async fn list_roles(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<RoleDto>>> {
     let c = conn(&s, &name).await?;
     Ok(Json(
@@ -680,6 +682,7 @@ async fn list_roles(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChangeQuery {
     /// RFC 3339, a date, or an age such as 7d.
     since: Option<String>,
@@ -690,8 +693,8 @@ pub struct ChangeQuery {
 async fn list_changes(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Query(q): Query<ChangeQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ChangeQuery>,
 ) -> ApiResult<Json<Vec<ChangeDto>>> {
     let c = conn(&s, &name).await?;
     let since = match q.since {
@@ -725,6 +728,7 @@ async fn list_changes(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AccessQuery {
     /// A scan (or provisioning revision) id.
     scan: Option<i64>,
@@ -737,8 +741,8 @@ pub struct AccessQuery {
 async fn access_at(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Query(q): Query<AccessQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AccessQuery>,
 ) -> ApiResult<Json<Vec<AccountDto>>> {
     let c = conn(&s, &name).await?;
     let scan_id = match (q.scan, q.at) {
@@ -812,6 +816,7 @@ async fn list_identities(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// Only upsert; do not mark missing identities as gone.
     #[serde(default)]
@@ -824,8 +829,8 @@ pub struct ImportQuery {
 async fn import_identities(
     _c: Caller,
     State(s): State<Arc<AppState>>,
-    Query(q): Query<ImportQuery>,
-    body: axum::body::Bytes,
+    ApiQuery(q): ApiQuery<ImportQuery>,
+    ApiBody(body): ApiBody,
 ) -> ApiResult<Json<ImportResult>> {
     let parsed = identities::parse(&body, identities::Format::Json).map_err(|errs| {
         ApiError::invalid(
@@ -921,8 +926,8 @@ pub fn plan_dto(id: &str, stored: &StoredPlan) -> PlanDto {
 async fn create_plan(
     c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Json(body): Json<PlanRequest>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PlanRequest>,
 ) -> ApiResult<(StatusCode, Json<PlanDto>)> {
     let conn = conn(&s, &name).await?;
     let requests: Vec<Request> = body
@@ -946,41 +951,91 @@ pub async fn make_plan(
     actor: String,
 ) -> ApiResult<(String, StoredPlan)> {
     let plan = provision::plan(&s.engine, conn, requests.clone(), rails).await?;
+    let now = s.engine.now();
     let stored = StoredPlan {
         connection: conn.name.clone(),
         requests,
         fingerprint: fingerprint(&plan),
         plan,
-        created_at: s.engine.now(),
+        created_at: now,
         actor,
         max_deactivations: rails.max_deactivations,
         force: rails.force,
+        state: PlanState::Ready,
     };
     let id = random_id();
-    s.plans().insert(id.clone(), stored.clone());
+    let mut plans = s.plans();
+    // Plans (and the record that one was applied) are forgotten an hour after they expire.
+    plans.retain(|_, p| p.state == PlanState::Applying || now - p.created_at <= 2 * PLAN_LIFETIME);
+    plans.insert(id.clone(), stored.clone());
     Ok((id, stored))
 }
 
-/// Applies a plan by id, only if TestRail is still in the state the plan was built from.
+/// Takes a plan for applying: only one request can hold it, and an applied plan stays applied.
+fn claim(s: &AppState, id: &str) -> ApiResult<StoredPlan> {
+    let mut plans = s.plans();
+    let Some(stored) = plans.get_mut(id) else {
+        return Err(ApiError::not_found(format!(
+            "no plan {id} (plans are kept until applied or the server restarts)"
+        )));
+    };
+    match stored.state {
+        PlanState::Applied => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plan_already_applied",
+            "this plan was already applied; make a new plan to change anything more",
+        )),
+        PlanState::Applying => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plan_being_applied",
+            "this plan is being applied by another request; see the audit log for its outcome",
+        )),
+        PlanState::Ready if s.engine.now() - stored.created_at > PLAN_LIFETIME => {
+            plans.remove(id);
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_plan",
+                "this plan is more than an hour old; make a new plan and review it",
+            ))
+        }
+        PlanState::Ready => {
+            stored.state = PlanState::Applying;
+            Ok(stored.clone())
+        }
+    }
+}
+
+/// A claimed plan. Dropped (also when the request is cancelled), it hands the plan back in
+/// `release_to`: `Ready` while nothing has been sent to TestRail, `Applied` from then on.
+struct Claim<'a> {
+    s: &'a AppState,
+    id: &'a str,
+    release_to: PlanState,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.s.plans().get_mut(self.id) {
+            p.state = self.release_to;
+        }
+    }
+}
+
+/// Applies a plan by id, at most once, and only if TestRail is still in the state the plan was
+/// built from. A second apply gets 409: `plan_being_applied` while the first runs,
+/// `plan_already_applied` after it.
 pub async fn apply_stored(
     s: &AppState,
     id: &str,
     actor: String,
 ) -> ApiResult<provision::ApplyReport> {
-    let stored = s.plans().get(id).cloned().ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no plan {id} (plans are kept until applied or the server restarts)"
-        ))
-    })?;
+    let stored = claim(s, id)?;
+    let mut claim = Claim {
+        s,
+        id,
+        release_to: PlanState::Ready,
+    };
     let rails = &Rails::new(Some(stored.max_deactivations), stored.force);
-    if s.engine.now() - stored.created_at > PLAN_LIFETIME {
-        s.plans().remove(id);
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "stale_plan",
-            "this plan is more than an hour old; make a new plan and review it",
-        ));
-    }
     let conn = conn(s, &stored.connection).await?;
     provision::ensure_enabled(&conn)?;
     // The applier is the one the audit log names.
@@ -1009,15 +1064,20 @@ pub async fn apply_stored(
             "TestRail changed since this plan was made; make a new plan and review it",
         ));
     }
-    s.plans().remove(id);
+    // From here on TestRail may change: whatever happens, the plan is not applied again.
+    claim.release_to = PlanState::Applied;
     Ok(provision::apply(&s.engine, &conn, &fresh).await?)
 }
 
+/// Applies a kept plan, at most once.
+///
+/// 409 codes: `read_only`, `stale_plan` (TestRail changed, or the plan is over an hour old),
+/// `plan_being_applied` (another request is applying it), `plan_already_applied`.
 #[utoipa::path(post, path = "/api/v1/plans/{id}/apply", params(("id" = String, Path)), responses((status = 200, body = ApplyDto), (status = 409, body = ErrorBody)))]
 async fn apply_plan(
     c: Caller,
     State(s): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ApplyDto>> {
     let r = apply_stored(&s, &id, c.actor()).await?;
     Ok(Json(ApplyDto {

@@ -1,4 +1,10 @@
-//! Bearer tokens for the API; a session cookie and a CSRF token for the console.
+//! Bearer tokens for the API; for the console, a session cookie and a CSRF token.
+//!
+//! The server keeps nothing for a visitor who has not signed in. The sign-in form is protected
+//! by a signed double-submit token: the visitor gets a random cookie (`accessrail_csrf`) and the
+//! form carries HMAC-SHA256(server key, cookie). A forged form cannot carry the right value
+//! without the cookie, which another site can neither read nor (with SameSite=Strict) send.
+//! Only a successful sign-in creates a server-side session, and those are capped.
 
 use std::sync::Arc;
 
@@ -7,17 +13,31 @@ use accessrail_store::Store;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::state::{AppState, Session, random_id};
 
 pub const SESSION_COOKIE: &str = "accessrail_session";
 
-/// A console session lasts at most this long; then the visitor signs in again.
+/// The pre-sign-in CSRF cookie: `ISSUED_AT.NONCE`, nothing stored server-side.
+pub const CSRF_COOKIE: &str = "accessrail_csrf";
+
+/// A console session (and a sign-in form) lasts at most this long.
 pub const SESSION_LIFETIME: i64 = 12 * 3600;
 
-/// Above this many sessions, expired ones are dropped when a new one is made.
-const SESSION_SWEEP_AT: usize = 10_000;
+/// At most this many signed-in sessions are kept. Only a valid API token makes one, so the cap
+/// only matters for a client that signs in in a loop. At the cap, expired sessions are dropped
+/// and then the oldest session is evicted (its visitor signs in again): a new sign-in is never
+/// refused, so a legitimate administrator cannot be locked out by someone filling the table.
+pub const MAX_SESSIONS: usize = 1000;
+
+/// Whether the service is reached over https (its public URL says so): cookies get `Secure`
+/// and answers carry HSTS. Added to every request as an extension by the router.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport {
+    pub https: bool,
+}
 
 /// The API token behind a request: the audit log names it.
 #[derive(Debug, Clone)]
@@ -66,24 +86,130 @@ pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The console visitor's session (created on first sight) and whether it needs a Set-Cookie.
+/// A `Set-Cookie` value: always HttpOnly and SameSite=Strict, `Secure` over https;
+/// `max_age: Some(0)` deletes the cookie.
+pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<i64>) -> String {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+    if secure {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    c
+}
+
+/// HMAC-SHA256 (RFC 2104), hex.
+fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The form token that goes with a pre-sign-in CSRF cookie.
+fn signed_csrf(state: &AppState, cookie_value: &str) -> String {
+    hmac_hex(
+        &state.csrf_key,
+        format!("csrf-v1:{cookie_value}").as_bytes(),
+    )
+}
+
+/// A pre-sign-in CSRF cookie worth keeping: well formed, not from the future, not too old.
+fn valid_csrf_cookie(value: &str, now: i64) -> bool {
+    let Some((issued, nonce)) = value.split_once('.') else {
+        return false;
+    };
+    let fresh = issued
+        .parse::<i64>()
+        .is_ok_and(|t| t <= now + 60 && now - t < SESSION_LIFETIME);
+    fresh && nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    SignedIn {
+        id: String,
+        session: Session,
+    },
+    /// `cookie` is the CSRF cookie's value; `fresh`: it was made now and must be set.
+    Anonymous {
+        cookie: String,
+        fresh: bool,
+    },
+}
+
+/// The console visitor: signed in (a kept session) or anonymous (nothing kept).
 #[derive(Debug, Clone)]
 pub struct Visitor {
-    pub id: String,
-    pub session: Session,
-    pub fresh: bool,
+    kind: Kind,
+    /// The CSRF token this visitor's forms must carry.
+    csrf: String,
+    /// A session cookie came with the request but names no live session: clear it.
+    stale_session_cookie: bool,
+    pub secure: bool,
 }
 
 impl Visitor {
     pub fn signed_in(&self) -> Option<&str> {
-        self.session.token.as_deref()
+        match &self.kind {
+            Kind::SignedIn { session, .. } => Some(&session.token),
+            Kind::Anonymous { .. } => None,
+        }
     }
 
-    pub fn set_cookie(&self) -> String {
-        format!(
-            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-            self.id
-        )
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::SignedIn { id, .. } => Some(id),
+            Kind::Anonymous { .. } => None,
+        }
+    }
+
+    /// The token to put in this visitor's forms.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    /// The `Set-Cookie` values this visitor's next answer needs.
+    pub fn set_cookies(&self) -> Vec<String> {
+        let mut out = vec![];
+        if self.stale_session_cookie {
+            out.push(set_cookie(SESSION_COOKIE, "", self.secure, Some(0)));
+        }
+        if let Kind::Anonymous {
+            cookie,
+            fresh: true,
+        } = &self.kind
+        {
+            out.push(set_cookie(CSRF_COOKIE, cookie, self.secure, None));
+        }
+        out
+    }
+
+    /// Whether a submitted form's CSRF token is this visitor's (constant time). An anonymous
+    /// visitor's token only counts with the cookie it was made for, sent with the request.
+    pub fn csrf_ok(&self, submitted: Option<&str>) -> bool {
+        let Some(s) = submitted else { return false };
+        let (a, b) = (s.as_bytes(), self.csrf.as_bytes());
+        let same =
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        same && !matches!(self.kind, Kind::Anonymous { fresh: true, .. })
     }
 }
 
@@ -94,72 +220,119 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let secure = parts.extensions.get::<Transport>().is_some_and(|t| t.https);
         let now = state.engine.now();
-        let existing = cookie(parts, SESSION_COOKIE).and_then(|id| {
-            let found = state.sessions().get(&id).cloned();
-            found
-                .filter(|s| now - s.created_at < SESSION_LIFETIME)
-                .map(|s| (id, s))
-        });
-        if let Some((id, s)) = existing {
-            // A session whose token was revoked is signed out.
-            if let (Some(name), Some(hash)) = (&s.token, &s.token_hash) {
-                let live = state
-                    .engine
-                    .store()
-                    .token_by_hash(hash)
-                    .await
-                    .ok()
-                    .flatten()
-                    .as_ref()
-                    == Some(name);
-                if !live {
-                    let anon = Session {
-                        token: None,
-                        token_hash: None,
-                        ..s.clone()
-                    };
-                    state.sessions().insert(id.clone(), anon.clone());
-                    return Ok(Visitor {
-                        id,
-                        session: anon,
-                        fresh: false,
-                    });
+        let presented = cookie(parts, SESSION_COOKIE).filter(|id| !id.is_empty());
+        if let Some(id) = &presented {
+            let found = state.sessions().get(id).cloned();
+            match found {
+                Some(s) if now - s.created_at < SESSION_LIFETIME => {
+                    // A session whose token was revoked is signed out.
+                    let live = state
+                        .engine
+                        .store()
+                        .token_by_hash(&s.token_hash)
+                        .await
+                        .ok()
+                        .flatten()
+                        .as_ref()
+                        == Some(&s.token);
+                    if live {
+                        return Ok(Visitor {
+                            csrf: s.csrf.clone(),
+                            kind: Kind::SignedIn {
+                                id: id.clone(),
+                                session: s,
+                            },
+                            stale_session_cookie: false,
+                            secure,
+                        });
+                    }
+                    state.sessions().remove(id);
                 }
+                Some(_) => {
+                    state.sessions().remove(id);
+                }
+                None => {}
             }
-            return Ok(Visitor {
-                id,
-                session: s,
-                fresh: false,
-            });
         }
-        let id = random_id();
-        let session = Session {
-            csrf: random_id(),
-            token: None,
-            token_hash: None,
-            created_at: now,
+        let (cookie_value, fresh) = match cookie(parts, CSRF_COOKIE) {
+            Some(c) if valid_csrf_cookie(&c, now) => (c, false),
+            _ => (format!("{now}.{}", tokens::random_hex(16)), true),
         };
-        {
-            let mut sessions = state.sessions();
-            if sessions.len() >= SESSION_SWEEP_AT {
-                sessions.retain(|_, s| now - s.created_at < SESSION_LIFETIME);
-            }
-            sessions.insert(id.clone(), session.clone());
-        }
         Ok(Visitor {
-            id,
-            session,
-            fresh: true,
+            csrf: signed_csrf(state, &cookie_value),
+            kind: Kind::Anonymous {
+                cookie: cookie_value,
+                fresh,
+            },
+            stale_session_cookie: presented.is_some(),
+            secure,
         })
     }
 }
 
-/// Constant-time comparison of the form's CSRF token with the session's.
-pub fn csrf_ok(visitor: &Visitor, submitted: Option<&str>) -> bool {
-    let Some(s) = submitted else { return false };
-    let (a, b) = (s.as_bytes(), visitor.session.csrf.as_bytes());
-    a.len() == b.len()
-        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-        && !visitor.fresh
+/// Starts a signed-in session for a token and returns its id. Keeps at most `MAX_SESSIONS`.
+pub fn start_session(state: &AppState, token: String, token_hash: String) -> String {
+    let now = state.engine.now();
+    let id = random_id();
+    let session = Session {
+        csrf: random_id(),
+        token,
+        token_hash,
+        created_at: now,
+        seq: state
+            .session_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    };
+    let mut sessions = state.sessions();
+    if sessions.len() >= MAX_SESSIONS {
+        sessions.retain(|_, s| now - s.created_at < SESSION_LIFETIME);
+    }
+    while sessions.len() >= MAX_SESSIONS {
+        let oldest = sessions
+            .iter()
+            .min_by_key(|(_, s)| (s.created_at, s.seq))
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => sessions.remove(&k),
+            None => break,
+        };
+    }
+    sessions.insert(id.clone(), session);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hmac_hex(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // A key longer than the block is hashed first (test case 6).
+        assert_eq!(
+            hmac_hex(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn csrf_cookie_shape_and_age() {
+        let nonce = "0123456789abcdef0123456789abcdef";
+        assert!(valid_csrf_cookie(&format!("100.{nonce}"), 100));
+        assert!(!valid_csrf_cookie(
+            &format!("100.{nonce}"),
+            100 + SESSION_LIFETIME
+        ));
+        assert!(!valid_csrf_cookie(&format!("1000.{nonce}"), 100));
+        assert!(!valid_csrf_cookie("100.xyz", 100));
+        assert!(!valid_csrf_cookie(nonce, 100));
+    }
 }

@@ -19,6 +19,10 @@ pub struct ServeConfig {
     pub tick_every: Duration,
     /// How long a running scan may take to finish at shutdown before it is abandoned.
     pub grace: Duration,
+    /// The address browsers use to reach the service, e.g. `https://accessrail.example.com`
+    /// (behind a TLS-terminating proxy). When it is https, the console's cookies are `Secure`
+    /// and every answer carries `Strict-Transport-Security`. `None`: plain http.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -26,7 +30,39 @@ impl Default for ServeConfig {
         Self {
             tick_every: Duration::from_secs(30),
             grace: Duration::from_secs(20),
+            public_url: None,
         }
+    }
+}
+
+impl ServeConfig {
+    /// Whether the public URL is https.
+    pub fn is_https(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|u| {
+            u.trim()
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        })
+    }
+
+    /// The public URL, if given, must be an http(s) URL with a host.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(u) = self.public_url.as_deref() else {
+            return Ok(());
+        };
+        let u = u.trim();
+        let rest = ["https://", "http://"]
+            .iter()
+            .find_map(|p| {
+                u.get(..p.len())
+                    .filter(|s| s.eq_ignore_ascii_case(p))
+                    .map(|_| &u[p.len()..])
+            })
+            .ok_or_else(|| format!("public URL {u:?}: use http://HOST or https://HOST"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("public URL {u:?} has no host"));
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +146,7 @@ pub async fn serve(
     cfg: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    cfg.check()?;
     let engine = state.engine.clone();
     let abandoned = engine
         .store()
@@ -123,7 +160,7 @@ pub async fn serve(
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = crate::router(state.clone());
+    let app = crate::router(state.clone(), &cfg);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use accessrail_engine::Engine;
@@ -9,15 +10,27 @@ use tokio::sync::Notify;
 
 pub type App = Engine<SqliteStore>;
 
-/// A console session: anonymous until sign-in; its CSRF token protects every form.
+/// A signed-in console session; its CSRF token protects every form. Nothing is kept for a
+/// visitor who has not signed in (their sign-in form is protected by a signed cookie instead).
 #[derive(Debug, Clone)]
 pub struct Session {
     pub csrf: String,
-    /// The token name behind a signed-in session.
-    pub token: Option<String>,
+    /// The token name behind the session.
+    pub token: String,
     /// That token's hash, to check with one indexed lookup that it is still live.
-    pub token_hash: Option<String>,
+    pub token_hash: String,
     pub created_at: i64,
+    /// Order of creation (several sessions can start in one second): the oldest goes first.
+    pub seq: u64,
+}
+
+/// Where a kept plan is in its life. A plan is claimed (`Applying`) before it is applied, so
+/// that it runs at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanState {
+    Ready,
+    Applying,
+    Applied,
 }
 
 /// A plan kept for its apply request.
@@ -31,6 +44,7 @@ pub struct StoredPlan {
     pub actor: String,
     pub max_deactivations: u32,
     pub force: bool,
+    pub state: PlanState,
 }
 
 pub struct AppState {
@@ -38,9 +52,14 @@ pub struct AppState {
     pub allow_base_urls: bool,
     pub schedule: Schedule,
     pub scan_now: Arc<Notify>,
+    /// Signed-in sessions only, at most `auth::MAX_SESSIONS`.
     pub sessions: Mutex<HashMap<String, Session>>,
+    pub(crate) session_seq: AtomicU64,
     pub plans: Mutex<HashMap<String, StoredPlan>>,
     pub templates: minijinja::Environment<'static>,
+    /// Signs the pre-sign-in CSRF cookie. New at every start: a sign-in form opened before a
+    /// restart is refused once and works when reloaded.
+    pub(crate) csrf_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -59,13 +78,20 @@ impl AppState {
             schedule,
             scan_now: Arc::new(Notify::new()),
             sessions: Mutex::new(HashMap::new()),
+            session_seq: AtomicU64::new(0),
             plans: Mutex::new(HashMap::new()),
             templates: crate::ui::templates(),
+            csrf_key: accessrail_engine::tokens::random_hex(32).into_bytes(),
         })
     }
 
     pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many console sessions the server keeps (signed-in visitors only).
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
     }
 
     pub fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredPlan>> {

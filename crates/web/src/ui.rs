@@ -17,8 +17,8 @@ use axum::routing::{get, post};
 use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
-use crate::auth::{SESSION_COOKIE, Visitor, csrf_ok};
-use crate::state::{AppState, Session, random_id};
+use crate::auth::{CSRF_COOKIE, SESSION_COOKIE, Visitor, set_cookie, start_session};
+use crate::state::AppState;
 
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
@@ -65,9 +65,19 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/provision/apply", post(apply))
 }
 
-/// A rendered page, with the session cookie when the visitor is new.
+/// Adds the visitor's cookies (a new sign-in CSRF cookie, or the removal of a dead session's).
+fn with_cookies(mut resp: Response, v: &Visitor) -> Response {
+    for c in v.set_cookies() {
+        if let Ok(c) = header::HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+    }
+    resp
+}
+
+/// A rendered page, with the visitor's cookies.
 fn page(state: &AppState, v: &Visitor, name: &str, ctx: Value) -> Response {
-    let base = context! { signed_in => v.signed_in(), csrf => v.session.csrf.clone() };
+    let base = context! { signed_in => v.signed_in(), csrf => v.csrf() };
     let html = state
         .templates
         .get_template(name)
@@ -81,22 +91,11 @@ fn page(state: &AppState, v: &Visitor, name: &str, ctx: Value) -> Response {
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    if v.fresh
-        && let Ok(c) = header::HeaderValue::from_str(&v.set_cookie())
-    {
-        resp.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    resp
+    with_cookies(resp, v)
 }
 
 fn to_login(v: &Visitor) -> Response {
-    let mut resp = Redirect::to("/login").into_response();
-    if v.fresh
-        && let Ok(c) = header::HeaderValue::from_str(&v.set_cookie())
-    {
-        resp.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    resp
+    with_cookies(Redirect::to("/login").into_response(), v)
 }
 
 fn forbidden(state: &AppState, v: &Visitor) -> Response {
@@ -136,30 +135,25 @@ struct LoginForm {
 }
 
 async fn login(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<LoginForm>) -> Response {
-    if !csrf_ok(&v, f.csrf.as_deref()) {
+    if !v.csrf_ok(f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
     let hash = tokens::hash(&f.token);
     match s.engine.store().token_by_hash(&hash).await {
         Ok(Some(name)) => {
-            // A new session id on sign-in.
-            let id = random_id();
-            let session = Session {
-                csrf: random_id(),
-                token: Some(name),
-                token_hash: Some(hash),
-                created_at: s.engine.now(),
-            };
-            {
-                let mut sessions = s.sessions();
-                sessions.remove(&v.id);
-                sessions.insert(id.clone(), session);
+            // The first server-side state for this visitor; a new session id on every sign-in.
+            if let Some(old) = v.session_id() {
+                s.sessions().remove(old);
             }
+            let id = start_session(&s, name, hash);
             let mut resp = Redirect::to("/users").into_response();
-            if let Ok(c) = header::HeaderValue::from_str(&format!(
-                "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"
-            )) {
-                resp.headers_mut().insert(header::SET_COOKIE, c);
+            for c in [
+                set_cookie(SESSION_COOKIE, &id, v.secure, None),
+                set_cookie(CSRF_COOKIE, "", v.secure, Some(0)),
+            ] {
+                if let Ok(c) = header::HeaderValue::from_str(&c) {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
             }
             resp
         }
@@ -182,14 +176,15 @@ struct CsrfForm {
 }
 
 async fn logout(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<CsrfForm>) -> Response {
-    if !csrf_ok(&v, f.csrf.as_deref()) {
+    if !v.csrf_ok(f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
-    s.sessions().remove(&v.id);
+    if let Some(id) = v.session_id() {
+        s.sessions().remove(id);
+    }
     let mut resp = Redirect::to("/login").into_response();
-    if let Ok(c) = header::HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
-    )) {
+    if let Ok(c) = header::HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", v.secure, Some(0)))
+    {
         resp.headers_mut().insert(header::SET_COOKIE, c);
     }
     resp
@@ -247,7 +242,7 @@ async fn setup(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<SetupFo
     if v.signed_in().is_none() {
         return to_login(&v);
     }
-    if !csrf_ok(&v, f.csrf.as_deref()) {
+    if !v.csrf_ok(f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
     let target = if s.allow_base_urls && !f.base_url.trim().is_empty() {
@@ -651,7 +646,7 @@ async fn scan_now(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<Csrf
     if v.signed_in().is_none() {
         return to_login(&v);
     }
-    if !csrf_ok(&v, f.csrf.as_deref()) {
+    if !v.csrf_ok(f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
     if let Some(conn) = current_connection(&s).await {
@@ -824,7 +819,7 @@ async fn apply(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<ApplyFo
     let Some(token) = v.signed_in().map(str::to_string) else {
         return to_login(&v);
     };
-    if !csrf_ok(&v, f.csrf.as_deref()) {
+    if !v.csrf_ok(f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
     match crate::api::apply_stored(&s, &f.plan, format!("token:{token}")).await {

@@ -22,12 +22,18 @@ pub struct Service {
     pub sim: SimServer,
     pub http: reqwest::Client,
     pub engine: Arc<accessrail_web::App>,
+    pub state: Arc<AppState>,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 pub async fn start(users: u32, groups: u32) -> Service {
+    start_with(users, groups, ServeConfig::default()).await
+}
+
+/// The service with a given configuration (e.g. a public https URL).
+pub async fn start_with(users: u32, groups: u32, cfg: ServeConfig) -> Service {
     let sim = SimServer::start(
         "127.0.0.1:0".parse().unwrap(),
         Sim::new(
@@ -64,9 +70,9 @@ pub async fn start(users: u32, groups: u32) -> Service {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(accessrail_web::serve(
-        state,
+        state.clone(),
         listener,
-        ServeConfig::default(),
+        cfg,
         async move {
             let _ = rx.await;
         },
@@ -76,6 +82,7 @@ pub async fn start(users: u32, groups: u32) -> Service {
         sim,
         http: reqwest::Client::new(),
         engine,
+        state,
         _dir: dir,
         stop: Some(tx),
         task: Some(task),
