@@ -32,24 +32,52 @@ fn default_data_dir() -> Result<PathBuf, Failure> {
         })
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| {
+/// Creates the data directory owner-only (0700) when it does not exist. An existing directory
+/// is never changed (it may be shared on purpose); it gets a warning when others can read it.
+fn prepare_data_dir(dir: &Path, quiet: bool) -> Result<(), Failure> {
+    let cannot = |e: std::io::Error| {
         fail(
             "data_dir",
             format!("cannot create the data directory {}: {e}", dir.display()),
         )
-    })?;
+    };
+    if dir.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Ok(meta) = std::fs::metadata(dir) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 && !quiet {
+                    eprintln!(
+                        "accessrail: warning: the data directory {} can be read by other users (mode {mode:o}); it holds the database and perhaps the master key: consider `chmod 700 {}`",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(cannot)?;
+    }
+    let mut b = std::fs::DirBuilder::new();
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
     }
-    Ok(())
+    match b.create(dir) {
+        Ok(()) => Ok(()),
+        // Another process created it at the same moment.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(cannot(e)),
+    }
 }
 
 /// Opens the store and keyring in `dir`.
 pub async fn open_app(dir: &Path, allow_http: bool, quiet: bool) -> Result<App, Failure> {
-    create_private_dir(dir)?;
+    prepare_data_dir(dir, quiet)?;
     let store = SqliteStore::open(&dir.join("accessrail.db")).await?;
     let keyring = Keyring::load(dir)?;
     if let KeySource::Generated(p) = keyring.source()
@@ -71,13 +99,50 @@ pub async fn open_app(dir: &Path, allow_http: bool, quiet: bool) -> Result<App, 
         retry_attempts,
         ..ClientOptions::default()
     };
+    let lease_ttl = match std::env::var("ACCESSRAIL_LEASE_TTL_SECS") {
+        Ok(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "ACCESSRAIL_LEASE_TTL_SECS={v:?} is not a number of seconds (at least 1)"
+                ))
+            })?,
+        Err(_) => accessrail_engine::DEFAULT_LEASE_TTL_SECS,
+    };
     Ok(Engine::new(
         store,
         keyring,
         dir.to_path_buf(),
         options,
         Arc::new(SystemClock),
-    ))
+    )
+    .with_lease_ttl(lease_ttl))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, with the signal's name.
+pub async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
@@ -407,7 +472,21 @@ pub async fn scan_with_progress(
         bar: bar.clone(),
         json,
     });
-    let result = scan::scan(app, connection, progress).await;
+    // A signal ends the scan as interrupted: its lease is released at once, nothing is saved.
+    let result = tokio::select! {
+        r = scan::scan(app, connection, progress) => r,
+        sig = stop_signal() => {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let _ = app
+                .release_everything(&format!("interrupted: the scan was stopped by {sig}"))
+                .await;
+            return Err(Failure::Interrupted(format!(
+                "scan interrupted by {sig}; nothing was saved, the last good scan is kept"
+            )));
+        }
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -602,7 +681,7 @@ pub async fn import_identities(
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
     let format = Format::guess(&file.to_string_lossy(), &bytes);
     let parsed = identities::parse(&bytes, format).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let lines = identities::error_lines(&errors);
         fail(
             "invalid_identities",
             format!(

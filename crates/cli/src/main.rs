@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::Cli;
-use crate::output::Failure;
 
 fn main() -> ExitCode {
+    // `accessrail users --json | head`: end quietly when the reader goes away, like other
+    // command-line tools, instead of panicking on the broken pipe.
+    sigpipe::reset();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -37,10 +39,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             output::print_failure(&failure, json);
-            match failure {
-                Failure::Usage(..) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::from(failure.exit_code())
         }
     }
 }

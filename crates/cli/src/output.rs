@@ -4,13 +4,28 @@ use accessrail_engine::{EngineError, ErrorCode};
 use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 
-/// Why a command failed, and the exit status that follows.
+/// Why a command failed, and the exit status that follows. The rule: 2 when the command line
+/// or its input was refused before anything was done (a usage error or invalid input), 1 when
+/// the command ran and failed, 130 when a signal stopped it.
 #[derive(Debug)]
 pub enum Failure {
     /// Exit 2.
     Usage(String),
-    /// Exit 1.
+    /// Exit 2 for `invalid_input`, 1 for any other code.
     Failed { code: &'static str, message: String },
+    /// Exit 130: SIGINT or SIGTERM stopped the command.
+    Interrupted(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Failed { code, .. } if *code == ErrorCode::InvalidInput.as_str() => 2,
+            Failure::Failed { .. } => 1,
+            Failure::Interrupted(_) => 130,
+        }
+    }
 }
 
 impl From<EngineError> for Failure {
@@ -46,6 +61,7 @@ pub fn print_failure(f: &Failure, json: bool) {
     let (code, message) = match f {
         Failure::Usage(m) => ("usage", m.as_str()),
         Failure::Failed { code, message } => (*code, message.as_str()),
+        Failure::Interrupted(m) => ("interrupted", m.as_str()),
     };
     if json {
         eprintln!(

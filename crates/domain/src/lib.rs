@@ -5,12 +5,14 @@
 //! - [`account`]: a TestRail account as a scan saw it, and what changed between two scans.
 //! - [`identity`]: the organisation's people.
 //! - [`matching`]: accounts matched to identities by email, with manual pins and exclusions.
+//! - [`text`]: text that may be written to TestRail (no hidden characters).
 
 pub mod account;
 pub mod audit;
 pub mod email;
 pub mod identity;
 pub mod matching;
+pub mod text;
 
 pub use account::{Account, ChangeKind, account_changes};
 pub use audit::{AuditRecord, Outcome};

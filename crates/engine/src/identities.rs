@@ -56,6 +56,26 @@ struct Raw {
     attributes: BTreeMap<String, String>,
 }
 
+/// Problems shown in full before the rest are only counted: a file with 100,000 bad rows says
+/// what is wrong without printing megabytes.
+pub const ERRORS_SHOWN: usize = 20;
+
+/// The first [`ERRORS_SHOWN`] problems, one per entry, then "... and N more" if there are more.
+pub fn error_lines(errors: &[RowError]) -> Vec<String> {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(ERRORS_SHOWN)
+        .map(ToString::to_string)
+        .collect();
+    if errors.len() > ERRORS_SHOWN {
+        lines.push(format!(
+            "... and {} more problem(s)",
+            errors.len() - ERRORS_SHOWN
+        ));
+    }
+    lines
+}
+
 pub fn parse(bytes: &[u8], format: Format) -> Result<Vec<Identity>, Vec<RowError>> {
     let (raws, mut errors) = match format {
         Format::Csv => parse_csv(bytes)?,
@@ -334,6 +354,20 @@ mod tests {
         );
         assert_eq!(ids[1].status, IdentityStatus::Leaver);
         assert!(ids[1].attributes.is_empty());
+    }
+
+    #[test]
+    fn many_errors_show_the_first_twenty_and_a_count() {
+        let mut csv = String::from("id,name,email,other_emails,status\n");
+        for i in 0..1000 {
+            csv.push_str(&format!("p{i},Person,not-an-email,,active\n"));
+        }
+        let errors = parse(csv.as_bytes(), Format::Csv).unwrap_err();
+        assert_eq!(errors.len(), 1000);
+        let lines = error_lines(&errors);
+        assert_eq!(lines.len(), ERRORS_SHOWN + 1);
+        assert_eq!(lines.last().unwrap(), "... and 980 more problem(s)");
+        assert!(lines[0].contains("line 2"), "{}", lines[0]);
     }
 
     #[test]

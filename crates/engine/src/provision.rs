@@ -343,6 +343,43 @@ fn state_word(active: bool) -> String {
     }
 }
 
+/// Refuses names, emails, roles and groups with control or invisible format characters (a
+/// right-to-left override makes an address display as another).
+fn check_text(action: &Action) -> EngineResult<()> {
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    match action {
+        Action::CreateUser {
+            name,
+            email,
+            role,
+            groups,
+            ..
+        } => {
+            fields.push(("name", name));
+            fields.push(("email", email));
+            if let Some(r) = role {
+                fields.push(("role", r));
+            }
+            fields.extend(groups.iter().map(|g| ("group", g.as_str())));
+        }
+        Action::Deactivate { email } | Action::Reactivate { email } => {
+            fields.push(("email", email))
+        }
+        Action::SetRole { email, role } => {
+            fields.push(("email", email));
+            fields.push(("role", role));
+        }
+        Action::AddToGroup { email, group } | Action::RemoveFromGroup { email, group } => {
+            fields.push(("email", email));
+            fields.push(("group", group));
+        }
+    }
+    for (field, value) in fields {
+        accessrail_domain::text::check_visible(field, value).map_err(EngineError::InvalidInput)?;
+    }
+    Ok(())
+}
+
 /// Builds the plan. Unknown users, roles and groups fail here, before anything is sent.
 pub async fn plan<S: Store>(
     engine: &Engine<S>,
@@ -350,6 +387,9 @@ pub async fn plan<S: Store>(
     requests: Vec<Request>,
     rails: &Rails,
 ) -> EngineResult<Plan> {
+    for r in &requests {
+        check_text(&r.action)?;
+    }
     let client = engine.client_for(conn, None)?;
     let live = read_live(&client, &requests).await?;
     let now = engine.now();
@@ -699,7 +739,7 @@ pub async fn apply<S: Store>(
         } else {
             let mut calls = Vec::new();
             match execute(engine, conn, &client, step, &mut calls).await {
-                Ok(Executed::Done(update)) => (Outcome::Done, None, calls, Some(update)),
+                Ok(Executed::Done(update)) => (Outcome::Done, None, calls, Some(*update)),
                 Ok(Executed::Noop(why)) => (Outcome::Noop, Some(why), calls, None),
                 Err(e) => {
                     failed = true;
@@ -768,7 +808,7 @@ async fn read_back(client: &Client, user_id: u64, calls: &mut Vec<String>) -> En
 /// What a step did.
 enum Executed {
     /// It took effect (verified by reading back): what the store must now reflect.
-    Done(ProvisionUpdate),
+    Done(Box<ProvisionUpdate>),
     /// Nothing needed doing after all (another run got there first), and why.
     Noop(String),
 }
@@ -857,12 +897,12 @@ async fn execute<S: Store>(
                     after: c.after,
                 })
                 .collect();
-            Ok(Executed::Done(ProvisionUpdate {
+            Ok(Executed::Done(Box::new(ProvisionUpdate {
                 joined: vec![],
                 account: Some(new),
                 group: None,
                 changes,
-            }))
+            })))
         }
         StepKind::GroupAdd {
             group_id,
@@ -918,7 +958,7 @@ async fn execute<S: Store>(
             };
             let mut members = after.user_ids.clone();
             members.sort_unstable();
-            Ok(Executed::Done(ProvisionUpdate {
+            Ok(Executed::Done(Box::new(ProvisionUpdate {
                 joined: vec![],
                 account: None,
                 group: Some(GroupRecord {
@@ -927,7 +967,7 @@ async fn execute<S: Store>(
                     member_ids: members,
                 }),
                 changes: vec![change],
-            }))
+            })))
         }
     }
 }
@@ -1002,12 +1042,12 @@ async fn create_user<S: Store>(
             after: None,
         });
     }
-    Ok(Executed::Done(ProvisionUpdate {
+    Ok(Executed::Done(Box::new(ProvisionUpdate {
         joined: group_ids.iter().map(|g| (*g, back.id)).collect(),
         account: Some(account),
         group: None,
         changes,
-    }))
+    })))
 }
 
 /// Attempts at a group's read-modify-write before giving up.

@@ -133,6 +133,39 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// Creates `path` with `contents`, owner-only, atomically and only if it does not exist: the
+/// contents go to a unique temporary file that is then hard-linked into place (a link never
+/// replaces an existing file). `Ok(false)` when another process created it first.
+fn create_private(path: &Path, contents: &str) -> std::io::Result<bool> {
+    let tmp = path.with_extension(format!(
+        "{}.{}.tmp",
+        std::process::id(),
+        crate::tokens::random_hex(4)
+    ));
+    write_private_new(&tmp, contents)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_private_new(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
 impl Keyring {
     /// Loads the master key as the environment and the data directory say, generating one on
     /// first use.
@@ -157,10 +190,20 @@ impl Keyring {
             )
         } else {
             let key = MasterKey::generate();
-            write_private(&file, &key.to_base64()).map_err(|e| {
-                EngineError::Secret(format!("cannot write {}: {e}", file.display()))
-            })?;
-            (key, KeySource::Generated(file.clone()))
+            match create_private(&file, &key.to_base64()) {
+                Ok(true) => (key, KeySource::Generated(file.clone())),
+                // Another process created it first: use theirs, never replace it.
+                Ok(false) => (
+                    read_key_file(&file, "the master key file")?,
+                    KeySource::DataDir(file.clone()),
+                ),
+                Err(e) => {
+                    return Err(EngineError::Secret(format!(
+                        "cannot write {}: {e}",
+                        file.display()
+                    )));
+                }
+            }
         };
         let mut previous = Vec::new();
         if let Some(v) = env("ACCESSRAIL_PREVIOUS_MASTER_KEY") {

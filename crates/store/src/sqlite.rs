@@ -29,8 +29,34 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    /// Opens (creating if needed, owner-only) the database at `path` and runs pending
+    /// migrations. Processes opening one file at once take turns: creation and migrations run
+    /// under an exclusive lock on `<path>.lock`, so two first starts never race.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        let lock_path = {
+            let mut p = path.as_os_str().to_owned();
+            p.push(".lock");
+            std::path::PathBuf::from(p)
+        };
+        let db_path = path.to_path_buf();
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let lock = private_file(&lock_path)?;
+            lock.lock()?;
+            // SQLite gives its -wal and -shm files the database file's permissions.
+            private_file(&db_path)?;
+            Ok(lock)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("opening the database: {e}")))?
+        .map_err(|e| {
+            StoreError::Database(format!("cannot open or lock {}: {e}", path.display()))
+        })?;
+        let opened = Self::open_locked(path).await;
+        drop(lock);
+        opened
+    }
+
+    async fn open_locked(path: &Path) -> StoreResult<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(StoreError::from)?
             .filename(path)
@@ -110,6 +136,19 @@ impl SqliteStore {
             })
             .collect())
     }
+}
+
+/// Opens `path` for writing, creating it owner-only (0600) when it does not exist; an existing
+/// file keeps its permissions.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    o.open(path)
 }
 
 // ---- row types (private) --------------------------------------------------------------------
