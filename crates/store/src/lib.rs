@@ -16,9 +16,8 @@ pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use error::{StoreError, StoreResult};
 pub use model::{
     AuditEntry, ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, LeaseToken,
-    NewChange,
-    NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord,
-    ScanReport, ScanStatus, SealedSecret, TokenRecord,
+    NewChange, NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord,
+    ScanRecord, ScanReport, ScanStatus, SealedSecret, TokenRecord,
 };
 pub use sqlite::{SqliteScan, SqliteStore};
 

@@ -5,8 +5,8 @@
 
 use accessrail_domain::{Account, ChangeKind, Identity, IdentityStatus, OverrideKind};
 use accessrail_store::{
-    GroupRecord, LeaseToken, NewChange, NewConnection, OverrideRecord, ProvisionUpdate,
-    RoleRecord, ScanReport, ScanStatus, ScanWriter, SealedSecret, SqliteStore, Store,
+    GroupRecord, LeaseToken, NewChange, NewConnection, OverrideRecord, ProvisionUpdate, RoleRecord,
+    ScanReport, ScanStatus, ScanWriter, SealedSecret, SqliteStore, Store,
 };
 
 fn account(id: u64, email: &str, active: bool, role: u64) -> Account {
@@ -399,7 +399,10 @@ async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated() {
     assert_eq!(at_s2.len(), 2, "each account once at scan 2: {at_s2:?}");
     let leaver = at_s2.iter().find(|a| a.id == 1).unwrap();
     assert!(!leaver.is_active, "the deactivation is not undone");
-    assert!(leaver.group_ids.is_empty(), "the removal from G7 is not undone");
+    assert!(
+        leaver.group_ids.is_empty(),
+        "the removal from G7 is not undone"
+    );
     let current = store.current_accounts("c1").await.unwrap();
     assert_eq!(current, at_s2);
     let at_s1 = store.accounts_at_scan("c1", s1.scan_id).await.unwrap();

@@ -832,14 +832,8 @@ async fn import_identities(
     ApiQuery(q): ApiQuery<ImportQuery>,
     ApiBody(body): ApiBody,
 ) -> ApiResult<Json<ImportResult>> {
-    let parsed = identities::parse(&body, identities::Format::Json).map_err(|errs| {
-        ApiError::invalid(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let parsed = identities::parse(&body, identities::Format::Json)
+        .map_err(|errs| ApiError::invalid(identities::error_lines(&errs).join("; ")))?;
     let r = s
         .engine
         .store()

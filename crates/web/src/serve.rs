@@ -156,7 +156,7 @@ pub async fn serve(
     if abandoned > 0 {
         tracing::warn!(
             abandoned,
-            "scans left running by a stopped process were marked failed"
+            "scans left running by a stopped process were marked interrupted"
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -185,9 +185,11 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     // The other part gets its grace period to finish.
     let _ = tokio::time::timeout(Duration::from_secs(30), other).await;
+    // Whatever still runs past the grace period (a scan, "Scan now") is dropped: release this
+    // process's leases at once and record its scans as interrupted, so the next scan need not
+    // wait for the leases to expire.
     let _ = engine
-        .store()
-        .abandon_running_scans(engine.now(), "interrupted: the service shut down")
+        .release_everything("interrupted: the service shut down")
         .await;
     let shutting_down = *stop_tx.borrow();
     match first {

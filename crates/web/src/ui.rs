@@ -608,7 +608,7 @@ async fn scans_page(
         .iter()
         .rev()
         .map(|x| {
-            let css = match x.status { ScanStatus::Succeeded => "ok", ScanStatus::Failed => "bad", ScanStatus::Running => "warn" };
+            let css = match x.status { ScanStatus::Succeeded => "ok", ScanStatus::Failed | ScanStatus::Interrupted => "bad", ScanStatus::Running => "warn" };
             context! {
                 id => x.id, started => time_fmt::short(x.started_at), status => x.status.as_str(), css,
                 duration => x.finished_at.map(|f| format!("{}s", f - x.started_at)).unwrap_or_default(),
