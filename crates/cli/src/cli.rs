@@ -371,6 +371,14 @@ pub struct ServeArgs {
     /// Hours between scans of each connection.
     #[arg(long, default_value_t = 6.0)]
     pub scan_interval_hours: f64,
+    /// The address browsers use, e.g. https://accessrail.example.com behind a TLS proxy: when it
+    /// is https, cookies are Secure and answers carry Strict-Transport-Security.
+    #[arg(long, env = "ACCESSRAIL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds a running scan may take to finish at shutdown before it is recorded as
+    /// interrupted (its lease is released at once either way).
+    #[arg(long, default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]

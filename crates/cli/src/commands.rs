@@ -1043,28 +1043,13 @@ async fn after_import_flows(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// Serves API, console and scheduler until Ctrl-C / SIGTERM.
 pub async fn serve_app(
     app: App,
     listen: std::net::SocketAddr,
     allow_base_urls: bool,
     interval_hours: f64,
+    config: accessrail_web::ServeConfig,
     json: bool,
 ) -> Result<ExitCode, Failure> {
     if interval_hours.is_nan() || interval_hours <= 0.0 {
@@ -1072,6 +1057,7 @@ pub async fn serve_app(
             "--scan-interval-hours must be positive".into(),
         ));
     }
+    config.check().map_err(Failure::Usage)?;
     let engine = Arc::new(app);
     let token = accessrail_web::bootstrap_admin_token(&engine)
         .await
@@ -1093,30 +1079,38 @@ pub async fn serve_app(
             json!({ "listening": format!("http://{addr}"), "admin_token": token })
         );
     } else {
-        println!("Accessrail console and API at http://{addr}/ (Ctrl-C to stop)");
+        match &config.public_url {
+            Some(u) => println!(
+                "Accessrail console and API listening on http://{addr}/, public address {u} (Ctrl-C to stop)"
+            ),
+            None => println!("Accessrail console and API at http://{addr}/ (Ctrl-C to stop)"),
+        }
         if let Some(t) = &token {
             println!(
                 "First start: an admin API token was created. It is shown only now:\n  {t}\nSign in to the console with it, or use it as a bearer token."
             );
         }
     }
-    accessrail_web::serve(
-        state,
-        listener,
-        accessrail_web::ServeConfig::default(),
-        shutdown_signal(),
-    )
+    accessrail_web::serve(state, listener, config, async {
+        stop_signal().await;
+    })
     .await
     .map_err(|e| fail("serve", e))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failure> {
+    let config = accessrail_web::ServeConfig {
+        public_url: a.public_url.filter(|u| !u.trim().is_empty()),
+        grace: Duration::from_secs(a.shutdown_grace_secs),
+        ..accessrail_web::ServeConfig::default()
+    };
     serve_app(
         app,
         a.listen,
         a.allow_base_urls,
         a.scan_interval_hours,
+        config,
         json,
     )
     .await

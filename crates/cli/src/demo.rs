@@ -214,7 +214,15 @@ pub async fn run(
         "\n== Console\nServing the console on the demo data; the simulated TestRail keeps running at {}.",
         server.base_url()
     );
-    let code = crate::commands::serve_app(app, args.listen, true, 6.0, false).await;
+    let code = crate::commands::serve_app(
+        app,
+        args.listen,
+        true,
+        6.0,
+        accessrail_web::ServeConfig::default(),
+        false,
+    )
+    .await;
     server.shutdown().await;
     code
 }

@@ -142,11 +142,12 @@ async fn a_deactivation_during_a_scan_stays_in_history() {
     assert_eq!(next["changes"], 0, "{next}");
 }
 
-/// A proxy in front of the simulator whose first `update_group` stalls past the lease time
-/// and then answers 500 (the write may or may not have happened).
-async fn stalling_proxy(upstream: String, stall: Duration) -> String {
+/// A proxy in front of the simulator whose first `update_group` stalls and then answers 500
+/// without passing the write on. Returns its address and the count of `update_group` calls.
+async fn stalling_proxy(upstream: String, stall: Duration) -> (String, Arc<AtomicU32>) {
     let client = reqwest::Client::new();
     let stalls = Arc::new(AtomicU32::new(0));
+    let counter = stalls.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (client, upstream, stalls) = (client.clone(), upstream.clone(), stalls.clone());
         async move {
@@ -182,7 +183,29 @@ async fn stalling_proxy(upstream: String, stall: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    (format!("http://{addr}"), counter)
+}
+
+async fn connect_through(e: &Env, proxy: &str) {
+    let out = e
+        .run_in(
+            e.data(),
+            &[
+                "connect",
+                "--base-url",
+                proxy,
+                "--email",
+                ADMIN,
+                "--api-key-stdin",
+                "--name",
+                "acme",
+            ],
+            Some(KEY),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(e.run(&["provisioning", "enable"]).await.code, 0);
+    e.scan().await;
 }
 
 /// Issue: the per-group lease was never renewed and a failed `update_group` was retried with
@@ -199,26 +222,8 @@ async fn two_group_writers_with_a_stalled_testrail_both_take_effect() {
         .sim()
         .with_instance(|inst| inst.insert_group("Shared".into(), &[base]));
     let ttl = 2;
-    let proxy = stalling_proxy(e.server.base_url(), Duration::from_secs(ttl + 2)).await;
-    let out = e
-        .run_in(
-            e.data(),
-            &[
-                "connect",
-                "--base-url",
-                &proxy,
-                "--email",
-                ADMIN,
-                "--api-key-stdin",
-                "--name",
-                "acme",
-            ],
-            Some(KEY),
-        )
-        .await;
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(e.run(&["provisioning", "enable"]).await.code, 0);
-    e.scan().await;
+    let (proxy, _) = stalling_proxy(e.server.base_url(), Duration::from_secs(ttl + 2)).await;
+    connect_through(&e, &proxy).await;
     let mut tasks = vec![];
     for email in ["a@example.com", "b@example.com"] {
         let mut cmd = bin();
@@ -266,6 +271,64 @@ async fn two_group_writers_with_a_stalled_testrail_both_take_effect() {
         BTreeSet::from(["a@example.com", "b@example.com", "base@example.com"])
     );
     assert_eq!(e.run(&["audit", "verify"]).await.code, 0);
+}
+
+/// Issue: a failed `update_group` was retried with the member list read before it, so a member
+/// added in TestRail meanwhile (by an admin in TestRail's UI) was silently removed, and the
+/// run reported "done". A whole-list write is now retried only from a fresh read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_write_is_retried_from_a_fresh_read() {
+    let e = env(0, 0).await;
+    let a = e.add_user("a@example.com", None, false);
+    let c = e.add_user("c@example.com", None, false);
+    let base = e.add_user("base@example.com", None, false);
+    let gid = e
+        .sim()
+        .with_instance(|inst| inst.insert_group("Shared".into(), &[base]));
+    let (proxy, calls) = stalling_proxy(e.server.base_url(), Duration::from_secs(1)).await;
+    connect_through(&e, &proxy).await;
+    let run = {
+        let mut cmd = bin();
+        cmd.args([
+            "provision",
+            "add-to-group",
+            "--email",
+            "a@example.com",
+            "--group",
+            "Shared",
+            "--json",
+        ])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        tokio::spawn(async move { out_of(cmd.output().await.unwrap()) })
+    };
+    // While the first write stalls, an admin adds c in TestRail.
+    let start = Instant::now();
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no update_group sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    e.sim().with_instance(|inst| {
+        let mut members = inst.groups[&gid].user_ids.clone();
+        members.push(c);
+        inst.set_group_members(gid, &members);
+    });
+    let out = run.await.unwrap();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let members: BTreeSet<u64> = e.sim().snapshot().groups[&gid]
+        .user_ids
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(
+        members,
+        BTreeSet::from([a, c, base]),
+        "c, added meanwhile, is kept"
+    );
 }
 
 /// Issue: with TestRail accepting duplicate emails, concurrent creates of one email made
@@ -547,4 +610,53 @@ async fn hidden_characters_are_refused_before_writing() {
         );
     }
     assert_eq!(e.stat("add_user"), 0, "nothing was sent");
+}
+
+/// Issue: `serve` dropped a scan after its shutdown grace period without releasing the lease,
+/// so the next scan was refused as busy. README: a scan still running after the grace period is
+/// recorded as interrupted; the connection is free at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shutdown_records_an_unfinished_scan_as_interrupted_and_frees_it() {
+    let e = env(3000, 5).await;
+    e.connect().await;
+    // The scheduler scans a never-scanned connection at start; make that scan slow.
+    e.sim().set_faults(Faults {
+        latency_ms: 600,
+        ..Faults::default()
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = bin()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-grace-secs",
+            "1",
+        ])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_running_scan(&e).await;
+    signal(child.id().unwrap(), "-TERM");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("serve stops within its grace period")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(last_scan_status(&e).await, "interrupted");
+    e.sim().set_faults(Faults::default());
+    let out = e.run(&["scan", "--json"]).await;
+    assert_eq!(out.code, 0, "the lease was released: {}", out.stderr);
 }
