@@ -472,9 +472,16 @@ pub async fn scan_with_progress(
         bar: bar.clone(),
         json,
     });
+    let conn = app.resolve(connection).await?;
+    let last_before = app
+        .store()
+        .scans(&conn.id)
+        .await?
+        .last()
+        .map_or(0, |s| s.id);
     // A signal ends the scan as interrupted: its lease is released at once, nothing is saved.
     let result = tokio::select! {
-        r = scan::scan(app, connection, progress) => r,
+        r = scan::scan(app, Some(&conn.name), progress) => r,
         sig = stop_signal() => {
             if let Some(b) = &bar {
                 b.finish_and_clear();
@@ -482,9 +489,19 @@ pub async fn scan_with_progress(
             let _ = app
                 .release_everything(&format!("interrupted: the scan was stopped by {sig}"))
                 .await;
-            return Err(Failure::Interrupted(format!(
-                "scan interrupted by {sig}; nothing was saved, the last good scan is kept"
-            )));
+            // The signal may have come while the commit was finishing: say what happened.
+            let saved = app
+                .store()
+                .scans(&conn.id)
+                .await?
+                .into_iter()
+                .find(|s| s.id > last_before && s.status == accessrail_store::ScanStatus::Succeeded);
+            return Err(Failure::Interrupted(match saved {
+                Some(s) => format!("stopped by {sig} after scan {} was saved", s.id),
+                None => format!(
+                    "scan interrupted by {sig}; nothing was saved, the last good scan is kept"
+                ),
+            }));
         }
     };
     if let Some(b) = bar {
@@ -792,7 +809,7 @@ async fn match_cmd(app: &App, action: MatchAction, json: bool) -> Result<ExitCod
     } else {
         let n = app
             .store()
-            .clear_override(&conn.id, account_id, None)
+            .clear_override(&conn.id, account_id, None, app.now())
             .await?;
         if json {
             print_json(&json!({ "account": account_id, "removed": n }));

@@ -145,6 +145,12 @@ async fn a_deactivation_during_a_scan_stays_in_history() {
 /// A proxy in front of the simulator whose first `update_group` stalls and then answers 500
 /// without passing the write on. Returns its address and the count of `update_group` calls.
 async fn stalling_proxy(upstream: String, stall: Duration) -> (String, Arc<AtomicU32>) {
+    proxy(upstream, stall, true).await
+}
+
+/// A proxy in front of the simulator that holds the first `update_group` for `stall`, then
+/// answers 500 without passing it on (`fail`) or passes it on late.
+async fn proxy(upstream: String, stall: Duration, fail: bool) -> (String, Arc<AtomicU32>) {
     let client = reqwest::Client::new();
     let stalls = Arc::new(AtomicU32::new(0));
     let counter = stalls.clone();
@@ -156,34 +162,46 @@ async fn stalling_proxy(upstream: String, stall: Duration) -> (String, Arc<Atomi
             let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
             if query.contains("/update_group/") && stalls.fetch_add(1, Ordering::SeqCst) == 0 {
                 tokio::time::sleep(stall).await;
+                if !fail {
+                    return forward(&client, &upstream, parts, body).await;
+                }
                 return axum::response::Response::builder()
                     .status(500)
                     .header("content-type", "application/json")
                     .body(axum::body::Body::from(r#"{"error":"stalled"}"#))
                     .unwrap();
             }
-            let url = format!("{}{}", upstream.trim_end_matches('/'), parts.uri);
-            let mut fwd = client.request(parts.method, url).body(body);
-            for (k, v) in &parts.headers {
-                if k != "host" {
-                    fwd = fwd.header(k, v);
-                }
-            }
-            let resp = fwd.send().await.unwrap();
-            let status = resp.status();
-            let ct = resp.headers().get("content-type").cloned();
-            let bytes = resp.bytes().await.unwrap();
-            let mut b = axum::response::Response::builder().status(status);
-            if let Some(ct) = ct {
-                b = b.header("content-type", ct);
-            }
-            b.body(axum::body::Body::from(bytes)).unwrap()
+            forward(&client, &upstream, parts, body).await
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), counter)
+}
+
+async fn forward(
+    client: &reqwest::Client,
+    upstream: &str,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let url = format!("{}{}", upstream.trim_end_matches('/'), parts.uri);
+    let mut fwd = client.request(parts.method, url).body(body);
+    for (k, v) in &parts.headers {
+        if k != "host" {
+            fwd = fwd.header(k, v);
+        }
+    }
+    let resp = fwd.send().await.unwrap();
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").cloned();
+    let bytes = resp.bytes().await.unwrap();
+    let mut b = axum::response::Response::builder().status(status);
+    if let Some(ct) = ct {
+        b = b.header("content-type", ct);
+    }
+    b.body(axum::body::Body::from(bytes)).unwrap()
 }
 
 async fn connect_through(e: &Env, proxy: &str) {
@@ -659,4 +677,65 @@ async fn serve_shutdown_records_an_unfinished_scan_as_interrupted_and_frees_it()
     e.sim().set_faults(Faults::default());
     let out = e.run(&["scan", "--json"]).await;
     assert_eq!(out.code, 0, "the lease was released: {}", out.stderr);
+}
+
+/// Review finding: `create-user --group G` changed G without G's lease, so a whole-list write
+/// of G already under way could drop the new member while both runs reported done. Here that
+/// write is held in flight (a proxy delays it) while the create runs; creates now hold their
+/// groups' leases, so the create waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_with_a_group_waits_for_a_write_of_that_group() {
+    let e = env(0, 0).await;
+    let member = e.add_user("member@example.com", None, false);
+    let gid = e
+        .sim()
+        .with_instance(|inst| inst.insert_group("Shared".into(), &[]));
+    let (proxy, calls) = proxy(e.server.base_url(), Duration::from_secs(2), false).await;
+    connect_through(&e, &proxy).await;
+    let writer = {
+        let mut cmd = bin();
+        cmd.args([
+            "provision",
+            "add-to-group",
+            "--email",
+            "member@example.com",
+            "--group",
+            "Shared",
+        ])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        tokio::spawn(async move { out_of(cmd.output().await.unwrap()) })
+    };
+    let start = Instant::now();
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no update_group sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The group write is in flight, with a member list read before this create.
+    let out = e
+        .prov(&[
+            "create-user",
+            "--name",
+            "New",
+            "--email",
+            "new@example.com",
+            "--group",
+            "Shared",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let out = writer.await.unwrap();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let snap = e.sim().snapshot();
+    let new = snap.user_by_email("new@example.com").unwrap().id;
+    let members: BTreeSet<u64> = snap.groups[&gid].user_ids.iter().copied().collect();
+    assert_eq!(
+        members,
+        BTreeSet::from([member, new]),
+        "neither change is undone"
+    );
 }

@@ -10,6 +10,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Written right before a step's first write to TestRail: if no entry for the step follows
+    /// it, the process stopped while the step ran (its effect is unknown; the next scan shows it).
+    Started,
     Done,
     Noop,
     NotRun,
@@ -19,6 +22,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Started => "started",
             Self::Done => "done",
             Self::Noop => "noop",
             Self::NotRun => "not_run",
@@ -28,6 +32,7 @@ impl Outcome {
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "started" => Some(Self::Started),
             "done" => Some(Self::Done),
             "noop" => Some(Self::Noop),
             "not_run" => Some(Self::NotRun),

@@ -84,31 +84,35 @@ fn beat_period(ttl_secs: i64) -> Duration {
     Duration::from_millis(ms.max(100))
 }
 
-/// Runs `work` while renewing the lease every third of its ttl. When a renewal finds the lease
+/// Runs `work` while renewing the leases every third of their ttl. When a renewal finds a lease
 /// gone, `lost` is set (the work checks it, and [`fence`] before writes, and stops); a failed
 /// renewal (a busy database) is tried again at the next beat.
 pub async fn hold<S: Store, F: Future>(
     engine: &Engine<S>,
-    token: &LeaseToken,
+    tokens: &[LeaseToken],
     lost: &AtomicBool,
     work: F,
 ) -> F::Output {
     let period = beat_period(engine.lease_ttl_secs());
     let heartbeat = async {
-        loop {
+        'beat: loop {
             tokio::time::sleep(period).await;
-            match engine
-                .store()
-                .renew_lease(token, engine.now(), engine.lease_ttl_secs())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    lost.store(true, Ordering::SeqCst);
-                    tracing::warn!(lease = %token.name, "lease lost while held");
-                    break;
+            for token in tokens {
+                match engine
+                    .store()
+                    .renew_lease(token, engine.now(), engine.lease_ttl_secs())
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.store(true, Ordering::SeqCst);
+                        tracing::warn!(lease = %token.name, "lease lost while held");
+                        break 'beat;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %token.name, error = %e, "lease renewal failed")
+                    }
                 }
-                Err(e) => tracing::warn!(lease = %token.name, error = %e, "lease renewal failed"),
             }
         }
         std::future::pending::<()>().await;

@@ -737,6 +737,23 @@ pub async fn apply<S: Store>(
         } else if step.is_noop() {
             (Outcome::Noop, step.note.clone(), vec![], None)
         } else {
+            // Write-ahead: on record before anything reaches TestRail, so a step cut short
+            // (a crash, a kill, a dropped request) still shows in the audit log.
+            engine
+                .store()
+                .append_audit(AuditRecord {
+                    at: engine.now(),
+                    actor: step.actor.clone(),
+                    connection: conn.name.clone(),
+                    action: step.action.to_string(),
+                    target: step.target.clone(),
+                    before: step.before.clone(),
+                    after: step.after.clone(),
+                    calls: step.calls.clone(),
+                    outcome: Outcome::Started,
+                    message: Some("about to change TestRail".into()),
+                })
+                .await?;
             let mut calls = Vec::new();
             match execute(engine, conn, &client, step, &mut calls).await {
                 Ok(Executed::Done(update)) => (Outcome::Done, None, calls, Some(*update)),
@@ -835,25 +852,58 @@ async fn execute<S: Store>(
             // Creations of one email are serialised across processes and replicas; the
             // existence check runs under that lease, so two runs never both create.
             let key = email.trim().to_lowercase();
-            let token = lease::wait_for(
-                engine,
-                &format!("create:{}:{key}", conn.id),
-                "create",
-                LEASE_WAIT,
-                || format!("another run is creating {email} (still running); try again"),
-            )
-            .await?;
+            let mut tokens = vec![
+                lease::wait_for(
+                    engine,
+                    &format!("create:{}:{key}", conn.id),
+                    "create",
+                    LEASE_WAIT,
+                    || format!("another run is creating {email} (still running); try again"),
+                )
+                .await?,
+            ];
+            // `add_user` with groups changes those groups: hold their leases too (in id order,
+            // so two runs never wait on each other), or a concurrent whole-list write of one
+            // of them could drop the new member.
+            let mut gids = group_ids.clone();
+            gids.sort_unstable();
+            gids.dedup();
+            for gid in gids {
+                match lease::wait_for(
+                    engine,
+                    &format!("group:{}:{gid}", conn.id),
+                    "group",
+                    LEASE_WAIT,
+                    || {
+                        format!(
+                            "group {gid} is being changed by another run (still running); try again"
+                        )
+                    },
+                )
+                .await
+                {
+                    Ok(t) => tokens.push(t),
+                    Err(e) => {
+                        for t in &tokens {
+                            lease::release(engine, t).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
             let lost = AtomicBool::new(false);
             let result = lease::hold(
                 engine,
-                &token,
+                &tokens,
                 &lost,
                 create_user(
-                    engine, client, &token, name, email, *role_id, group_ids, calls,
+                    engine, client, &tokens, name, email, *role_id, group_ids, calls,
                 ),
             )
             .await;
-            lease::release(engine, &token).await;
+            for t in &tokens {
+                lease::release(engine, t).await;
+            }
             result
         }
         StepKind::UpdateUser {
@@ -930,7 +980,7 @@ async fn execute<S: Store>(
             let lost = AtomicBool::new(false);
             let result = lease::hold(
                 engine,
-                &token,
+                std::slice::from_ref(&token),
                 &lost,
                 group_write(engine, client, &token, *group_id, *user_id, add, calls),
             )
@@ -972,13 +1022,13 @@ async fn execute<S: Store>(
     }
 }
 
-/// Creates a user under the email's lease: checks the email is free, checks the lease right
-/// before `add_user`, then reads the account back.
+/// Creates a user under the email's lease (and its groups' leases): checks the email is free,
+/// checks every lease right before `add_user`, then reads the account back.
 #[allow(clippy::too_many_arguments)]
 async fn create_user<S: Store>(
     engine: &Engine<S>,
     client: &Client,
-    token: &LeaseToken,
+    tokens: &[LeaseToken],
     name: &str,
     email: &str,
     role_id: Option<u64>,
@@ -996,7 +1046,9 @@ async fn create_user<S: Store>(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(upstream("looking up the email", e)),
     }
-    lease::fence(engine, token).await?;
+    for token in tokens {
+        lease::fence(engine, token).await?;
+    }
     calls.push("add_user".into());
     let new = NewUser {
         role_id,

@@ -82,7 +82,7 @@ pub async fn scan<S: Store>(
     let lost = AtomicBool::new(false);
     let result = lease::hold(
         engine,
-        &token,
+        std::slice::from_ref(&token),
         &lost,
         run(engine, &conn, observer, &token, &lost),
     )

@@ -15,9 +15,10 @@ use std::future::Future;
 pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use error::{StoreError, StoreResult};
 pub use model::{
-    AuditEntry, ChangeRecord, CommitSummary, Connection, GroupRecord, ImportSummary, LeaseToken,
-    NewChange, NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord,
-    ScanRecord, ScanReport, ScanStatus, SealedSecret, TokenRecord,
+    AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
+    CommitSummary, Connection, GroupRecord, ImportSummary, LeaseToken, ListedAccount, NewChange,
+    NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord,
+    ScanReport, ScanStatus, SealedSecret, StoredMatch, TokenRecord,
 };
 pub use sqlite::{SqliteScan, SqliteStore};
 
@@ -112,6 +113,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<GroupRecord>>> + Send;
+    /// Accounts with their groups and stored match, filtered, sorted and paged in the store,
+    /// now or at a scan. What `accessrail users`, the API and the console list.
+    fn list_accounts(
+        &self,
+        connection_id: &str,
+        query: &AccountQuery,
+    ) -> impl Future<Output = StoreResult<AccountListing>> + Send;
+    /// Counts over the current accounts and their stored matches.
+    fn account_counts(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<AccountCounts>> + Send;
     fn current_roles(
         &self,
         connection_id: &str,
@@ -145,6 +158,7 @@ pub trait Store: Send + Sync + 'static {
         connection_id: &str,
         account_id: u64,
         identity_id: Option<&str>,
+        now: i64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
     fn overrides(
         &self,

@@ -224,3 +224,78 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
+
+/// A stored match result for one account (see `domain::match_accounts`), as of a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMatch {
+    pub state: accessrail_domain::MatchState,
+    pub identity_id: Option<String>,
+    pub identity_name: Option<String>,
+    /// `active`, `leaver` or `gone` (no longer in the identity import), when matched.
+    pub identity_status: Option<String>,
+    pub pinned: bool,
+    pub reason: String,
+    /// For an ambiguous account: the identities that claim its email.
+    pub candidates: Vec<String>,
+}
+
+/// How a listing of accounts is sorted (then by id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AccountSort {
+    #[default]
+    Name,
+    Email,
+    Role,
+    /// Active accounts first.
+    Active,
+    Id,
+}
+
+/// One listing of accounts: every filter narrows it. The same query serves the current state
+/// and history (`at_scan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    /// The accounts as they were right after this scan committed; `None`: now.
+    pub at_scan: Option<i64>,
+    pub active: Option<bool>,
+    pub match_state: Option<accessrail_domain::MatchState>,
+    pub role_id: Option<u64>,
+    pub group_id: Option<u64>,
+    /// Only accounts matched to an identity marked as a leaver.
+    pub leaver: bool,
+    pub admin: Option<bool>,
+    /// A substring of the email or the name, any case.
+    pub q: Option<String>,
+    pub sort: AccountSort,
+    /// `None`: every account.
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
+/// An account in a listing, with its groups (id, name) and its match then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedAccount {
+    pub account: Account,
+    pub groups: Vec<(u64, Option<String>)>,
+    /// `None` in history from before match results were recorded.
+    pub matched: Option<StoredMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountListing {
+    /// Accounts that pass the filters (all pages).
+    pub total: u64,
+    pub accounts: Vec<ListedAccount>,
+}
+
+/// Counts over the current accounts, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountCounts {
+    pub accounts: u64,
+    pub active: u64,
+    pub unmatched_active: u64,
+    pub ambiguous: u64,
+    pub forgotten: u64,
+    pub leavers_active: u64,
+    pub admins: u64,
+}

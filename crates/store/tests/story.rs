@@ -307,7 +307,7 @@ async fn versions_history_failures_leases_identities() {
     let o = store.overrides("c1").await.unwrap();
     assert_eq!(o.len(), 2);
     assert_eq!(o[0].identity_id, "b");
-    assert_eq!(store.clear_override("c1", 1, None).await.unwrap(), 1);
+    assert_eq!(store.clear_override("c1", 1, None, 0).await.unwrap(), 1);
 
     // Everything survives reopening the file; removing the connection removes its history.
     store.close().await;
@@ -430,6 +430,87 @@ async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated() {
     let s3 = scan(&store, "c1", 3000, &after, &[g(7, &[2])]).await;
     assert_eq!(s3.changes, 0);
     assert_eq!(s3.account_rows_written, 0);
+}
+
+/// Revision numbers never go back, even when the connection that held the highest one is
+/// removed (review finding: numbering from `MAX(scans.revision)` did), and provisioning before
+/// the first scan does not turn that scan into a flood of "added" changes.
+#[tokio::test]
+async fn revisions_survive_a_removed_connection_and_provisioning_before_the_first_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db"))
+        .await
+        .unwrap();
+    store.insert_connection(new_conn()).await.unwrap();
+    store
+        .insert_connection(NewConnection {
+            id: "c2".into(),
+            name: "other".into(),
+            ..new_conn()
+        })
+        .await
+        .unwrap();
+    let accounts = vec![account(1, "a@x.io", true, 2), account(2, "b@x.io", true, 2)];
+    // A deactivation recorded before c1 was ever scanned.
+    store
+        .record_provision(
+            "c1",
+            1,
+            500,
+            ProvisionUpdate {
+                account: Some(account(1, "a@x.io", false, 2)),
+                group: None,
+                joined: vec![],
+                changes: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    // c2 is scanned (the highest revision so far), then c1's scan begins, then c2 is removed.
+    scan(&store, "c2", 900, &accounts, &[]).await;
+    let lease = take_lease(&store, "c1", 1000).await;
+    let mut w = store.begin_scan("c1", 1000, lease).await.unwrap();
+    w.stage_accounts(&accounts).await.unwrap();
+    assert!(store.remove_connection("other").await.unwrap());
+    // Provisioning during c1's scan must count as newer than what the scan read.
+    store
+        .record_provision(
+            "c1",
+            2,
+            1001,
+            ProvisionUpdate {
+                account: Some(account(2, "b@x.io", false, 2)),
+                group: None,
+                joined: vec![],
+                changes: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let s = w.commit(report(), 1002).await.unwrap();
+    let now = store.current_accounts("c1").await.unwrap();
+    let b = now.iter().find(|a| a.id == 2).unwrap();
+    assert!(
+        !b.is_active,
+        "the deactivation during the scan holds: {now:?}"
+    );
+    assert_eq!(
+        s.changes, 0,
+        "the first scan is the baseline: no invented changes"
+    );
+    let kinds: Vec<String> = store
+        .changes("c1", None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "account_added" || k == "account_reactivated"),
+        "{kinds:?}"
+    );
 }
 
 /// A scan whose lease was taken over (its process stalled past the lease) cannot commit.

@@ -1060,7 +1060,13 @@ pub async fn apply_stored(
     }
     // From here on TestRail may change: whatever happens, the plan is not applied again.
     claim.release_to = PlanState::Applied;
-    Ok(provision::apply(&s.engine, &conn, &fresh).await?)
+    // In its own task: a client that goes away does not cut a step short half way.
+    let engine = s.engine.clone();
+    let applied = tokio::spawn(async move { provision::apply(&engine, &conn, &fresh).await }).await;
+    match applied {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ApiError::internal("apply", e)),
+    }
 }
 
 /// Applies a kept plan, at most once.

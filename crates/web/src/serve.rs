@@ -2,7 +2,7 @@
 //! process stops with an error; Ctrl-C / SIGTERM shuts down gracefully.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use accessrail_engine::scan::{self, Quiet};
@@ -96,10 +96,18 @@ pub async fn bootstrap_admin_token(engine: &App) -> Result<Option<String>, Strin
     Ok(Some(token))
 }
 
-/// Starts a scan in the background (the store lease keeps it to one per connection).
+/// Starts a scan in the background (the store lease keeps it to one per connection; at most
+/// `BACKGROUND_SCANS` run at once, the rest wait their turn). Shutdown waits for it within the
+/// grace period.
 pub fn spawn_scan(state: Arc<AppState>, connection: String) {
-    tokio::spawn(async move {
-        if let Err(e) = scan::scan(&state.engine, Some(&connection), Arc::new(Quiet)).await {
+    let st = state.clone();
+    let mut tasks = state.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    while tasks.try_join_next().is_some() {}
+    tasks.spawn(async move {
+        let Ok(_slot) = st.scan_slots.clone().acquire_owned().await else {
+            return;
+        };
+        if let Err(e) = scan::scan(&st.engine, Some(&connection), Arc::new(Quiet)).await {
             tracing::warn!(connection, error = %e, "scan failed");
         }
     });
@@ -170,6 +178,7 @@ pub async fn serve(
             .await
             .map_err(|e| format!("HTTP server: {e}"))
     });
+    let cfg_grace = cfg.grace;
     let sched = tokio::spawn(scheduler(state.clone(), cfg, stop_rx));
     let stopper = stop_tx.clone();
     tokio::spawn(async move {
@@ -183,8 +192,16 @@ pub async fn serve(
         r = &mut sched => (("scheduler", r), server),
     };
     let _ = stop_tx.send(true);
-    // The other part gets its grace period to finish.
-    let _ = tokio::time::timeout(Duration::from_secs(30), other).await;
+    // The other part, and background scans, get the grace period to finish.
+    let grace = cfg_grace;
+    let mut background =
+        std::mem::take(&mut *state.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+    let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
+        let _ = other.await;
+        while background.join_next().await.is_some() {}
+    })
+    .await;
+    background.abort_all();
     // Whatever still runs past the grace period (a scan, "Scan now") is dropped: release this
     // process's leases at once and record its scans as interrupted, so the next scan need not
     // wait for the leases to expire.

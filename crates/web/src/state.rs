@@ -60,7 +60,15 @@ pub struct AppState {
     /// Signs the pre-sign-in CSRF cookie. New at every start: a sign-in form opened before a
     /// restart is refused once and works when reloaded.
     pub(crate) csrf_key: Vec<u8>,
+    /// Background work ("Scan now"): awaited for the grace period at shutdown.
+    pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Background scans running at once; each holds a database connection for its whole run,
+    /// so they stay below the pool's size and leave room for lease renewals and requests.
+    pub(crate) scan_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Background scans at once ("Scan now" on several connections); the scheduler runs one more.
+pub const BACKGROUND_SCANS: usize = 3;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +85,8 @@ impl AppState {
             allow_base_urls,
             schedule,
             scan_now: Arc::new(Notify::new()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+            scan_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SCANS)),
             sessions: Mutex::new(HashMap::new()),
             session_seq: AtomicU64::new(0),
             plans: Mutex::new(HashMap::new()),

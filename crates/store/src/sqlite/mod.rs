@@ -22,6 +22,9 @@ use accessrail_domain::{AuditRecord, Outcome, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+mod listing;
+mod matches;
+
 /// The embedded SQLite store: one database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -66,11 +69,19 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(15))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
+        // A database from before match results were stored gets them once, now.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        let mut tx = pool.begin().await?;
+        if matches::backfill(&mut tx, now).await? > 0 {
+            tx.commit().await?;
+        }
         Ok(Self { pool })
     }
 
@@ -361,6 +372,32 @@ fn fields_json(a: &Account) -> String {
     v.to_string()
 }
 
+/// A new revision number, higher than every one handed out before (call it in the committing
+/// transaction, after its first write, so the write lock orders revisions by commit).
+async fn new_revision(
+    tx: &mut SqliteConnection,
+    cid: &str,
+    kind: &str,
+    now: i64,
+) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO revisions (connection_id, kind, committed_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(cid)
+    .bind(kind)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+/// The lower-cased (Unicode) name and email an account is sorted and searched by.
+fn keys(a: &Account) -> (String, String) {
+    (
+        a.name.as_deref().unwrap_or_default().to_lowercase(),
+        a.email.as_deref().unwrap_or_default().to_lowercase(),
+    )
+}
+
 const ACCOUNT_COLS: &str =
     "tr_user_id, name, email, is_active, role_id, role_name, is_admin, fields";
 
@@ -578,7 +615,7 @@ impl Store for SqliteStore {
         // than what this scan will read from TestRail.
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO scans (connection_id, started_at, status, base_revision)
-             VALUES (?, ?, 'running', (SELECT COALESCE(MAX(revision), 0) FROM scans)) RETURNING id",
+             VALUES (?, ?, 'running', (SELECT COALESCE(MAX(id), 0) FROM revisions)) RETURNING id",
         )
         .bind(connection_id)
         .bind(now)
@@ -587,7 +624,8 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         for stmt in [
             "CREATE TEMP TABLE IF NOT EXISTS stage_accounts (tr_user_id INTEGER PRIMARY KEY, name TEXT, email TEXT,
-                is_active INTEGER NOT NULL, role_id INTEGER, role_name TEXT, is_admin INTEGER, fields TEXT NOT NULL)",
+                is_active INTEGER NOT NULL, role_id INTEGER, role_name TEXT, is_admin INTEGER, fields TEXT NOT NULL,
+                name_key TEXT NOT NULL, email_key TEXT NOT NULL)",
             "CREATE TEMP TABLE IF NOT EXISTS stage_groups (tr_group_id INTEGER PRIMARY KEY, name TEXT)",
             "CREATE TEMP TABLE IF NOT EXISTS stage_members (tr_group_id INTEGER NOT NULL, tr_user_id INTEGER NOT NULL,
                 PRIMARY KEY (tr_group_id, tr_user_id))",
@@ -664,6 +702,18 @@ impl Store for SqliteStore {
                 member_ids: by_group.remove(&id).unwrap_or_default(),
             })
             .collect())
+    }
+
+    async fn list_accounts(
+        &self,
+        connection_id: &str,
+        query: &AccountQuery,
+    ) -> StoreResult<AccountListing> {
+        listing::list(&self.pool, connection_id, query).await
+    }
+
+    async fn account_counts(&self, connection_id: &str) -> StoreResult<AccountCounts> {
+        listing::counts(&self.pool, connection_id).await
     }
 
     async fn current_roles(&self, connection_id: &str) -> StoreResult<Vec<RoleRecord>> {
@@ -787,6 +837,9 @@ impl Store for SqliteStore {
                 }
             }
         }
+        if summary.added + summary.updated + summary.marked_gone > 0 {
+            matches::refresh_all(&mut tx, now).await?;
+        }
         tx.commit().await?;
         Ok(summary)
     }
@@ -826,6 +879,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        matches::refresh(&mut tx, connection_id, matches::Rev::OwnIfChanged { now }).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -835,7 +889,9 @@ impl Store for SqliteStore {
         connection_id: &str,
         account_id: u64,
         identity_id: Option<&str>,
+        now: i64,
     ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "DELETE FROM match_overrides WHERE connection_id = ? AND tr_user_id = ? AND (? IS NULL OR identity_id = ?)",
         )
@@ -843,8 +899,10 @@ impl Store for SqliteStore {
         .bind(i(account_id))
         .bind(identity_id)
         .bind(identity_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        matches::refresh(&mut tx, connection_id, matches::Rev::OwnIfChanged { now }).await?;
+        tx.commit().await?;
         Ok(res.rows_affected())
     }
 
@@ -983,14 +1041,15 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         // The first statement writes, so the revision number is taken under the write lock:
         // it is higher than every revision committed before, scans included.
-        let (row_id, rev): (i64, i64) = sqlx::query_as(
+        let rev = new_revision(&mut tx, connection_id, "provision", now).await?;
+        let row_id: i64 = sqlx::query_scalar(
             "INSERT INTO scans (connection_id, started_at, finished_at, status, kind, revision)
-             VALUES (?, ?, ?, 'succeeded', 'provision', (SELECT COALESCE(MAX(revision), 0) + 1 FROM scans))
-             RETURNING id, revision",
+             VALUES (?, ?, ?, 'succeeded', 'provision', ?) RETURNING id",
         )
         .bind(connection_id)
         .bind(now)
         .bind(now)
+        .bind(rev)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(a) = &update.account {
@@ -1001,7 +1060,8 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(&format!(
-                "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .bind(connection_id)
             .bind(rev)
@@ -1013,6 +1073,8 @@ impl Store for SqliteStore {
             .bind(&a.role)
             .bind(a.is_admin)
             .bind(fields_json(a))
+            .bind(keys(a).0)
+            .bind(keys(a).1)
             .execute(&mut *tx)
             .await?;
         }
@@ -1065,6 +1127,9 @@ impl Store for SqliteStore {
             .bind(audit_id)
             .execute(&mut *tx)
             .await?;
+        }
+        if update.account.is_some() {
+            matches::refresh(&mut tx, connection_id, matches::Rev::At(rev)).await?;
         }
         let seats: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL AND is_active = 1",
@@ -1312,12 +1377,12 @@ impl SqliteScan {
                 self.lease.name
             )));
         }
-        let (rev, base): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COALESCE(MAX(revision), 0) + 1 FROM scans), COALESCE(base_revision, 0) FROM scans WHERE id = ?",
-        )
-        .bind(scan)
-        .fetch_one(&mut *tx)
-        .await?;
+        let base: i64 =
+            sqlx::query_scalar("SELECT COALESCE(base_revision, 0) FROM scans WHERE id = ?")
+                .bind(scan)
+                .fetch_one(&mut *tx)
+                .await?;
+        let rev = new_revision(&mut tx, &cid, "scan", now).await?;
         sqlx::query("UPDATE scans SET revision = ? WHERE id = ?")
             .bind(rev)
             .bind(scan)
@@ -1363,7 +1428,7 @@ impl SqliteScan {
         };
         // The first good scan is the baseline: it records versions, not thousands of "added".
         let baseline: bool = !sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM scans WHERE connection_id = ? AND status = 'succeeded')",
+            "SELECT EXISTS (SELECT 1 FROM scans WHERE connection_id = ? AND status = 'succeeded' AND kind = 'scan')",
         )
         .bind(&cid)
         .fetch_one(&mut *tx)
@@ -1428,6 +1493,15 @@ impl SqliteScan {
         .bind(&cid)
         .execute(&mut *tx)
         .await?;
+        // Matching depends on emails only: recompute matches when an email appeared or changed.
+        let emails_changed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM temp.changed_ids ch JOIN temp.stage_accounts s ON s.tr_user_id = ch.tr_user_id
+               LEFT JOIN account_versions c ON c.connection_id = ?1 AND c.tr_user_id = ch.tr_user_id AND c.valid_to_rev IS NULL
+               WHERE c.tr_user_id IS NULL OR c.email IS NOT s.email)",
+        )
+        .bind(&cid)
+        .fetch_one(&mut *tx)
+        .await?;
         let closed = sqlx::query(
             "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
                AND tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)",
@@ -1438,8 +1512,9 @@ impl SqliteScan {
         .await?
         .rows_affected();
         let opened = sqlx::query(&format!(
-            "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS})
-             SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields
+            "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
+             SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields,
+                    s.name_key, s.email_key
              FROM temp.stage_accounts s WHERE s.tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)"
         ))
         .bind(&cid)
@@ -1460,7 +1535,8 @@ impl SqliteScan {
         .bind(&cid)
         .fetch_all(&mut *tx)
         .await?;
-        if !missing.is_empty() {
+        let any_missing = !missing.is_empty();
+        if any_missing {
             let res = sqlx::query(
                 "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
                    AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = account_versions.tr_user_id)
@@ -1484,6 +1560,9 @@ impl SqliteScan {
             }
         }
 
+        if baseline || emails_changed || any_missing {
+            matches::refresh(&mut tx, &cid, matches::Rev::At(rev)).await?;
+        }
         if report.groups_fetched {
             apply_groups(&mut tx, &mut n, &cid, rev, baseline, &mut pending).await?;
         }
@@ -1712,9 +1791,10 @@ impl ScanWriter for SqliteScan {
         let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
         for chunk in accounts.chunks(BATCH) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT OR REPLACE INTO temp.stage_accounts ({ACCOUNT_COLS}) "
+                "INSERT OR REPLACE INTO temp.stage_accounts ({ACCOUNT_COLS}, name_key, email_key) "
             ));
             qb.push_values(chunk, |mut b, a| {
+                let (name_key, email_key) = keys(a);
                 b.push_bind(i(a.id))
                     .push_bind(a.name.clone())
                     .push_bind(a.email.clone())
@@ -1722,7 +1802,9 @@ impl ScanWriter for SqliteScan {
                     .push_bind(a.role_id.map(i))
                     .push_bind(a.role.clone())
                     .push_bind(a.is_admin)
-                    .push_bind(fields_json(a));
+                    .push_bind(fields_json(a))
+                    .push_bind(name_key)
+                    .push_bind(email_key);
             });
             qb.build().execute(&mut *tx).await?;
         }

@@ -1,0 +1,251 @@
+//! One listing query for accounts: filters, sort, paging and a total count in SQL, now or at
+//! a scan (the same query with a revision bound). Only the page's rows are read, and only the
+//! page's memberships.
+
+use std::collections::BTreeMap;
+
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
+
+use super::{i, matches, u};
+use crate::error::{StoreError, StoreResult};
+use crate::model::{
+    AccountCounts, AccountListing, AccountQuery, AccountSort, ListedAccount, StoredMatch,
+};
+use accessrail_domain::Account;
+
+/// Pages up to this many accounts read their memberships by id; larger ones read them all.
+const IN_LIST_MAX: usize = 500;
+
+/// `alias` valid now (`rev` None) or right after revision `rev`.
+fn push_valid(qb: &mut QueryBuilder<'_, Sqlite>, alias: &str, rev: Option<i64>) {
+    match rev {
+        None => {
+            qb.push(format!(" {alias}.valid_to_rev IS NULL "));
+        }
+        Some(r) => {
+            qb.push(format!(" {alias}.valid_from_rev <= "));
+            qb.push_bind(r);
+            qb.push(format!(
+                " AND ({alias}.valid_to_rev IS NULL OR {alias}.valid_to_rev > "
+            ));
+            qb.push_bind(r);
+            qb.push(") ");
+        }
+    }
+}
+
+fn push_from_where<'a>(
+    qb: &mut QueryBuilder<'a, Sqlite>,
+    cid: &'a str,
+    rev: Option<i64>,
+    q: &'a AccountQuery,
+) {
+    qb.push(
+        " FROM account_versions a LEFT JOIN match_versions m
+          ON m.connection_id = a.connection_id AND m.tr_user_id = a.tr_user_id AND ",
+    );
+    push_valid(qb, "m", rev);
+    qb.push(" WHERE a.connection_id = ");
+    qb.push_bind(cid);
+    qb.push(" AND ");
+    push_valid(qb, "a", rev);
+    if let Some(active) = q.active {
+        qb.push(" AND a.is_active = ");
+        qb.push_bind(active);
+    }
+    if let Some(state) = q.match_state {
+        qb.push(" AND m.state = ");
+        qb.push_bind(matches::state_str(state));
+    }
+    if let Some(role) = q.role_id {
+        qb.push(" AND a.role_id = ");
+        qb.push_bind(i(role));
+    }
+    match q.admin {
+        Some(true) => {
+            qb.push(" AND a.is_admin = 1 ");
+        }
+        Some(false) => {
+            qb.push(" AND (a.is_admin IS NULL OR a.is_admin = 0) ");
+        }
+        None => {}
+    }
+    if q.leaver {
+        qb.push(" AND m.identity_status = 'leaver' ");
+    }
+    if let Some(needle) =
+        q.q.as_deref()
+            .map(str::to_lowercase)
+            .filter(|n| !n.is_empty())
+    {
+        qb.push(" AND (instr(a.email_key, ");
+        qb.push_bind(needle.clone());
+        qb.push(") > 0 OR instr(a.name_key, ");
+        qb.push_bind(needle);
+        qb.push(") > 0) ");
+    }
+    if let Some(g) = q.group_id {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM membership_versions g WHERE g.connection_id = a.connection_id
+              AND g.tr_user_id = a.tr_user_id AND g.tr_group_id = ",
+        );
+        qb.push_bind(i(g));
+        qb.push(" AND ");
+        push_valid(qb, "g", rev);
+        qb.push(") ");
+    }
+}
+
+#[derive(FromRow)]
+struct Row {
+    tr_user_id: i64,
+    name: Option<String>,
+    email: Option<String>,
+    is_active: bool,
+    role_id: Option<i64>,
+    role_name: Option<String>,
+    is_admin: Option<bool>,
+    state: Option<String>,
+    identity_id: Option<String>,
+    identity_name: Option<String>,
+    identity_status: Option<String>,
+    pinned: Option<bool>,
+    reason: Option<String>,
+    candidates: Option<String>,
+}
+
+/// The revision a committed scan of this connection made.
+pub(super) async fn revision_of(pool: &SqlitePool, cid: &str, scan: i64) -> StoreResult<i64> {
+    let rev: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT revision FROM scans WHERE id = ? AND connection_id = ?")
+            .bind(scan)
+            .bind(cid)
+            .fetch_optional(pool)
+            .await?;
+    rev.flatten()
+        .ok_or_else(|| StoreError::NotFound(format!("a committed scan {scan} of this connection")))
+}
+
+pub(super) async fn list(
+    pool: &SqlitePool,
+    cid: &str,
+    q: &AccountQuery,
+) -> StoreResult<AccountListing> {
+    let rev = match q.at_scan {
+        Some(scan) => Some(revision_of(pool, cid, scan).await?),
+        None => None,
+    };
+    let mut conn = pool.acquire().await?;
+    let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) ");
+    push_from_where(&mut count, cid, rev, q);
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+
+    let mut page: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT a.tr_user_id, a.name, a.email, a.is_active, a.role_id, a.role_name, a.is_admin,
+                m.state, m.identity_id, m.identity_name, m.identity_status, m.pinned, m.reason, m.candidates ",
+    );
+    push_from_where(&mut page, cid, rev, q);
+    page.push(match q.sort {
+        AccountSort::Name => " ORDER BY a.name_key, a.tr_user_id ",
+        AccountSort::Email => " ORDER BY a.email_key, a.tr_user_id ",
+        AccountSort::Role => " ORDER BY COALESCE(a.role_name, ''), a.tr_user_id ",
+        AccountSort::Active => " ORDER BY a.is_active DESC, a.tr_user_id ",
+        AccountSort::Id => " ORDER BY a.tr_user_id ",
+    });
+    page.push(" LIMIT ");
+    page.push_bind(q.limit.map_or(-1, i));
+    page.push(" OFFSET ");
+    page.push_bind(i(q.offset));
+    let rows: Vec<Row> = page.build_query_as().fetch_all(&mut *conn).await?;
+
+    // The page's memberships, with each group's name then.
+    let mut groups: BTreeMap<i64, Vec<(u64, Option<String>)>> = BTreeMap::new();
+    if !rows.is_empty() {
+        let mut g: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT g.tr_user_id, g.tr_group_id, gv.name FROM membership_versions g
+             LEFT JOIN group_versions gv ON gv.connection_id = g.connection_id AND gv.tr_group_id = g.tr_group_id AND ",
+        );
+        push_valid(&mut g, "gv", rev);
+        g.push(" WHERE g.connection_id = ");
+        g.push_bind(cid);
+        g.push(" AND ");
+        push_valid(&mut g, "g", rev);
+        if rows.len() <= IN_LIST_MAX {
+            g.push(" AND g.tr_user_id IN (");
+            let mut sep = g.separated(", ");
+            for r in &rows {
+                sep.push_bind(r.tr_user_id);
+            }
+            g.push(") ");
+        }
+        g.push(" ORDER BY g.tr_user_id, g.tr_group_id");
+        let members: Vec<(i64, i64, Option<String>)> =
+            g.build_query_as().fetch_all(&mut *conn).await?;
+        for (user, group, name) in members {
+            groups.entry(user).or_default().push((u(group), name));
+        }
+    }
+
+    let mut accounts = Vec::with_capacity(rows.len());
+    for r in rows {
+        let member_of = groups.remove(&r.tr_user_id).unwrap_or_default();
+        let matched: Option<StoredMatch> = match &r.state {
+            Some(state) => Some(matches::to_stored(
+                state,
+                r.identity_id,
+                r.identity_name,
+                r.identity_status,
+                r.pinned.unwrap_or(false),
+                r.reason.unwrap_or_default(),
+                r.candidates.as_deref().unwrap_or("[]"),
+            )?),
+            None => None,
+        };
+        accounts.push(ListedAccount {
+            account: Account {
+                id: u(r.tr_user_id),
+                name: r.name,
+                email: r.email,
+                is_active: r.is_active,
+                role_id: r.role_id.map(u),
+                role: r.role_name,
+                is_admin: r.is_admin,
+                group_ids: member_of.iter().map(|(id, _)| *id).collect(),
+                fields: serde_json::Value::Null,
+            },
+            groups: member_of,
+            matched,
+        });
+    }
+    Ok(AccountListing {
+        total: u(total),
+        accounts,
+    })
+}
+
+pub(super) async fn counts(pool: &SqlitePool, cid: &str) -> StoreResult<AccountCounts> {
+    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*),
+                COALESCE(SUM(a.is_active), 0),
+                COALESCE(SUM(a.is_active AND COALESCE(m.state, 'unmatched') = 'unmatched'), 0),
+                COALESCE(SUM(m.state = 'ambiguous'), 0),
+                COALESCE(SUM(m.state = 'forgotten'), 0),
+                COALESCE(SUM(a.is_active AND m.identity_status = 'leaver'), 0),
+                COALESCE(SUM(a.is_admin = 1), 0)
+         FROM account_versions a LEFT JOIN match_versions m
+           ON m.connection_id = a.connection_id AND m.tr_user_id = a.tr_user_id AND m.valid_to_rev IS NULL
+         WHERE a.connection_id = ? AND a.valid_to_rev IS NULL",
+    )
+    .bind(cid)
+    .fetch_one(pool)
+    .await?;
+    Ok(AccountCounts {
+        accounts: u(row.0),
+        active: u(row.1),
+        unmatched_active: u(row.2),
+        ambiguous: u(row.3),
+        forgotten: u(row.4),
+        leavers_active: u(row.5),
+        admins: u(row.6),
+    })
+}
