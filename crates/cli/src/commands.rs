@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessrail_domain::{OverrideKind, is_forgotten_placeholder};
+use accessrail_domain::OverrideKind;
 use accessrail_engine::check::{CheckStatus, TestReport};
 use accessrail_engine::connector::ClientOptions;
 use accessrail_engine::identities::{self, Format};
@@ -822,14 +822,7 @@ async fn match_cmd(app: &App, action: MatchAction, json: bool) -> Result<ExitCod
 
 async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure> {
     let conn = app.resolve(a.conn.connection.as_deref()).await?;
-    let filter = UserFilter {
-        unmatched: a.unmatched,
-        ambiguous: a.ambiguous,
-        inactive: a.inactive,
-        role: a.role.clone(),
-        group: a.group.clone(),
-    };
-    let list: Vec<UserView> = if let Some(scan_id) = a.at_scan {
+    if let Some(scan_id) = a.at_scan {
         let scan = app.store().scan(scan_id).await?;
         if scan.as_ref().is_none_or(|s| {
             s.connection_id != conn.id || s.status != accessrail_store::ScanStatus::Succeeded
@@ -839,37 +832,19 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
                 conn.name
             )));
         }
-        app.store()
-            .accounts_at_scan(&conn.id, scan_id)
-            .await?
-            .into_iter()
-            .filter(|acc| !filter.inactive || !acc.is_active)
-            .map(|acc| UserView {
-                id: acc.id,
-                match_state: if acc.email.as_deref().is_some_and(is_forgotten_placeholder) {
-                    accessrail_domain::MatchState::Forgotten
-                } else {
-                    accessrail_domain::MatchState::Unmatched
-                },
-                email: acc.email,
-                name: acc.name,
-                is_active: acc.is_active,
-                is_admin: acc.is_admin,
-                role: acc.role,
-                role_id: acc.role_id,
-                groups: vec![],
-                group_ids: acc.group_ids,
-                identity: None,
-                identity_name: None,
-                identity_status: None,
-                match_reason: "historical view: matching not applied".into(),
-                pinned: false,
-                candidates: vec![],
-            })
-            .collect()
-    } else {
-        report::filtered_users(app, &conn, &filter).await?
+    }
+    // One store query, now or at a scan: every filter applies to both.
+    let filter = UserFilter {
+        unmatched: a.unmatched,
+        ambiguous: a.ambiguous,
+        inactive: a.inactive,
+        role: a.role.clone(),
+        group: a.group.clone(),
+        at_scan: a.at_scan,
+        sort: report::AccountSort::Id,
+        ..UserFilter::default()
     };
+    let list: Vec<UserView> = report::filtered_users(app, &conn, &filter).await?;
     if json {
         print_json(&list);
         return Ok(ExitCode::SUCCESS);

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use accessrail_domain::{
-    AccountRef, Identity, IdentityStatus, MatchOverride, MatchState, match_accounts,
-};
-use accessrail_store::{Connection, Store};
+use accessrail_domain::MatchState;
+use accessrail_store::{AccountQuery, Connection, ListedAccount, Store};
 use serde::Serialize;
+
+pub use accessrail_store::AccountSort;
 
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
@@ -43,16 +43,39 @@ impl UserView {
     }
 }
 
-/// Narrowing of `accessrail users`; each set flag narrows the list.
+/// Narrowing of a listing of accounts; each set field narrows it. Served by one store query
+/// (filters, sort and paging in SQL), now or at a scan.
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
     pub unmatched: bool,
     pub ambiguous: bool,
     pub inactive: bool,
+    /// `Some(true)`: active accounts only; `Some(false)`: inactive only (as `inactive`).
+    pub active: Option<bool>,
+    /// One match state (matched, unmatched, ambiguous, forgotten).
+    pub match_state: Option<MatchState>,
     /// A role name (any case) or id.
     pub role: Option<String>,
     /// A group name (any case) or id.
     pub group: Option<String>,
+    /// Accounts matched to a leaver.
+    pub leaver: bool,
+    /// Administrators only.
+    pub admins: bool,
+    /// A substring of the email or name, any case.
+    pub q: Option<String>,
+    /// The accounts as they were right after this scan committed.
+    pub at_scan: Option<i64>,
+    pub sort: AccountSort,
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
+/// One page of a listing, with the count of every account that passed the filters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserPage {
+    pub total: u64,
+    pub users: Vec<UserView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,83 +93,47 @@ pub struct Summary {
     pub admins: u64,
 }
 
-fn identity_status(i: &Identity) -> &'static str {
-    if i.gone {
-        "gone"
-    } else {
-        match i.status {
-            IdentityStatus::Active => "active",
-            IdentityStatus::Leaver => "leaver",
-        }
-    }
+/// Every current account, by id.
+pub async fn users<S: Store>(engine: &Engine<S>, conn: &Connection) -> EngineResult<Vec<UserView>> {
+    Ok(list(
+        engine,
+        conn,
+        &UserFilter {
+            sort: AccountSort::Id,
+            ..UserFilter::default()
+        },
+    )
+    .await?
+    .users)
 }
 
-pub async fn users<S: Store>(engine: &Engine<S>, conn: &Connection) -> EngineResult<Vec<UserView>> {
-    let store = engine.store();
-    let accounts = store.current_accounts(&conn.id).await?;
-    let identities = store.identities().await?;
-    let overrides: Vec<MatchOverride> = store
-        .overrides(&conn.id)
-        .await?
-        .into_iter()
-        .map(|o| MatchOverride {
-            account_id: o.account_id,
-            identity_id: o.identity_id,
-            kind: o.kind,
-        })
-        .collect();
-    let groups: BTreeMap<u64, Option<String>> = store
-        .current_groups(&conn.id)
-        .await?
-        .into_iter()
-        .map(|g| (g.id, g.name))
-        .collect();
-    let refs: Vec<AccountRef<'_>> = accounts
-        .iter()
-        .map(|a| AccountRef {
-            id: a.id,
-            email: a.email.as_deref(),
-        })
-        .collect();
-    let outcomes = match_accounts(&refs, &identities, &overrides);
-    let by_id: BTreeMap<&str, &Identity> = identities.iter().map(|i| (i.id.as_str(), i)).collect();
-    Ok(accounts
-        .iter()
-        .map(|a| {
-            let o = outcomes.get(&a.id);
-            let ident = o
-                .and_then(|o| o.identity_id.as_deref())
-                .and_then(|id| by_id.get(id));
-            UserView {
-                id: a.id,
-                email: a.email.clone(),
-                name: a.name.clone(),
-                is_active: a.is_active,
-                is_admin: a.is_admin,
-                role: a.role.clone(),
-                role_id: a.role_id,
-                groups: a
-                    .group_ids
-                    .iter()
-                    .map(|g| {
-                        groups
-                            .get(g)
-                            .cloned()
-                            .flatten()
-                            .unwrap_or_else(|| format!("#{g}"))
-                    })
-                    .collect(),
-                group_ids: a.group_ids.clone(),
-                identity: ident.map(|i| i.id.clone()),
-                identity_name: ident.map(|i| i.name.clone()),
-                identity_status: ident.map(|i| identity_status(i).to_string()),
-                match_state: o.map_or(MatchState::Unmatched, |o| o.state),
-                match_reason: o.map_or("", |o| o.reason).to_string(),
-                pinned: o.is_some_and(|o| o.pinned),
-                candidates: o.map(|o| o.candidates.clone()).unwrap_or_default(),
-            }
-        })
-        .collect())
+fn view(a: ListedAccount) -> UserView {
+    let m = a.matched;
+    UserView {
+        id: a.account.id,
+        email: a.account.email,
+        name: a.account.name,
+        is_active: a.account.is_active,
+        is_admin: a.account.is_admin,
+        role: a.account.role,
+        role_id: a.account.role_id,
+        groups: a
+            .groups
+            .iter()
+            .map(|(id, name)| name.clone().unwrap_or_else(|| format!("#{id}")))
+            .collect(),
+        group_ids: a.account.group_ids,
+        identity: m.as_ref().and_then(|m| m.identity_id.clone()),
+        identity_name: m.as_ref().and_then(|m| m.identity_name.clone()),
+        identity_status: m.as_ref().and_then(|m| m.identity_status.clone()),
+        match_state: m.as_ref().map_or(MatchState::Unmatched, |m| m.state),
+        match_reason: m.as_ref().map_or_else(
+            || "no match recorded at this scan (it predates stored matches)".to_string(),
+            |m| m.reason.clone(),
+        ),
+        pinned: m.as_ref().is_some_and(|m| m.pinned),
+        candidates: m.map(|m| m.candidates).unwrap_or_default(),
+    }
 }
 
 /// Resolves a role or group given by name (any case) or id; an unknown one is a usage error.
@@ -174,11 +161,12 @@ fn resolve_named(what: &str, input: &str, known: &[(u64, Option<String>)]) -> En
     )))
 }
 
-pub async fn filtered_users<S: Store>(
+/// One page of accounts, filtered and sorted by the store.
+pub async fn list<S: Store>(
     engine: &Engine<S>,
     conn: &Connection,
     f: &UserFilter,
-) -> EngineResult<Vec<UserView>> {
+) -> EngineResult<UserPage> {
     let store = engine.store();
     let role = match &f.role {
         Some(r) => {
@@ -214,19 +202,76 @@ pub async fn filtered_users<S: Store>(
         }
         None => None,
     };
-    let all = users(engine, conn).await?;
-    Ok(all
-        .into_iter()
-        .filter(|u| !f.unmatched || u.match_state == MatchState::Unmatched)
-        .filter(|u| !f.ambiguous || u.match_state == MatchState::Ambiguous)
-        .filter(|u| !f.inactive || !u.is_active)
-        .filter(|u| role.is_none_or(|r| u.role_id == Some(r)))
-        .filter(|u| group.is_none_or(|g| u.group_ids.contains(&g)))
-        .collect())
+    // Two different states asked for at once: nothing can match both.
+    let states: Vec<MatchState> = [
+        f.unmatched.then_some(MatchState::Unmatched),
+        f.ambiguous.then_some(MatchState::Ambiguous),
+        f.match_state,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if states.windows(2).any(|w| w[0] != w[1]) {
+        return Ok(UserPage {
+            total: 0,
+            users: vec![],
+        });
+    }
+    let active = match (f.inactive, f.active) {
+        (true, Some(true)) => {
+            return Ok(UserPage {
+                total: 0,
+                users: vec![],
+            });
+        }
+        (true, _) => Some(false),
+        (false, a) => a,
+    };
+    let listing = store
+        .list_accounts(
+            &conn.id,
+            &AccountQuery {
+                at_scan: f.at_scan,
+                active,
+                match_state: states.first().copied(),
+                role_id: role,
+                group_id: group,
+                leaver: f.leaver,
+                admin: f.admins.then_some(true),
+                q: f.q.clone().filter(|q| !q.trim().is_empty()),
+                sort: f.sort,
+                limit: f.limit,
+                offset: f.offset,
+            },
+        )
+        .await?;
+    Ok(UserPage {
+        total: listing.total,
+        users: listing.accounts.into_iter().map(view).collect(),
+    })
+}
+
+/// Every account that passes the filter (no paging).
+pub async fn filtered_users<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    f: &UserFilter,
+) -> EngineResult<Vec<UserView>> {
+    Ok(list(
+        engine,
+        conn,
+        &UserFilter {
+            limit: None,
+            offset: 0,
+            ..f.clone()
+        },
+    )
+    .await?
+    .users)
 }
 
 pub async fn summary<S: Store>(engine: &Engine<S>, conn: &Connection) -> EngineResult<Summary> {
-    let all = users(engine, conn).await?;
+    let c = engine.store().account_counts(&conn.id).await?;
     let last = engine
         .store()
         .scans(&conn.id)
@@ -234,20 +279,17 @@ pub async fn summary<S: Store>(engine: &Engine<S>, conn: &Connection) -> EngineR
         .into_iter()
         .rev()
         .find(|s| s.status == accessrail_store::ScanStatus::Succeeded);
-    let count = |f: &dyn Fn(&UserView) -> bool| all.iter().filter(|u| f(u)).count() as u64;
     Ok(Summary {
         connection: conn.name.clone(),
         last_scan: last.as_ref().map(|s| s.id),
         last_scan_at: last.as_ref().and_then(|s| s.finished_at),
-        accounts: all.len() as u64,
-        active_seats: count(&|u| u.is_active),
-        inactive_accounts: count(&|u| !u.is_active),
-        unmatched_active_accounts: count(&|u| {
-            u.is_active && u.match_state == MatchState::Unmatched
-        }),
-        ambiguous_accounts: count(&|u| u.match_state == MatchState::Ambiguous),
-        forgotten_accounts: count(&|u| u.match_state == MatchState::Forgotten),
-        active_accounts_of_leavers: count(&|u| u.is_active && u.is_leaver()),
-        admins: count(&|u| u.is_admin == Some(true)),
+        accounts: c.accounts,
+        active_seats: c.active,
+        inactive_accounts: c.accounts - c.active,
+        unmatched_active_accounts: c.unmatched_active,
+        ambiguous_accounts: c.ambiguous,
+        forgotten_accounts: c.forgotten,
+        active_accounts_of_leavers: c.leavers_active,
+        admins: c.admins,
     })
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use accessrail_domain::MatchState;
 use accessrail_engine::provision::{self, Action, Origin, Rails, Request};
-use accessrail_engine::report::{self, UserFilter, UserView};
+use accessrail_engine::report::{self, AccountSort, UserFilter, UserView};
 use accessrail_engine::{ApiKey, ConnectRequest, Target, identities, time_fmt};
 use accessrail_store::{Connection, Store};
 use axum::Json;
@@ -569,6 +569,12 @@ pub struct AccountQuery {
     group: Option<String>,
     /// Search in name and email.
     q: Option<String>,
+    /// true: leavers only (matched to an identity marked as a leaver).
+    leaver: Option<bool>,
+    /// true: administrators only.
+    admin: Option<bool>,
+    /// id (default), name, email, role or active (active accounts first).
+    sort: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -581,12 +587,7 @@ async fn list_accounts(
     ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> ApiResult<Json<AccountPage>> {
     let c = conn(&s, &name).await?;
-    let filter = UserFilter {
-        role: q.role.clone(),
-        group: q.group.clone(),
-        ..UserFilter::default()
-    };
-    let wanted = match q.match_state.as_deref() {
+    let match_state = match q.match_state.as_deref() {
         None => None,
         Some("matched") => Some(MatchState::Matched),
         Some("unmatched") => Some(MatchState::Unmatched),
@@ -598,42 +599,44 @@ async fn list_accounts(
             )));
         }
     };
-    let needle = q.q.as_deref().map(str::to_lowercase);
-    let all: Vec<UserView> = report::filtered_users(&s.engine, &c, &filter)
-        .await
-        .map_err(|e| {
-            if e.is_usage() {
-                ApiError::invalid(e.to_string())
-            } else {
-                e.into()
-            }
-        })?
-        .into_iter()
-        .filter(|u| q.active.is_none_or(|a| u.is_active == a))
-        .filter(|u| wanted.is_none_or(|m| u.match_state == m))
-        .filter(|u| {
-            needle.as_ref().is_none_or(|n| {
-                u.email
-                    .as_deref()
-                    .is_some_and(|e| e.to_lowercase().contains(n))
-                    || u.name
-                        .as_deref()
-                        .is_some_and(|x| x.to_lowercase().contains(n))
-            })
-        })
-        .collect();
+    let sort = match q.sort.as_deref() {
+        None | Some("id") => AccountSort::Id,
+        Some("name") => AccountSort::Name,
+        Some("email") => AccountSort::Email,
+        Some("role") => AccountSort::Role,
+        Some("active") => AccountSort::Active,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "sort={other:?}: use id, name, email, role or active"
+            )));
+        }
+    };
     let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
-    let total = all.len();
+    let filter = UserFilter {
+        role: q.role.clone(),
+        group: q.group.clone(),
+        active: q.active,
+        match_state,
+        leaver: q.leaver.unwrap_or(false),
+        admins: q.admin.unwrap_or(false),
+        q: q.q.clone(),
+        sort,
+        limit: Some(limit as u64),
+        offset: offset as u64,
+        ..UserFilter::default()
+    };
+    let page = report::list(&s.engine, &c, &filter).await.map_err(|e| {
+        if e.is_usage() {
+            ApiError::invalid(e.to_string())
+        } else {
+            e.into()
+        }
+    })?;
     Ok(Json(AccountPage {
-        total,
+        total: usize::try_from(page.total).unwrap_or(usize::MAX),
         offset,
         limit,
-        accounts: all
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(AccountDto::from)
-            .collect(),
+        accounts: page.users.into_iter().map(AccountDto::from).collect(),
     }))
 }
 
@@ -767,26 +770,17 @@ async fn access_at(
         }
         _ => return Err(ApiError::invalid("give scan or at")),
     };
-    let accounts = s.engine.store().accounts_at_scan(&c.id, scan_id).await?;
-    Ok(Json(
-        accounts
-            .into_iter()
-            .map(|a| AccountDto {
-                id: a.id,
-                email: a.email,
-                name: a.name,
-                is_active: a.is_active,
-                is_admin: a.is_admin,
-                role: a.role,
-                role_id: a.role_id,
-                groups: vec![],
-                group_ids: a.group_ids,
-                identity: None,
-                identity_status: None,
-                match_state: "not_evaluated".into(),
-            })
-            .collect(),
-    ))
+    let accounts = report::filtered_users(
+        &s.engine,
+        &c,
+        &UserFilter {
+            at_scan: Some(scan_id),
+            sort: AccountSort::Id,
+            ..UserFilter::default()
+        },
+    )
+    .await?;
+    Ok(Json(accounts.into_iter().map(AccountDto::from).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/identities", responses((status = 200, body = Vec<IdentityDto>)))]

@@ -390,9 +390,16 @@ async fn users_page(
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let all = report::users(&s.engine, &conn).await.unwrap_or_default();
     let summary = report::summary(&s.engine, &conn).await.ok();
-    let mut roles: Vec<String> = all.iter().filter_map(|u| u.role.clone()).collect();
+    let mut roles: Vec<String> = s
+        .engine
+        .store()
+        .current_roles(&conn.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| r.name)
+        .collect();
     roles.sort();
     roles.dedup();
     let mut groups: Vec<String> = s
@@ -405,55 +412,49 @@ async fn users_page(
         .filter_map(|g| g.name)
         .collect();
     groups.sort();
-    let needle = q.q.trim().to_lowercase();
-    let mut list: Vec<&UserView> = all
-        .iter()
-        .filter(|u| {
-            needle.is_empty()
-                || u.email
-                    .as_deref()
-                    .is_some_and(|e| e.to_lowercase().contains(&needle))
-                || u.name
-                    .as_deref()
-                    .is_some_and(|n| n.to_lowercase().contains(&needle))
-        })
-        .filter(|u| match q.filter.as_str() {
-            "unmatched" => u.match_state == MatchState::Unmatched,
-            "ambiguous" => u.match_state == MatchState::Ambiguous,
-            "forgotten" => u.match_state == MatchState::Forgotten,
-            "inactive" => !u.is_active,
-            "active" => u.is_active,
-            "leaver" => u.is_leaver(),
-            _ => true,
-        })
-        .filter(|u| {
-            q.role.is_empty()
-                || u.role
-                    .as_deref()
-                    .is_some_and(|r| r.eq_ignore_ascii_case(&q.role))
-        })
-        .filter(|u| q.group.is_empty() || u.groups.iter().any(|g| g.eq_ignore_ascii_case(&q.group)))
-        .collect();
-    let key = |u: &UserView, k: &str| -> String {
-        match k {
-            "email" => u.email.clone().unwrap_or_default().to_lowercase(),
-            "role" => u.role.clone().unwrap_or_default(),
-            "active" => (!u.is_active).to_string(),
-            _ => u.name.clone().unwrap_or_default().to_lowercase(),
-        }
-    };
     let sort = if q.sort.is_empty() {
         "name".to_string()
     } else {
         q.sort.clone()
     };
-    list.sort_by_key(|u| (key(u, &sort), u.id));
-    let total = list.len();
+    // One store query: filters, sort and paging in SQL.
+    let filter = report::UserFilter {
+        q: Some(q.q.trim().to_string()).filter(|x| !x.is_empty()),
+        match_state: match q.filter.as_str() {
+            "unmatched" => Some(MatchState::Unmatched),
+            "ambiguous" => Some(MatchState::Ambiguous),
+            "forgotten" => Some(MatchState::Forgotten),
+            _ => None,
+        },
+        active: match q.filter.as_str() {
+            "inactive" => Some(false),
+            "active" => Some(true),
+            _ => None,
+        },
+        leaver: q.filter == "leaver",
+        role: Some(q.role.clone()).filter(|x| !x.is_empty()),
+        group: Some(q.group.clone()).filter(|x| !x.is_empty()),
+        sort: match sort.as_str() {
+            "email" => report::AccountSort::Email,
+            "role" => report::AccountSort::Role,
+            "active" => report::AccountSort::Active,
+            _ => report::AccountSort::Name,
+        },
+        limit: Some(PAGE as u64),
+        offset: (q.page * PAGE) as u64,
+        ..report::UserFilter::default()
+    };
+    let listed = report::list(&s.engine, &conn, &filter)
+        .await
+        .unwrap_or(report::UserPage {
+            total: 0,
+            users: vec![],
+        });
+    let total = usize::try_from(listed.total).unwrap_or(usize::MAX);
+    let list = &listed.users;
     let start = q.page * PAGE;
     let rows: Vec<Value> = list
         .iter()
-        .skip(start)
-        .take(PAGE)
         .map(|u| {
             context! {
                 name => u.name, email => u.email, is_active => u.is_active, role => u.role,
