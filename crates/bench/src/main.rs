@@ -1,7 +1,10 @@
 //! `accessrail-bench`: the simulator as its own process with 50,000 users and 1,000 groups; a
 //! full scan into a fresh SQLite store, then a rescan. Prints requests (and the minimum), wall
 //! time, users per second, this process's CPU time and peak memory, and the rows the rescan
-//! wrote. Run it with `scripts/bench.sh` (release build).
+//! wrote. Then an identity import (100,000 rows by default: time and memory), and the service
+//! in this process on port 0: p50/p99 latency of the API's accounts listing and of the
+//! console's users page over a mix of filters, sorts and pages, and of the groups pages. Run it
+//! with `scripts/bench.sh` (release build).
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -26,6 +29,18 @@ struct Args {
     /// The simulator binary (default: next to this one).
     #[arg(long, env = "TESTRAIL_SIM_BIN")]
     sim: Option<PathBuf>,
+    /// Rows in the identity import (the first ones carry the accounts' emails).
+    #[arg(long, default_value_t = 100_000)]
+    identities: usize,
+    /// Requests per listing query (after two to warm up).
+    #[arg(long, default_value_t = 15)]
+    repeat: usize,
+    /// Print each listing query's own p50/p99.
+    #[arg(long)]
+    verbose: bool,
+    /// Keep the database in this (new) directory instead of a temporary one.
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 const KEY: &str = "bench-admin-key";
@@ -120,15 +135,22 @@ async fn run(args: Args) -> Result<(), String> {
         args.users, args.groups
     );
 
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = SqliteStore::open(&dir.path().join("accessrail.db"))
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir_path = match &args.keep {
+        Some(p) => {
+            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+            p.clone()
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let store = SqliteStore::open(&dir_path.join("accessrail.db"))
         .await
         .map_err(|e| e.to_string())?;
-    let keyring = Keyring::load(dir.path()).map_err(|e| e.to_string())?;
+    let keyring = Keyring::load(&dir_path).map_err(|e| e.to_string())?;
     let engine = Engine::new(
         store,
         keyring,
-        dir.path().to_path_buf(),
+        dir_path.clone(),
         ClientOptions::default(),
         Arc::new(SystemClock),
     );
@@ -180,15 +202,21 @@ async fn run(args: Args) -> Result<(), String> {
     );
 
     println!(
-        "peak memory (this process, max RSS) {:.1} MB",
+        "peak memory after the scans (this process, max RSS) {:.1} MB",
         peak_rss_mb()
     );
+    let scan_peak = peak_rss_mb();
+
+    let engine = Arc::new(engine);
+    import_identities(&engine, args.identities).await?;
+    listing_latency(engine.clone(), args.repeat, args.verbose).await?;
+
     let ok = first.requests == first.minimum_requests && second.account_rows_written == 0;
     println!(
-        "targets: requests = minimum: {}; rescan writes no account rows: {}; peak memory under 100 MB: {}",
+        "targets: requests = minimum: {}; rescan writes no account rows: {}; scan peak memory under 64 MB: {} ({scan_peak:.1} MB)",
         first.requests == first.minimum_requests,
         second.account_rows_written == 0,
-        peak_rss_mb() < 100.0
+        scan_peak < 64.0
     );
     let _ = child.kill().await;
     if ok {
@@ -196,6 +224,262 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         Err("a target was missed".into())
     }
+}
+
+/// Current resident memory (MB), from /proc/self/statm (0 where unavailable).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        })
+        .map_or(0.0, |pages| pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+type App = Engine<SqliteStore>;
+
+/// An identity file of `rows` rows (CSV, as an admin would export it), parsed and imported.
+async fn import_identities(engine: &App, rows: usize) -> Result<(), String> {
+    use accessrail_store::Store as _;
+    let conn = engine
+        .resolve(Some("bench"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let accounts = engine
+        .store()
+        .current_accounts(&conn.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The accounts' own emails first (those that are addresses, once each), then new people.
+    let mut seen = std::collections::HashSet::new();
+    let emails: Vec<String> = accounts
+        .iter()
+        .filter_map(|a| a.email.clone())
+        .filter(|e| e.contains('@') && !e.contains(',') && seen.insert(e.to_lowercase()))
+        .collect();
+    let mut csv = String::from("id,name,email,other_emails,status\n");
+    for i in 0..rows {
+        let email = emails
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("person{i}@corp.example"));
+        let status = if i % 40 == 7 { "leaver" } else { "active" };
+        csv.push_str(&format!("e{i},Person {i},{email},,{status}\n"));
+    }
+    let (rss0, c0, t0) = (rss_mb(), cpu(), Instant::now());
+    let parsed = accessrail_engine::identities::parse(
+        csv.as_bytes(),
+        accessrail_engine::identities::Format::Csv,
+    )
+    .map_err(|e| format!("{} problem(s) in the generated file", e.len()))?;
+    let n = parsed.len();
+    let summary = engine
+        .store()
+        .import_identities(parsed, true, engine.now())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (wall, cpu) = (t0.elapsed(), cpu() - c0);
+    println!("identity import ({n} rows, CSV parsed and stored, matches refreshed)");
+    println!(
+        "  wall time           {:.2} s (CPU {:.2} s); added {}",
+        wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        summary.added
+    );
+    println!(
+        "  memory              {:.1} MB resident before, {:.1} MB after, peak so far {:.1} MB",
+        rss0,
+        rss_mb(),
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn print_latency(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "  {label:<34} p50 {:>7.1} ms   p99 {:>7.1} ms   ({} requests)",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.len()
+    );
+}
+
+/// The service in this process on port 0: API and console latencies over a mix of queries.
+async fn listing_latency(engine: Arc<App>, repeat: usize, verbose: bool) -> Result<(), String> {
+    use accessrail_store::Store as _;
+    let conn = engine
+        .resolve(Some("bench"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let groups = engine
+        .store()
+        .current_groups(&conn.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let group = groups
+        .iter()
+        .max_by_key(|g| g.member_ids.len())
+        .ok_or("no groups")?;
+    let group_name = group.name.clone().unwrap_or_default();
+    let total = engine
+        .store()
+        .account_counts(&conn.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .accounts;
+    let token = accessrail_engine::tokens::generate();
+    engine
+        .store()
+        .create_token(
+            "bench",
+            &accessrail_engine::tokens::hash(&token),
+            engine.now(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = accessrail_web::AppState::new(
+        engine.clone(),
+        false,
+        accessrail_engine::schedule::Schedule::default(),
+    );
+    let app = accessrail_web::router(state, &accessrail_web::ServeConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Sign in to the console.
+    let login = http
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let csrf = login
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .ok_or("no CSRF token on the sign-in page")?
+        .to_string();
+    http.post(format!("{base}/login"))
+        .form(&[("token", token.as_str()), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let deep = total.saturating_sub(100);
+    let g = percent_encode(&group_name);
+    let api: Vec<String> = [
+        String::new(),
+        "active=true".into(),
+        "active=false".into(),
+        "match=unmatched".into(),
+        "match=matched".into(),
+        "role=Tester".into(),
+        format!("group={g}"),
+        "sort=email".into(),
+        "sort=name".into(),
+        format!("sort=name&offset={deep}"),
+        "leaver=true".into(),
+        "admin=true".into(),
+        "active=true&match=unmatched&sort=email".into(),
+    ]
+    .into_iter()
+    .map(|q| format!("/api/v1/connections/bench/accounts?limit=50&{q}"))
+    .collect();
+    let api_q: Vec<String> = ["q=user1", "q=EXAMPLE.COM", "q=zz-no-such"]
+        .iter()
+        .map(|q| format!("/api/v1/connections/bench/accounts?limit=50&{q}"))
+        .collect();
+    let console: Vec<String> = [
+        String::new(),
+        "filter=unmatched".into(),
+        "filter=leaver".into(),
+        "filter=inactive".into(),
+        "sort=email".into(),
+        "sort=role".into(),
+        format!("group={g}"),
+        "role=Tester".into(),
+        format!("page={}", total / 50 - 1),
+        "q=user1".into(),
+    ]
+    .into_iter()
+    .map(|q| format!("/users?{q}"))
+    .collect();
+    let groups_pages = vec!["/groups".to_string(), format!("/groups/{}", group.id)];
+
+    let time = |paths: Vec<String>, bearer: bool| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            let mut samples = vec![];
+            for p in &paths {
+                for i in 0..repeat + 2 {
+                    let mut req = http.get(format!("{base}{p}"));
+                    if bearer {
+                        req = req.bearer_auth(&token);
+                    }
+                    let t = Instant::now();
+                    let resp = req.send().await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    let _ = resp.bytes().await.map_err(|e| e.to_string())?;
+                    if !status.is_success() {
+                        return Err(format!("{p}: HTTP {status}"));
+                    }
+                    if i >= 2 {
+                        samples.push(t.elapsed());
+                    }
+                }
+                if verbose {
+                    print_latency(p, samples[samples.len() - repeat..].to_vec());
+                }
+            }
+            Ok::<_, String>(samples)
+        }
+    };
+    println!("listing latency at {total} accounts (service in this process, HTTP on loopback)");
+    print_latency(
+        "API accounts, 13 filters/sorts/pages",
+        time(api, true).await?,
+    );
+    print_latency("API accounts, substring search q", time(api_q, true).await?);
+    print_latency("console users page, 10 views", time(console, false).await?);
+    print_latency(
+        "console groups page and a group",
+        time(groups_pages, false).await?,
+    );
+    Ok(())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[tokio::main]

@@ -192,12 +192,7 @@ pub async fn list<S: Store>(
     };
     let group = match &f.group {
         Some(g) => {
-            let known: Vec<(u64, Option<String>)> = store
-                .current_groups(&conn.id)
-                .await?
-                .into_iter()
-                .map(|g| (g.id, g.name))
-                .collect();
+            let known = store.current_group_names(&conn.id).await?;
             Some(resolve_named("group", g, &known)?)
         }
         None => None,

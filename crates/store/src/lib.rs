@@ -16,9 +16,9 @@ pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use error::{StoreError, StoreResult};
 pub use model::{
     AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
-    CommitSummary, Connection, GroupRecord, ImportSummary, LeaseToken, ListedAccount, NewChange,
-    NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord,
-    ScanReport, ScanStatus, SealedSecret, StoredMatch, TokenRecord,
+    CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, LeaseToken, ListedAccount,
+    NewChange, NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord,
+    ScanRecord, ScanReport, ScanStatus, SealedSecret, StoredMatch, TokenRecord,
 };
 pub use sqlite::{SqliteScan, SqliteStore};
 
@@ -113,6 +113,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<GroupRecord>>> + Send;
+    /// The current groups' ids and names (no members).
+    fn current_group_names(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<(u64, Option<String>)>>> + Send;
+    /// The current groups with their member and active member counts, counted in the store.
+    fn group_summaries(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<GroupSummary>>> + Send;
     /// Accounts with their groups and stored match, filtered, sorted and paged in the store,
     /// now or at a scan. What `accessrail users`, the API and the console list.
     fn list_accounts(

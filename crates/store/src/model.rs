@@ -299,3 +299,12 @@ pub struct AccountCounts {
     pub leavers_active: u64,
     pub admins: u64,
 }
+
+/// A group as the groups page shows it: counts, not member lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub id: u64,
+    pub name: Option<String>,
+    pub members: u64,
+    pub active_members: u64,
+}

@@ -496,6 +496,29 @@ async fn run_seed(seed: u64) -> (u64, u64) {
         reference(&now_world, &leavers).0,
         "seed {seed}"
     );
+    // Group counts (kept up to date by each write) agree with the reference.
+    let summaries = store.group_summaries("c1").await.unwrap();
+    let want: Vec<(u64, u64, u64)> = now_world
+        .groups
+        .keys()
+        .map(|g| {
+            let members: Vec<&Account> = now_world
+                .accounts
+                .iter()
+                .filter(|a| a.group_ids.contains(g))
+                .collect();
+            (
+                *g,
+                members.len() as u64,
+                members.iter().filter(|a| a.is_active).count() as u64,
+            )
+        })
+        .collect();
+    let got: Vec<(u64, u64, u64)> = summaries
+        .iter()
+        .map(|g| (g.id, g.members, g.active_members))
+        .collect();
+    assert_eq!(got, want, "seed {seed}: group counts");
     (ran, non_empty)
 }
 

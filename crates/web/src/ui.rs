@@ -405,11 +405,11 @@ async fn users_page(
     let mut groups: Vec<String> = s
         .engine
         .store()
-        .current_groups(&conn.id)
+        .current_group_names(&conn.id)
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|g| g.name)
+        .filter_map(|(_, name)| name)
         .collect();
     groups.sort();
     let sort = if q.sort.is_empty() {
@@ -515,23 +515,14 @@ async fn groups_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let accounts: BTreeMap<u64, bool> = s
-        .engine
-        .store()
-        .current_accounts(&conn.id)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| (a.id, a.is_active))
-        .collect();
     let groups: Vec<Value> = s
         .engine
         .store()
-        .current_groups(&conn.id)
+        .group_summaries(&conn.id)
         .await
         .unwrap_or_default()
         .iter()
-        .map(|g| context! { id => g.id, name => g.name, members => g.member_ids.len(), active => g.member_ids.iter().filter(|m| accounts.get(m).copied().unwrap_or(false)).count() })
+        .map(|g| context! { id => g.id, name => g.name, members => g.members, active => g.active_members })
         .collect();
     page(
         &s,
@@ -548,28 +539,34 @@ async fn group_page(State(s): State<Arc<AppState>>, v: Visitor, Path(id): Path<u
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let groups = s
+    let names = s
         .engine
         .store()
-        .current_groups(&conn.id)
+        .current_group_names(&conn.id)
         .await
         .unwrap_or_default();
-    let Some(g) = groups.into_iter().find(|g| g.id == id) else {
+    let Some((gid, gname)) = names.into_iter().find(|(g, _)| *g == id) else {
         return (
             StatusCode::NOT_FOUND,
             Html("<h1>No such group</h1><p><a href=\"/groups\">Groups</a></p>"),
         )
             .into_response();
     };
-    let accounts = s
-        .engine
-        .store()
-        .current_accounts(&conn.id)
-        .await
-        .unwrap_or_default();
-    let members: Vec<Value> = accounts
+    // The members, listed by the store (by name).
+    let listed = report::list(
+        &s.engine,
+        &conn,
+        &report::UserFilter {
+            group: Some(gid.to_string()),
+            sort: report::AccountSort::Name,
+            ..report::UserFilter::default()
+        },
+    )
+    .await
+    .map(|p| p.users)
+    .unwrap_or_default();
+    let members: Vec<Value> = listed
         .iter()
-        .filter(|a| g.member_ids.contains(&a.id))
         .map(|a| {
             context! {
                 name => a.name, email => a.email, is_active => a.is_active, role => a.role,
@@ -577,11 +574,12 @@ async fn group_page(State(s): State<Arc<AppState>>, v: Visitor, Path(id): Path<u
             }
         })
         .collect();
+    let g = (gid, gname);
     page(
         &s,
         &v,
         "groups.html",
-        context! { title => "Group", page => "groups", group => context! { id => g.id, name => g.name }, members },
+        context! { title => "Group", page => "groups", group => context! { id => g.0, name => g.1 }, members },
     )
 }
 

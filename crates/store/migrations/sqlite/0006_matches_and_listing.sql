@@ -17,7 +17,8 @@ CREATE TABLE match_versions (
     PRIMARY KEY (connection_id, tr_user_id, valid_from_rev)
 );
 CREATE UNIQUE INDEX match_current ON match_versions(connection_id, tr_user_id) WHERE valid_to_rev IS NULL;
-CREATE INDEX match_current_state ON match_versions(connection_id, state, identity_status) WHERE valid_to_rev IS NULL;
+CREATE INDEX match_current_state ON match_versions(connection_id, state, identity_status, tr_user_id) WHERE valid_to_rev IS NULL;
+CREATE INDEX match_current_identity ON match_versions(connection_id, identity_status, tr_user_id) WHERE valid_to_rev IS NULL;
 
 -- Lower-cased (Unicode) name and email: sort keys and the substring search. Rows written before
 -- this migration get SQLite's ASCII lower(); every new version is written with Rust's.
@@ -25,10 +26,34 @@ ALTER TABLE account_versions ADD COLUMN name_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE account_versions ADD COLUMN email_key TEXT NOT NULL DEFAULT '';
 UPDATE account_versions SET name_key = lower(COALESCE(name, '')), email_key = lower(COALESCE(email, ''));
 
-CREATE INDEX account_current_name ON account_versions(connection_id, name_key) WHERE valid_to_rev IS NULL;
-CREATE INDEX account_current_email ON account_versions(connection_id, email_key) WHERE valid_to_rev IS NULL;
-CREATE INDEX account_current_role ON account_versions(connection_id, role_id) WHERE valid_to_rev IS NULL;
-CREATE INDEX account_by_rev ON account_versions(connection_id, valid_from_rev);
+-- Current accounts in each listing order (the id breaks ties), and the narrow columns filters
+-- read, so a page and a count are read from an index.
+CREATE INDEX account_current_name ON account_versions(connection_id, name_key, tr_user_id, email_key, is_active, role_id, is_admin) WHERE valid_to_rev IS NULL;
+CREATE INDEX account_current_email ON account_versions(connection_id, email_key, tr_user_id, is_active, role_id, is_admin) WHERE valid_to_rev IS NULL;
+CREATE INDEX account_current_role ON account_versions(connection_id, role_id, tr_user_id) WHERE valid_to_rev IS NULL;
+CREATE INDEX account_current_role_name ON account_versions(connection_id, COALESCE(role_name, ''), tr_user_id) WHERE valid_to_rev IS NULL;
+CREATE INDEX account_current_search ON account_versions(connection_id, tr_user_id, name_key, email_key, is_active, role_id, is_admin) WHERE valid_to_rev IS NULL;
+CREATE INDEX account_current_flags ON account_versions(connection_id, is_active, is_admin, role_id, tr_user_id) WHERE valid_to_rev IS NULL;
 CREATE INDEX membership_current_user ON membership_versions(connection_id, tr_user_id) WHERE valid_to_rev IS NULL;
-CREATE INDEX membership_by_user ON membership_versions(connection_id, tr_user_id, valid_from_rev);
-CREATE INDEX match_by_rev ON match_versions(connection_id, tr_user_id, valid_from_rev);
+
+-- Counts over the current accounts, kept up to date by every write that changes them (a scan,
+-- a provisioning action, new match results), so the summary is one row, never a count.
+CREATE TABLE account_counts (
+    connection_id    TEXT PRIMARY KEY REFERENCES connections(id) ON DELETE CASCADE,
+    accounts         INTEGER NOT NULL,
+    active           INTEGER NOT NULL,
+    unmatched_active INTEGER NOT NULL,
+    ambiguous        INTEGER NOT NULL,
+    forgotten        INTEGER NOT NULL,
+    leavers_active   INTEGER NOT NULL,
+    admins           INTEGER NOT NULL
+);
+
+-- Member and active-member counts per current group, kept the same way (the groups page).
+CREATE TABLE group_counts (
+    connection_id    TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    tr_group_id      INTEGER NOT NULL,
+    members          INTEGER NOT NULL,
+    active_members   INTEGER NOT NULL,
+    PRIMARY KEY (connection_id, tr_group_id)
+);

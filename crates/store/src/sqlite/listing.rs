@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{i, matches, u};
 use crate::error::{StoreError, StoreResult};
@@ -13,7 +13,7 @@ use crate::model::{
 };
 use accessrail_domain::Account;
 
-/// Pages up to this many accounts read their memberships by id; larger ones read them all.
+/// Rows are read by id, this many ids per statement.
 const IN_LIST_MAX: usize = 500;
 
 /// `alias` valid now (`rev` None) or right after revision `rev`.
@@ -34,28 +34,49 @@ fn push_valid(qb: &mut QueryBuilder<'_, Sqlite>, alias: &str, rev: Option<i64>) 
     }
 }
 
+/// Whether the filters read the stored match (otherwise the match is joined for the page only).
+fn needs_match(q: &AccountQuery) -> bool {
+    q.match_state.is_some() || q.leaver
+}
+
 fn push_from_where<'a>(
     qb: &mut QueryBuilder<'a, Sqlite>,
     cid: &'a str,
     rev: Option<i64>,
     q: &'a AccountQuery,
 ) {
-    qb.push(
-        " FROM account_versions a LEFT JOIN match_versions m
-          ON m.connection_id = a.connection_id AND m.tr_user_id = a.tr_user_id AND ",
-    );
-    push_valid(qb, "m", rev);
-    qb.push(" WHERE a.connection_id = ");
+    qb.push(" FROM account_versions a WHERE a.connection_id = ");
     qb.push_bind(cid);
     qb.push(" AND ");
     push_valid(qb, "a", rev);
+    // Filters on the stored match and on groups are id sets (`IN` a subquery on their own
+    // indexes): SQLite then starts from the smaller side instead of probing every account.
+    if needs_match(q) {
+        qb.push(" AND a.tr_user_id IN (SELECT m.tr_user_id FROM match_versions m WHERE m.connection_id = ");
+        qb.push_bind(cid);
+        qb.push(" AND ");
+        push_valid(qb, "m", rev);
+        if let Some(state) = q.match_state {
+            qb.push(" AND m.state = ");
+            qb.push_bind(matches::state_str(state));
+        }
+        if q.leaver {
+            qb.push(" AND m.identity_status = 'leaver' ");
+        }
+        qb.push(") ");
+    }
+    if let Some(g) = q.group_id {
+        qb.push(" AND a.tr_user_id IN (SELECT g.tr_user_id FROM membership_versions g WHERE g.connection_id = ");
+        qb.push_bind(cid);
+        qb.push(" AND g.tr_group_id = ");
+        qb.push_bind(i(g));
+        qb.push(" AND ");
+        push_valid(qb, "g", rev);
+        qb.push(") ");
+    }
     if let Some(active) = q.active {
         qb.push(" AND a.is_active = ");
         qb.push_bind(active);
-    }
-    if let Some(state) = q.match_state {
-        qb.push(" AND m.state = ");
-        qb.push_bind(matches::state_str(state));
     }
     if let Some(role) = q.role_id {
         qb.push(" AND a.role_id = ");
@@ -70,9 +91,6 @@ fn push_from_where<'a>(
         }
         None => {}
     }
-    if q.leaver {
-        qb.push(" AND m.identity_status = 'leaver' ");
-    }
     if let Some(needle) =
         q.q.as_deref()
             .map(str::to_lowercase)
@@ -83,16 +101,6 @@ fn push_from_where<'a>(
         qb.push(") > 0 OR instr(a.name_key, ");
         qb.push_bind(needle);
         qb.push(") > 0) ");
-    }
-    if let Some(g) = q.group_id {
-        qb.push(
-            " AND EXISTS (SELECT 1 FROM membership_versions g WHERE g.connection_id = a.connection_id
-              AND g.tr_user_id = a.tr_user_id AND g.tr_group_id = ",
-        );
-        qb.push_bind(i(g));
-        qb.push(" AND ");
-        push_valid(qb, "g", rev);
-        qb.push(") ");
     }
 }
 
@@ -140,27 +148,44 @@ pub(super) async fn list(
     push_from_where(&mut count, cid, rev, q);
     let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
 
-    let mut page: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT a.tr_user_id, a.name, a.email, a.is_active, a.role_id, a.role_name, a.is_admin,
-                m.state, m.identity_id, m.identity_name, m.identity_status, m.pinned, m.reason, m.candidates ",
-    );
-    push_from_where(&mut page, cid, rev, q);
-    page.push(match q.sort {
+    // The page's ids first (from the indexes), then only those rows in full.
+    let mut ids_q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT a.tr_user_id ");
+    push_from_where(&mut ids_q, cid, rev, q);
+    ids_q.push(match q.sort {
         AccountSort::Name => " ORDER BY a.name_key, a.tr_user_id ",
         AccountSort::Email => " ORDER BY a.email_key, a.tr_user_id ",
         AccountSort::Role => " ORDER BY COALESCE(a.role_name, ''), a.tr_user_id ",
         AccountSort::Active => " ORDER BY a.is_active DESC, a.tr_user_id ",
         AccountSort::Id => " ORDER BY a.tr_user_id ",
     });
-    page.push(" LIMIT ");
-    page.push_bind(q.limit.map_or(-1, i));
-    page.push(" OFFSET ");
-    page.push_bind(i(q.offset));
-    let rows: Vec<Row> = page.build_query_as().fetch_all(&mut *conn).await?;
-
-    // The page's memberships, with each group's name then.
+    ids_q.push(" LIMIT ");
+    ids_q.push_bind(q.limit.map_or(-1, i));
+    ids_q.push(" OFFSET ");
+    ids_q.push_bind(i(q.offset));
+    let ids: Vec<i64> = ids_q.build_query_scalar().fetch_all(&mut *conn).await?;
+    let mut rows: Vec<Row> = Vec::with_capacity(ids.len());
     let mut groups: BTreeMap<i64, Vec<(u64, Option<String>)>> = BTreeMap::new();
-    if !rows.is_empty() {
+    for chunk in ids.chunks(IN_LIST_MAX) {
+        let mut page: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT a.tr_user_id, a.name, a.email, a.is_active, a.role_id, a.role_name, a.is_admin,
+                    m.state, m.identity_id, m.identity_name, m.identity_status, m.pinned, m.reason, m.candidates
+             FROM account_versions a LEFT JOIN match_versions m
+               ON m.connection_id = a.connection_id AND m.tr_user_id = a.tr_user_id AND ",
+        );
+        push_valid(&mut page, "m", rev);
+        page.push(" WHERE a.connection_id = ");
+        page.push_bind(cid);
+        page.push(" AND ");
+        push_valid(&mut page, "a", rev);
+        page.push(" AND a.tr_user_id IN (");
+        let mut sep = page.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        page.push(") ");
+        rows.extend(page.build_query_as::<Row>().fetch_all(&mut *conn).await?);
+
+        // The page's memberships, with each group's name then.
         let mut g: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT g.tr_user_id, g.tr_group_id, gv.name FROM membership_versions g
              LEFT JOIN group_versions gv ON gv.connection_id = g.connection_id AND gv.tr_group_id = g.tr_group_id AND ",
@@ -170,21 +195,20 @@ pub(super) async fn list(
         g.push_bind(cid);
         g.push(" AND ");
         push_valid(&mut g, "g", rev);
-        if rows.len() <= IN_LIST_MAX {
-            g.push(" AND g.tr_user_id IN (");
-            let mut sep = g.separated(", ");
-            for r in &rows {
-                sep.push_bind(r.tr_user_id);
-            }
-            g.push(") ");
+        g.push(" AND g.tr_user_id IN (");
+        let mut sep = g.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
         }
-        g.push(" ORDER BY g.tr_user_id, g.tr_group_id");
+        g.push(") ORDER BY g.tr_user_id, g.tr_group_id");
         let members: Vec<(i64, i64, Option<String>)> =
             g.build_query_as().fetch_all(&mut *conn).await?;
         for (user, group, name) in members {
             groups.entry(user).or_default().push((u(group), name));
         }
     }
+    let order: BTreeMap<i64, usize> = ids.iter().enumerate().map(|(n, id)| (*id, n)).collect();
+    rows.sort_by_key(|r| order.get(&r.tr_user_id).copied().unwrap_or(usize::MAX));
 
     let mut accounts = Vec::with_capacity(rows.len());
     for r in rows {
@@ -223,9 +247,13 @@ pub(super) async fn list(
     })
 }
 
-pub(super) async fn counts(pool: &SqlitePool, cid: &str) -> StoreResult<AccountCounts> {
-    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*),
+/// Recounts a connection's current accounts into `account_counts` (inside the transaction
+/// that changed them).
+pub(super) async fn recount(tx: &mut SqliteConnection, cid: &str) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO account_counts (connection_id, accounts, active, unmatched_active, ambiguous,
+                forgotten, leavers_active, admins)
+         SELECT ?1, COUNT(*),
                 COALESCE(SUM(a.is_active), 0),
                 COALESCE(SUM(a.is_active AND COALESCE(m.state, 'unmatched') = 'unmatched'), 0),
                 COALESCE(SUM(m.state = 'ambiguous'), 0),
@@ -234,11 +262,41 @@ pub(super) async fn counts(pool: &SqlitePool, cid: &str) -> StoreResult<AccountC
                 COALESCE(SUM(a.is_admin = 1), 0)
          FROM account_versions a LEFT JOIN match_versions m
            ON m.connection_id = a.connection_id AND m.tr_user_id = a.tr_user_id AND m.valid_to_rev IS NULL
-         WHERE a.connection_id = ? AND a.valid_to_rev IS NULL",
+         WHERE a.connection_id = ?1 AND a.valid_to_rev IS NULL",
     )
     .bind(cid)
-    .fetch_one(pool)
+    .execute(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM group_counts WHERE connection_id = ?")
+        .bind(cid)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO group_counts (connection_id, tr_group_id, members, active_members)
+         SELECT ?1, m.tr_group_id, COUNT(*), COALESCE(SUM(a.is_active), 0)
+         FROM membership_versions m
+         LEFT JOIN account_versions a ON a.connection_id = m.connection_id
+              AND a.tr_user_id = m.tr_user_id AND a.valid_to_rev IS NULL
+         WHERE m.connection_id = ?1 AND m.valid_to_rev IS NULL
+         GROUP BY m.tr_group_id",
+    )
+    .bind(cid)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn counts(pool: &SqlitePool, cid: &str) -> StoreResult<AccountCounts> {
+    let row: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT accounts, active, unmatched_active, ambiguous, forgotten, leavers_active, admins
+         FROM account_counts WHERE connection_id = ?",
+    )
+    .bind(cid)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(AccountCounts::default());
+    };
     Ok(AccountCounts {
         accounts: u(row.0),
         active: u(row.1),

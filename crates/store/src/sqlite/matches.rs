@@ -139,6 +139,7 @@ pub(super) async fn refresh(tx: &mut SqliteConnection, cid: &str, rev: Rev) -> S
     if wanted.is_empty() && close.is_empty() {
         return Ok(0);
     }
+    let recount = matches!(rev, Rev::OwnIfChanged { .. });
     let rev = match rev {
         Rev::At(r) => r,
         Rev::OwnIfChanged { now } => {
@@ -199,6 +200,11 @@ pub(super) async fn refresh(tx: &mut SqliteConnection, cid: &str, rev: Rev) -> S
                 .push_bind(m.7.clone());
         });
         qb.build().execute(&mut *tx).await?;
+    }
+    // A scan or provisioning action recounts once at its end; a match revision of its own
+    // recounts here.
+    if recount {
+        super::listing::recount(tx, cid).await?;
     }
     Ok(changed)
 }

@@ -79,7 +79,16 @@ impl SqliteStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         let mut tx = pool.begin().await?;
-        if matches::backfill(&mut tx, now).await? > 0 {
+        let filled = matches::backfill(&mut tx, now).await?;
+        let uncounted: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM connections WHERE id NOT IN (SELECT connection_id FROM account_counts)",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for cid in &uncounted {
+            listing::recount(&mut tx, cid).await?;
+        }
+        if filled > 0 || !uncounted.is_empty() {
             tx.commit().await?;
         }
         Ok(Self { pool })
@@ -704,6 +713,41 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn current_group_names(
+        &self,
+        connection_id: &str,
+    ) -> StoreResult<Vec<(u64, Option<String>)>> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT tr_group_id, name FROM group_versions WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_group_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id, n)| (u(id), n)).collect())
+    }
+
+    async fn group_summaries(&self, connection_id: &str) -> StoreResult<Vec<GroupSummary>> {
+        let rows: Vec<(i64, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT g.tr_group_id, g.name, COALESCE(c.members, 0), COALESCE(c.active_members, 0)
+             FROM group_versions g
+             LEFT JOIN group_counts c ON c.connection_id = g.connection_id AND c.tr_group_id = g.tr_group_id
+             WHERE g.connection_id = ? AND g.valid_to_rev IS NULL
+             ORDER BY g.tr_group_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, members, active)| GroupSummary {
+                id: u(id),
+                name,
+                members: u(members),
+                active_members: u(active),
+            })
+            .collect())
+    }
+
     async fn list_accounts(
         &self,
         connection_id: &str,
@@ -791,12 +835,9 @@ impl Store for SqliteStore {
         }
         let mut summary = ImportSummary::default();
         let mut seen = BTreeSet::new();
+        let mut upserts: Vec<(Identity, String, String)> = Vec::new();
         for ident in identities {
             seen.insert(ident.id.clone());
-            let emails = serde_json::to_string(&ident.emails)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let attrs = serde_json::to_string(&ident.attributes)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             match current.get(&ident.id) {
                 Some(old)
                     if old.name == ident.name
@@ -811,31 +852,51 @@ impl Store for SqliteStore {
                 Some(_) => summary.updated += 1,
                 None => summary.added += 1,
             }
-            sqlx::query(
-                "INSERT INTO identities (id, name, status, emails, attributes, gone, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?)
-                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status, emails = excluded.emails,
+            let emails = serde_json::to_string(&ident.emails)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let attrs = serde_json::to_string(&ident.attributes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            upserts.push((ident, emails, attrs));
+        }
+        // Many rows per statement: an import of 100,000 people is 200 statements, not 100,000.
+        for chunk in upserts.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO identities (id, name, status, emails, attributes, gone, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, (ident, emails, attrs)| {
+                b.push_bind(ident.id.clone())
+                    .push_bind(ident.name.clone())
+                    .push_bind(ident.status.as_str())
+                    .push_bind(emails.clone())
+                    .push_bind(attrs.clone())
+                    .push_bind(false)
+                    .push_bind(now);
+            });
+            qb.push(
+                " ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status, emails = excluded.emails,
                  attributes = excluded.attributes, gone = 0, updated_at = excluded.updated_at",
-            )
-            .bind(&ident.id)
-            .bind(&ident.name)
-            .bind(ident.status.as_str())
-            .bind(emails)
-            .bind(attrs)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            );
+            qb.build().execute(&mut *tx).await?;
         }
         if full {
-            for (id, old) in &current {
-                if !seen.contains(id) && !old.gone {
-                    sqlx::query("UPDATE identities SET gone = 1, updated_at = ? WHERE id = ?")
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    summary.marked_gone += 1;
+            let gone: Vec<&String> = current
+                .iter()
+                .filter(|(id, old)| !seen.contains(*id) && !old.gone)
+                .map(|(id, _)| id)
+                .collect();
+            for chunk in gone.chunks(BATCH) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("UPDATE identities SET gone = 1, updated_at = ");
+                qb.push_bind(now);
+                qb.push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind((*id).clone());
                 }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
             }
+            summary.marked_gone += gone.len() as u64;
         }
         if summary.added + summary.updated + summary.marked_gone > 0 {
             matches::refresh_all(&mut tx, now).await?;
@@ -1131,12 +1192,12 @@ impl Store for SqliteStore {
         if update.account.is_some() {
             matches::refresh(&mut tx, connection_id, matches::Rev::At(rev)).await?;
         }
-        let seats: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL AND is_active = 1",
-        )
-        .bind(connection_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        listing::recount(&mut tx, connection_id).await?;
+        let seats: i64 =
+            sqlx::query_scalar("SELECT active FROM account_counts WHERE connection_id = ?")
+                .bind(connection_id)
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query("UPDATE scans SET active_seats = ?, changes = ? WHERE id = ?")
             .bind(seats)
             .bind(update.changes.len() as i64)
@@ -1571,12 +1632,12 @@ impl SqliteScan {
         }
         write_changes(&mut tx, &mut n, &cid, scan, now, &pending).await?;
 
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL AND is_active = 1",
-        )
-        .bind(&cid)
-        .fetch_one(&mut *tx)
-        .await?;
+        listing::recount(&mut tx, &cid).await?;
+        let active: i64 =
+            sqlx::query_scalar("SELECT active FROM account_counts WHERE connection_id = ?")
+                .bind(&cid)
+                .fetch_one(&mut *tx)
+                .await?;
         let active = u(active);
         let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
         sqlx::query(
