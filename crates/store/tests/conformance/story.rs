@@ -1,13 +1,13 @@
-//! The store on a real database file: versions, history at a scan, failed scans, leases,
-//! identities and overrides.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The store's story, generic over the back end: versions, history at a scan, failed scans,
+//! leases, revisions under concurrent provisioning, identities and overrides.
 
 use accessrail_domain::{Account, ChangeKind, Identity, IdentityStatus, OverrideKind};
 use accessrail_store::{
     GroupRecord, LeaseToken, NewChange, NewConnection, OverrideRecord, ProvisionUpdate, RoleRecord,
-    ScanReport, ScanStatus, ScanWriter, SealedSecret, SqliteStore, Store,
+    ScanReport, ScanStatus, ScanWriter, SealedSecret, Store,
 };
+
+use super::Backend;
 
 fn account(id: u64, email: &str, active: bool, role: u64) -> Account {
     Account {
@@ -35,7 +35,7 @@ fn report() -> ScanReport {
     }
 }
 
-async fn take_lease(store: &SqliteStore, cid: &str, now: i64) -> LeaseToken {
+async fn take_lease<S: Store>(store: &S, cid: &str, now: i64) -> LeaseToken {
     store
         .acquire_lease(&format!("scan:{cid}"), "scanner", now, 600)
         .await
@@ -43,8 +43,8 @@ async fn take_lease(store: &SqliteStore, cid: &str, now: i64) -> LeaseToken {
         .expect("the scan lease is free")
 }
 
-async fn scan(
-    store: &SqliteStore,
+async fn scan<S: Store>(
+    store: &S,
     cid: &str,
     now: i64,
     accounts: &[Account],
@@ -68,11 +68,8 @@ async fn scan(
     w.commit(report(), now).await.unwrap()
 }
 
-#[tokio::test]
-async fn versions_history_failures_leases_identities() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    let store = SqliteStore::open(&path).await.unwrap();
+pub async fn versions_history_failures_leases_identities<B: Backend>(b: &B) {
+    let store = b.fresh().await;
     let conn = store
         .insert_connection(NewConnection {
             id: "c1".into(),
@@ -310,8 +307,7 @@ async fn versions_history_failures_leases_identities() {
     assert_eq!(store.clear_override("c1", 1, None, 0).await.unwrap(), 1);
 
     // Everything survives reopening the file; removing the connection removes its history.
-    store.close().await;
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = b.reopen(store).await;
     assert_eq!(store.current_accounts("c1").await.unwrap().len(), 3);
     assert!(store.remove_connection("acme").await.unwrap());
     assert!(store.current_accounts("c1").await.unwrap().is_empty());
@@ -323,12 +319,8 @@ async fn versions_history_failures_leases_identities() {
 /// twice at the scan, the deactivation vanished from history and a false
 /// `account_reactivated` appeared. Revisions are now numbered at commit, and the scan leaves
 /// alone what a newer revision wrote.
-#[tokio::test]
-async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db"))
-        .await
-        .unwrap();
+pub async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated<B: Backend>(b: &B) {
+    let store = b.fresh().await;
     store.insert_connection(new_conn()).await.unwrap();
     let g = |id, members: &[u64]| GroupRecord {
         id,
@@ -435,12 +427,12 @@ async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated() {
 /// Revision numbers never go back, even when the connection that held the highest one is
 /// removed (review finding: numbering from `MAX(scans.revision)` did), and provisioning before
 /// the first scan does not turn that scan into a flood of "added" changes.
-#[tokio::test]
-async fn revisions_survive_a_removed_connection_and_provisioning_before_the_first_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db"))
-        .await
-        .unwrap();
+pub async fn revisions_survive_a_removed_connection_and_provisioning_before_the_first_scan<
+    B: Backend,
+>(
+    b: &B,
+) {
+    let store = b.fresh().await;
     store.insert_connection(new_conn()).await.unwrap();
     store
         .insert_connection(NewConnection {
@@ -514,12 +506,8 @@ async fn revisions_survive_a_removed_connection_and_provisioning_before_the_firs
 }
 
 /// A scan whose lease was taken over (its process stalled past the lease) cannot commit.
-#[tokio::test]
-async fn a_scan_that_lost_its_lease_saves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db"))
-        .await
-        .unwrap();
+pub async fn a_scan_that_lost_its_lease_saves_nothing<B: Backend>(b: &B) {
+    let store = b.fresh().await;
     store.insert_connection(new_conn()).await.unwrap();
     let lease = store
         .acquire_lease("scan:c1", "slow", 1000, 60)

@@ -4,8 +4,6 @@
 //!
 //! Seeded, so a failure names the seed that reproduces it (`LISTING_SEEDS=N` runs more).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 
 use accessrail_domain::{
@@ -14,10 +12,12 @@ use accessrail_domain::{
 };
 use accessrail_store::{
     AccountQuery, AccountSort, GroupRecord, NewConnection, OverrideRecord, RoleRecord, ScanReport,
-    ScanWriter, SealedSecret, SqliteStore, Store,
+    ScanWriter, SealedSecret, Store,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use super::Backend;
 
 const EMAILS: &[&str] = &[
     "ann@x.io",
@@ -282,12 +282,9 @@ fn random_query(rng: &mut StdRng, at_scan: Option<i64>, world: &World) -> Accoun
 }
 
 /// Returns (queries run, queries with a non-empty page), so the test can show it is not vacuous.
-async fn run_seed(seed: u64) -> (u64, u64) {
+async fn run_seed<B: Backend>(b: &B, seed: u64) -> (u64, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db"))
-        .await
-        .unwrap();
+    let store = b.fresh().await;
     store
         .insert_connection(NewConnection {
             id: "c1".into(),
@@ -522,15 +519,14 @@ async fn run_seed(seed: u64) -> (u64, u64) {
     (ran, non_empty)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_listing_query_equals_the_in_memory_reference() {
+pub async fn the_listing_query_equals_the_in_memory_reference<B: Backend>(b: &B) {
     let seeds: u64 = std::env::var("LISTING_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
     let (mut ran, mut non_empty) = (0, 0);
     for seed in 0..seeds {
-        let (r, n) = run_seed(seed).await;
+        let (r, n) = run_seed(b, seed).await;
         ran += r;
         non_empty += n;
     }

@@ -1,0 +1,51 @@
+//! The store conformance suite: every test is generic over a [`Backend`], so each `Store`
+//! implementation runs the very same tests (`tests/sqlite.rs` instantiates it for SQLite; a
+//! second back end adds one file that does the same).
+
+use std::future::Future;
+
+use accessrail_store::Store;
+
+pub mod listing;
+pub mod story;
+
+/// How the suite gets stores of one back end.
+pub trait Backend: Send + Sync {
+    type S: Store;
+    /// A new, empty store (its own database).
+    fn fresh(&self) -> impl Future<Output = Self::S> + Send;
+    /// The store last made by `fresh`, closed and opened again (what survives a restart).
+    fn reopen(&self, store: Self::S) -> impl Future<Output = Self::S> + Send;
+}
+
+/// One `#[tokio::test]` per suite test, for a back end made by `$make`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn versions_history_failures_leases_identities() {
+            conformance::story::versions_history_failures_leases_identities(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated() {
+            conformance::story::provisioning_during_a_scan_is_neither_lost_nor_duplicated(&$make)
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn revisions_survive_a_removed_connection_and_provisioning_before_the_first_scan() {
+            conformance::story::revisions_survive_a_removed_connection_and_provisioning_before_the_first_scan(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_scan_that_lost_its_lease_saves_nothing() {
+            conformance::story::a_scan_that_lost_its_lease_saves_nothing(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_listing_query_equals_the_in_memory_reference() {
+            conformance::listing::the_listing_query_equals_the_in_memory_reference(&$make).await;
+        }
+    };
+}
