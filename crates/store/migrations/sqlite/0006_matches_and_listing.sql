@@ -57,3 +57,26 @@ CREATE TABLE group_counts (
     active_members   INTEGER NOT NULL,
     PRIMARY KEY (connection_id, tr_group_id)
 );
+
+-- Substring search (`q`) over the current accounts: a trigram index on the lower-cased keys,
+-- kept in step with the current versions by triggers. Needles under three characters, and
+-- history, use a plain scan.
+CREATE VIRTUAL TABLE account_search USING fts5(email_key, name_key, tokenize = 'trigram');
+INSERT INTO account_search (rowid, email_key, name_key)
+SELECT rowid, email_key, name_key FROM account_versions WHERE valid_to_rev IS NULL;
+
+CREATE TRIGGER account_search_add AFTER INSERT ON account_versions WHEN new.valid_to_rev IS NULL
+BEGIN
+    INSERT INTO account_search (rowid, email_key, name_key) VALUES (new.rowid, new.email_key, new.name_key);
+END;
+
+CREATE TRIGGER account_search_close AFTER UPDATE OF valid_to_rev ON account_versions
+WHEN old.valid_to_rev IS NULL AND new.valid_to_rev IS NOT NULL
+BEGIN
+    DELETE FROM account_search WHERE rowid = old.rowid;
+END;
+
+CREATE TRIGGER account_search_delete AFTER DELETE ON account_versions WHEN old.valid_to_rev IS NULL
+BEGIN
+    DELETE FROM account_search WHERE rowid = old.rowid;
+END;

@@ -96,6 +96,17 @@ fn push_from_where<'a>(
             .map(str::to_lowercase)
             .filter(|n| !n.is_empty())
     {
+        if rev.is_none() && needle.chars().count() >= 3 {
+            // The trigram index narrows to candidates; `instr` keeps the exact rule.
+            qb.push(
+                " AND a.rowid IN (SELECT rowid FROM account_search WHERE account_search MATCH ",
+            );
+            qb.push_bind(format!(
+                "{{email_key name_key}} : \"{}\"",
+                needle.replace('"', "\"\"")
+            ));
+            qb.push(") ");
+        }
         qb.push(" AND (instr(a.email_key, ");
         qb.push_bind(needle.clone());
         qb.push(") > 0 OR instr(a.name_key, ");
