@@ -168,7 +168,14 @@ pub async fn list<S: Store>(
     f: &UserFilter,
 ) -> EngineResult<UserPage> {
     let store = engine.store();
+    // In history, an id is taken as given: the role or group may be gone or renamed since.
+    let historical_id = |input: &Option<String>| {
+        f.at_scan
+            .and(input.as_deref())
+            .and_then(|x| x.trim().parse::<u64>().ok())
+    };
     let role = match &f.role {
+        Some(_) if historical_id(&f.role).is_some() => historical_id(&f.role),
         Some(r) => {
             let mut known: Vec<(u64, Option<String>)> = store
                 .current_roles(&conn.id)
@@ -191,6 +198,7 @@ pub async fn list<S: Store>(
         None => None,
     };
     let group = match &f.group {
+        Some(_) if historical_id(&f.group).is_some() => historical_id(&f.group),
         Some(g) => {
             let known = store.current_group_names(&conn.id).await?;
             Some(resolve_named("group", g, &known)?)

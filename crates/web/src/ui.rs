@@ -441,7 +441,7 @@ async fn users_page(
             _ => report::AccountSort::Name,
         },
         limit: Some(PAGE as u64),
-        offset: (q.page * PAGE) as u64,
+        offset: q.page.saturating_mul(PAGE) as u64,
         ..report::UserFilter::default()
     };
     let listed = report::list(&s.engine, &conn, &filter)
@@ -452,7 +452,7 @@ async fn users_page(
         });
     let total = usize::try_from(listed.total).unwrap_or(usize::MAX);
     let list = &listed.users;
-    let start = q.page * PAGE;
+    let start = q.page.saturating_mul(PAGE);
     let rows: Vec<Value> = list
         .iter()
         .map(|u| {

@@ -76,6 +76,13 @@ BEGIN
     DELETE FROM account_search WHERE rowid = old.rowid;
 END;
 
+CREATE TRIGGER account_search_rekey AFTER UPDATE OF name_key, email_key ON account_versions
+WHEN old.valid_to_rev IS NULL AND new.valid_to_rev IS NULL
+BEGIN
+    DELETE FROM account_search WHERE rowid = old.rowid;
+    INSERT INTO account_search (rowid, email_key, name_key) VALUES (new.rowid, new.email_key, new.name_key);
+END;
+
 CREATE TRIGGER account_search_delete AFTER DELETE ON account_versions WHEN old.valid_to_rev IS NULL
 BEGIN
     DELETE FROM account_search WHERE rowid = old.rowid;

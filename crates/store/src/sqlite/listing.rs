@@ -16,6 +16,9 @@ use accessrail_domain::Account;
 /// Rows are read by id, this many ids per statement.
 const IN_LIST_MAX: usize = 500;
 
+/// Longest search needle (characters) that goes through the trigram index.
+const SEARCH_INDEX_MAX: usize = 256;
+
 /// `alias` valid now (`rev` None) or right after revision `rev`.
 fn push_valid(qb: &mut QueryBuilder<'_, Sqlite>, alias: &str, rev: Option<i64>) {
     match rev {
@@ -96,7 +99,12 @@ fn push_from_where<'a>(
             .map(str::to_lowercase)
             .filter(|n| !n.is_empty())
     {
-        if rev.is_none() && needle.chars().count() >= 3 {
+        // FTS5 stops reading a query at NUL, and a huge needle is a huge phrase: those (and
+        // history) take the plain scan.
+        if rev.is_none()
+            && (3..=SEARCH_INDEX_MAX).contains(&needle.chars().count())
+            && !needle.chars().any(char::is_control)
+        {
             // The trigram index narrows to candidates; `instr` keeps the exact rule.
             qb.push(
                 " AND a.rowid IN (SELECT rowid FROM account_search WHERE account_search MATCH ",
@@ -154,7 +162,9 @@ pub(super) async fn list(
         Some(scan) => Some(revision_of(pool, cid, scan).await?),
         None => None,
     };
-    let mut conn = pool.acquire().await?;
+    // One read transaction: the total, the page's ids, its rows and memberships come from one
+    // snapshot, whatever commits meanwhile.
+    let mut conn = pool.begin().await?;
     let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) ");
     push_from_where(&mut count, cid, rev, q);
     let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
