@@ -282,14 +282,22 @@ pub(crate) fn decode<T: DeserializeOwned>(method: &str, body: &[u8]) -> Result<T
     let body = body
         .strip_prefix(b"USER AUTHENTICATION SUCCESSFUL!\n")
         .unwrap_or(body);
+    // The plain decoder first; only a body that fails is decoded again with path tracking, to
+    // say where it went wrong.
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        Error::new(ErrorKind::UpstreamBug, method).with_detail(format!(
-            "cannot decode the answer at `{path}`: {}",
-            e.inner()
-        ))
-    })
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            Err(Error::new(ErrorKind::UpstreamBug, method).with_detail(format!(
+                "cannot decode the answer at `{path}`: {}",
+                e.inner()
+            )))
+        }
+    }
 }
 
 impl Client {
