@@ -292,10 +292,12 @@ pub(crate) fn decode<T: DeserializeOwned>(method: &str, body: &[u8]) -> Result<T
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
-            Err(Error::new(ErrorKind::UpstreamBug, method).with_detail(format!(
-                "cannot decode the answer at `{path}`: {}",
-                e.inner()
-            )))
+            Err(
+                Error::new(ErrorKind::UpstreamBug, method).with_detail(format!(
+                    "cannot decode the answer at `{path}`: {}",
+                    e.inner()
+                )),
+            )
         }
     }
 }

@@ -1,0 +1,655 @@
+//! A scan being written: pages staged in temporary tables on the scan's own connection, then
+//! committed as versions and change rows in one transaction (or discarded).
+
+use accessrail_domain::{Account, ChangeKind, account_changes};
+use sqlx::pool::PoolConnection;
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
+
+use super::{ACCOUNT_COLS, BATCH, fields_json, i, keys, listing, matches, new_revision, u};
+use crate::ScanWriter;
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+
+/// A scan in progress: pages staged in temporary tables on one connection, never in the main
+/// tables until [`ScanWriter::commit`].
+#[derive(Debug)]
+pub struct SqliteScan {
+    pub(super) id: i64,
+    pub(super) connection_id: String,
+    pub(super) conn: PoolConnection<Sqlite>,
+    pub(super) lease: LeaseToken,
+}
+
+struct Counter {
+    changes: u64,
+    rows: u64,
+    account_rows: u64,
+}
+
+/// A change row waiting to be written (in batches).
+struct PendingChange {
+    kind: ChangeKind,
+    user: Option<i64>,
+    group: Option<i64>,
+    subject: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+async fn write_changes(
+    tx: &mut SqliteConnection,
+    n: &mut Counter,
+    connection_id: &str,
+    scan: i64,
+    now: i64,
+    changes: &[PendingChange],
+) -> StoreResult<()> {
+    for chunk in changes.chunks(BATCH / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after) ",
+        );
+        qb.push_values(chunk, |mut b, c| {
+            b.push_bind(connection_id)
+                .push_bind(scan)
+                .push_bind(now)
+                .push_bind(c.kind.as_str())
+                .push_bind(c.user)
+                .push_bind(c.group)
+                .push_bind(c.subject.clone())
+                .push_bind(c.before.clone())
+                .push_bind(c.after.clone());
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    n.changes += changes.len() as u64;
+    n.rows += changes.len() as u64;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct DiffRow {
+    tr_user_id: i64,
+    name: Option<String>,
+    email: Option<String>,
+    is_active: bool,
+    role_id: Option<i64>,
+    role_name: Option<String>,
+    is_admin: Option<bool>,
+    c_exists: Option<i64>,
+    c_name: Option<String>,
+    c_email: Option<String>,
+    c_is_active: Option<bool>,
+    c_role_id: Option<i64>,
+    c_role_name: Option<String>,
+    c_is_admin: Option<bool>,
+}
+
+/// Staged accounts that are new or differ from their current version, leaving out accounts a
+/// newer revision holds (see `SqliteScan::apply`).
+const CHANGED_ACCOUNTS: &str = "FROM temp.stage_accounts s
+     LEFT JOIN account_versions c
+       ON c.connection_id = ?1 AND c.tr_user_id = s.tr_user_id AND c.valid_to_rev IS NULL
+     WHERE (c.tr_user_id IS NULL OR c.name IS NOT s.name OR c.email IS NOT s.email
+        OR c.is_active IS NOT s.is_active OR c.role_id IS NOT s.role_id OR c.role_name IS NOT s.role_name
+        OR c.is_admin IS NOT s.is_admin OR c.fields IS NOT s.fields)
+       AND s.tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)";
+
+impl SqliteScan {
+    async fn drop_staging(&mut self) {
+        for t in [
+            "stage_accounts",
+            "stage_groups",
+            "stage_members",
+            "stage_roles",
+            "changed_ids",
+            "held_accounts",
+            "held_members",
+        ] {
+            let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
+                .execute(&mut *self.conn)
+                .await;
+        }
+    }
+
+    async fn apply(&mut self, report: &ScanReport, now: i64) -> StoreResult<CommitSummary> {
+        let cid = self.connection_id.clone();
+        let scan = self.id;
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        // The first statement writes, so the transaction holds the write lock from the start;
+        // the revision number taken below is therefore higher than every committed one.
+        sqlx::query("UPDATE scans SET finished_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(scan)
+            .execute(&mut *tx)
+            .await?;
+        // Fencing: only the holder of the scan lease may commit.
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND generation = ? AND expires_at > ?)",
+        )
+        .bind(&self.lease.name)
+        .bind(&self.lease.holder)
+        .bind(self.lease.generation)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !held {
+            return Err(StoreError::Conflict(format!(
+                "this scan lost its lease ({}) before saving; nothing was saved",
+                self.lease.name
+            )));
+        }
+        let base: i64 =
+            sqlx::query_scalar("SELECT COALESCE(base_revision, 0) FROM scans WHERE id = ?")
+                .bind(scan)
+                .fetch_one(&mut *tx)
+                .await?;
+        let rev = new_revision(&mut tx, &cid, "scan", now).await?;
+        sqlx::query("UPDATE scans SET revision = ? WHERE id = ?")
+            .bind(rev)
+            .bind(scan)
+            .execute(&mut *tx)
+            .await?;
+        // Accounts and memberships that a revision committed after this scan began (a
+        // provisioning action) has written hold newer facts than this scan read: leave them.
+        for stmt in [
+            "CREATE TEMP TABLE IF NOT EXISTS held_accounts (tr_user_id INTEGER PRIMARY KEY)",
+            "CREATE TEMP TABLE IF NOT EXISTS held_members (tr_group_id INTEGER NOT NULL, tr_user_id INTEGER NOT NULL,
+                PRIMARY KEY (tr_group_id, tr_user_id))",
+            "DELETE FROM temp.held_accounts",
+            "DELETE FROM temp.held_members",
+        ] {
+            sqlx::query(stmt).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT OR IGNORE INTO temp.held_accounts SELECT tr_user_id FROM account_versions
+             WHERE connection_id = ?1 AND (valid_from_rev > ?2 OR valid_to_rev > ?2)",
+        )
+        .bind(&cid)
+        .bind(base)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO temp.held_members SELECT tr_group_id, tr_user_id FROM membership_versions
+             WHERE connection_id = ?1 AND (valid_from_rev > ?2 OR valid_to_rev > ?2)",
+        )
+        .bind(&cid)
+        .bind(base)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM temp.stage_members WHERE EXISTS (SELECT 1 FROM temp.held_members h
+               WHERE h.tr_group_id = stage_members.tr_group_id AND h.tr_user_id = stage_members.tr_user_id)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut n = Counter {
+            changes: 0,
+            rows: 0,
+            account_rows: 0,
+        };
+        // The first good scan is the baseline: it records versions, not thousands of "added".
+        let baseline: bool = !sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM scans WHERE connection_id = ? AND status = 'succeeded' AND kind = 'scan')",
+        )
+        .bind(&cid)
+        .fetch_one(&mut *tx)
+        .await?;
+
+        let mut pending = Vec::new();
+        if !baseline {
+            let diffs: Vec<DiffRow> = sqlx::query_as(&format!(
+                "SELECT s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin,
+                        c.tr_user_id AS c_exists, c.name AS c_name, c.email AS c_email, c.is_active AS c_is_active,
+                        c.role_id AS c_role_id, c.role_name AS c_role_name, c.is_admin AS c_is_admin {CHANGED_ACCOUNTS}"
+            ))
+            .bind(&cid)
+            .fetch_all(&mut *tx)
+            .await?;
+            for d in diffs {
+                let new = Account {
+                    id: u(d.tr_user_id),
+                    name: d.name,
+                    email: d.email,
+                    is_active: d.is_active,
+                    role_id: d.role_id.map(u),
+                    role: d.role_name,
+                    is_admin: d.is_admin,
+                    group_ids: vec![],
+                    fields: serde_json::Value::Null,
+                };
+                let old = d.c_exists.map(|_| Account {
+                    id: new.id,
+                    name: d.c_name,
+                    email: d.c_email,
+                    is_active: d.c_is_active.unwrap_or(false),
+                    role_id: d.c_role_id.map(u),
+                    role: d.c_role_name,
+                    is_admin: d.c_is_admin,
+                    group_ids: vec![],
+                    fields: serde_json::Value::Null,
+                });
+                let subject = new.email.clone().or_else(|| new.name.clone());
+                for ch in account_changes(old.as_ref(), &new) {
+                    pending.push(PendingChange {
+                        kind: ch.kind,
+                        user: Some(d.tr_user_id),
+                        group: None,
+                        subject: subject.clone(),
+                        before: ch.before,
+                        after: ch.after,
+                    });
+                }
+            }
+        }
+        // Versions, set-based: close the current version of every changed account, open the new.
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS changed_ids (tr_user_id INTEGER PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM temp.changed_ids")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO temp.changed_ids SELECT s.tr_user_id {CHANGED_ACCOUNTS}"
+        ))
+        .bind(&cid)
+        .execute(&mut *tx)
+        .await?;
+        // Matching depends on emails only: recompute matches when an email appeared or changed.
+        let emails_changed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM temp.changed_ids ch JOIN temp.stage_accounts s ON s.tr_user_id = ch.tr_user_id
+               LEFT JOIN account_versions c ON c.connection_id = ?1 AND c.tr_user_id = ch.tr_user_id AND c.valid_to_rev IS NULL
+               WHERE c.tr_user_id IS NULL OR c.email IS NOT s.email)",
+        )
+        .bind(&cid)
+        .fetch_one(&mut *tx)
+        .await?;
+        let closed = sqlx::query(
+            "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
+               AND tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)",
+        )
+        .bind(&cid)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let opened = sqlx::query(&format!(
+            "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
+             SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields,
+                    s.name_key, s.email_key
+             FROM temp.stage_accounts s WHERE s.tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)"
+        ))
+        .bind(&cid)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        n.rows += closed + opened;
+        n.account_rows += closed + opened;
+
+        // Accounts TestRail no longer lists.
+        let missing: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT c.tr_user_id, COALESCE(c.email, c.name) FROM account_versions c
+             WHERE c.connection_id = ? AND c.valid_to_rev IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = c.tr_user_id)
+               AND c.tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
+        )
+        .bind(&cid)
+        .fetch_all(&mut *tx)
+        .await?;
+        let any_missing = !missing.is_empty();
+        if any_missing {
+            let res = sqlx::query(
+                "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = account_versions.tr_user_id)
+                   AND tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
+            )
+            .bind(&cid)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+            n.rows += res.rows_affected();
+            n.account_rows += res.rows_affected();
+            for (user, subject) in missing {
+                pending.push(PendingChange {
+                    kind: ChangeKind::AccountMissing,
+                    user: Some(user),
+                    group: None,
+                    subject,
+                    before: None,
+                    after: None,
+                });
+            }
+        }
+
+        if baseline || emails_changed || any_missing {
+            matches::refresh(&mut tx, &cid, matches::Rev::At(rev)).await?;
+        }
+        if report.groups_fetched {
+            apply_groups(&mut tx, &mut n, &cid, rev, baseline, &mut pending).await?;
+        }
+        if report.roles_fetched {
+            apply_roles(&mut tx, &mut n, &cid, rev).await?;
+        }
+        write_changes(&mut tx, &mut n, &cid, scan, now, &pending).await?;
+
+        listing::recount(&mut tx, &cid).await?;
+        let active: i64 =
+            sqlx::query_scalar("SELECT active FROM account_counts WHERE connection_id = ?")
+                .bind(&cid)
+                .fetch_one(&mut *tx)
+                .await?;
+        let active = u(active);
+        let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE scans SET status = 'succeeded', finished_at = ?, requests = ?, retries = ?, users_seen = ?, groups_seen = ?,
+                    active_seats = ?, changes = ?, rows_written = ?, warnings = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(i(report.requests))
+        .bind(i(report.retries))
+        .bind(i(report.users_seen))
+        .bind(i(report.groups_seen))
+        .bind(i(active))
+        .bind(i(n.changes))
+        .bind(i(n.rows))
+        .bind(warnings)
+        .bind(scan)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CommitSummary {
+            scan_id: scan,
+            changes: n.changes,
+            rows_written: n.rows,
+            account_rows_written: n.account_rows,
+            active_seats: active,
+        })
+    }
+}
+
+async fn apply_groups(
+    tx: &mut SqliteConnection,
+    n: &mut Counter,
+    cid: &str,
+    rev: i64,
+    baseline: bool,
+    pending: &mut Vec<PendingChange>,
+) -> StoreResult<()> {
+    // Groups created or renamed.
+    let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT s.tr_group_id, s.name, c.tr_group_id, c.name FROM temp.stage_groups s
+         LEFT JOIN group_versions c ON c.connection_id = ? AND c.tr_group_id = s.tr_group_id AND c.valid_to_rev IS NULL
+         WHERE c.tr_group_id IS NULL OR c.name IS NOT s.name",
+    )
+    .bind(cid)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (gid, name, existed, old_name) in rows {
+        if existed.is_some() {
+            sqlx::query("UPDATE group_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_rev IS NULL")
+                .bind(rev).bind(cid).bind(gid).execute(&mut *tx).await?;
+            n.rows += 1;
+        }
+        sqlx::query("INSERT INTO group_versions (connection_id, tr_group_id, valid_from_rev, name) VALUES (?, ?, ?, ?)")
+            .bind(cid).bind(gid).bind(rev).bind(&name).execute(&mut *tx).await?;
+        n.rows += 1;
+        if !baseline {
+            let kind = if existed.is_some() {
+                ChangeKind::GroupRenamed
+            } else {
+                ChangeKind::GroupCreated
+            };
+            pending.push(PendingChange {
+                kind,
+                user: None,
+                group: Some(gid),
+                subject: name.clone(),
+                before: old_name,
+                after: name,
+            });
+        }
+    }
+    // Groups deleted.
+    let gone: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT c.tr_group_id, c.name FROM group_versions c WHERE c.connection_id = ? AND c.valid_to_rev IS NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.stage_groups s WHERE s.tr_group_id = c.tr_group_id)",
+    )
+    .bind(cid)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (gid, name) in gone {
+        sqlx::query("UPDATE group_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_group_id = ? AND valid_to_rev IS NULL")
+            .bind(rev).bind(cid).bind(gid).execute(&mut *tx).await?;
+        n.rows += 1;
+        pending.push(PendingChange {
+            kind: ChangeKind::GroupDeleted,
+            user: None,
+            group: Some(gid),
+            subject: name.clone(),
+            before: name,
+            after: None,
+        });
+    }
+    // Memberships joined and left: set differences against the current versions.
+    if !baseline {
+        let joined: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT s.tr_group_id, s.tr_user_id, g.name, COALESCE(a.email, a.name) FROM temp.stage_members s
+             LEFT JOIN temp.stage_groups g ON g.tr_group_id = s.tr_group_id
+             LEFT JOIN temp.stage_accounts a ON a.tr_user_id = s.tr_user_id
+             WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ? AND m.tr_group_id = s.tr_group_id
+                               AND m.tr_user_id = s.tr_user_id AND m.valid_to_rev IS NULL)",
+        )
+        .bind(cid)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (gid, uid, gname, subject) in joined {
+            pending.push(PendingChange {
+                kind: ChangeKind::GroupJoined,
+                user: Some(uid),
+                group: Some(gid),
+                subject,
+                before: None,
+                after: gname,
+            });
+        }
+        let left: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT m.tr_group_id, m.tr_user_id, g.name, COALESCE(a.email, a.name)
+             FROM membership_versions m
+             LEFT JOIN group_versions g ON g.connection_id = m.connection_id AND g.tr_group_id = m.tr_group_id
+                  AND (g.valid_to_rev IS NULL OR g.valid_to_rev = ?2)
+             LEFT JOIN account_versions a ON a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id
+                  AND a.valid_to_rev IS NULL
+             WHERE m.connection_id = ?1 AND m.valid_to_rev IS NULL
+               AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)
+               AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = m.tr_group_id AND h.tr_user_id = m.tr_user_id)
+             GROUP BY m.tr_group_id, m.tr_user_id",
+        )
+        .bind(cid)
+        .bind(rev)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (gid, uid, gname, subject) in left {
+            pending.push(PendingChange {
+                kind: ChangeKind::GroupLeft,
+                user: Some(uid),
+                group: Some(gid),
+                subject,
+                before: gname,
+                after: None,
+            });
+        }
+    }
+    let closed = sqlx::query(
+        "UPDATE membership_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = membership_versions.tr_group_id
+                           AND s.tr_user_id = membership_versions.tr_user_id)
+           AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = membership_versions.tr_group_id
+                           AND h.tr_user_id = membership_versions.tr_user_id)",
+    )
+    .bind(cid)
+    .bind(rev)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let opened = sqlx::query(
+        "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_rev)
+         SELECT ?1, s.tr_group_id, s.tr_user_id, ?2 FROM temp.stage_members s
+         WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ?1 AND m.tr_group_id = s.tr_group_id
+                           AND m.tr_user_id = s.tr_user_id AND m.valid_to_rev IS NULL)",
+    )
+    .bind(cid)
+    .bind(rev)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    n.rows += closed + opened;
+    Ok(())
+}
+
+async fn apply_roles(
+    tx: &mut SqliteConnection,
+    n: &mut Counter,
+    cid: &str,
+    rev: i64,
+) -> StoreResult<()> {
+    let changed: Vec<(i64, Option<String>, Option<bool>, Option<bool>, Option<i64>)> = sqlx::query_as(
+        "SELECT s.tr_role_id, s.name, s.is_default, s.is_project_admin, c.tr_role_id FROM temp.stage_roles s
+         LEFT JOIN role_versions c ON c.connection_id = ? AND c.tr_role_id = s.tr_role_id AND c.valid_to_rev IS NULL
+         WHERE c.tr_role_id IS NULL OR c.name IS NOT s.name OR c.is_default IS NOT s.is_default
+            OR c.is_project_admin IS NOT s.is_project_admin",
+    )
+    .bind(cid)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (rid, name, is_default, is_pa, existed) in changed {
+        if existed.is_some() {
+            sqlx::query("UPDATE role_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_role_id = ? AND valid_to_rev IS NULL")
+                .bind(rev).bind(cid).bind(rid).execute(&mut *tx).await?;
+            n.rows += 1;
+        }
+        sqlx::query("INSERT INTO role_versions (connection_id, tr_role_id, valid_from_rev, name, is_default, is_project_admin) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(cid).bind(rid).bind(rev).bind(&name).bind(is_default).bind(is_pa).execute(&mut *tx).await?;
+        n.rows += 1;
+    }
+    let res = sqlx::query(
+        "UPDATE role_versions SET valid_to_rev = ? WHERE connection_id = ? AND valid_to_rev IS NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.stage_roles s WHERE s.tr_role_id = role_versions.tr_role_id)",
+    )
+    .bind(rev)
+    .bind(cid)
+    .execute(&mut *tx)
+    .await?;
+    n.rows += res.rows_affected();
+    Ok(())
+}
+
+impl ScanWriter for SqliteScan {
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    async fn stage_accounts(&mut self, accounts: &[Account]) -> StoreResult<()> {
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        for chunk in accounts.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT OR REPLACE INTO temp.stage_accounts ({ACCOUNT_COLS}, name_key, email_key) "
+            ));
+            qb.push_values(chunk, |mut b, a| {
+                let (name_key, email_key) = keys(a);
+                b.push_bind(i(a.id))
+                    .push_bind(a.name.clone())
+                    .push_bind(a.email.clone())
+                    .push_bind(a.is_active)
+                    .push_bind(a.role_id.map(i))
+                    .push_bind(a.role.clone())
+                    .push_bind(a.is_admin)
+                    .push_bind(fields_json(a))
+                    .push_bind(name_key)
+                    .push_bind(email_key);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stage_groups(&mut self, groups: &[GroupRecord]) -> StoreResult<()> {
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        for chunk in groups.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR REPLACE INTO temp.stage_groups (tr_group_id, name) ");
+            qb.push_values(chunk, |mut b, g| {
+                b.push_bind(i(g.id)).push_bind(g.name.clone());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        let pairs: Vec<(u64, u64)> = groups
+            .iter()
+            .flat_map(|g| g.member_ids.iter().map(move |u| (g.id, *u)))
+            .collect();
+        for chunk in pairs.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR IGNORE INTO temp.stage_members (tr_group_id, tr_user_id) ",
+            );
+            qb.push_values(chunk, |mut b, (g, user)| {
+                b.push_bind(i(*g)).push_bind(i(*user));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stage_roles(&mut self, roles: &[RoleRecord]) -> StoreResult<()> {
+        for chunk in roles.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR REPLACE INTO temp.stage_roles (tr_role_id, name, is_default, is_project_admin) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(i(r.id))
+                    .push_bind(r.name.clone())
+                    .push_bind(r.is_default)
+                    .push_bind(r.is_project_admin);
+            });
+            qb.build().execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self, report: ScanReport, now: i64) -> StoreResult<CommitSummary> {
+        let result = self.apply(&report, now).await;
+        if let Err(e) = &result {
+            let msg = format!("saving the scan failed: {e}");
+            let _ = sqlx::query(
+                "UPDATE scans SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(msg)
+            .bind(self.id)
+            .execute(&mut *self.conn)
+            .await;
+        }
+        self.drop_staging().await;
+        result
+    }
+
+    async fn fail(mut self, error: &str, report: ScanReport, now: i64) -> StoreResult<()> {
+        self.drop_staging().await;
+        let warnings = serde_json::to_string(&report.warnings).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE scans SET status = 'failed', finished_at = ?, error = ?, requests = ?, retries = ?, users_seen = ?,
+                    groups_seen = ?, warnings = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(error)
+        .bind(i(report.requests))
+        .bind(i(report.retries))
+        .bind(i(report.users_seen))
+        .bind(i(report.groups_seen))
+        .bind(warnings)
+        .bind(self.id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
