@@ -24,6 +24,9 @@ CREATE INDEX match_current_identity ON match_versions(connection_id, identity_st
 -- this migration get SQLite's ASCII lower(); every new version is written with Rust's.
 ALTER TABLE account_versions ADD COLUMN name_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE account_versions ADD COLUMN email_key TEXT NOT NULL DEFAULT '';
+-- A digest of what a scan compares (name, email, state, role, admin, fields): a rescan skips the
+-- accounts whose digest is unchanged. NULL for rows written before it (filled in by the next scan).
+ALTER TABLE account_versions ADD COLUMN digest INTEGER;
 UPDATE account_versions SET name_key = lower(COALESCE(name, '')), email_key = lower(COALESCE(email, ''));
 
 -- Current accounts in each listing order (the id breaks ties), and the narrow columns filters

@@ -679,7 +679,7 @@ impl Store for SqliteStore {
         for stmt in [
             "CREATE TEMP TABLE IF NOT EXISTS stage_accounts (tr_user_id INTEGER PRIMARY KEY, name TEXT, email TEXT,
                 is_active INTEGER NOT NULL, role_id INTEGER, role_name TEXT, is_admin INTEGER, fields TEXT NOT NULL,
-                name_key TEXT NOT NULL, email_key TEXT NOT NULL)",
+                name_key TEXT NOT NULL, email_key TEXT NOT NULL, digest INTEGER NOT NULL)",
             "CREATE TEMP TABLE IF NOT EXISTS stage_groups (tr_group_id INTEGER PRIMARY KEY, name TEXT)",
             "CREATE TEMP TABLE IF NOT EXISTS stage_members (tr_group_id INTEGER NOT NULL, tr_user_id INTEGER NOT NULL,
                 PRIMARY KEY (tr_group_id, tr_user_id))",
@@ -692,11 +692,22 @@ impl Store for SqliteStore {
         ] {
             sqlx::query(stmt).execute(&mut *conn).await?;
         }
+        // What the current accounts look like, by digest: unchanged ones are not staged.
+        let known: std::collections::HashMap<i64, Option<i64>> = sqlx::query_as::<_, (i64, Option<i64>)>(
+            "SELECT tr_user_id, digest FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL",
+        )
+        .bind(connection_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
         Ok(SqliteScan {
             id,
             connection_id: connection_id.to_string(),
             conn,
             lease,
+            known,
+            seen: std::collections::HashSet::new(),
         })
     }
 

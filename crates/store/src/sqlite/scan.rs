@@ -18,6 +18,39 @@ pub struct SqliteScan {
     pub(super) connection_id: String,
     pub(super) conn: PoolConnection<Sqlite>,
     pub(super) lease: LeaseToken,
+    /// The current accounts' digests when the scan began (`None`: written before digests).
+    pub(super) known: std::collections::HashMap<i64, Option<i64>>,
+    /// Every account id the scan has read.
+    pub(super) seen: std::collections::HashSet<i64>,
+}
+
+/// FNV-1a, 64 bits: a digest that stays the same across builds and platforms.
+fn fnv(parts: &[&[u8]]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// The digest of what a scan compares for an account.
+fn digest(a: &Account, fields: &str) -> i64 {
+    let opt = |v: Option<&str>| v.map_or(b"\x00".to_vec(), |s| [b"\x01", s.as_bytes()].concat());
+    fnv(&[
+        &opt(a.name.as_deref()),
+        &opt(a.email.as_deref()),
+        &[u8::from(a.is_active)],
+        &opt(a.role_id.map(|r| r.to_string()).as_deref()),
+        &opt(a.role.as_deref()),
+        &opt(a.is_admin.map(|x| if x { "1" } else { "0" })),
+        fields.as_bytes(),
+    ])
 }
 
 struct Counter {
@@ -104,6 +137,7 @@ impl SqliteScan {
             "changed_ids",
             "held_accounts",
             "held_members",
+            "missing_ids",
         ] {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
                 .execute(&mut *self.conn)
@@ -176,6 +210,27 @@ impl SqliteScan {
         .bind(base)
         .execute(&mut *tx)
         .await?;
+        // Accounts current when the scan began that it never read: TestRail no longer lists them.
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS missing_ids (tr_user_id INTEGER PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM temp.missing_ids")
+            .execute(&mut *tx)
+            .await?;
+        let missing_ids: Vec<i64> = self
+            .known
+            .keys()
+            .filter(|id| !self.seen.contains(id))
+            .copied()
+            .collect();
+        for chunk in missing_ids.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR IGNORE INTO temp.missing_ids (tr_user_id) ");
+            qb.push_values(chunk, |mut b, id| {
+                b.push_bind(*id);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
         sqlx::query(
             "DELETE FROM temp.stage_members WHERE EXISTS (SELECT 1 FROM temp.held_members h
                WHERE h.tr_group_id = stage_members.tr_group_id AND h.tr_user_id = stage_members.tr_user_id)",
@@ -273,9 +328,9 @@ impl SqliteScan {
         .await?
         .rows_affected();
         let opened = sqlx::query(&format!(
-            "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
+            "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key, digest)
              SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields,
-                    s.name_key, s.email_key
+                    s.name_key, s.email_key, s.digest
              FROM temp.stage_accounts s WHERE s.tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)"
         ))
         .bind(&cid)
@@ -285,12 +340,24 @@ impl SqliteScan {
         .rows_affected();
         n.rows += closed + opened;
         n.account_rows += closed + opened;
+        // Rows written before digests existed (or by provisioning) that the scan found
+        // unchanged get the digest now, so the next rescan skips them.
+        sqlx::query(
+            "UPDATE account_versions SET digest = (SELECT s.digest FROM temp.stage_accounts s
+                                                   WHERE s.tr_user_id = account_versions.tr_user_id)
+             WHERE connection_id = ?1 AND valid_to_rev IS NULL AND digest IS NULL
+               AND tr_user_id IN (SELECT tr_user_id FROM temp.stage_accounts)
+               AND tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
+        )
+        .bind(&cid)
+        .execute(&mut *tx)
+        .await?;
 
         // Accounts TestRail no longer lists.
         let missing: Vec<(i64, Option<String>)> = sqlx::query_as(
             "SELECT c.tr_user_id, COALESCE(c.email, c.name) FROM account_versions c
              WHERE c.connection_id = ? AND c.valid_to_rev IS NULL
-               AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = c.tr_user_id)
+               AND c.tr_user_id IN (SELECT tr_user_id FROM temp.missing_ids)
                AND c.tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
         )
         .bind(&cid)
@@ -300,7 +367,7 @@ impl SqliteScan {
         if any_missing {
             let res = sqlx::query(
                 "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM temp.stage_accounts s WHERE s.tr_user_id = account_versions.tr_user_id)
+                   AND tr_user_id IN (SELECT tr_user_id FROM temp.missing_ids)
                    AND tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
             )
             .bind(&cid)
@@ -435,8 +502,8 @@ async fn apply_groups(
         let joined: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT s.tr_group_id, s.tr_user_id, g.name, COALESCE(a.email, a.name) FROM temp.stage_members s
              LEFT JOIN temp.stage_groups g ON g.tr_group_id = s.tr_group_id
-             LEFT JOIN temp.stage_accounts a ON a.tr_user_id = s.tr_user_id
-             WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ? AND m.tr_group_id = s.tr_group_id
+             LEFT JOIN account_versions a ON a.connection_id = ?1 AND a.tr_user_id = s.tr_user_id AND a.valid_to_rev IS NULL
+             WHERE NOT EXISTS (SELECT 1 FROM membership_versions m WHERE m.connection_id = ?1 AND m.tr_group_id = s.tr_group_id
                                AND m.tr_user_id = s.tr_user_id AND m.valid_to_rev IS NULL)",
         )
         .bind(cid)
@@ -549,12 +616,27 @@ impl ScanWriter for SqliteScan {
     }
 
     async fn stage_accounts(&mut self, accounts: &[Account]) -> StoreResult<()> {
+        // Only accounts that are new or whose digest changed are staged; the rest are noted
+        // as seen (a rescan with no change writes almost nothing).
+        let mut staged = Vec::new();
+        for a in accounts {
+            let id = i(a.id);
+            self.seen.insert(id);
+            let fields = fields_json(a);
+            let d = digest(a, &fields);
+            if self.known.get(&id) != Some(&Some(d)) {
+                staged.push((a, fields, d));
+            }
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
         let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
-        for chunk in accounts.chunks(BATCH) {
+        for chunk in staged.chunks(BATCH) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT OR REPLACE INTO temp.stage_accounts ({ACCOUNT_COLS}, name_key, email_key) "
+                "INSERT OR REPLACE INTO temp.stage_accounts ({ACCOUNT_COLS}, name_key, email_key, digest) "
             ));
-            qb.push_values(chunk, |mut b, a| {
+            qb.push_values(chunk, |mut b, (a, fields, d)| {
                 let (name_key, email_key) = keys(a);
                 b.push_bind(i(a.id))
                     .push_bind(a.name.clone())
@@ -563,9 +645,10 @@ impl ScanWriter for SqliteScan {
                     .push_bind(a.role_id.map(i))
                     .push_bind(a.role.clone())
                     .push_bind(a.is_admin)
-                    .push_bind(fields_json(a))
+                    .push_bind(fields.clone())
                     .push_bind(name_key)
-                    .push_bind(email_key);
+                    .push_bind(email_key)
+                    .push_bind(*d);
             });
             qb.build().execute(&mut *tx).await?;
         }

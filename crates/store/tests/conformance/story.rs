@@ -422,6 +422,22 @@ pub async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated<B: Backen
     let s3 = scan(&store, "c1", 3000, &after, &[g(7, &[2])]).await;
     assert_eq!(s3.changes, 0);
     assert_eq!(s3.account_rows_written, 0);
+    // A rescan finds the one change among unchanged accounts (the provisioning-written version
+    // included), and only that.
+    let mut renamed = after.clone();
+    renamed[0].name = Some("Renamed".into());
+    let s4 = scan(&store, "c1", 4000, &renamed, &[g(7, &[2])]).await;
+    assert_eq!((s4.changes, s4.account_rows_written), (1, 2));
+    let s5 = scan(&store, "c1", 5000, &renamed, &[g(7, &[2])]).await;
+    assert_eq!((s5.changes, s5.account_rows_written), (0, 0));
+    let names: Vec<Option<String>> = store
+        .current_accounts("c1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, vec![Some("Renamed".into()), Some("User 2".into())]);
 }
 
 /// Revision numbers never go back, even when the connection that held the highest one is
