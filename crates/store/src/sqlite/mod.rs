@@ -701,6 +701,22 @@ impl Store for SqliteStore {
         .await?
         .into_iter()
         .collect();
+        // And each current group's member list, by digest: unchanged lists are not staged.
+        let mut lists: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+        for (g, user) in sqlx::query_as::<_, (i64, i64)>(
+            "SELECT tr_group_id, tr_user_id FROM membership_versions
+             WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_group_id, tr_user_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            lists.entry(g).or_default().push(user);
+        }
+        let known_members = lists
+            .into_iter()
+            .map(|(g, users)| (g, scan::members_digest(&users)))
+            .collect();
         Ok(SqliteScan {
             id,
             connection_id: connection_id.to_string(),
@@ -708,6 +724,9 @@ impl Store for SqliteStore {
             lease,
             known,
             seen: std::collections::HashSet::new(),
+            known_members,
+            groups_seen: std::collections::HashSet::new(),
+            members_staged: std::collections::HashSet::new(),
         })
     }
 

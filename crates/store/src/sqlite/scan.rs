@@ -22,6 +22,18 @@ pub struct SqliteScan {
     pub(super) known: std::collections::HashMap<i64, Option<i64>>,
     /// Every account id the scan has read.
     pub(super) seen: std::collections::HashSet<i64>,
+    /// The current groups' member lists when the scan began, by digest.
+    pub(super) known_members: std::collections::HashMap<i64, i64>,
+    /// Every group id the scan has read.
+    pub(super) groups_seen: std::collections::HashSet<i64>,
+    /// Groups whose member list changed (their members were staged).
+    pub(super) members_staged: std::collections::HashSet<i64>,
+}
+
+/// The digest of a group's member list (sorted, without repeats).
+pub(super) fn members_digest(sorted_users: &[i64]) -> i64 {
+    let bytes: Vec<u8> = sorted_users.iter().flat_map(|u| u.to_le_bytes()).collect();
+    fnv(&[&bytes])
 }
 
 /// FNV-1a, 64 bits: a digest that stays the same across builds and platforms.
@@ -138,6 +150,7 @@ impl SqliteScan {
             "held_accounts",
             "held_members",
             "missing_ids",
+            "play_groups",
         ] {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
                 .execute(&mut *self.conn)
@@ -228,6 +241,35 @@ impl SqliteScan {
                 QueryBuilder::new("INSERT OR IGNORE INTO temp.missing_ids (tr_user_id) ");
             qb.push_values(chunk, |mut b, id| {
                 b.push_bind(*id);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        // Groups whose memberships this scan decides: lists that changed, and groups that
+        // were current when it began but it never read (deleted in TestRail).
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS play_groups (tr_group_id INTEGER PRIMARY KEY)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM temp.play_groups")
+            .execute(&mut *tx)
+            .await?;
+        let play: Vec<i64> = self
+            .members_staged
+            .iter()
+            .copied()
+            .chain(
+                self.known_members
+                    .keys()
+                    .filter(|g| !self.groups_seen.contains(g))
+                    .copied(),
+            )
+            .collect();
+        for chunk in play.chunks(BATCH) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR IGNORE INTO temp.play_groups (tr_group_id) ");
+            qb.push_values(chunk, |mut b, g| {
+                b.push_bind(*g);
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -388,7 +430,8 @@ impl SqliteScan {
             }
         }
 
-        if baseline || emails_changed || any_missing {
+        let refresh = baseline || emails_changed || any_missing;
+        if refresh {
             matches::refresh(&mut tx, &cid, matches::Rev::At(rev)).await?;
         }
         if report.groups_fetched {
@@ -399,7 +442,16 @@ impl SqliteScan {
         }
         write_changes(&mut tx, &mut n, &cid, scan, now, &pending).await?;
 
-        listing::recount(&mut tx, &cid).await?;
+        // Counts change only with versions (or matches); a scan that wrote none keeps them.
+        let counted: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM account_counts WHERE connection_id = ?)",
+        )
+        .bind(&cid)
+        .fetch_one(&mut *tx)
+        .await?;
+        if refresh || n.rows > 0 || !counted {
+            listing::recount(&mut tx, &cid).await?;
+        }
         let active: i64 =
             sqlx::query_scalar("SELECT active FROM account_counts WHERE connection_id = ?")
                 .bind(&cid)
@@ -527,6 +579,7 @@ async fn apply_groups(
              LEFT JOIN account_versions a ON a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id
                   AND a.valid_to_rev IS NULL
              WHERE m.connection_id = ?1 AND m.valid_to_rev IS NULL
+               AND m.tr_group_id IN (SELECT tr_group_id FROM temp.play_groups)
                AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)
                AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = m.tr_group_id AND h.tr_user_id = m.tr_user_id)
              GROUP BY m.tr_group_id, m.tr_user_id",
@@ -548,6 +601,7 @@ async fn apply_groups(
     }
     let closed = sqlx::query(
         "UPDATE membership_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
+           AND tr_group_id IN (SELECT tr_group_id FROM temp.play_groups)
            AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = membership_versions.tr_group_id
                            AND s.tr_user_id = membership_versions.tr_user_id)
            AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = membership_versions.tr_group_id
@@ -666,16 +720,28 @@ impl ScanWriter for SqliteScan {
             });
             qb.build().execute(&mut *tx).await?;
         }
-        let pairs: Vec<(u64, u64)> = groups
-            .iter()
-            .flat_map(|g| g.member_ids.iter().map(move |u| (g.id, *u)))
-            .collect();
+        // Members only of groups whose list changed since the scan began.
+        let mut pairs: Vec<(i64, i64)> = Vec::new();
+        for g in groups {
+            let gid = i(g.id);
+            self.groups_seen.insert(gid);
+            let mut users: Vec<i64> = g.member_ids.iter().map(|u| i(*u)).collect();
+            users.sort_unstable();
+            users.dedup();
+            if self.known_members.get(&gid) == Some(&members_digest(&users))
+                && !self.members_staged.contains(&gid)
+            {
+                continue;
+            }
+            self.members_staged.insert(gid);
+            pairs.extend(users.into_iter().map(|u| (gid, u)));
+        }
         for chunk in pairs.chunks(BATCH) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT OR IGNORE INTO temp.stage_members (tr_group_id, tr_user_id) ",
             );
             qb.push_values(chunk, |mut b, (g, user)| {
-                b.push_bind(i(*g)).push_bind(i(*user));
+                b.push_bind(*g).push_bind(*user);
             });
             qb.build().execute(&mut *tx).await?;
         }
