@@ -146,6 +146,13 @@ pub trait Store: Send + Sync + 'static {
         since: Option<i64>,
         scan_id: Option<i64>,
     ) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send;
+    /// One page of changes, newest first: at most `limit`, older than change `before` if given.
+    fn recent_changes(
+        &self,
+        connection_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send;
 
     // ---- identities and overrides ----
     /// Upserts identities; a full import marks the ones it does not contain as gone.
@@ -202,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
     /// The whole audit log, oldest first.
     fn audit_log(&self) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    /// One page of the audit log, newest first: at most `limit`, older than entry `before`.
+    fn recent_audit(
+        &self,
+        before: Option<i64>,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
     /// Makes the stored state reflect a provisioning action at once, as a new revision
     /// (numbered when it commits, after every revision committed before it), with change rows
     /// pointing at the audit entry. Returns the id of its row in `scans`.

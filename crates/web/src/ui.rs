@@ -654,22 +654,40 @@ async fn scan_now(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<Csrf
     Redirect::to("/scans?started=1").into_response()
 }
 
-async fn changes_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+/// A page of a newest-first log: `?before=ID` shows the entries older than ID.
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    before: Option<i64>,
+    /// `1`: verify the audit chain on this view.
+    #[serde(default)]
+    verify: Option<u8>,
+}
+
+const LOG_PAGE: u64 = 200;
+
+async fn changes_page(
+    State(s): State<Arc<AppState>>,
+    v: Visitor,
+    Query(q): Query<LogQuery>,
+) -> Response {
     if v.signed_in().is_none() {
         return to_login(&v);
     }
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let changes: Vec<Value> = s
+    let list = s
         .engine
         .store()
-        .changes(&conn.id, None, None)
+        .recent_changes(&conn.id, q.before, LOG_PAGE)
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let older = (list.len() as u64 == LOG_PAGE)
+        .then(|| list.last().map(|c| format!("/changes?before={}", c.id)))
+        .flatten();
+    let changes: Vec<Value> = list
         .iter()
-        .rev()
-        .take(500)
         .map(|c| {
             context! {
                 at => time_fmt::short(c.at), kind => c.kind.replace('_', " "), subject => c.subject, before => c.before, after => c.after,
@@ -681,25 +699,44 @@ async fn changes_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
         &s,
         &v,
         "changes.html",
-        context! { title => "Changes", page => "changes", connection => conn.name, changes },
+        context! { title => "Changes", page => "changes", connection => conn.name, changes, older },
     )
 }
 
-async fn audit_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
+async fn audit_page(
+    State(s): State<Arc<AppState>>,
+    v: Visitor,
+    Query(q): Query<LogQuery>,
+) -> Response {
     if v.signed_in().is_none() {
         return to_login(&v);
     }
-    let log = s.engine.store().audit_log().await.unwrap_or_default();
-    let chain = match audit::verify_chain(
-        log.iter()
-            .map(|e| (e.id, &e.record, e.prev_hash.as_str(), e.hash.as_str())),
-    ) {
-        Ok(n) => format!("Chain verified: {n} entries."),
-        Err((id, why)) => format!("CHAIN BROKEN at entry {id}: {why}"),
+    // The whole chain is verified on request only (it reads every entry).
+    let chain = if q.verify == Some(1) {
+        let log = s.engine.store().audit_log().await.unwrap_or_default();
+        Some(
+            match audit::verify_chain(
+                log.iter()
+                    .map(|e| (e.id, &e.record, e.prev_hash.as_str(), e.hash.as_str())),
+            ) {
+                Ok(n) => format!("Chain verified: {n} entries."),
+                Err((id, why)) => format!("CHAIN BROKEN at entry {id}: {why}"),
+            },
+        )
+    } else {
+        None
     };
+    let log = s
+        .engine
+        .store()
+        .recent_audit(q.before, LOG_PAGE)
+        .await
+        .unwrap_or_default();
+    let older = (log.len() as u64 == LOG_PAGE)
+        .then(|| log.last().map(|e| format!("/audit?before={}", e.id)))
+        .flatten();
     let entries: Vec<Value> = log
         .iter()
-        .rev()
         .map(|e| {
             let r = &e.record;
             let css = match r.outcome.as_str() { "done" => "ok", "failed" => "bad", "not_run" => "warn", _ => "" };
@@ -713,7 +750,7 @@ async fn audit_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
         &s,
         &v,
         "audit.html",
-        context! { title => "Audit log", page => "audit", entries, chain },
+        context! { title => "Audit log", page => "audit", entries, chain, older },
     )
 }
 

@@ -38,6 +38,8 @@ CREATE INDEX account_current_role_name ON account_versions(connection_id, COALES
 CREATE INDEX account_current_search ON account_versions(connection_id, tr_user_id, name_key, email_key, is_active, role_id, is_admin) WHERE valid_to_rev IS NULL;
 CREATE INDEX account_current_flags ON account_versions(connection_id, is_active, is_admin, role_id, tr_user_id) WHERE valid_to_rev IS NULL;
 CREATE INDEX membership_current_user ON membership_versions(connection_id, tr_user_id) WHERE valid_to_rev IS NULL;
+-- Changes newest first, a page at a time.
+CREATE INDEX changes_by_connection_id ON changes(connection_id, id);
 
 -- Counts over the current accounts, kept up to date by every write that changes them (a scan,
 -- a provisioning action, new match results), so the summary is one row, never a count.

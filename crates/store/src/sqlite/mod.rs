@@ -313,6 +313,23 @@ struct ChangeRow {
     audit_id: Option<i64>,
 }
 
+impl ChangeRow {
+    fn into_record(self) -> ChangeRecord {
+        ChangeRecord {
+            id: self.id,
+            scan_id: self.scan_id,
+            at: self.at,
+            kind: self.kind,
+            tr_user_id: self.tr_user_id.map(u),
+            tr_group_id: self.tr_group_id.map(u),
+            subject: self.subject,
+            before: self.before,
+            after: self.after,
+            audit_id: self.audit_id,
+        }
+    }
+}
+
 #[derive(FromRow)]
 struct AuditRow {
     id: i64,
@@ -871,21 +888,25 @@ impl Store for SqliteStore {
         .bind(scan_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ChangeRecord {
-                id: r.id,
-                scan_id: r.scan_id,
-                at: r.at,
-                kind: r.kind,
-                tr_user_id: r.tr_user_id.map(u),
-                tr_group_id: r.tr_group_id.map(u),
-                subject: r.subject,
-                before: r.before,
-                after: r.after,
-                audit_id: r.audit_id,
-            })
-            .collect())
+        Ok(rows.into_iter().map(ChangeRow::into_record).collect())
+    }
+
+    async fn recent_changes(
+        &self,
+        connection_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
+             WHERE connection_id = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(connection_id)
+        .bind(before)
+        .bind(i(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ChangeRow::into_record).collect())
     }
 
     async fn import_identities(
@@ -1158,6 +1179,17 @@ impl Store for SqliteStore {
             prev_hash: prev,
             hash,
         })
+    }
+
+    async fn recent_audit(&self, before: Option<i64>, limit: u64) -> StoreResult<Vec<AuditEntry>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT * FROM audit_log WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(i(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(AuditRow::into_entry).collect()
     }
 
     async fn audit_log(&self) -> StoreResult<Vec<AuditEntry>> {

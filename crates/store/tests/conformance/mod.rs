@@ -44,6 +44,11 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn logs_page_newest_first() {
+            conformance::story::logs_page_newest_first(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_listing_query_equals_the_in_memory_reference() {
             conformance::listing::the_listing_query_equals_the_in_memory_reference(&$make).await;
         }

@@ -544,6 +544,66 @@ pub async fn a_scan_that_lost_its_lease_saves_nothing<B: Backend>(b: &B) {
     assert!(store.current_accounts("c1").await.unwrap().is_empty());
 }
 
+/// The changes and audit pages read newest first, a page at a time.
+pub async fn logs_page_newest_first<B: Backend>(b: &B) {
+    let store = b.fresh().await;
+    store.insert_connection(new_conn()).await.unwrap();
+    for n in 0..5 {
+        let rec = accessrail_domain::AuditRecord {
+            at: n,
+            actor: "token:t".into(),
+            connection: "acme".into(),
+            action: "deactivate".into(),
+            target: format!("u{n}@x.io"),
+            before: None,
+            after: None,
+            calls: vec![],
+            outcome: accessrail_domain::Outcome::Done,
+            message: None,
+        };
+        store.append_audit(rec).await.unwrap();
+    }
+    let first = store.recent_audit(None, 2).await.unwrap();
+    let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] > ids[1], "newest first: {ids:?}");
+    let next = store.recent_audit(Some(ids[1]), 10).await.unwrap();
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|e| e.id < ids[1]));
+    let all: Vec<i64> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut paged: Vec<i64> = first.iter().chain(&next).map(|e| e.id).collect();
+    paged.reverse();
+    assert_eq!(paged, all);
+
+    let g = |id, members: &[u64]| GroupRecord {
+        id,
+        name: Some(format!("G{id}")),
+        member_ids: members.to_vec(),
+    };
+    let a = vec![account(1, "a@x.io", true, 2)];
+    scan(&store, "c1", 10, &a, &[g(1, &[])]).await;
+    scan(&store, "c1", 20, &a, &[g(1, &[1])]).await;
+    scan(&store, "c1", 30, &a, &[g(1, &[]), g(2, &[1])]).await;
+    let all = store.changes("c1", None, None).await.unwrap();
+    assert!(all.len() >= 3, "{all:?}");
+    let page = store.recent_changes("c1", None, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|c| c.id).collect::<Vec<_>>(),
+        all.iter().rev().take(2).map(|c| c.id).collect::<Vec<_>>()
+    );
+    let rest = store
+        .recent_changes("c1", Some(page[1].id), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), all.len() - 2);
+}
+
 fn new_conn() -> NewConnection {
     NewConnection {
         id: "c1".into(),
