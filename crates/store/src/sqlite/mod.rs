@@ -18,9 +18,12 @@ use accessrail_domain::{AuditRecord, Outcome, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+mod identities;
 mod listing;
 mod matches;
+mod provisioning;
 mod scan;
+mod tokens;
 
 pub use scan::SqliteScan;
 
@@ -915,99 +918,11 @@ impl Store for SqliteStore {
         full: bool,
         now: i64,
     ) -> StoreResult<ImportSummary> {
-        let mut tx = self.pool.begin().await?;
-        // Take the write lock first so a concurrent import waits instead of failing later.
-        sqlx::query("UPDATE identities SET updated_at = updated_at WHERE 0")
-            .execute(&mut *tx)
-            .await?;
-        let existing: Vec<IdentityRow> =
-            sqlx::query_as("SELECT id, name, status, emails, attributes, gone FROM identities")
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut current: BTreeMap<String, Identity> = BTreeMap::new();
-        for row in existing {
-            let ident = row.into_identity()?;
-            current.insert(ident.id.clone(), ident);
-        }
-        let mut summary = ImportSummary::default();
-        let mut seen = BTreeSet::new();
-        let mut upserts: Vec<(Identity, String, String)> = Vec::new();
-        for ident in identities {
-            seen.insert(ident.id.clone());
-            match current.get(&ident.id) {
-                Some(old)
-                    if old.name == ident.name
-                        && old.emails == ident.emails
-                        && old.status == ident.status
-                        && old.attributes == ident.attributes
-                        && !old.gone =>
-                {
-                    summary.unchanged += 1;
-                    continue;
-                }
-                Some(_) => summary.updated += 1,
-                None => summary.added += 1,
-            }
-            let emails = serde_json::to_string(&ident.emails)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let attrs = serde_json::to_string(&ident.attributes)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            upserts.push((ident, emails, attrs));
-        }
-        // Many rows per statement: an import of 100,000 people is 200 statements, not 100,000.
-        for chunk in upserts.chunks(BATCH) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO identities (id, name, status, emails, attributes, gone, updated_at) ",
-            );
-            qb.push_values(chunk, |mut b, (ident, emails, attrs)| {
-                b.push_bind(ident.id.clone())
-                    .push_bind(ident.name.clone())
-                    .push_bind(ident.status.as_str())
-                    .push_bind(emails.clone())
-                    .push_bind(attrs.clone())
-                    .push_bind(false)
-                    .push_bind(now);
-            });
-            qb.push(
-                " ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status, emails = excluded.emails,
-                 attributes = excluded.attributes, gone = 0, updated_at = excluded.updated_at",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-        if full {
-            let gone: Vec<&String> = current
-                .iter()
-                .filter(|(id, old)| !seen.contains(*id) && !old.gone)
-                .map(|(id, _)| id)
-                .collect();
-            for chunk in gone.chunks(BATCH) {
-                let mut qb: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("UPDATE identities SET gone = 1, updated_at = ");
-                qb.push_bind(now);
-                qb.push(" WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind((*id).clone());
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
-            }
-            summary.marked_gone += gone.len() as u64;
-        }
-        if summary.added + summary.updated + summary.marked_gone > 0 {
-            matches::refresh_all(&mut tx, now).await?;
-        }
-        tx.commit().await?;
-        Ok(summary)
+        self.import_identities_impl(identities, full, now).await
     }
 
     async fn identities(&self) -> StoreResult<Vec<Identity>> {
-        let rows: Vec<IdentityRow> = sqlx::query_as(
-            "SELECT id, name, status, emails, attributes, gone FROM identities ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(IdentityRow::into_identity).collect()
+        self.identities_impl().await
     }
 
     async fn set_override(
@@ -1016,29 +931,7 @@ impl Store for SqliteStore {
         o: OverrideRecord,
         now: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        if o.kind == OverrideKind::Pin {
-            // One pin per account: a new pin replaces the old one.
-            sqlx::query("DELETE FROM match_overrides WHERE connection_id = ? AND tr_user_id = ? AND kind = 'pin'")
-                .bind(connection_id)
-                .bind(i(o.account_id))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO match_overrides (connection_id, tr_user_id, identity_id, kind, created_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT(connection_id, tr_user_id, identity_id) DO UPDATE SET kind = excluded.kind, created_at = excluded.created_at",
-        )
-        .bind(connection_id)
-        .bind(i(o.account_id))
-        .bind(&o.identity_id)
-        .bind(o.kind.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        matches::refresh(&mut tx, connection_id, matches::Rev::OwnIfChanged { now }).await?;
-        tx.commit().await?;
-        Ok(())
+        self.set_override_impl(connection_id, o, now).await
     }
 
     async fn clear_override(
@@ -1048,155 +941,40 @@ impl Store for SqliteStore {
         identity_id: Option<&str>,
         now: i64,
     ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
-            "DELETE FROM match_overrides WHERE connection_id = ? AND tr_user_id = ? AND (? IS NULL OR identity_id = ?)",
-        )
-        .bind(connection_id)
-        .bind(i(account_id))
-        .bind(identity_id)
-        .bind(identity_id)
-        .execute(&mut *tx)
-        .await?;
-        matches::refresh(&mut tx, connection_id, matches::Rev::OwnIfChanged { now }).await?;
-        tx.commit().await?;
-        Ok(res.rows_affected())
+        self.clear_override_impl(connection_id, account_id, identity_id, now)
+            .await
     }
 
     async fn overrides(&self, connection_id: &str) -> StoreResult<Vec<OverrideRecord>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT tr_user_id, identity_id, kind FROM match_overrides WHERE connection_id = ? ORDER BY tr_user_id, identity_id",
-        )
-        .bind(connection_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(account, identity_id, kind)| OverrideRecord {
-                account_id: u(account),
-                identity_id,
-                kind: if kind == "pin" {
-                    OverrideKind::Pin
-                } else {
-                    OverrideKind::Exclude
-                },
-            })
-            .collect())
+        self.overrides_impl(connection_id).await
     }
 
     async fn set_provisioning(&self, connection_id: &str, enabled: bool) -> StoreResult<()> {
-        sqlx::query("UPDATE connections SET provisioning_enabled = ? WHERE id = ?")
-            .bind(enabled)
-            .bind(connection_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set_provisioning_impl(connection_id, enabled).await
     }
 
     async fn protect(&self, connection_id: &str, p: ProtectedAccount) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO protected_accounts (connection_id, email, owner, reason, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT(connection_id, email) DO UPDATE SET owner = excluded.owner, reason = excluded.reason,
-             expires_at = excluded.expires_at",
-        )
-        .bind(connection_id)
-        .bind(p.email.to_lowercase())
-        .bind(&p.owner)
-        .bind(&p.reason)
-        .bind(p.expires_at)
-        .bind(p.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.protect_impl(connection_id, p).await
     }
 
     async fn unprotect(&self, connection_id: &str, email: &str) -> StoreResult<bool> {
-        let res =
-            sqlx::query("DELETE FROM protected_accounts WHERE connection_id = ? AND email = ?")
-                .bind(connection_id)
-                .bind(email.trim().to_lowercase())
-                .execute(&self.pool)
-                .await?;
-        Ok(res.rows_affected() > 0)
+        self.unprotect_impl(connection_id, email).await
     }
 
     async fn protected(&self, connection_id: &str) -> StoreResult<Vec<ProtectedAccount>> {
-        let rows: Vec<(String, String, String, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT email, owner, reason, expires_at, created_at FROM protected_accounts WHERE connection_id = ? ORDER BY email",
-        )
-        .bind(connection_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(email, owner, reason, expires_at, created_at)| ProtectedAccount {
-                    email,
-                    owner,
-                    reason,
-                    expires_at,
-                    created_at,
-                },
-            )
-            .collect())
+        self.protected_impl(connection_id).await
     }
 
     async fn append_audit(&self, record: AuditRecord) -> StoreResult<AuditEntry> {
-        let mut tx = self.pool.begin().await?;
-        // Take the write lock before reading the last hash, so two writers cannot fork the chain.
-        sqlx::query("UPDATE connections SET updated_at = updated_at WHERE 0")
-            .execute(&mut *tx)
-            .await?;
-        let prev: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let prev = prev.unwrap_or_else(|| audit::GENESIS.to_string());
-        let hash = audit::chain_hash(&prev, &record);
-        let calls = serde_json::to_string(&record.calls).unwrap_or_else(|_| "[]".into());
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit_log (at, actor, connection, action, target, before, after, calls, outcome, message, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(record.at)
-        .bind(&record.actor)
-        .bind(&record.connection)
-        .bind(&record.action)
-        .bind(&record.target)
-        .bind(&record.before)
-        .bind(&record.after)
-        .bind(calls)
-        .bind(record.outcome.as_str())
-        .bind(&record.message)
-        .bind(&prev)
-        .bind(&hash)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(AuditEntry {
-            id,
-            record,
-            prev_hash: prev,
-            hash,
-        })
+        self.append_audit_impl(record).await
     }
 
     async fn recent_audit(&self, before: Option<i64>, limit: u64) -> StoreResult<Vec<AuditEntry>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT * FROM audit_log WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(before)
-        .bind(i(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(AuditRow::into_entry).collect()
+        self.recent_audit_impl(before, limit).await
     }
 
     async fn audit_log(&self) -> StoreResult<Vec<AuditEntry>> {
-        let rows: Vec<AuditRow> = sqlx::query_as("SELECT * FROM audit_log ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(AuditRow::into_entry).collect()
+        self.audit_log_impl().await
     }
 
     async fn record_provision(
@@ -1206,180 +984,28 @@ impl Store for SqliteStore {
         now: i64,
         update: ProvisionUpdate,
     ) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await?;
-        // The first statement writes, so the revision number is taken under the write lock:
-        // it is higher than every revision committed before, scans included.
-        let rev = new_revision(&mut tx, connection_id, "provision", now).await?;
-        let row_id: i64 = sqlx::query_scalar(
-            "INSERT INTO scans (connection_id, started_at, finished_at, status, kind, revision)
-             VALUES (?, ?, ?, 'succeeded', 'provision', ?) RETURNING id",
-        )
-        .bind(connection_id)
-        .bind(now)
-        .bind(now)
-        .bind(rev)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(a) = &update.account {
-            sqlx::query("UPDATE account_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_user_id = ? AND valid_to_rev IS NULL")
-                .bind(rev)
-                .bind(connection_id)
-                .bind(i(a.id))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!(
-                "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(connection_id)
-            .bind(rev)
-            .bind(i(a.id))
-            .bind(&a.name)
-            .bind(&a.email)
-            .bind(a.is_active)
-            .bind(a.role_id.map(i))
-            .bind(&a.role)
-            .bind(a.is_admin)
-            .bind(fields_json(a))
-            .bind(keys(a).0)
-            .bind(keys(a).1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(g) = &update.group {
-            let gid = i(g.id);
-            let current: Vec<i64> = sqlx::query_scalar(
-                "SELECT tr_user_id FROM membership_versions WHERE connection_id = ? AND tr_group_id = ? AND valid_to_rev IS NULL",
-            )
-            .bind(connection_id)
-            .bind(gid)
-            .fetch_all(&mut *tx)
-            .await?;
-            let wanted: BTreeSet<i64> = g.member_ids.iter().map(|m| i(*m)).collect();
-            for uid in current.iter().filter(|u| !wanted.contains(u)) {
-                sqlx::query("UPDATE membership_versions SET valid_to_rev = ? WHERE connection_id = ? AND tr_group_id = ? AND tr_user_id = ? AND valid_to_rev IS NULL")
-                    .bind(rev).bind(connection_id).bind(gid).bind(uid).execute(&mut *tx).await?;
-            }
-            for uid in wanted.iter().filter(|u| !current.contains(u)) {
-                sqlx::query("INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_rev) VALUES (?, ?, ?, ?)")
-                    .bind(connection_id).bind(gid).bind(uid).bind(rev).execute(&mut *tx).await?;
-            }
-        }
-        for (gid, uid) in &update.joined {
-            sqlx::query(
-                "INSERT INTO membership_versions (connection_id, tr_group_id, tr_user_id, valid_from_rev)
-                 SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM membership_versions WHERE connection_id = ?1
-                   AND tr_group_id = ?2 AND tr_user_id = ?3 AND valid_to_rev IS NULL)",
-            )
-            .bind(connection_id)
-            .bind(i(*gid))
-            .bind(i(*uid))
-            .bind(rev)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for c in &update.changes {
-            sqlx::query(
-                "INSERT INTO changes (connection_id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(connection_id)
-            .bind(row_id)
-            .bind(now)
-            .bind(c.kind.as_str())
-            .bind(c.user.map(i))
-            .bind(c.group.map(i))
-            .bind(&c.subject)
-            .bind(&c.before)
-            .bind(&c.after)
-            .bind(audit_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if update.account.is_some() {
-            matches::refresh(&mut tx, connection_id, matches::Rev::At(rev)).await?;
-        }
-        listing::recount(&mut tx, connection_id).await?;
-        let seats: i64 =
-            sqlx::query_scalar("SELECT active FROM account_counts WHERE connection_id = ?")
-                .bind(connection_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query("UPDATE scans SET active_seats = ?, changes = ? WHERE id = ?")
-            .bind(seats)
-            .bind(update.changes.len() as i64)
-            .bind(row_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(row_id)
+        self.record_provision_impl(connection_id, audit_id, now, update)
+            .await
     }
 
     async fn create_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
-        let res = sqlx::query(
-            "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, revoked_at = NULL
-             WHERE api_tokens.revoked_at IS NOT NULL",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "a token named {name:?} already exists (revoke it first)"
-            )));
-        }
-        Ok(())
+        self.create_token_impl(name, hash, now).await
     }
 
     async fn upsert_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, revoked_at = NULL",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.upsert_token_impl(name, hash, now).await
     }
 
     async fn revoke_token(&self, name: &str, now: i64) -> StoreResult<bool> {
-        let res = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        self.revoke_token_impl(name, now).await
     }
 
     async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        let rows: Vec<(String, i64, Option<i64>)> =
-            sqlx::query_as("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, created_at, revoked_at)| TokenRecord {
-                name,
-                created_at,
-                revoked_at,
-            })
-            .collect())
+        self.tokens_impl().await
     }
 
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        self.token_by_hash_impl(hash).await
     }
 
     async fn interrupt_running_scans(
