@@ -29,6 +29,31 @@ fn out_of(o: std::process::Output) -> Out {
     }
 }
 
+/// Runs the binary on `e`'s data directory in the background, with extra environment.
+fn spawn_cli(e: &Env, args: &[&str], env: &[(&str, String)]) -> tokio::task::JoinHandle<Out> {
+    let mut cmd = bin();
+    cmd.args(args)
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::spawn(async move { out_of(cmd.output().await.unwrap()) })
+}
+
+/// Waits until the proxy has received an `update_group`.
+async fn wait_for_update_group(calls: &AtomicU32) {
+    let start = Instant::now();
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no update_group sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -83,14 +108,7 @@ async fn a_deactivation_during_a_scan_stays_in_history() {
         latency_ms: 150,
         ..Faults::default()
     });
-    let scan = {
-        let mut cmd = bin();
-        cmd.args(["scan", "--json"])
-            .env("ACCESSRAIL_DATA_DIR", e.data())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        tokio::spawn(async move { out_of(cmd.output().await.unwrap()) })
-    };
+    let scan = spawn_cli(&e, &["scan", "--json"], &[]);
     wait_for_running_scan(&e).await;
     let out = e.prov(&["deactivate", "--email", target, "--json"]).await;
     assert_eq!(
@@ -244,22 +262,18 @@ async fn two_group_writers_with_a_stalled_testrail_both_take_effect() {
     connect_through(&e, &proxy).await;
     let mut tasks = vec![];
     for email in ["a@example.com", "b@example.com"] {
-        let mut cmd = bin();
-        cmd.args([
-            "provision",
-            "add-to-group",
-            "--email",
-            email,
-            "--group",
-            "Shared",
-            "--json",
-        ])
-        .env("ACCESSRAIL_DATA_DIR", e.data())
-        .env("ACCESSRAIL_LEASE_TTL_SECS", ttl.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        tasks.push(tokio::spawn(
-            async move { out_of(cmd.output().await.unwrap()) },
+        tasks.push(spawn_cli(
+            &e,
+            &[
+                "provision",
+                "add-to-group",
+                "--email",
+                email,
+                "--group",
+                "Shared",
+                "--json",
+            ],
+            &[("ACCESSRAIL_LEASE_TTL_SECS", ttl.to_string())],
         ));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -305,9 +319,9 @@ async fn a_failed_group_write_is_retried_from_a_fresh_read() {
         .with_instance(|inst| inst.insert_group("Shared".into(), &[base]));
     let (proxy, calls) = stalling_proxy(e.server.base_url(), Duration::from_secs(1)).await;
     connect_through(&e, &proxy).await;
-    let run = {
-        let mut cmd = bin();
-        cmd.args([
+    let run = spawn_cli(
+        &e,
+        &[
             "provision",
             "add-to-group",
             "--email",
@@ -315,21 +329,11 @@ async fn a_failed_group_write_is_retried_from_a_fresh_read() {
             "--group",
             "Shared",
             "--json",
-        ])
-        .env("ACCESSRAIL_DATA_DIR", e.data())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        tokio::spawn(async move { out_of(cmd.output().await.unwrap()) })
-    };
+        ],
+        &[],
+    );
     // While the first write stalls, an admin adds c in TestRail.
-    let start = Instant::now();
-    while calls.load(Ordering::SeqCst) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no update_group sent"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_update_group(&calls).await;
     e.sim().with_instance(|inst| {
         let mut members = inst.groups[&gid].user_ids.clone();
         members.push(c);
@@ -368,21 +372,18 @@ async fn concurrent_creates_of_one_email_make_one_account() {
         let email = format!("pair{pair}@example.com");
         let mut tasks = vec![];
         for _ in 0..2 {
-            let mut cmd = bin();
-            cmd.args([
-                "provision",
-                "create-user",
-                "--name",
-                "New Person",
-                "--email",
-                &email,
-                "--json",
-            ])
-            .env("ACCESSRAIL_DATA_DIR", e.data())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            tasks.push(tokio::spawn(
-                async move { out_of(cmd.output().await.unwrap()) },
+            tasks.push(spawn_cli(
+                &e,
+                &[
+                    "provision",
+                    "create-user",
+                    "--name",
+                    "New Person",
+                    "--email",
+                    &email,
+                    "--json",
+                ],
+                &[],
             ));
         }
         let mut outcomes = vec![];
@@ -692,29 +693,19 @@ async fn a_create_with_a_group_waits_for_a_write_of_that_group() {
         .with_instance(|inst| inst.insert_group("Shared".into(), &[]));
     let (proxy, calls) = proxy(e.server.base_url(), Duration::from_secs(2), false).await;
     connect_through(&e, &proxy).await;
-    let writer = {
-        let mut cmd = bin();
-        cmd.args([
+    let writer = spawn_cli(
+        &e,
+        &[
             "provision",
             "add-to-group",
             "--email",
             "member@example.com",
             "--group",
             "Shared",
-        ])
-        .env("ACCESSRAIL_DATA_DIR", e.data())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        tokio::spawn(async move { out_of(cmd.output().await.unwrap()) })
-    };
-    let start = Instant::now();
-    while calls.load(Ordering::SeqCst) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no update_group sent"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ],
+        &[],
+    );
+    wait_for_update_group(&calls).await;
     // The group write is in flight, with a member list read before this create.
     let out = e
         .prov(&[

@@ -128,6 +128,21 @@ pub async fn hold<S: Store, F: Future>(
     }
 }
 
+/// Runs `work` holding `tokens` (renewed as in [`hold`]), then releases them. For work that
+/// checks its leases with [`fence`] before each write rather than watching for a loss.
+pub async fn held<S: Store, F: Future>(
+    engine: &Engine<S>,
+    tokens: &[LeaseToken],
+    work: F,
+) -> F::Output {
+    let lost = AtomicBool::new(false);
+    let out = hold(engine, tokens, &lost, work).await;
+    for t in tokens {
+        release(engine, t).await;
+    }
+    out
+}
+
 /// Releases a lease; failures are logged, the lease then expires on its own.
 pub async fn release<S: Store>(engine: &Engine<S>, token: &LeaseToken) {
     if let Err(e) = engine

@@ -5,7 +5,6 @@
 //! stored state reflects it at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use accessrail_domain::{Account, AuditRecord, ChangeKind, EmailKey, Outcome, account_changes};
@@ -891,20 +890,14 @@ async fn execute<S: Store>(
                     }
                 }
             }
-            let lost = AtomicBool::new(false);
-            let result = lease::hold(
+            lease::held(
                 engine,
                 &tokens,
-                &lost,
                 create_user(
                     engine, client, &tokens, name, email, *role_id, group_ids, calls,
                 ),
             )
-            .await;
-            for t in &tokens {
-                lease::release(engine, t).await;
-            }
-            result
+            .await
         }
         StepKind::UpdateUser {
             user_id,
@@ -977,15 +970,12 @@ async fn execute<S: Store>(
                 },
             )
             .await?;
-            let lost = AtomicBool::new(false);
-            let result = lease::hold(
+            let result = lease::held(
                 engine,
                 std::slice::from_ref(&token),
-                &lost,
                 group_write(engine, client, &token, *group_id, *user_id, add, calls),
             )
             .await;
-            lease::release(engine, &token).await;
             let (after, wrote) = result?;
             if !wrote {
                 return Ok(Executed::Noop(format!(

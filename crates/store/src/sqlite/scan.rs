@@ -30,6 +30,27 @@ pub struct SqliteScan {
     pub(super) members_staged: std::collections::HashSet<i64>,
 }
 
+/// Fills the temporary table `table` (one column `id`) with `ids`, replacing what it held.
+async fn id_set(tx: &mut SqliteConnection, table: &str, ids: &[i64]) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY)"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!("DELETE FROM temp.{table}"))
+        .execute(&mut *tx)
+        .await?;
+    for chunk in ids.chunks(BATCH) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT OR IGNORE INTO temp.{table} (id) "));
+        qb.push_values(chunk, |mut b, id| {
+            b.push_bind(*id);
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 /// The digest of a group's member list (sorted, without repeats).
 pub(super) fn members_digest(sorted_users: &[i64]) -> i64 {
     let bytes: Vec<u8> = sorted_users.iter().flat_map(|u| u.to_le_bytes()).collect();
@@ -224,36 +245,15 @@ impl SqliteScan {
         .execute(&mut *tx)
         .await?;
         // Accounts current when the scan began that it never read: TestRail no longer lists them.
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS missing_ids (tr_user_id INTEGER PRIMARY KEY)")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM temp.missing_ids")
-            .execute(&mut *tx)
-            .await?;
-        let missing_ids: Vec<i64> = self
+        let missing: Vec<i64> = self
             .known
             .keys()
             .filter(|id| !self.seen.contains(id))
             .copied()
             .collect();
-        for chunk in missing_ids.chunks(BATCH) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT OR IGNORE INTO temp.missing_ids (tr_user_id) ");
-            qb.push_values(chunk, |mut b, id| {
-                b.push_bind(*id);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
+        id_set(&mut tx, "missing_ids", &missing).await?;
         // Groups whose memberships this scan decides: lists that changed, and groups that
         // were current when it began but it never read (deleted in TestRail).
-        sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS play_groups (tr_group_id INTEGER PRIMARY KEY)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM temp.play_groups")
-            .execute(&mut *tx)
-            .await?;
         let play: Vec<i64> = self
             .members_staged
             .iter()
@@ -265,14 +265,7 @@ impl SqliteScan {
                     .copied(),
             )
             .collect();
-        for chunk in play.chunks(BATCH) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT OR IGNORE INTO temp.play_groups (tr_group_id) ");
-            qb.push_values(chunk, |mut b, g| {
-                b.push_bind(*g);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
+        id_set(&mut tx, "play_groups", &play).await?;
         sqlx::query(
             "DELETE FROM temp.stage_members WHERE EXISTS (SELECT 1 FROM temp.held_members h
                WHERE h.tr_group_id = stage_members.tr_group_id AND h.tr_user_id = stage_members.tr_user_id)",
@@ -399,7 +392,7 @@ impl SqliteScan {
         let missing: Vec<(i64, Option<String>)> = sqlx::query_as(
             "SELECT c.tr_user_id, COALESCE(c.email, c.name) FROM account_versions c
              WHERE c.connection_id = ? AND c.valid_to_rev IS NULL
-               AND c.tr_user_id IN (SELECT tr_user_id FROM temp.missing_ids)
+               AND c.tr_user_id IN (SELECT id FROM temp.missing_ids)
                AND c.tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
         )
         .bind(&cid)
@@ -409,7 +402,7 @@ impl SqliteScan {
         if any_missing {
             let res = sqlx::query(
                 "UPDATE account_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
-                   AND tr_user_id IN (SELECT tr_user_id FROM temp.missing_ids)
+                   AND tr_user_id IN (SELECT id FROM temp.missing_ids)
                    AND tr_user_id NOT IN (SELECT tr_user_id FROM temp.held_accounts)",
             )
             .bind(&cid)
@@ -579,7 +572,7 @@ async fn apply_groups(
              LEFT JOIN account_versions a ON a.connection_id = m.connection_id AND a.tr_user_id = m.tr_user_id
                   AND a.valid_to_rev IS NULL
              WHERE m.connection_id = ?1 AND m.valid_to_rev IS NULL
-               AND m.tr_group_id IN (SELECT tr_group_id FROM temp.play_groups)
+               AND m.tr_group_id IN (SELECT id FROM temp.play_groups)
                AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = m.tr_group_id AND s.tr_user_id = m.tr_user_id)
                AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = m.tr_group_id AND h.tr_user_id = m.tr_user_id)
              GROUP BY m.tr_group_id, m.tr_user_id",
@@ -601,7 +594,7 @@ async fn apply_groups(
     }
     let closed = sqlx::query(
         "UPDATE membership_versions SET valid_to_rev = ?2 WHERE connection_id = ?1 AND valid_to_rev IS NULL
-           AND tr_group_id IN (SELECT tr_group_id FROM temp.play_groups)
+           AND tr_group_id IN (SELECT id FROM temp.play_groups)
            AND NOT EXISTS (SELECT 1 FROM temp.stage_members s WHERE s.tr_group_id = membership_versions.tr_group_id
                            AND s.tr_user_id = membership_versions.tr_user_id)
            AND NOT EXISTS (SELECT 1 FROM temp.held_members h WHERE h.tr_group_id = membership_versions.tr_group_id
