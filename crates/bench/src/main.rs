@@ -41,6 +41,9 @@ struct Args {
     /// Keep the database in this (new) directory instead of a temporary one.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Only the scans (for profiling): no identity import, no listing latency.
+    #[arg(long)]
+    scan_only: bool,
 }
 
 const KEY: &str = "bench-admin-key";
@@ -208,8 +211,10 @@ async fn run(args: Args) -> Result<(), String> {
     let scan_peak = peak_rss_mb();
 
     let engine = Arc::new(engine);
-    import_identities(&engine, args.identities).await?;
-    listing_latency(engine.clone(), args.repeat, args.verbose).await?;
+    if !args.scan_only {
+        import_identities(&engine, args.identities).await?;
+        listing_latency(engine.clone(), args.repeat, args.verbose).await?;
+    }
 
     let ok = first.requests == first.minimum_requests && second.account_rows_written == 0;
     println!(

@@ -16,9 +16,6 @@ use accessrail_domain::Account;
 /// Rows are read by id, this many ids per statement.
 const IN_LIST_MAX: usize = 500;
 
-/// Longest search needle (characters) that goes through the trigram index.
-const SEARCH_INDEX_MAX: usize = 256;
-
 /// `alias` valid now (`rev` None) or right after revision `rev`.
 fn push_valid(qb: &mut QueryBuilder<'_, Sqlite>, alias: &str, rev: Option<i64>) {
     match rev {
@@ -42,30 +39,83 @@ fn needs_match(q: &AccountQuery) -> bool {
     q.match_state.is_some() || q.leaver
 }
 
+/// How a filter on the stored match reaches the accounts.
+#[derive(Clone, Copy, PartialEq)]
+enum MatchJoin {
+    /// The matching ids as a set (`IN`): best when few accounts pass.
+    IdSet,
+    /// A lookup per account, in the sort's index order (`EXISTS`): best when most accounts
+    /// pass, as the page's first rows are found at once.
+    PerAccount,
+}
+
+/// Only filters on the stored match: the total is a count of the match index alone (the
+/// current matches are exactly those of the current accounts; a scan or provisioning closes
+/// an account's match in the revision that closes the account).
+fn only_match_filters(q: &AccountQuery) -> bool {
+    needs_match(q)
+        && q.group_id.is_none()
+        && q.active.is_none()
+        && q.role_id.is_none()
+        && q.admin.is_none()
+        && q.q.as_deref().is_none_or(str::is_empty)
+}
+
+fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AccountQuery) {
+    if let Some(state) = q.match_state {
+        qb.push(" AND m.state = ");
+        qb.push_bind(matches::state_str(state));
+    }
+    if q.leaver {
+        qb.push(" AND m.identity_status = 'leaver' ");
+    }
+}
+
+/// The index a search (`q`) reads: the substring test needs both keys, and only these
+/// indexes hold them (without this, SQLite may pick a narrower index and read every row).
+fn search_index(q: &AccountQuery, rev: Option<i64>, sort: Option<AccountSort>) -> Option<&'static str> {
+    if rev.is_some() || q.q.as_deref().is_none_or(str::is_empty) {
+        return None;
+    }
+    Some(match sort {
+        Some(AccountSort::Name) => "account_current_name",
+        Some(AccountSort::Email) => "account_current_email",
+        _ => "account_current_search",
+    })
+}
+
 fn push_from_where<'a>(
     qb: &mut QueryBuilder<'a, Sqlite>,
     cid: &'a str,
     rev: Option<i64>,
     q: &'a AccountQuery,
+    join: MatchJoin,
+    index: Option<&'static str>,
 ) {
-    qb.push(" FROM account_versions a WHERE a.connection_id = ");
+    qb.push(" FROM account_versions a ");
+    if let Some(index) = index {
+        qb.push(format!(" INDEXED BY {index} "));
+    }
+    qb.push(" WHERE a.connection_id = ");
     qb.push_bind(cid);
     qb.push(" AND ");
     push_valid(qb, "a", rev);
-    // Filters on the stored match and on groups are id sets (`IN` a subquery on their own
-    // indexes): SQLite then starts from the smaller side instead of probing every account.
+    // Filters on groups are id sets (`IN` a subquery on their own index): SQLite then starts
+    // from the smaller side instead of probing every account. Filters on the match are either.
     if needs_match(q) {
-        qb.push(" AND a.tr_user_id IN (SELECT m.tr_user_id FROM match_versions m WHERE m.connection_id = ");
-        qb.push_bind(cid);
+        match join {
+            MatchJoin::IdSet => {
+                qb.push(" AND a.tr_user_id IN (SELECT m.tr_user_id FROM match_versions m WHERE m.connection_id = ");
+                qb.push_bind(cid);
+            }
+            MatchJoin::PerAccount => {
+                qb.push(" AND EXISTS (SELECT 1 FROM match_versions m WHERE m.connection_id = a.connection_id
+                          AND m.tr_user_id = a.tr_user_id ");
+            }
+        }
         qb.push(" AND ");
         push_valid(qb, "m", rev);
-        if let Some(state) = q.match_state {
-            qb.push(" AND m.state = ");
-            qb.push_bind(matches::state_str(state));
-        }
-        if q.leaver {
-            qb.push(" AND m.identity_status = 'leaver' ");
-        }
+        push_match_filter(qb, q);
         qb.push(") ");
     }
     if let Some(g) = q.group_id {
@@ -99,22 +149,6 @@ fn push_from_where<'a>(
             .map(str::to_lowercase)
             .filter(|n| !n.is_empty())
     {
-        // FTS5 stops reading a query at NUL, and a huge needle is a huge phrase: those (and
-        // history) take the plain scan.
-        if rev.is_none()
-            && (3..=SEARCH_INDEX_MAX).contains(&needle.chars().count())
-            && !needle.chars().any(char::is_control)
-        {
-            // The trigram index narrows to candidates; `instr` keeps the exact rule.
-            qb.push(
-                " AND a.rowid IN (SELECT rowid FROM account_search WHERE account_search MATCH ",
-            );
-            qb.push_bind(format!(
-                "{{email_key name_key}} : \"{}\"",
-                needle.replace('"', "\"\"")
-            ));
-            qb.push(") ");
-        }
         qb.push(" AND (instr(a.email_key, ");
         qb.push_bind(needle.clone());
         qb.push(") > 0 OR instr(a.name_key, ");
@@ -166,12 +200,38 @@ pub(super) async fn list(
     // snapshot, whatever commits meanwhile.
     let mut conn = pool.begin().await?;
     let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) ");
-    push_from_where(&mut count, cid, rev, q);
+    if only_match_filters(q) {
+        count.push(" FROM match_versions m WHERE m.connection_id = ");
+        count.push_bind(cid);
+        count.push(" AND ");
+        push_valid(&mut count, "m", rev);
+        push_match_filter(&mut count, q);
+    } else {
+        push_from_where(&mut count, cid, rev, q, MatchJoin::IdSet, search_index(q, rev, None));
+    }
     let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+    if total == 0 || q.limit == Some(0) || i(q.offset) >= total {
+        return Ok(AccountListing {
+            total: u(total),
+            accounts: Vec::new(),
+        });
+    }
+    // With the total known, a match filter that most accounts pass is checked per account in
+    // the sort's order (the page is found in its first rows); one that few pass, as a set.
+    let all: i64 = sqlx::query_scalar("SELECT accounts FROM account_counts WHERE connection_id = ?")
+        .bind(cid)
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(0);
+    let join = if rev.is_none() && total.saturating_mul(4) > all {
+        MatchJoin::PerAccount
+    } else {
+        MatchJoin::IdSet
+    };
 
     // The page's ids first (from the indexes), then only those rows in full.
     let mut ids_q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT a.tr_user_id ");
-    push_from_where(&mut ids_q, cid, rev, q);
+    push_from_where(&mut ids_q, cid, rev, q, join, search_index(q, rev, Some(q.sort)));
     ids_q.push(match q.sort {
         AccountSort::Name => " ORDER BY a.name_key, a.tr_user_id ",
         AccountSort::Email => " ORDER BY a.email_key, a.tr_user_id ",
