@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A TestRail user in a scan. `fields` keeps every field TestRail returned.
+/// A TestRail user in a scan. `fields` keeps every field TestRail returned (but the group ids).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// TestRail's user id.
@@ -14,7 +14,67 @@ pub struct Account {
     pub role: Option<String>,
     pub is_admin: Option<bool>,
     pub group_ids: Vec<u64>,
-    pub fields: serde_json::Value,
+    pub fields: Fields,
+}
+
+/// Every field TestRail returned for a user, except its group ids (memberships are facts of
+/// their own) and fields sent as null: one compact JSON object with its keys in order. It is
+/// kept as that text, which is what the store saves and compares, so a scan writes each user's
+/// fields once instead of building a tree per user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fields(String);
+
+impl Fields {
+    /// Text that is already a compact JSON object with sorted keys, without `group_ids` and
+    /// nulls (as a serializer of a sorted map writes it). Anything else is not checked here:
+    /// use [`Fields::from_value`].
+    pub fn from_canonical(text: String) -> Self {
+        Self(text)
+    }
+
+    /// From a JSON value: an object keeps its non-null fields but `group_ids`; anything else
+    /// is no fields.
+    pub fn from_value(v: serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Object(mut m) => {
+                m.remove("group_ids");
+                m.retain(|_, v| !v.is_null());
+                // serde_json's map keeps keys sorted: this text is canonical.
+                Self(serde_json::Value::Object(m).to_string())
+            }
+            _ => Self::default(),
+        }
+    }
+
+    /// The JSON text (`{}` when there are no fields).
+    pub fn as_str(&self) -> &str {
+        if self.0.is_empty() { "{}" } else { &self.0 }
+    }
+
+    /// One field's value.
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        match serde_json::from_str::<serde_json::Value>(self.as_str()) {
+            Ok(serde_json::Value::Object(mut m)) => m.remove(key),
+            _ => None,
+        }
+    }
+
+    /// The fields as a JSON value (an object).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.as_str()).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Self::from_value)
+    }
 }
 
 /// What a scan found changed, for accounts and groups.
@@ -162,8 +222,19 @@ mod tests {
             role: Some("Tester".into()),
             is_admin: Some(false),
             group_ids: vec![],
-            fields: serde_json::Value::Null,
+            fields: Fields::default(),
         }
+    }
+
+    #[test]
+    fn fields_drop_group_ids_and_nulls_and_keep_keys_in_order() {
+        let f = Fields::from_value(serde_json::json!({"z": 1, "group_ids": [1], "a": null, "b": "x"}));
+        assert_eq!(f.as_str(), r#"{"b":"x","z":1}"#);
+        assert_eq!(f.get("b"), Some(serde_json::json!("x")));
+        assert_eq!(f.get("group_ids"), None);
+        assert_eq!(Fields::from_value(serde_json::json!([1])).as_str(), "{}");
+        let back: Fields = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod identity;
 pub mod matching;
 pub mod text;
 
-pub use account::{Account, ChangeKind, account_changes};
+pub use account::{Account, ChangeKind, Fields, account_changes};
 pub use audit::{AuditRecord, Outcome};
 pub use email::{EmailKey, is_forgotten_placeholder};
 pub use identity::{Identity, IdentityStatus};

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessrail_domain::Account;
+use accessrail_domain::{Account, Fields};
+use serde::Serialize;
 use accessrail_store::{GroupRecord, RoleRecord};
 use testrail_client::{ApiKey, BaseUrl, Client, ErrorKind, Group, Role, User};
 
@@ -223,11 +224,6 @@ pub fn to_account(u: &User, warnings: &mut FieldWarnings) -> Account {
     for k in u.extra.keys() {
         *warnings.unknown.entry(k.clone()).or_default() += 1;
     }
-    let mut fields = match serde_json::to_value(u) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    fields.retain(|_, v| !v.is_null());
     Account {
         id: u.id,
         name: u.name.clone(),
@@ -238,8 +234,57 @@ pub fn to_account(u: &User, warnings: &mut FieldWarnings) -> Account {
         role: u.role.clone(),
         is_admin: u.is_admin,
         group_ids: u.group_ids.clone().unwrap_or_default(),
-        fields: serde_json::Value::Object(fields),
+        fields: fields_of(u),
     }
+}
+
+/// One field's value as decoded, borrowed: the fields text is written once, straight from
+/// the decoded user.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FieldRef<'a> {
+    Number(u64),
+    Flag(bool),
+    Text(&'a str),
+    Ids(&'a [u64]),
+    Other(&'a serde_json::Value),
+}
+
+/// Every field of the user but its group ids and nulls, keys in order (see [`Fields`]).
+fn fields_of(u: &User) -> Fields {
+    use FieldRef::{Flag, Ids, Number, Other, Text};
+    let mut m: BTreeMap<&str, FieldRef<'_>> = BTreeMap::new();
+    m.insert("id", Number(u.id));
+    let texts = [("name", &u.name), ("email", &u.email), ("role", &u.role)];
+    for (k, v) in texts {
+        if let Some(v) = v {
+            m.insert(k, Text(v));
+        }
+    }
+    let flags = [
+        ("is_active", u.is_active),
+        ("email_notifications", u.email_notifications),
+        ("is_admin", u.is_admin),
+        ("mfa_required", u.mfa_required),
+        ("sso_enabled", u.sso_enabled),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            m.insert(k, Flag(v));
+        }
+    }
+    if let Some(r) = u.role_id {
+        m.insert("role_id", Number(r));
+    }
+    if let Some(p) = &u.assigned_projects {
+        m.insert("assigned_projects", Ids(p));
+    }
+    for (k, v) in &u.extra {
+        if !v.is_null() {
+            m.insert(k, Other(v));
+        }
+    }
+    Fields::from_canonical(serde_json::to_string(&m).unwrap_or_default())
 }
 
 pub fn to_group(g: &Group) -> GroupRecord {
@@ -305,7 +350,7 @@ mod tests {
             (a.id, a.is_active, a.role_id, a.group_ids.clone()),
             (5, false, Some(3), vec![2, 1])
         );
-        assert_eq!(a.fields["custom_badge"], "blue");
+        assert_eq!(a.fields.get("custom_badge"), Some(serde_json::json!("blue")));
         assert!(
             a.fields.get("sso_enabled").is_none(),
             "absent fields are not invented"
@@ -320,5 +365,24 @@ mod tests {
             msgs.iter()
                 .any(|m| m.contains("unknown field `custom_badge`"))
         );
+    }
+
+    #[test]
+    fn fields_text_is_what_the_generic_route_writes() {
+        // Stored fields from earlier builds went through a JSON tree (keys sorted, nulls and
+        // group ids dropped): the direct route must write the very same text, or every
+        // account would look changed on the first scan after an upgrade.
+        for body in [
+            r#"{"id":5,"name":"Ana \"A\" \u00e9","email":"ana@x.io","is_active":1,"role_id":"3","role":"Tester",
+                "group_ids":[2,1],"is_admin":false,"custom_badge":"blue","zeta":null,"alpha":{"b":[1,null]},
+                "email_notifications":true,"mfa_required":false,"sso_enabled":null,"assigned_projects":[9,4]}"#,
+            r#"{"id":6}"#,
+            r#"{"id":7,"name":null,"email":"","weird key":1.5,"n":-3}"#,
+        ] {
+            let u: User = serde_json::from_str(body).expect("user");
+            let generic = Fields::from_value(serde_json::to_value(&u).expect("value"));
+            let direct = to_account(&u, &mut FieldWarnings::default()).fields;
+            assert_eq!(direct, generic, "{body}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -167,9 +167,10 @@ impl<T: DeserializeOwned + Serialize + HasId> Pager<T> {
             ));
         }
         // The record as decoded, so key order, spacing and 1-for-true do not count as changes.
-        let print = self
-            .fingerprints
-            .hash_one(serde_json::to_vec(item).unwrap_or_default());
+        // Written straight into the hasher: no buffer per record.
+        let mut hasher = HashWriter(self.fingerprints.build_hasher());
+        let _ = serde_json::to_writer(&mut hasher, item);
+        let print = hasher.0.finish();
         match self.seen.entry(id) {
             Entry::Vacant(v) => {
                 v.insert(print);
@@ -318,3 +319,19 @@ impl<T: DeserializeOwned + Serialize + HasId> Pager<T> {
         Ok(all)
     }
 }
+
+/// Feeds what a serializer writes to a hasher.
+struct HashWriter<H>(H);
+
+impl<H: Hasher> std::io::Write for HashWriter<H> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+

@@ -510,12 +510,17 @@ fn get_users(st: &SimState, ctx: &Ctx<'_>) -> Res {
         if !ctx.caller.is_admin {
             return Err(err(403, texts::NOT_ADMIN_GET_USERS));
         }
-        let users: Vec<&User> = st.inst.users.values().collect();
-        let render = |u: &&User| render_user(u, &st.inst, settings);
+        let ids = st.inst.user_ids();
+        let render = |id: &u64| {
+            st.inst
+                .users
+                .get(id)
+                .map_or(Value::Null, |u| render_user(u, &st.inst, settings))
+        };
         if settings.users_pagination == UsersPagination::Array {
-            return Ok(Some(Value::Array(users.iter().map(render).collect())));
+            return Ok(Some(Value::Array(ids.iter().map(render).collect())));
         }
-        return paginate(&users, "users", "get_users", ctx, render);
+        return paginate(ids, "users", "get_users", ctx, render);
     }
     let project = project_for(st, ctx)?;
     let mut rows: Vec<(&User, Option<u64>)> = project

@@ -11,6 +11,9 @@ pub struct Instance {
     pub groups: BTreeMap<u64, Group>,
     pub roles: Vec<Role>,
     pub projects: BTreeMap<u64, Project>,
+    /// Every user id in ascending order (users are never deleted; new ids are the highest),
+    /// so a page of `get_users` is a slice, not a walk from the first user.
+    user_ids: Vec<u64>,
     next_user_id: u64,
     next_group_id: u64,
     next_project_id: u64,
@@ -25,6 +28,11 @@ impl Instance {
             next_project_id: 1,
             ..Self::default()
         }
+    }
+
+    /// Every user id, ascending.
+    pub fn user_ids(&self) -> &[u64] {
+        &self.user_ids
     }
 
     pub fn role(&self, id: u64) -> Option<&Role> {
@@ -62,6 +70,7 @@ impl Instance {
         user.id = id;
         let groups = std::mem::take(&mut user.group_ids);
         self.users.insert(id, user);
+        self.user_ids.push(id);
         self.set_user_groups(id, &groups);
         id
     }
@@ -190,4 +199,20 @@ pub fn default_roles() -> Vec<Role> {
         role(5, "Guest", false, false),
         role(6, "Project Lead", false, true),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::seed::{SeedConfig, generate};
+
+    #[test]
+    fn user_ids_list_every_user_in_ascending_order() {
+        let mut inst = generate(&SeedConfig::default());
+        let mut extra = inst.users[&1].clone();
+        extra.email = "late@example.com".into();
+        let id = inst.insert_user(extra);
+        let keys: Vec<u64> = inst.users.keys().copied().collect();
+        assert_eq!(inst.user_ids(), keys.as_slice());
+        assert_eq!(inst.user_ids().last(), Some(&id));
+    }
 }

@@ -316,7 +316,7 @@ pub(super) async fn list(
                 role: r.role_name,
                 is_admin: r.is_admin,
                 group_ids: member_of.iter().map(|(id, _)| *id).collect(),
-                fields: serde_json::Value::Null,
+                fields: Default::default(),
             },
             groups: member_of,
             matched,

@@ -297,7 +297,7 @@ impl AccountRow {
             role: self.role_name,
             is_admin: self.is_admin,
             group_ids,
-            fields: serde_json::from_str(&self.fields).unwrap_or(serde_json::Value::Null),
+            fields: accessrail_domain::Fields::from_canonical(self.fields),
         }
     }
 }
@@ -403,16 +403,6 @@ impl IdentityRow {
             gone: self.gone,
         })
     }
-}
-
-/// The stored JSON of an account's fields: everything TestRail returned except the group ids,
-/// which live in their own versioned rows.
-fn fields_json(a: &Account) -> String {
-    let mut v = a.fields.clone();
-    if let serde_json::Value::Object(m) = &mut v {
-        m.remove("group_ids");
-    }
-    v.to_string()
 }
 
 /// A new revision number, higher than every one handed out before (call it in the committing

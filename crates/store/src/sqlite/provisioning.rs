@@ -179,7 +179,7 @@ impl SqliteStore {
             .bind(a.role_id.map(i))
             .bind(&a.role)
             .bind(a.is_admin)
-            .bind(fields_json(a))
+            .bind(a.fields.as_str())
             .bind(keys(a).0)
             .bind(keys(a).1)
             .execute(&mut *tx)

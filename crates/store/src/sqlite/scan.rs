@@ -5,7 +5,7 @@ use accessrail_domain::{Account, ChangeKind, account_changes};
 use sqlx::pool::PoolConnection;
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
 
-use super::{ACCOUNT_COLS, BATCH, fields_json, i, keys, listing, matches, new_revision, u};
+use super::{ACCOUNT_COLS, BATCH, i, keys, listing, matches, new_revision, u};
 use crate::ScanWriter;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
@@ -305,7 +305,7 @@ impl SqliteScan {
                     role: d.role_name,
                     is_admin: d.is_admin,
                     group_ids: vec![],
-                    fields: serde_json::Value::Null,
+                    fields: Default::default(),
                 };
                 let old = d.c_exists.map(|_| Account {
                     id: new.id,
@@ -316,7 +316,7 @@ impl SqliteScan {
                     role: d.c_role_name,
                     is_admin: d.c_is_admin,
                     group_ids: vec![],
-                    fields: serde_json::Value::Null,
+                    fields: Default::default(),
                 });
                 let subject = new.email.clone().or_else(|| new.name.clone());
                 for ch in account_changes(old.as_ref(), &new) {
@@ -669,8 +669,8 @@ impl ScanWriter for SqliteScan {
         for a in accounts {
             let id = i(a.id);
             self.seen.insert(id);
-            let fields = fields_json(a);
-            let d = digest(a, &fields);
+            let fields = a.fields.as_str();
+            let d = digest(a, fields);
             if self.known.get(&id) != Some(&Some(d)) {
                 staged.push((a, fields, d));
             }
@@ -692,7 +692,7 @@ impl ScanWriter for SqliteScan {
                     .push_bind(a.role_id.map(i))
                     .push_bind(a.role.clone())
                     .push_bind(a.is_admin)
-                    .push_bind(fields.clone())
+                    .push_bind(*fields)
                     .push_bind(name_key)
                     .push_bind(email_key)
                     .push_bind(*d);

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use accessrail_domain::{
-    Account, AccountRef, Identity, IdentityStatus, MatchOverride, MatchState, OverrideKind,
+    Account, Fields, AccountRef, Identity, IdentityStatus, MatchOverride, MatchState, OverrideKind,
     match_accounts,
 };
 use accessrail_store::{
@@ -69,7 +69,7 @@ fn random_accounts(rng: &mut StdRng) -> Vec<Account> {
                     _ => Some(false),
                 },
                 group_ids: vec![],
-                fields: serde_json::json!({"id": id, "email": email}),
+                fields: Fields::from_value(serde_json::json!({"id": id, "email": email})),
             });
         }
     }

@@ -1,7 +1,7 @@
 //! The store's story, generic over the back end: versions, history at a scan, failed scans,
 //! leases, revisions under concurrent provisioning, identities and overrides.
 
-use accessrail_domain::{Account, ChangeKind, Identity, IdentityStatus, OverrideKind};
+use accessrail_domain::{Account, ChangeKind, Fields, Identity, IdentityStatus, OverrideKind};
 use accessrail_store::{
     GroupRecord, LeaseToken, NewChange, NewConnection, OverrideRecord, ProvisionUpdate, RoleRecord,
     ScanReport, ScanStatus, ScanWriter, SealedSecret, Store,
@@ -23,7 +23,7 @@ fn account(id: u64, email: &str, active: bool, role: u64) -> Account {
         }),
         is_admin: Some(false),
         group_ids: vec![],
-        fields: serde_json::json!({"id": id, "email": email, "group_ids": [1]}),
+        fields: Fields::from_value(serde_json::json!({"id": id, "email": email, "group_ids": [1]})),
     }
 }
 
