@@ -4,7 +4,7 @@
 # with the number of accounts). Arguments go to both runs (see `accessrail-bench --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p testrail-sim -p accessrail-bench
+cargo build --release -q -p testrail-sim -p accessrail-bench -p accessrail
 target/release/accessrail-bench --users 50000 --groups 1000 "$@"
 echo
 target/release/accessrail-bench --users 200000 --groups 1000 "$@"

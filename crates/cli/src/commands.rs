@@ -710,6 +710,7 @@ pub async fn import_identities(
         )
     })?;
     let n = parsed.len();
+    drop(bytes);
     let summary = app
         .store()
         .import_identities(parsed, !partial, app.now())

@@ -10,7 +10,7 @@ impl SqliteStore {
         full: bool,
         now: i64,
     ) -> StoreResult<ImportSummary> {
-        let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin().await?;
         // Take the write lock first so a concurrent import waits instead of failing later.
         sqlx::query("UPDATE identities SET updated_at = updated_at WHERE 0")
             .execute(&mut *tx)
@@ -89,6 +89,8 @@ impl SqliteStore {
             }
             summary.marked_gone += gone.len() as u64;
         }
+        // The matching below loads the identities again: free these first.
+        drop((upserts, current, seen));
         if summary.added + summary.updated + summary.marked_gone > 0 {
             matches::refresh_all(&mut tx, now).await?;
         }

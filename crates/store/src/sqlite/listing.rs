@@ -67,7 +67,8 @@ fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AccountQuery)
         qb.push_bind(matches::state_str(state));
     }
     if q.leaver {
-        qb.push(" AND m.identity_status = 'leaver' ");
+        // Only a match names an identity (and so its status): `match_current_state` serves.
+        qb.push(" AND m.state = 'matched' AND m.identity_status = 'leaver' ");
     }
 }
 
@@ -331,6 +332,12 @@ pub(super) async fn list(
 /// Recounts a connection's current accounts into `account_counts` (inside the transaction
 /// that changed them).
 pub(super) async fn recount(tx: &mut SqliteConnection, cid: &str) -> StoreResult<()> {
+    recount_accounts(tx, cid).await?;
+    recount_groups(tx, cid).await
+}
+
+/// Recounts `account_counts` only (what a change of matches alone can move).
+pub(super) async fn recount_accounts(tx: &mut SqliteConnection, cid: &str) -> StoreResult<()> {
     sqlx::query(
         "INSERT OR REPLACE INTO account_counts (connection_id, accounts, active, unmatched_active, ambiguous,
                 forgotten, leavers_active, admins)
@@ -348,6 +355,11 @@ pub(super) async fn recount(tx: &mut SqliteConnection, cid: &str) -> StoreResult
     .bind(cid)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Recounts `group_counts` (members and active members of each group).
+async fn recount_groups(tx: &mut SqliteConnection, cid: &str) -> StoreResult<()> {
     sqlx::query("DELETE FROM group_counts WHERE connection_id = ?")
         .bind(cid)
         .execute(&mut *tx)

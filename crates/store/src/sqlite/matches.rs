@@ -63,7 +63,8 @@ pub(super) async fn refresh(tx: &mut SqliteConnection, cid: &str, rev: Rev) -> S
     .fetch_all(&mut *tx)
     .await?;
     let identities: Vec<Identity> = sqlx::query_as::<_, IdentityRow>(
-        "SELECT id, name, status, emails, attributes, gone FROM identities",
+        // Matching reads emails and status, never the attributes: they stay on disk.
+        "SELECT id, name, status, emails, '{}' AS attributes, gone FROM identities",
     )
     .fetch_all(&mut *tx)
     .await?
@@ -204,7 +205,8 @@ pub(super) async fn refresh(tx: &mut SqliteConnection, cid: &str, rev: Rev) -> S
     // A scan or provisioning action recounts once at its end; a match revision of its own
     // recounts here.
     if recount {
-        super::listing::recount(tx, cid).await?;
+        // Matches move no group's counts.
+        super::listing::recount_accounts(tx, cid).await?;
     }
     Ok(changed)
 }
