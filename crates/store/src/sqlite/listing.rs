@@ -47,18 +47,39 @@ enum MatchJoin {
     /// A lookup per account, in the sort's index order (`EXISTS`): best when most accounts
     /// pass, as the page's first rows are found at once.
     PerAccount,
+    /// The query is driven from the match index: the match filter is outside.
+    Outside,
 }
 
-/// Only filters on the stored match: the total is a count of the match index alone (the
-/// current matches are exactly those of the current accounts; a scan or provisioning closes
-/// an account's match in the revision that closes the account).
-fn only_match_filters(q: &AccountQuery) -> bool {
-    needs_match(q)
-        && q.group_id.is_none()
-        && q.active.is_none()
-        && q.role_id.is_none()
-        && q.admin.is_none()
-        && q.q.as_deref().is_none_or(str::is_empty)
+/// No search and no group: the current total is a sum over `account_facets`.
+fn total_from_facets(q: &AccountQuery, rev: Option<i64>) -> bool {
+    rev.is_none() && q.group_id.is_none() && q.q.as_deref().is_none_or(str::is_empty)
+}
+
+/// The total of a listing without a search or a group, from the facet counts (a few rows,
+/// whatever the number of accounts).
+fn push_facet_total<'a>(qb: &mut QueryBuilder<'a, Sqlite>, cid: &'a str, q: &'a AccountQuery) {
+    qb.push("SELECT COALESCE(SUM(n), 0) FROM account_facets WHERE connection_id = ");
+    qb.push_bind(cid);
+    if let Some(active) = q.active {
+        qb.push(" AND is_active = ");
+        qb.push_bind(active);
+    }
+    if let Some(role) = q.role_id {
+        qb.push(" AND role_id = ");
+        qb.push_bind(i(role));
+    }
+    if let Some(admin) = q.admin {
+        qb.push(" AND is_admin = ");
+        qb.push_bind(admin);
+    }
+    if let Some(state) = q.match_state {
+        qb.push(" AND state = ");
+        qb.push_bind(matches::state_str(state));
+    }
+    if q.leaver {
+        qb.push(" AND state = 'matched' AND identity_status = 'leaver' ");
+    }
 }
 
 fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AccountQuery) {
@@ -72,10 +93,19 @@ fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AccountQuery)
     }
 }
 
-/// The index a search (`q`) reads: the substring test needs both keys, and only these
-/// indexes hold them (without this, SQLite may pick a narrower index and read every row).
+/// The index a listing must read, where SQLite's own choice can cost a pass over every
+/// account: a group's members by id; for a search (`q`), an index holding both keys (without
+/// this, SQLite may pick a narrower index and read every row).
 fn search_index(q: &AccountQuery, rev: Option<i64>, sort: Option<AccountSort>) -> Option<&'static str> {
-    if rev.is_some() || q.q.as_deref().is_none_or(str::is_empty) {
+    if rev.is_some() {
+        return None;
+    }
+    // A group is a few hundred accounts at most: probe them by id and sort them, rather than
+    // walk a sort index over every account looking for members.
+    if q.group_id.is_some() {
+        return Some("account_current");
+    }
+    if q.q.as_deref().is_none_or(str::is_empty) {
         return None;
     }
     Some(match sort {
@@ -103,13 +133,13 @@ fn push_from_where<'a>(
     push_valid(qb, "a", rev);
     // Filters on groups are id sets (`IN` a subquery on their own index): SQLite then starts
     // from the smaller side instead of probing every account. Filters on the match are either.
-    if needs_match(q) {
+    if needs_match(q) && join != MatchJoin::Outside {
         match join {
             MatchJoin::IdSet => {
                 qb.push(" AND a.tr_user_id IN (SELECT m.tr_user_id FROM match_versions m WHERE m.connection_id = ");
                 qb.push_bind(cid);
             }
-            MatchJoin::PerAccount => {
+            MatchJoin::PerAccount | MatchJoin::Outside => {
                 qb.push(" AND EXISTS (SELECT 1 FROM match_versions m WHERE m.connection_id = a.connection_id
                           AND m.tr_user_id = a.tr_user_id ");
             }
@@ -158,6 +188,16 @@ fn push_from_where<'a>(
     }
 }
 
+fn sort_clause(sort: AccountSort) -> &'static str {
+    match sort {
+        AccountSort::Name => " ORDER BY a.name_key, a.tr_user_id ",
+        AccountSort::Email => " ORDER BY a.email_key, a.tr_user_id ",
+        AccountSort::Role => " ORDER BY COALESCE(a.role_name, ''), a.tr_user_id ",
+        AccountSort::Active => " ORDER BY a.is_active DESC, a.tr_user_id ",
+        AccountSort::Id => " ORDER BY a.tr_user_id ",
+    }
+}
+
 #[derive(FromRow)]
 struct Row {
     tr_user_id: i64,
@@ -200,17 +240,15 @@ pub(super) async fn list(
     // One read transaction: the total, the page's ids, its rows and memberships come from one
     // snapshot, whatever commits meanwhile.
     let mut conn = pool.begin().await?;
-    let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) ");
-    if only_match_filters(q) {
-        count.push(" FROM match_versions m WHERE m.connection_id = ");
-        count.push_bind(cid);
-        count.push(" AND ");
-        push_valid(&mut count, "m", rev);
-        push_match_filter(&mut count, q);
+    let total: i64 = if total_from_facets(q, rev) {
+        let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        push_facet_total(&mut count, cid, q);
+        count.build_query_scalar().fetch_one(&mut *conn).await?
     } else {
+        let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) ");
         push_from_where(&mut count, cid, rev, q, MatchJoin::IdSet, search_index(q, rev, None));
-    }
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+        count.build_query_scalar().fetch_one(&mut *conn).await?
+    };
     if total == 0 || q.limit == Some(0) || i(q.offset) >= total {
         return Ok(AccountListing {
             total: u(total),
@@ -230,16 +268,24 @@ pub(super) async fn list(
         MatchJoin::IdSet
     };
 
-    // The page's ids first (from the indexes), then only those rows in full.
+    // The page's ids first (from the indexes), then only those rows in full. A match state in
+    // id order walks the match index in that order, checking each account's other filters.
     let mut ids_q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT a.tr_user_id ");
-    push_from_where(&mut ids_q, cid, rev, q, join, search_index(q, rev, Some(q.sort)));
-    ids_q.push(match q.sort {
-        AccountSort::Name => " ORDER BY a.name_key, a.tr_user_id ",
-        AccountSort::Email => " ORDER BY a.email_key, a.tr_user_id ",
-        AccountSort::Role => " ORDER BY COALESCE(a.role_name, ''), a.tr_user_id ",
-        AccountSort::Active => " ORDER BY a.is_active DESC, a.tr_user_id ",
-        AccountSort::Id => " ORDER BY a.tr_user_id ",
-    });
+    if rev.is_none() && q.match_state.is_some() && q.sort == AccountSort::Id {
+        ids_q = QueryBuilder::new(
+            "SELECT m.tr_user_id FROM match_versions m INDEXED BY match_current_state_id
+             WHERE m.connection_id = ",
+        );
+        ids_q.push_bind(cid);
+        ids_q.push(" AND m.valid_to_rev IS NULL ");
+        push_match_filter(&mut ids_q, q);
+        ids_q.push(" AND EXISTS (SELECT 1 ");
+        push_from_where(&mut ids_q, cid, rev, q, MatchJoin::Outside, search_index(q, rev, None));
+        ids_q.push(" AND a.tr_user_id = m.tr_user_id) ORDER BY m.tr_user_id ");
+    } else {
+        push_from_where(&mut ids_q, cid, rev, q, join, search_index(q, rev, Some(q.sort)));
+        ids_q.push(sort_clause(q.sort));
+    }
     ids_q.push(" LIMIT ");
     ids_q.push_bind(q.limit.map_or(-1, i));
     ids_q.push(" OFFSET ");
@@ -248,6 +294,7 @@ pub(super) async fn list(
     let mut rows: Vec<Row> = Vec::with_capacity(ids.len());
     let mut groups: BTreeMap<i64, Vec<(u64, Option<String>)>> = BTreeMap::new();
     for chunk in ids.chunks(IN_LIST_MAX) {
+
         let mut page: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT a.tr_user_id, a.name, a.email, a.is_active, a.role_id, a.role_name, a.is_admin,
                     m.state, m.identity_id, m.identity_name, m.identity_status, m.pinned, m.reason, m.candidates
@@ -336,8 +383,23 @@ pub(super) async fn recount(tx: &mut SqliteConnection, cid: &str) -> StoreResult
     recount_groups(tx, cid).await
 }
 
-/// Recounts `account_counts` only (what a change of matches alone can move).
+/// Recounts `account_counts` and `account_facets` (what a change of matches alone can move).
 pub(super) async fn recount_accounts(tx: &mut SqliteConnection, cid: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM account_facets WHERE connection_id = ?")
+        .bind(cid)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO account_facets (connection_id, is_active, is_admin, role_id, state, identity_status, n)
+         SELECT ?1, a.is_active, COALESCE(a.is_admin = 1, 0), a.role_id, m.state, m.identity_status, COUNT(*)
+         FROM account_versions a LEFT JOIN match_versions m
+           ON m.connection_id = a.connection_id AND m.tr_user_id = a.tr_user_id AND m.valid_to_rev IS NULL
+         WHERE a.connection_id = ?1 AND a.valid_to_rev IS NULL
+         GROUP BY a.is_active, COALESCE(a.is_admin = 1, 0), a.role_id, m.state, m.identity_status",
+    )
+    .bind(cid)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT OR REPLACE INTO account_counts (connection_id, accounts, active, unmatched_active, ambiguous,
                 forgotten, leavers_active, admins)
