@@ -45,6 +45,10 @@ struct Args {
     /// The `accessrail` binary that runs the identity import (default: next to this one).
     #[arg(long, env = "ACCESSRAIL_BIN")]
     cli: Option<PathBuf>,
+    /// A Python interpreter with the `testrail-api` package: runs `scripts/python_baseline.py`
+    /// against the same simulator after the scans, the figure a scan's wall time must beat.
+    #[arg(long, env = "ACCESSRAIL_BENCH_PYTHON")]
+    python: Option<PathBuf>,
     /// Only the scans (for profiling): no identity import, no listing latency.
     #[arg(long)]
     scan_only: bool,
@@ -223,6 +227,26 @@ async fn run(args: Args) -> Result<(), String> {
                 .with_file_name("accessrail"),
         };
         import_identities(&engine, &cli, &dir_path, args.identities).await?;
+        if let Some(python) = &args.python {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/python_baseline.py");
+            let out = tokio::process::Command::new(python)
+                .arg(&script)
+                .args([base.as_str(), "admin@example.com", KEY])
+                .arg(dir_path.join("python-baseline.db"))
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+            if out.status.success() {
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+            } else {
+                println!(
+                    "python baseline failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+
         listing_latency(engine.clone(), args.repeat, args.verbose).await?;
     }
 
@@ -304,14 +328,20 @@ async fn import_identities(
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    // The import is the only child waited for so far (the simulator still runs).
+    // The import is the only child waited for so far (the simulator still runs; the Python
+    // baseline runs after it).
     let (cpu, peak) = getrusage(UsageWho::RUSAGE_CHILDREN).map_or((Duration::ZERO, 0.0), |u| {
         let tv = |t: nix::sys::time::TimeVal| {
             Duration::new(t.tv_sec() as u64, (t.tv_usec() * 1000) as u32)
         };
-        (tv(u.user_time()) + tv(u.system_time()), u.max_rss() as f64 / 1024.0)
+        (
+            tv(u.user_time()) + tv(u.system_time()),
+            u.max_rss() as f64 / 1024.0,
+        )
     });
-    println!("identity import ({rows} rows of CSV: `accessrail identities import`, its own process)");
+    println!(
+        "identity import ({rows} rows of CSV: `accessrail identities import`, its own process)"
+    );
     println!(
         "  wall time           {:.2} s (CPU {:.2} s); added {}",
         wall.as_secs_f64(),

@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn fields_drop_group_ids_and_nulls_and_keep_keys_in_order() {
-        let f = Fields::from_value(serde_json::json!({"z": 1, "group_ids": [1], "a": null, "b": "x"}));
+        let f =
+            Fields::from_value(serde_json::json!({"z": 1, "group_ids": [1], "a": null, "b": "x"}));
         assert_eq!(f.as_str(), r#"{"b":"x","z":1}"#);
         assert_eq!(f.get("b"), Some(serde_json::json!("x")));
         assert_eq!(f.get("group_ids"), None);

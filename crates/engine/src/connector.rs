@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessrail_domain::{Account, Fields};
-use serde::Serialize;
 use accessrail_store::{GroupRecord, RoleRecord};
+use serde::Serialize;
 use testrail_client::{ApiKey, BaseUrl, Client, ErrorKind, Group, Role, User};
 
 use crate::error::{EngineError, EngineResult};
@@ -350,7 +350,10 @@ mod tests {
             (a.id, a.is_active, a.role_id, a.group_ids.clone()),
             (5, false, Some(3), vec![2, 1])
         );
-        assert_eq!(a.fields.get("custom_badge"), Some(serde_json::json!("blue")));
+        assert_eq!(
+            a.fields.get("custom_badge"),
+            Some(serde_json::json!("blue"))
+        );
         assert!(
             a.fields.get("sso_enabled").is_none(),
             "absent fields are not invented"

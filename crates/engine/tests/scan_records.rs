@@ -105,7 +105,8 @@ async fn warnings_for_odd_fields_and_a_failed_scan_for_a_record_without_id() {
     );
     let stored = engine.store().current_accounts(&conn.id).await.unwrap();
     assert_eq!(
-        stored[1].fields.get("favourite_colour"), Some(serde_json::json!("teal")),
+        stored[1].fields.get("favourite_colour"),
+        Some(serde_json::json!("teal")),
         "every field TestRail returns is kept"
     );
 

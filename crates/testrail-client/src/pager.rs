@@ -333,5 +333,3 @@ impl<H: Hasher> std::io::Write for HashWriter<H> {
         Ok(())
     }
 }
-
-

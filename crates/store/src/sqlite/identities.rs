@@ -10,7 +10,7 @@ impl SqliteStore {
         full: bool,
         now: i64,
     ) -> StoreResult<ImportSummary> {
-            let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         // Take the write lock first so a concurrent import waits instead of failing later.
         sqlx::query("UPDATE identities SET updated_at = updated_at WHERE 0")
             .execute(&mut *tx)

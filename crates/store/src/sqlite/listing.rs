@@ -96,7 +96,11 @@ fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AccountQuery)
 /// The index a listing must read, where SQLite's own choice can cost a pass over every
 /// account: a group's members by id; for a search (`q`), an index holding both keys (without
 /// this, SQLite may pick a narrower index and read every row).
-fn search_index(q: &AccountQuery, rev: Option<i64>, sort: Option<AccountSort>) -> Option<&'static str> {
+fn search_index(
+    q: &AccountQuery,
+    rev: Option<i64>,
+    sort: Option<AccountSort>,
+) -> Option<&'static str> {
     if rev.is_some() {
         return None;
     }
@@ -246,7 +250,14 @@ pub(super) async fn list(
         count.build_query_scalar().fetch_one(&mut *conn).await?
     } else {
         let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) ");
-        push_from_where(&mut count, cid, rev, q, MatchJoin::IdSet, search_index(q, rev, None));
+        push_from_where(
+            &mut count,
+            cid,
+            rev,
+            q,
+            MatchJoin::IdSet,
+            search_index(q, rev, None),
+        );
         count.build_query_scalar().fetch_one(&mut *conn).await?
     };
     if total == 0 || q.limit == Some(0) || i(q.offset) >= total {
@@ -257,11 +268,12 @@ pub(super) async fn list(
     }
     // With the total known, a match filter that most accounts pass is checked per account in
     // the sort's order (the page is found in its first rows); one that few pass, as a set.
-    let all: i64 = sqlx::query_scalar("SELECT accounts FROM account_counts WHERE connection_id = ?")
-        .bind(cid)
-        .fetch_optional(&mut *conn)
-        .await?
-        .unwrap_or(0);
+    let all: i64 =
+        sqlx::query_scalar("SELECT accounts FROM account_counts WHERE connection_id = ?")
+            .bind(cid)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0);
     let join = if rev.is_none() && total.saturating_mul(4) > all {
         MatchJoin::PerAccount
     } else {
@@ -280,10 +292,24 @@ pub(super) async fn list(
         ids_q.push(" AND m.valid_to_rev IS NULL ");
         push_match_filter(&mut ids_q, q);
         ids_q.push(" AND EXISTS (SELECT 1 ");
-        push_from_where(&mut ids_q, cid, rev, q, MatchJoin::Outside, search_index(q, rev, None));
+        push_from_where(
+            &mut ids_q,
+            cid,
+            rev,
+            q,
+            MatchJoin::Outside,
+            search_index(q, rev, None),
+        );
         ids_q.push(" AND a.tr_user_id = m.tr_user_id) ORDER BY m.tr_user_id ");
     } else {
-        push_from_where(&mut ids_q, cid, rev, q, join, search_index(q, rev, Some(q.sort)));
+        push_from_where(
+            &mut ids_q,
+            cid,
+            rev,
+            q,
+            join,
+            search_index(q, rev, Some(q.sort)),
+        );
         ids_q.push(sort_clause(q.sort));
     }
     ids_q.push(" LIMIT ");
@@ -294,7 +320,6 @@ pub(super) async fn list(
     let mut rows: Vec<Row> = Vec::with_capacity(ids.len());
     let mut groups: BTreeMap<i64, Vec<(u64, Option<String>)>> = BTreeMap::new();
     for chunk in ids.chunks(IN_LIST_MAX) {
-
         let mut page: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT a.tr_user_id, a.name, a.email, a.is_active, a.role_id, a.role_name, a.is_admin,
                     m.state, m.identity_id, m.identity_name, m.identity_status, m.pinned, m.reason, m.candidates

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use accessrail_domain::{
-    Account, Fields, AccountRef, Identity, IdentityStatus, MatchOverride, MatchState, OverrideKind,
+    Account, AccountRef, Fields, Identity, IdentityStatus, MatchOverride, MatchState, OverrideKind,
     match_accounts,
 };
 use accessrail_store::{
