@@ -16,7 +16,7 @@ use accessrail_engine::connector::ClientOptions;
 use accessrail_engine::scan::{self, Quiet, ScanOutcome};
 use accessrail_engine::secrets::Keyring;
 use accessrail_engine::{ApiKey, ConnectRequest, Engine, SystemClock, Target};
-use accessrail_store::SqliteStore;
+use accessrail_store::{AnyStore, SqliteStore, StoreLocation};
 use clap::Parser;
 use nix::sys::resource::{UsageWho, getrusage};
 use tokio::io::AsyncBufReadExt as _;
@@ -49,6 +49,9 @@ struct Args {
     /// against the same simulator after the scans, the figure a scan's wall time must beat.
     #[arg(long, env = "ACCESSRAIL_BENCH_PYTHON")]
     python: Option<PathBuf>,
+    /// The store: a PostgreSQL URL (an empty database) instead of a fresh SQLite file.
+    #[arg(long, env = "ACCESSRAIL_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
     /// Only the scans (for profiling): no identity import, no listing latency.
     #[arg(long)]
     scan_only: bool,
@@ -154,9 +157,17 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => tmp.path().to_path_buf(),
     };
-    let store = SqliteStore::open(&dir_path.join("accessrail.db"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let store: AnyStore = match &args.database_url {
+        Some(url) => {
+            let location = StoreLocation::parse(url).map_err(|e| e.to_string())?;
+            println!("store: {}", location.describe());
+            AnyStore::open(&location).await.map_err(|e| e.to_string())?
+        }
+        None => SqliteStore::open(&dir_path.join("accessrail.db"))
+            .await
+            .map_err(|e| e.to_string())?
+            .into(),
+    };
     let keyring = Keyring::load(&dir_path).map_err(|e| e.to_string())?;
     let engine = Engine::new(
         store,
@@ -226,7 +237,14 @@ async fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .with_file_name("accessrail"),
         };
-        import_identities(&engine, &cli, &dir_path, args.identities).await?;
+        import_identities(
+            &engine,
+            &cli,
+            &dir_path,
+            args.database_url.as_deref(),
+            args.identities,
+        )
+        .await?;
         if let Some(python) = &args.python {
             let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../../scripts/python_baseline.py");
@@ -265,7 +283,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
 }
 
-type App = Engine<SqliteStore>;
+type App = Engine<AnyStore>;
 
 /// An identity file of `rows` rows (CSV, as an admin would export it), imported by the
 /// `accessrail` binary as its own process (`identities import`, flows included), the way an
@@ -274,6 +292,7 @@ async fn import_identities(
     engine: &App,
     cli: &std::path::Path,
     data_dir: &std::path::Path,
+    database_url: Option<&str>,
     rows: usize,
 ) -> Result<(), String> {
     use accessrail_store::Store as _;
@@ -306,7 +325,11 @@ async fn import_identities(
     let file = data_dir.join("identities.csv");
     std::fs::write(&file, csv).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let out = tokio::process::Command::new(cli)
+    let mut command = tokio::process::Command::new(cli);
+    if let Some(url) = database_url {
+        command.env("ACCESSRAIL_DATABASE_URL", url);
+    }
+    let out = command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["identities", "import", "--json"])

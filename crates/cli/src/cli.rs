@@ -11,6 +11,15 @@ pub struct Cli {
     /// Where Accessrail keeps its database and master key.
     #[arg(long, global = true, env = "ACCESSRAIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database: a PostgreSQL URL (`postgres://...`, for several replicas on one
+    /// database), or `sqlite://PATH` / a file path (default: accessrail.db in the data dir).
+    #[arg(
+        long,
+        global = true,
+        env = "ACCESSRAIL_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
     /// Machine-readable output; errors go to stderr as {"error": {"code", "message"}}.
     #[arg(long, global = true)]
     pub json: bool,

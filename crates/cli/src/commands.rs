@@ -16,13 +16,13 @@ use accessrail_engine::secrets::{KeySource, Keyring};
 use accessrail_engine::{
     ApiKey, ConnectRequest, Engine, EngineError, Event, SystemClock, Target, time_fmt,
 };
-use accessrail_store::{OverrideRecord, SqliteStore, Store};
+use accessrail_store::{AnyStore, OverrideRecord, Store, StoreLocation};
 use serde_json::json;
 
 use crate::cli::*;
 use crate::output::{Failure, fail, opt, print_json, table};
 
-pub type App = Engine<SqliteStore>;
+pub type App = Engine<AnyStore>;
 
 fn default_data_dir() -> Result<PathBuf, Failure> {
     directories::ProjectDirs::from("", "", "accessrail")
@@ -75,10 +75,21 @@ fn prepare_data_dir(dir: &Path, quiet: bool) -> Result<(), Failure> {
     }
 }
 
-/// Opens the store and keyring in `dir`.
-pub async fn open_app(dir: &Path, allow_http: bool, quiet: bool) -> Result<App, Failure> {
+/// Opens the store (`database_url`, or `accessrail.db` in `dir`) and the keyring in `dir`.
+pub async fn open_app(
+    dir: &Path,
+    database_url: Option<&str>,
+    allow_http: bool,
+    quiet: bool,
+) -> Result<App, Failure> {
     prepare_data_dir(dir, quiet)?;
-    let store = SqliteStore::open(&dir.join("accessrail.db")).await?;
+    let location = match database_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => StoreLocation::parse(url).map_err(|e| {
+            Failure::Usage(format!("--database-url / ACCESSRAIL_DATABASE_URL: {e}"))
+        })?,
+        None => StoreLocation::Sqlite(dir.join("accessrail.db")),
+    };
+    let store = AnyStore::open(&location).await?;
     let keyring = Keyring::load(dir)?;
     if let KeySource::Generated(p) = keyring.source()
         && !quiet
@@ -153,7 +164,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Some(d) => d.clone(),
         None => default_data_dir()?,
     };
-    let mut app = open_app(&dir, cli.allow_http, cli.json).await?;
+    let mut app = open_app(&dir, cli.database_url.as_deref(), cli.allow_http, cli.json).await?;
     let json = cli.json;
     match cli.command {
         Command::Connect(a) => connect(&app, a, json).await,

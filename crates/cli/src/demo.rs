@@ -102,7 +102,8 @@ pub async fn run(
         server.base_url(),
         dir.display()
     ));
-    let app = open_app(&dir, false, true).await?;
+    // The demo is the embedded default: SQLite in its own data directory.
+    let app = open_app(&dir, None, false, true).await?;
 
     say("== Connect: Test, then Save");
     let (report, saved) = app

@@ -80,6 +80,7 @@ impl EngineError {
             Self::Upstream { .. } => ErrorCode::Upstream,
             Self::ScanRunning(_) | Self::Busy(_) | Self::LeaseLost(_) => ErrorCode::Busy,
             Self::Store(StoreError::Busy) => ErrorCode::Busy,
+            Self::Store(StoreError::Invalid(_)) => ErrorCode::InvalidInput,
             Self::Store(_) => ErrorCode::Store,
             Self::Secret(_) => ErrorCode::Secret,
             Self::ReadOnly(_) => ErrorCode::ReadOnly,

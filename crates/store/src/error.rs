@@ -14,6 +14,9 @@ pub enum StoreError {
     Database(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    /// A setting the store was given is wrong (a database URL, say).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,18 +1,21 @@
 //! Accessrail's store. The [`Store`] trait is the interface the engine uses; [`SqliteStore`]
-//! implements it on an embedded SQLite file (a PostgreSQL backend will implement the same
-//! trait). All SQL lives in this crate.
+//! implements it on an embedded SQLite file, [`PgStore`] on PostgreSQL (several replicas on one
+//! database). All SQL lives in this crate.
 //!
 //! History is kept as versioned rows: each account, group, membership and role version is
 //! valid from one scan until another. A rescan that finds nothing changed writes no version
 //! rows; "who had access at scan N" is a query over the versions.
 
+mod any;
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
 
 pub use accessrail_domain::{Account, AuditRecord, Identity};
+pub use any::{AnyScan, AnyStore, StoreLocation};
 pub use error::{StoreError, StoreResult};
 pub use model::{
     AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
@@ -20,6 +23,8 @@ pub use model::{
     NewChange, NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord,
     ScanRecord, ScanReport, ScanStatus, SealedSecret, StoredMatch, TokenRecord,
 };
+pub use postgres::PgScan;
+pub use postgres::PgStore;
 pub use sqlite::{SqliteScan, SqliteStore};
 
 /// Everything the engine stores. Times are Unix seconds.

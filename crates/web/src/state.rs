@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use accessrail_engine::Engine;
 use accessrail_engine::provision::{Plan, Request};
 use accessrail_engine::schedule::Schedule;
-use accessrail_store::SqliteStore;
+use accessrail_store::AnyStore;
 use tokio::sync::Notify;
 
-pub type App = Engine<SqliteStore>;
+pub type App = Engine<AnyStore>;
 
 /// A signed-in console session; its CSRF token protects every form. Nothing is kept for a
 /// visitor who has not signed in (their sign-in form is protected by a signed cookie instead).

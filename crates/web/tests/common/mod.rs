@@ -8,7 +8,7 @@ use accessrail_engine::connector::ClientOptions;
 use accessrail_engine::schedule::Schedule;
 use accessrail_engine::secrets::Keyring;
 use accessrail_engine::{Engine, SystemClock, tokens};
-use accessrail_store::{SqliteStore, Store};
+use accessrail_store::{AnyStore, SqliteStore, Store};
 use accessrail_web::{AppState, ServeConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -50,9 +50,10 @@ pub async fn start_with(users: u32, groups: u32, cfg: ServeConfig) -> Service {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("accessrail.db"))
+    let store: AnyStore = SqliteStore::open(&dir.path().join("accessrail.db"))
         .await
-        .unwrap();
+        .unwrap()
+        .into();
     store
         .upsert_token("admin", &tokens::hash(TOKEN), 0)
         .await

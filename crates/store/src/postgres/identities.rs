@@ -1,0 +1,206 @@
+//! Identities (the organisation's people) and manual match decisions; both refresh the stored
+//! matches in the same transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use accessrail_domain::{Identity, OverrideKind};
+use sqlx::{Postgres, QueryBuilder};
+
+use super::{BATCH, IdentityRow, PgStore, i, matches, u};
+use crate::error::{StoreError, StoreResult};
+use crate::model::{ImportSummary, OverrideRecord};
+
+impl PgStore {
+    pub(super) async fn import_identities_impl(
+        &self,
+        identities: Vec<Identity>,
+        full: bool,
+        now: i64,
+    ) -> StoreResult<ImportSummary> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock first: a concurrent import waits, and this one sees every account.
+        super::write_lock(&mut tx).await?;
+        let existing: Vec<IdentityRow> =
+            sqlx::query_as("SELECT id, name, status, emails, attributes, gone FROM identities")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut current: BTreeMap<String, Identity> = BTreeMap::new();
+        for row in existing {
+            let ident = row.into_identity()?;
+            current.insert(ident.id.clone(), ident);
+        }
+        let mut summary = ImportSummary::default();
+        let mut seen = BTreeSet::new();
+        let mut upserts: Vec<(Identity, String, String)> = Vec::new();
+        for ident in identities {
+            seen.insert(ident.id.clone());
+            match current.get(&ident.id) {
+                Some(old)
+                    if old.name == ident.name
+                        && old.emails == ident.emails
+                        && old.status == ident.status
+                        && old.attributes == ident.attributes
+                        && !old.gone =>
+                {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                Some(_) => summary.updated += 1,
+                None => summary.added += 1,
+            }
+            let emails = serde_json::to_string(&ident.emails)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let attrs = serde_json::to_string(&ident.attributes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            upserts.push((ident, emails, attrs));
+        }
+        // An id given twice: SQLite's upserts apply both in turn, leaving the last one written;
+        // PostgreSQL refuses to touch one row twice in a statement, so write only that last one.
+        let mut last: BTreeMap<String, usize> = BTreeMap::new();
+        for (n, (ident, _, _)) in upserts.iter().enumerate() {
+            last.insert(ident.id.clone(), n);
+        }
+        if last.len() < upserts.len() {
+            let mut n = 0;
+            upserts.retain(|(ident, _, _)| {
+                let keep = last.get(&ident.id) == Some(&n);
+                n += 1;
+                keep
+            });
+        }
+        // Many rows per statement: an import of 100,000 people is 200 statements, not 100,000.
+        for chunk in upserts.chunks(BATCH) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO identities (id, name, status, emails, attributes, gone, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, (ident, emails, attrs)| {
+                b.push_bind(ident.id.clone())
+                    .push_bind(ident.name.clone())
+                    .push_bind(ident.status.as_str())
+                    .push_bind(emails.clone())
+                    .push_bind(attrs.clone())
+                    .push_bind(false)
+                    .push_bind(now);
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status, emails = EXCLUDED.emails,
+                 attributes = EXCLUDED.attributes, gone = FALSE, updated_at = EXCLUDED.updated_at",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+        if full {
+            let gone: Vec<&String> = current
+                .iter()
+                .filter(|(id, old)| !seen.contains(*id) && !old.gone)
+                .map(|(id, _)| id)
+                .collect();
+            for chunk in gone.chunks(BATCH) {
+                let mut qb: QueryBuilder<Postgres> =
+                    QueryBuilder::new("UPDATE identities SET gone = TRUE, updated_at = ");
+                qb.push_bind(now);
+                qb.push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind((*id).clone());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
+            summary.marked_gone += gone.len() as u64;
+        }
+        // The matching below loads the identities again: free these first.
+        drop((upserts, current, seen, last));
+        if summary.added + summary.updated + summary.marked_gone > 0 {
+            matches::refresh_all(&mut tx, now).await?;
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    pub(super) async fn identities_impl(&self) -> StoreResult<Vec<Identity>> {
+        let rows: Vec<IdentityRow> = sqlx::query_as(
+            "SELECT id, name, status, emails, attributes, gone FROM identities ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(IdentityRow::into_identity).collect()
+    }
+
+    pub(super) async fn set_override_impl(
+        &self,
+        connection_id: &str,
+        o: OverrideRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        super::write_lock(&mut tx).await?;
+        if o.kind == OverrideKind::Pin {
+            // One pin per account: a new pin replaces the old one.
+            sqlx::query("DELETE FROM match_overrides WHERE connection_id = $1 AND tr_user_id = $2 AND kind = 'pin'")
+                .bind(connection_id)
+                .bind(i(o.account_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO match_overrides (connection_id, tr_user_id, identity_id, kind, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (connection_id, tr_user_id, identity_id) DO UPDATE SET kind = EXCLUDED.kind, created_at = EXCLUDED.created_at",
+        )
+        .bind(connection_id)
+        .bind(i(o.account_id))
+        .bind(&o.identity_id)
+        .bind(o.kind.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        matches::refresh(&mut tx, connection_id, matches::Rev::OwnIfChanged { now }).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn clear_override_impl(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        identity_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        super::write_lock(&mut tx).await?;
+        let res = sqlx::query(
+            "DELETE FROM match_overrides WHERE connection_id = $1 AND tr_user_id = $2 AND ($3::TEXT IS NULL OR identity_id = $3)",
+        )
+        .bind(connection_id)
+        .bind(i(account_id))
+        .bind(identity_id)
+        .execute(&mut *tx)
+        .await?;
+        matches::refresh(&mut tx, connection_id, matches::Rev::OwnIfChanged { now }).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    pub(super) async fn overrides_impl(
+        &self,
+        connection_id: &str,
+    ) -> StoreResult<Vec<OverrideRecord>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT tr_user_id, identity_id, kind FROM match_overrides WHERE connection_id = $1 ORDER BY tr_user_id, identity_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(account, identity_id, kind)| OverrideRecord {
+                account_id: u(account),
+                identity_id,
+                kind: if kind == "pin" {
+                    OverrideKind::Pin
+                } else {
+                    OverrideKind::Exclude
+                },
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,941 @@
+//! The PostgreSQL implementation of [`Store`]: the same tables and the same answers as the
+//! SQLite store (the conformance suite runs on both), for several replicas on one database.
+//!
+//! SQLite has one writer at a time, and the store relies on it: revision numbers follow commit
+//! order, the audit chain never forks, an identity import sees every account. PostgreSQL locks
+//! nothing by itself for those, so every transaction that writes history, matches, the audit
+//! log or identities first takes the store's write lock ([`write_lock`], a transaction-scoped
+//! advisory lock): writes are serialised across all replicas exactly as on SQLite. Reads that
+//! must see one snapshot run in REPEATABLE READ transactions ([`read_snapshot`]).
+// Row tuples mirror their SELECT lists, so their types are as long as the queries.
+#![allow(clippy::type_complexity)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use accessrail_domain::{Account, Identity, IdentityStatus};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{FromRow, PgConnection, PgPool};
+
+use crate::Store;
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+use accessrail_domain::{AuditRecord, Outcome, audit};
+
+mod identities;
+mod listing;
+mod matches;
+mod provisioning;
+mod scan;
+mod tokens;
+
+pub use scan::PgScan;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The advisory lock key every writing transaction takes (an arbitrary constant: "ACRL").
+const WRITE_LOCK_KEY: i64 = 0x4143_524c;
+
+/// Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters a statement).
+pub(crate) const BATCH: usize = 500;
+
+/// The PostgreSQL store: one database, shared by every replica.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`) and runs pending migrations (PostgreSQL's own
+    /// migration lock makes replicas starting together run them once).
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Accounts with their group ids: the current versions, or those valid right after scan
+    /// `at_scan` committed. One read transaction: the accounts and their groups come from one
+    /// snapshot.
+    async fn accounts_as_of(
+        &self,
+        connection_id: &str,
+        at_scan: Option<i64>,
+    ) -> StoreResult<Vec<Account>> {
+        let mut tx = self.pool.begin().await?;
+        read_snapshot(&mut tx).await?;
+        let at = match at_scan {
+            None => None,
+            Some(scan) => {
+                let rev: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT revision FROM scans WHERE id = $1 AND connection_id = $2",
+                )
+                .bind(scan)
+                .bind(connection_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match rev.flatten() {
+                    Some(r) => Some(r),
+                    None => {
+                        return Err(StoreError::NotFound(format!(
+                            "a committed scan {scan} of this connection"
+                        )));
+                    }
+                }
+            }
+        };
+        let groups = memberships(&mut tx, connection_id, at).await?;
+        let rows: Vec<AccountRow> = match at {
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = $1 AND valid_to_rev IS NULL ORDER BY tr_user_id"
+                ))
+                .bind(connection_id)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            Some(scan) => {
+                sqlx::query_as(&format!(
+                    "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = $1 AND valid_from_rev <= $2
+                     AND (valid_to_rev IS NULL OR valid_to_rev > $2) ORDER BY tr_user_id"
+                ))
+                .bind(connection_id)
+                .bind(scan)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let g = groups.get(&u(r.tr_user_id)).cloned().unwrap_or_default();
+                r.into_account(g)
+            })
+            .collect())
+    }
+}
+
+/// Takes the store's write lock for the rest of the transaction `tx` (released at commit or
+/// rollback). Call it first in every transaction that writes.
+pub(crate) async fn write_lock(tx: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Makes the transaction `tx` (just begun, nothing read yet) see one snapshot throughout.
+pub(crate) async fn read_snapshot(tx: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+pub(crate) fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+// ---- row types (private) --------------------------------------------------------------------
+
+#[derive(FromRow)]
+struct ConnectionRow {
+    id: String,
+    name: String,
+    base_url: String,
+    email: String,
+    secret: Vec<u8>,
+    secret_key_id: String,
+    request_budget: Option<i64>,
+    groups_supported: Option<bool>,
+    provisioning_enabled: bool,
+    scan_interval_secs: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<ConnectionRow> for Connection {
+    fn from(r: ConnectionRow) -> Self {
+        Connection {
+            id: r.id,
+            name: r.name,
+            base_url: r.base_url,
+            email: r.email,
+            secret: SealedSecret {
+                key_id: r.secret_key_id,
+                bytes: r.secret,
+            },
+            request_budget: r.request_budget.and_then(|b| u32::try_from(b).ok()),
+            groups_supported: r.groups_supported,
+            provisioning_enabled: r.provisioning_enabled,
+            scan_interval_secs: r.scan_interval_secs,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct ScanRow {
+    id: i64,
+    connection_id: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    status: String,
+    error: Option<String>,
+    requests: i64,
+    retries: i64,
+    users_seen: i64,
+    groups_seen: i64,
+    active_seats: i64,
+    changes: i64,
+    rows_written: i64,
+    warnings: String,
+}
+
+impl From<ScanRow> for ScanRecord {
+    fn from(r: ScanRow) -> Self {
+        ScanRecord {
+            id: r.id,
+            connection_id: r.connection_id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            status: ScanStatus::parse(&r.status),
+            error: r.error,
+            requests: u(r.requests),
+            retries: u(r.retries),
+            users_seen: u(r.users_seen),
+            groups_seen: u(r.groups_seen),
+            active_seats: u(r.active_seats),
+            changes: u(r.changes),
+            rows_written: u(r.rows_written),
+            warnings: serde_json::from_str(&r.warnings).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct AccountRow {
+    tr_user_id: i64,
+    name: Option<String>,
+    email: Option<String>,
+    is_active: bool,
+    role_id: Option<i64>,
+    role_name: Option<String>,
+    is_admin: Option<bool>,
+    fields: String,
+}
+
+impl AccountRow {
+    fn into_account(self, group_ids: Vec<u64>) -> Account {
+        Account {
+            id: u(self.tr_user_id),
+            name: self.name,
+            email: self.email,
+            is_active: self.is_active,
+            role_id: self.role_id.map(u),
+            role: self.role_name,
+            is_admin: self.is_admin,
+            group_ids,
+            fields: accessrail_domain::Fields::from_canonical(self.fields),
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct ChangeRow {
+    id: i64,
+    scan_id: i64,
+    at: i64,
+    kind: String,
+    tr_user_id: Option<i64>,
+    tr_group_id: Option<i64>,
+    subject: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    audit_id: Option<i64>,
+}
+
+impl ChangeRow {
+    fn into_record(self) -> ChangeRecord {
+        ChangeRecord {
+            id: self.id,
+            scan_id: self.scan_id,
+            at: self.at,
+            kind: self.kind,
+            tr_user_id: self.tr_user_id.map(u),
+            tr_group_id: self.tr_group_id.map(u),
+            subject: self.subject,
+            before: self.before,
+            after: self.after,
+            audit_id: self.audit_id,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    connection: String,
+    action: String,
+    target: String,
+    before: Option<String>,
+    after: Option<String>,
+    calls: String,
+    outcome: String,
+    message: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl AuditRow {
+    fn into_entry(self) -> StoreResult<AuditEntry> {
+        Ok(AuditEntry {
+            id: self.id,
+            record: AuditRecord {
+                at: self.at,
+                actor: self.actor,
+                connection: self.connection,
+                action: self.action,
+                target: self.target,
+                before: self.before,
+                after: self.after,
+                calls: serde_json::from_str(&self.calls)
+                    .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", self.id)))?,
+                outcome: Outcome::parse(&self.outcome).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "audit entry {} outcome {:?}",
+                        self.id, self.outcome
+                    ))
+                })?,
+                message: self.message,
+            },
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct IdentityRow {
+    id: String,
+    name: String,
+    status: String,
+    emails: String,
+    attributes: String,
+    gone: bool,
+}
+
+impl IdentityRow {
+    fn into_identity(self) -> StoreResult<Identity> {
+        Ok(Identity {
+            status: IdentityStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("identity {} status {:?}", self.id, self.status))
+            })?,
+            emails: serde_json::from_str(&self.emails)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            attributes: serde_json::from_str(&self.attributes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            id: self.id,
+            name: self.name,
+            gone: self.gone,
+        })
+    }
+}
+
+/// A new revision number, higher than every one handed out before. Call it in the committing
+/// transaction after [`write_lock`]: with the lock held, revisions are numbered in commit order.
+async fn new_revision(tx: &mut PgConnection, cid: &str, kind: &str, now: i64) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO revisions (connection_id, kind, committed_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(cid)
+    .bind(kind)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+/// The lower-cased (Unicode) name and email an account is sorted and searched by.
+fn keys(a: &Account) -> (String, String) {
+    (
+        a.name.as_deref().unwrap_or_default().to_lowercase(),
+        a.email.as_deref().unwrap_or_default().to_lowercase(),
+    )
+}
+
+const ACCOUNT_COLS: &str =
+    "tr_user_id, name, email, is_active, role_id, role_name, is_admin, fields";
+
+async fn memberships(
+    conn: &mut PgConnection,
+    connection_id: &str,
+    at_scan: Option<i64>,
+) -> StoreResult<BTreeMap<u64, Vec<u64>>> {
+    let rows: Vec<(i64, i64)> = match at_scan {
+        None => {
+            sqlx::query_as(
+                "SELECT tr_user_id, tr_group_id FROM membership_versions
+                 WHERE connection_id = $1 AND valid_to_rev IS NULL ORDER BY tr_user_id, tr_group_id",
+            )
+            .bind(connection_id)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(scan) => {
+            sqlx::query_as(
+                "SELECT tr_user_id, tr_group_id FROM membership_versions
+                 WHERE connection_id = $1 AND valid_from_rev <= $2 AND (valid_to_rev IS NULL OR valid_to_rev > $2)
+                 ORDER BY tr_user_id, tr_group_id",
+            )
+            .bind(connection_id)
+            .bind(scan)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let mut map: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (user, group) in rows {
+        map.entry(u(user)).or_default().push(u(group));
+    }
+    Ok(map)
+}
+
+/// Inserts a connection and its (empty) counts in `tx`, which holds the write lock.
+async fn insert_connection_in(tx: &mut PgConnection, c: &NewConnection) -> StoreResult<()> {
+    let res = sqlx::query(
+        "INSERT INTO connections (id, name, base_url, email, secret, secret_key_id, request_budget, groups_supported, created_at, updated_at, scan_interval_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&c.id)
+    .bind(&c.name)
+    .bind(&c.base_url)
+    .bind(&c.email)
+    .bind(&c.secret.bytes)
+    .bind(&c.secret.key_id)
+    .bind(c.request_budget.map(i64::from))
+    .bind(c.groups_supported)
+    .bind(c.now)
+    .bind(c.now)
+    .bind(c.scan_interval_secs)
+    .execute(&mut *tx)
+    .await;
+    match res {
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            return Err(StoreError::Conflict(format!(
+                "a connection named {:?} already exists",
+                c.name
+            )));
+        }
+        other => {
+            other?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO account_counts (connection_id, accounts, active, unmatched_active, ambiguous,
+                forgotten, leavers_active, admins) VALUES ($1, 0, 0, 0, 0, 0, 0, 0)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&c.id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+impl Store for PgStore {
+    type Scan = PgScan;
+
+    async fn insert_connection(&self, c: NewConnection) -> StoreResult<Connection> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        insert_connection_in(&mut tx, &c).await?;
+        tx.commit().await?;
+        self.connection(&c.name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("connection {}", c.name)))
+    }
+
+    async fn replace_connection(&self, c: NewConnection) -> StoreResult<Connection> {
+        // One transaction under the write lock: update, or insert when there is none.
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let res = sqlx::query(
+            "UPDATE connections SET base_url = $1, email = $2, secret = $3, secret_key_id = $4, request_budget = $5,
+                    groups_supported = $6, updated_at = $7, scan_interval_secs = $8 WHERE name = $9",
+        )
+        .bind(&c.base_url)
+        .bind(&c.email)
+        .bind(&c.secret.bytes)
+        .bind(&c.secret.key_id)
+        .bind(c.request_budget.map(i64::from))
+        .bind(c.groups_supported)
+        .bind(c.now)
+        .bind(c.scan_interval_secs)
+        .bind(&c.name)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 0 {
+            insert_connection_in(&mut tx, &c).await?;
+        }
+        tx.commit().await?;
+        self.connection(&c.name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("connection {}", c.name)))
+    }
+
+    async fn connections(&self) -> StoreResult<Vec<Connection>> {
+        let rows: Vec<ConnectionRow> = sqlx::query_as("SELECT * FROM connections ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Connection::from).collect())
+    }
+
+    async fn connection(&self, name: &str) -> StoreResult<Option<Connection>> {
+        let row: Option<ConnectionRow> =
+            sqlx::query_as("SELECT * FROM connections WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(Connection::from))
+    }
+
+    async fn remove_connection(&self, name: &str) -> StoreResult<bool> {
+        // The delete cascades into the connection's history: under the write lock.
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let res = sqlx::query("DELETE FROM connections WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn set_groups_supported(&self, connection_id: &str, supported: bool) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        sqlx::query("UPDATE connections SET groups_supported = $1 WHERE id = $2")
+            .bind(supported)
+            .bind(connection_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reseal_secrets(&self, secrets: Vec<(String, SealedSecret)>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        for (id, s) in secrets {
+            sqlx::query("UPDATE connections SET secret = $1, secret_key_id = $2 WHERE id = $3")
+                .bind(&s.bytes)
+                .bind(&s.key_id)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> StoreResult<Option<LeaseToken>> {
+        // Under the write lock, as on SQLite: a takeover waits for a scan commit that is
+        // checking the lease, so the commit's fencing check holds until it commits.
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let generation: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_at, generation) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+                generation = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > $4
+                                  THEN leases.generation ELSE leases.generation + 1 END
+             WHERE leases.expires_at <= $4 OR leases.holder = EXCLUDED.holder
+             RETURNING generation",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_secs)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(generation.map(|generation| LeaseToken {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            generation,
+        }))
+    }
+
+    async fn renew_lease(&self, token: &LeaseToken, now: i64, ttl_secs: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let res = sqlx::query(
+            "UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3 AND generation = $4 AND expires_at > $5",
+        )
+        .bind(now + ttl_secs)
+        .bind(&token.name)
+        .bind(&token.holder)
+        .bind(token.generation)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        // Kept with expires_at = 0, so the next holder's generation is still higher.
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_leases_held_by(&self, holder_prefix: &str) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let res = sqlx::query(
+            "UPDATE leases SET expires_at = 0 WHERE expires_at > 0 AND substr(holder, 1, length($1)) = $1",
+        )
+        .bind(holder_prefix)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn begin_scan(
+        &self,
+        connection_id: &str,
+        now: i64,
+        lease: LeaseToken,
+    ) -> StoreResult<PgScan> {
+        self.begin_scan_impl(connection_id, now, lease).await
+    }
+
+    async fn scans(&self, connection_id: &str) -> StoreResult<Vec<ScanRecord>> {
+        let rows: Vec<ScanRow> = sqlx::query_as(
+            "SELECT * FROM scans WHERE connection_id = $1 AND kind = 'scan' ORDER BY id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ScanRecord::from).collect())
+    }
+
+    async fn scan(&self, scan_id: i64) -> StoreResult<Option<ScanRecord>> {
+        let row: Option<ScanRow> = sqlx::query_as("SELECT * FROM scans WHERE id = $1")
+            .bind(scan_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(ScanRecord::from))
+    }
+
+    async fn current_accounts(&self, connection_id: &str) -> StoreResult<Vec<Account>> {
+        self.accounts_as_of(connection_id, None).await
+    }
+
+    async fn accounts_at_scan(
+        &self,
+        connection_id: &str,
+        scan_id: i64,
+    ) -> StoreResult<Vec<Account>> {
+        self.accounts_as_of(connection_id, Some(scan_id)).await
+    }
+
+    async fn current_groups(&self, connection_id: &str) -> StoreResult<Vec<GroupRecord>> {
+        // The groups and their members from one snapshot.
+        let mut tx = self.pool.begin().await?;
+        read_snapshot(&mut tx).await?;
+        let groups: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT tr_group_id, name FROM group_versions WHERE connection_id = $1 AND valid_to_rev IS NULL ORDER BY tr_group_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let members: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT tr_group_id, tr_user_id FROM membership_versions WHERE connection_id = $1 AND valid_to_rev IS NULL
+             ORDER BY tr_group_id, tr_user_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut by_group: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+        for (g, user) in members {
+            by_group.entry(g).or_default().push(u(user));
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(id, name)| GroupRecord {
+                id: u(id),
+                name,
+                member_ids: by_group.remove(&id).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn current_group_names(
+        &self,
+        connection_id: &str,
+    ) -> StoreResult<Vec<(u64, Option<String>)>> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT tr_group_id, name FROM group_versions WHERE connection_id = $1 AND valid_to_rev IS NULL ORDER BY tr_group_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id, n)| (u(id), n)).collect())
+    }
+
+    async fn group_summaries(&self, connection_id: &str) -> StoreResult<Vec<GroupSummary>> {
+        let rows: Vec<(i64, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT g.tr_group_id, g.name, COALESCE(c.members, 0)::BIGINT, COALESCE(c.active_members, 0)::BIGINT
+             FROM group_versions g
+             LEFT JOIN group_counts c ON c.connection_id = g.connection_id AND c.tr_group_id = g.tr_group_id
+             WHERE g.connection_id = $1 AND g.valid_to_rev IS NULL
+             ORDER BY g.tr_group_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, members, active)| GroupSummary {
+                id: u(id),
+                name,
+                members: u(members),
+                active_members: u(active),
+            })
+            .collect())
+    }
+
+    async fn list_accounts(
+        &self,
+        connection_id: &str,
+        query: &AccountQuery,
+    ) -> StoreResult<AccountListing> {
+        listing::list(&self.pool, connection_id, query).await
+    }
+
+    async fn account_counts(&self, connection_id: &str) -> StoreResult<AccountCounts> {
+        listing::counts(&self.pool, connection_id).await
+    }
+
+    async fn current_roles(&self, connection_id: &str) -> StoreResult<Vec<RoleRecord>> {
+        let rows: Vec<(i64, Option<String>, Option<bool>, Option<bool>)> = sqlx::query_as(
+            "SELECT tr_role_id, name, is_default, is_project_admin FROM role_versions
+             WHERE connection_id = $1 AND valid_to_rev IS NULL ORDER BY tr_role_id",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, is_default, is_project_admin)| RoleRecord {
+                id: u(id),
+                name,
+                is_default,
+                is_project_admin,
+            })
+            .collect())
+    }
+
+    async fn changes(
+        &self,
+        connection_id: &str,
+        since: Option<i64>,
+        scan_id: Option<i64>,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
+             WHERE connection_id = $1 AND ($2::BIGINT IS NULL OR at >= $2) AND ($3::BIGINT IS NULL OR scan_id = $3)
+             ORDER BY id",
+        )
+        .bind(connection_id)
+        .bind(since)
+        .bind(scan_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ChangeRow::into_record).collect())
+    }
+
+    async fn recent_changes(
+        &self,
+        connection_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
+             WHERE connection_id = $1 AND ($2::BIGINT IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(connection_id)
+        .bind(before)
+        .bind(i(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ChangeRow::into_record).collect())
+    }
+
+    async fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        full: bool,
+        now: i64,
+    ) -> StoreResult<ImportSummary> {
+        self.import_identities_impl(identities, full, now).await
+    }
+
+    async fn identities(&self) -> StoreResult<Vec<Identity>> {
+        self.identities_impl().await
+    }
+
+    async fn set_override(
+        &self,
+        connection_id: &str,
+        o: OverrideRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.set_override_impl(connection_id, o, now).await
+    }
+
+    async fn clear_override(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        identity_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<u64> {
+        self.clear_override_impl(connection_id, account_id, identity_id, now)
+            .await
+    }
+
+    async fn overrides(&self, connection_id: &str) -> StoreResult<Vec<OverrideRecord>> {
+        self.overrides_impl(connection_id).await
+    }
+
+    async fn set_provisioning(&self, connection_id: &str, enabled: bool) -> StoreResult<()> {
+        self.set_provisioning_impl(connection_id, enabled).await
+    }
+
+    async fn protect(&self, connection_id: &str, p: ProtectedAccount) -> StoreResult<()> {
+        self.protect_impl(connection_id, p).await
+    }
+
+    async fn unprotect(&self, connection_id: &str, email: &str) -> StoreResult<bool> {
+        self.unprotect_impl(connection_id, email).await
+    }
+
+    async fn protected(&self, connection_id: &str) -> StoreResult<Vec<ProtectedAccount>> {
+        self.protected_impl(connection_id).await
+    }
+
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<AuditEntry> {
+        self.append_audit_impl(record).await
+    }
+
+    async fn recent_audit(&self, before: Option<i64>, limit: u64) -> StoreResult<Vec<AuditEntry>> {
+        self.recent_audit_impl(before, limit).await
+    }
+
+    async fn audit_log(&self) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_log_impl().await
+    }
+
+    async fn record_provision(
+        &self,
+        connection_id: &str,
+        audit_id: i64,
+        now: i64,
+        update: ProvisionUpdate,
+    ) -> StoreResult<i64> {
+        self.record_provision_impl(connection_id, audit_id, now, update)
+            .await
+    }
+
+    async fn create_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
+        self.create_token_impl(name, hash, now).await
+    }
+
+    async fn upsert_token(&self, name: &str, hash: &str, now: i64) -> StoreResult<()> {
+        self.upsert_token_impl(name, hash, now).await
+    }
+
+    async fn revoke_token(&self, name: &str, now: i64) -> StoreResult<bool> {
+        self.revoke_token_impl(name, now).await
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.tokens_impl().await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
+        self.token_by_hash_impl(hash).await
+    }
+
+    async fn interrupt_running_scans(
+        &self,
+        connection_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let res = sqlx::query(
+            "UPDATE scans SET status = 'interrupted', finished_at = $1, error = $2
+             WHERE connection_id = $3 AND status = 'running' AND kind = 'scan'",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(connection_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn abandon_running_scans(&self, now: i64, reason: &str) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        write_lock(&mut tx).await?;
+        let res = sqlx::query(
+            "UPDATE scans SET status = 'interrupted', finished_at = $1, error = $2 WHERE status = 'running'
+               AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.name = 'scan:' || scans.connection_id AND leases.expires_at > $1)",
+        )
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+}
