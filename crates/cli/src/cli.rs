@@ -119,6 +119,15 @@ pub enum Command {
     /// Run the whole job against a built-in TestRail simulator: connect, test, scan, import
     /// sample identities, and show what an admin would look at.
     Demo(DemoArgs),
+    /// Move this installation's SQLite store (accessrail.db in the data dir, or
+    /// --database-url) into an empty PostgreSQL database, all or nothing. Leases, console
+    /// sessions and kept plans are not copied. The API keys stay sealed with the same master key.
+    MigrateStore {
+        /// The PostgreSQL database to copy into (`postgres://...`); it must hold no
+        /// Accessrail data yet.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,10 @@ use accessrail_engine::secrets::{KeySource, Keyring};
 use accessrail_engine::{
     ApiKey, ConnectRequest, Engine, EngineError, Event, SystemClock, Target, time_fmt,
 };
-use accessrail_store::{AnyStore, OverrideRecord, Store, StoreLocation};
+use accessrail_store::{
+    AnyStore, OverrideRecord, PgStore, SqliteStore, Store, StoreError, StoreLocation,
+    sqlite_to_postgres,
+};
 use serde_json::json;
 
 use crate::cli::*;
@@ -75,6 +78,16 @@ fn prepare_data_dir(dir: &Path, quiet: bool) -> Result<(), Failure> {
     }
 }
 
+/// The store `database_url` names, or `accessrail.db` in the data directory `dir`.
+fn store_location(dir: &Path, database_url: Option<&str>) -> Result<StoreLocation, Failure> {
+    Ok(match database_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => StoreLocation::parse(url).map_err(|e| {
+            Failure::Usage(format!("--database-url / ACCESSRAIL_DATABASE_URL: {e}"))
+        })?,
+        None => StoreLocation::Sqlite(dir.join("accessrail.db")),
+    })
+}
+
 /// Opens the store (`database_url`, or `accessrail.db` in `dir`) and the keyring in `dir`.
 pub async fn open_app(
     dir: &Path,
@@ -83,12 +96,7 @@ pub async fn open_app(
     quiet: bool,
 ) -> Result<App, Failure> {
     prepare_data_dir(dir, quiet)?;
-    let location = match database_url.filter(|u| !u.trim().is_empty()) {
-        Some(url) => StoreLocation::parse(url).map_err(|e| {
-            Failure::Usage(format!("--database-url / ACCESSRAIL_DATABASE_URL: {e}"))
-        })?,
-        None => StoreLocation::Sqlite(dir.join("accessrail.db")),
-    };
+    let location = store_location(dir, database_url)?;
     let store = AnyStore::open(&location).await?;
     let keyring = Keyring::load(dir)?;
     if let KeySource::Generated(p) = keyring.source()
@@ -164,6 +172,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Some(d) => d.clone(),
         None => default_data_dir()?,
     };
+    if let Command::MigrateStore { to } = &cli.command {
+        // Before the app opens anything: the source must already exist, and the master key is
+        // only named, never generated.
+        return migrate_store(&dir, cli.database_url.as_deref(), to, cli.json).await;
+    }
     let mut app = open_app(&dir, cli.database_url.as_deref(), cli.allow_http, cli.json).await?;
     let json = cli.json;
     match cli.command {
@@ -248,8 +261,108 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Flows { action } => crate::provisioning::flows_cmd(&app, action, json).await,
         Command::Serve(a) => serve_cmd(app, a, json).await,
         Command::Tokens { action } => tokens_cmd(&app, action, json).await,
-        Command::Demo(_) => Ok(ExitCode::SUCCESS),
+        Command::Demo(_) | Command::MigrateStore { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `migrate-store --to URL`: copies the SQLite store (the usual location: `--database-url`, or
+/// accessrail.db in the data directory) into an empty PostgreSQL database, all or nothing.
+async fn migrate_store(
+    dir: &Path,
+    database_url: Option<&str>,
+    to: &str,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let source = match store_location(dir, database_url)? {
+        StoreLocation::Sqlite(path) => path,
+        StoreLocation::Postgres(_) => {
+            return Err(Failure::Usage(
+                "migrate-store copies a SQLite store, but --database-url / ACCESSRAIL_DATABASE_URL names PostgreSQL: point it at the SQLite file, or leave it unset for accessrail.db in the data directory".into(),
+            ));
+        }
+    };
+    if !source.is_file() {
+        return Err(Failure::Usage(format!(
+            "there is no SQLite store at {}: nothing to migrate",
+            source.display()
+        )));
+    }
+    let target = match StoreLocation::parse(to) {
+        Ok(StoreLocation::Postgres(url)) => url,
+        Ok(StoreLocation::Sqlite(_)) => {
+            return Err(Failure::Usage(
+                "--to must be a PostgreSQL URL (postgres://... or postgresql://...)".into(),
+            ));
+        }
+        Err(e) => return Err(Failure::Usage(format!("--to: {e}"))),
+    };
+    let from_desc = StoreLocation::Sqlite(source.clone()).describe();
+    let to_desc = StoreLocation::Postgres(target.clone()).describe();
+    let from = SqliteStore::open(&source).await?;
+    // Opening creates Accessrail's schema in an empty database; the copy then refuses a
+    // database that already holds data.
+    let into = match PgStore::open(&target).await {
+        Ok(s) => s,
+        Err(e) => {
+            from.close().await;
+            return Err(e.into());
+        }
+    };
+    let copied = sqlite_to_postgres(&from, &into).await;
+    into.close().await;
+    from.close().await;
+    let report = copied.map_err(|e| match e {
+        // The target is not empty: refused before anything was written.
+        StoreError::Invalid(m) => Failure::Usage(m),
+        other => Failure::from(other),
+    })?;
+    // The API keys were copied sealed: whoever runs on PostgreSQL needs this same master key.
+    let master_key = if std::env::var_os("ACCESSRAIL_MASTER_KEY").is_some() {
+        "ACCESSRAIL_MASTER_KEY".to_string()
+    } else if let Some(p) = std::env::var_os("ACCESSRAIL_MASTER_KEY_FILE") {
+        format!("ACCESSRAIL_MASTER_KEY_FILE ({})", Path::new(&p).display())
+    } else {
+        dir.join("master.key").display().to_string()
+    };
+    if json {
+        let tables: serde_json::Map<String, serde_json::Value> = report
+            .tables
+            .iter()
+            .map(|(t, n)| ((*t).to_string(), json!(n)))
+            .collect();
+        print_json(&json!({
+            "from": from_desc,
+            "to": to_desc,
+            "tables": tables,
+            "skipped": report.skipped,
+            "master_key": { "ids": report.secret_key_ids, "source": master_key },
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Copied {from_desc} into {to_desc} (one transaction):");
+    let mut t = table(&["table", "rows"]);
+    for (name, n) in &report.tables {
+        t.add_row(vec![(*name).to_string(), n.to_string()]);
+    }
+    println!("{t}");
+    if !report.skipped.is_empty() {
+        println!(
+            "Not copied (transient, recreated as needed): {}.",
+            report.skipped.join(", ")
+        );
+    }
+    let ids = if report.secret_key_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" (master key {})", report.secret_key_ids.join(", "))
+    };
+    println!(
+        "The API keys were copied still sealed{ids}: the master key does not change. Run Accessrail on PostgreSQL with the same master key: {master_key}."
+    );
+    println!(
+        "Next: set ACCESSRAIL_DATABASE_URL (or --database-url) to the PostgreSQL URL. The SQLite file is left as it was."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_key(a: &ConnectArgs) -> Result<ApiKey, Failure> {

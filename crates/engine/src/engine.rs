@@ -141,6 +141,29 @@ impl<S: Store> Engine<S> {
         &self.store
     }
 
+    /// Whether this process's master key opens every stored API key. Replicas on one database
+    /// must share one master key (`ACCESSRAIL_MASTER_KEY` / `_FILE`); a replica started with
+    /// another gets an error that says so, instead of failing on every scan later.
+    pub async fn check_master_key(&self) -> EngineResult<()> {
+        let known = self.keyring.known_ids();
+        let foreign: Vec<String> = self
+            .store
+            .connections()
+            .await?
+            .into_iter()
+            .filter(|c| !known.contains(&c.secret.key_id.as_str()))
+            .map(|c| format!("{} (sealed with master key {})", c.name, c.secret.key_id))
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::Secret(format!(
+            "this process's master key (id {}) cannot open the API keys of {}: every process on this database must use the same master key (set ACCESSRAIL_MASTER_KEY or ACCESSRAIL_MASTER_KEY_FILE to it)",
+            self.keyring.current_id(),
+            foreign.join(", ")
+        )))
+    }
+
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }

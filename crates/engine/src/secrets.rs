@@ -230,6 +230,24 @@ impl Keyring {
         &self.source
     }
 
+    /// A 256-bit key for `purpose`, derived from the current master key (every process that
+    /// shares the master key derives the same one; it reveals nothing about the master key).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"accessrail-derive-v1\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(self.current.key.as_slice());
+        h.finalize().into()
+    }
+
+    /// The ids of every master key this keyring can open secrets with.
+    pub fn known_ids(&self) -> Vec<&str> {
+        std::iter::once(self.current.id())
+            .chain(self.previous.iter().map(MasterKey::id))
+            .collect()
+    }
+
     pub fn current_id(&self) -> &str {
         self.current.id()
     }

@@ -325,6 +325,35 @@ impl Store for AnyStore {
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         on_store!(self, s => s.token_by_hash(hash))
     }
+    async fn create_session(
+        &self,
+        rec: SessionRecord,
+        expired_before: i64,
+        max: u64,
+    ) -> StoreResult<()> {
+        on_store!(self, s => s.create_session(rec, expired_before, max))
+    }
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+        on_store!(self, s => s.session(id_hash))
+    }
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        on_store!(self, s => s.delete_session(id_hash))
+    }
+    async fn session_count(&self) -> StoreResult<u64> {
+        on_store!(self, s => s.session_count())
+    }
+    async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {
+        on_store!(self, s => s.insert_plan(p, forget_before))
+    }
+    async fn claim_plan(&self, id: &str, stale_before: i64) -> StoreResult<PlanClaim> {
+        on_store!(self, s => s.claim_plan(id, stale_before))
+    }
+    async fn release_plan(&self, id: &str, status: PlanStatus) -> StoreResult<()> {
+        on_store!(self, s => s.release_plan(id, status))
+    }
+    async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
+        on_store!(self, s => s.claim_setting(name, value))
+    }
     async fn interrupt_running_scans(
         &self,
         connection_id: &str,

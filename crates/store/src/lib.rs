@@ -8,6 +8,7 @@
 
 mod any;
 mod error;
+mod migrate;
 mod model;
 mod postgres;
 mod sqlite;
@@ -17,11 +18,13 @@ use std::future::Future;
 pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use any::{AnyScan, AnyStore, StoreLocation};
 pub use error::{StoreError, StoreResult};
+pub use migrate::{MigrationReport, sqlite_to_postgres};
 pub use model::{
     AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
     CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, LeaseToken, ListedAccount,
-    NewChange, NewConnection, OverrideRecord, ProtectedAccount, ProvisionUpdate, RoleRecord,
-    ScanRecord, ScanReport, ScanStatus, SealedSecret, StoredMatch, TokenRecord,
+    NewChange, NewConnection, OverrideRecord, PlanClaim, PlanRecord, PlanStatus, ProtectedAccount,
+    ProvisionUpdate, RoleRecord, ScanRecord, ScanReport, ScanStatus, SealedSecret, SessionRecord,
+    StoredMatch, TokenRecord,
 };
 pub use postgres::PgScan;
 pub use postgres::PgStore;
@@ -251,6 +254,48 @@ pub trait Store: Send + Sync + 'static {
     /// The name of the live token with this hash.
     fn token_by_hash(&self, hash: &str)
     -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    // ---- what every replica shares: console sessions, kept plans, instance settings ----
+    /// Keeps a new session. Expired sessions (created before `expired_before`) go first; then,
+    /// while `max` or more are kept, the oldest.
+    fn create_session(
+        &self,
+        s: SessionRecord,
+        expired_before: i64,
+        max: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn session(
+        &self,
+        id_hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    fn delete_session(&self, id_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    fn session_count(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Keeps a plan; plans created before `forget_before` that are not being applied go.
+    fn insert_plan(
+        &self,
+        p: PlanRecord,
+        forget_before: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Takes a ready plan for applying, atomically across replicas: only one caller gets
+    /// `Claimed`. A ready plan created before `stale_before` is `Stale` (and forgotten).
+    fn claim_plan(
+        &self,
+        id: &str,
+        stale_before: i64,
+    ) -> impl Future<Output = StoreResult<PlanClaim>> + Send;
+    /// Hands a claimed plan back: `Ready` (nothing was sent to TestRail) or `Applied`.
+    fn release_plan(
+        &self,
+        id: &str,
+        status: PlanStatus,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The value of an instance-wide setting, written once: the first writer's value stays
+    /// and is returned to everyone (e.g. the id of the master key the replicas must share).
+    fn claim_setting(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
+
     /// Marks every scan of the connection still recorded as running as interrupted. Only the
     /// holder of the connection's scan lease calls this, before it starts its own scan.
     fn interrupt_running_scans(

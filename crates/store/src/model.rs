@@ -308,3 +308,70 @@ pub struct GroupSummary {
     pub members: u64,
     pub active_members: u64,
 }
+
+/// A signed-in console session, kept in the store so every replica knows it. `id_hash` is the
+/// SHA-256 of the session cookie's value: the database never holds a usable session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub csrf: String,
+    /// The API token the visitor signed in with (its name) and that token's hash.
+    pub token: String,
+    pub token_hash: String,
+    pub created_at: i64,
+}
+
+/// Where a kept provisioning plan is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanStatus {
+    Ready,
+    /// Claimed by one apply request (on any replica); no other can take it.
+    Applying,
+    Applied,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Applying => "applying",
+            Self::Applied => "applied",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ready" => Some(Self::Ready),
+            "applying" => Some(Self::Applying),
+            "applied" => Some(Self::Applied),
+            _ => None,
+        }
+    }
+}
+
+/// A provisioning plan kept for its apply request (any replica may apply it, once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub id: String,
+    pub connection: String,
+    /// The planned actions, as JSON (the engine's `Action`s).
+    pub actions: String,
+    pub fingerprint: String,
+    pub actor: String,
+    pub max_deactivations: u32,
+    pub force: bool,
+    pub created_at: i64,
+    pub status: PlanStatus,
+}
+
+/// What claiming a plan for its apply found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanClaim {
+    /// Now `Applying`, held by the caller.
+    Claimed(PlanRecord),
+    NotFound,
+    /// Ready but older than the plan lifetime (it is forgotten now).
+    Stale,
+    BeingApplied,
+    AlreadyApplied,
+}

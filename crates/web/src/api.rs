@@ -18,7 +18,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiBody, ApiJson, ApiPath, ApiQuery};
-use crate::state::{AppState, PlanState, StoredPlan, random_id};
+use crate::state::{AppState, StoredPlan, random_id};
+use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -945,67 +946,80 @@ pub async fn make_plan(
         requests,
         fingerprint: fingerprint(&plan),
         plan,
-        created_at: now,
         actor,
         max_deactivations: rails.max_deactivations,
         force: rails.force,
-        state: PlanState::Ready,
     };
+    let actions: Vec<&provision::Action> = stored.requests.iter().map(|r| &r.action).collect();
     let id = random_id();
-    let mut plans = s.plans();
-    // Plans (and the record that one was applied) are forgotten an hour after they expire.
-    plans.retain(|_, p| p.state == PlanState::Applying || now - p.created_at <= 2 * PLAN_LIFETIME);
-    plans.insert(id.clone(), stored.clone());
+    let record = PlanRecord {
+        id: id.clone(),
+        connection: stored.connection.clone(),
+        actions: serde_json::to_string(&actions).map_err(|e| ApiError::internal("plan", e))?,
+        fingerprint: stored.fingerprint.clone(),
+        actor: stored.actor.clone(),
+        max_deactivations: stored.max_deactivations,
+        force: stored.force,
+        created_at: now,
+        status: PlanStatus::Ready,
+    };
+    // Kept in the store, for any replica to apply. Plans (and the record that one was
+    // applied) are forgotten an hour after they expire.
+    s.engine
+        .store()
+        .insert_plan(record, now - 2 * PLAN_LIFETIME)
+        .await?;
     Ok((id, stored))
 }
 
-/// Takes a plan for applying: only one request can hold it, and an applied plan stays applied.
-fn claim(s: &AppState, id: &str) -> ApiResult<StoredPlan> {
-    let mut plans = s.plans();
-    let Some(stored) = plans.get_mut(id) else {
-        return Err(ApiError::not_found(format!(
-            "no plan {id} (plans are kept until applied or the server restarts)"
-        )));
-    };
-    match stored.state {
-        PlanState::Applied => Err(ApiError::new(
+/// Takes a plan for applying: only one request on any replica can hold it, and an applied
+/// plan stays applied.
+async fn claim(s: &AppState, id: &str) -> ApiResult<PlanRecord> {
+    match s
+        .engine
+        .store()
+        .claim_plan(id, s.engine.now() - PLAN_LIFETIME)
+        .await?
+    {
+        PlanClaim::Claimed(p) => Ok(p),
+        PlanClaim::NotFound => Err(ApiError::not_found(format!(
+            "no plan {id} (plans are kept for two hours, until applied)"
+        ))),
+        PlanClaim::AlreadyApplied => Err(ApiError::new(
             StatusCode::CONFLICT,
             "plan_already_applied",
             "this plan was already applied; make a new plan to change anything more",
         )),
-        PlanState::Applying => Err(ApiError::new(
+        PlanClaim::BeingApplied => Err(ApiError::new(
             StatusCode::CONFLICT,
             "plan_being_applied",
             "this plan is being applied by another request; see the audit log for its outcome",
         )),
-        PlanState::Ready if s.engine.now() - stored.created_at > PLAN_LIFETIME => {
-            plans.remove(id);
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_plan",
-                "this plan is more than an hour old; make a new plan and review it",
-            ))
-        }
-        PlanState::Ready => {
-            stored.state = PlanState::Applying;
-            Ok(stored.clone())
-        }
+        PlanClaim::Stale => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_plan",
+            "this plan is more than an hour old; make a new plan and review it",
+        )),
     }
 }
 
 /// A claimed plan. Dropped (also when the request is cancelled), it hands the plan back in
 /// `release_to`: `Ready` while nothing has been sent to TestRail, `Applied` from then on.
-struct Claim<'a> {
-    s: &'a AppState,
-    id: &'a str,
-    release_to: PlanState,
+/// The hand-back is a store write, so it runs as a task of its own.
+struct Claim {
+    engine: Arc<crate::state::App>,
+    id: String,
+    release_to: PlanStatus,
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
-        if let Some(p) = self.s.plans().get_mut(self.id) {
-            p.state = self.release_to;
-        }
+        let (engine, id, status) = (self.engine.clone(), self.id.clone(), self.release_to);
+        tokio::spawn(async move {
+            if let Err(e) = engine.store().release_plan(&id, status).await {
+                tracing::error!("cannot hand back plan {id}: {e}");
+            }
+        });
     }
 }
 
@@ -1017,21 +1031,22 @@ pub async fn apply_stored(
     id: &str,
     actor: String,
 ) -> ApiResult<provision::ApplyReport> {
-    let stored = claim(s, id)?;
+    let stored = claim(s, id).await?;
     let mut claim = Claim {
-        s,
-        id,
-        release_to: PlanState::Ready,
+        engine: s.engine.clone(),
+        id: id.to_string(),
+        release_to: PlanStatus::Ready,
     };
+    let planned: Vec<provision::Action> = serde_json::from_str(&stored.actions)
+        .map_err(|e| ApiError::internal("reading the kept plan", e))?;
     let rails = &Rails::new(Some(stored.max_deactivations), stored.force);
     let conn = conn(s, &stored.connection).await?;
     provision::ensure_enabled(&conn)?;
     // The applier is the one the audit log names.
-    let requests: Vec<Request> = stored
-        .requests
-        .iter()
-        .map(|r| Request {
-            action: r.action.clone(),
+    let requests: Vec<Request> = planned
+        .into_iter()
+        .map(|action| Request {
+            action,
             origin: Origin::Direct {
                 actor: actor.clone(),
             },
@@ -1053,7 +1068,7 @@ pub async fn apply_stored(
         ));
     }
     // From here on TestRail may change: whatever happens, the plan is not applied again.
-    claim.release_to = PlanState::Applied;
+    claim.release_to = PlanStatus::Applied;
     // In its own task: a client that goes away does not cut a step short half way.
     let engine = s.engine.clone();
     let applied = tokio::spawn(async move { provision::apply(&engine, &conn, &fresh).await }).await;

@@ -224,7 +224,20 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         let now = state.engine.now();
         let presented = cookie(parts, SESSION_COOKIE).filter(|id| !id.is_empty());
         if let Some(id) = &presented {
-            let found = state.sessions().get(id).cloned();
+            let id_hash = tokens::hash(id);
+            let found = state
+                .engine
+                .store()
+                .session(&id_hash)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| Session {
+                    csrf: r.csrf,
+                    token: r.token,
+                    token_hash: r.token_hash,
+                    created_at: r.created_at,
+                });
             match found {
                 Some(s) if now - s.created_at < SESSION_LIFETIME => {
                     // A session whose token was revoked is signed out.
@@ -248,10 +261,10 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
                             secure,
                         });
                     }
-                    state.sessions().remove(id);
+                    let _ = state.engine.store().delete_session(&id_hash).await;
                 }
                 Some(_) => {
-                    state.sessions().remove(id);
+                    let _ = state.engine.store().delete_session(&id_hash).await;
                 }
                 None => {}
             }
@@ -272,35 +285,33 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
     }
 }
 
-/// Starts a signed-in session for a token and returns its id. Keeps at most `MAX_SESSIONS`.
-pub fn start_session(state: &AppState, token: String, token_hash: String) -> String {
+/// Starts a signed-in session for a token and returns its id. The store keeps at most
+/// `MAX_SESSIONS` (expired ones go first, then the oldest) and only the id's hash.
+pub async fn start_session(
+    state: &AppState,
+    token: String,
+    token_hash: String,
+) -> Result<String, accessrail_store::StoreError> {
     let now = state.engine.now();
     let id = random_id();
-    let session = Session {
+    let record = accessrail_store::SessionRecord {
+        id_hash: tokens::hash(&id),
         csrf: random_id(),
         token,
         token_hash,
         created_at: now,
-        seq: state
-            .session_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     };
-    let mut sessions = state.sessions();
-    if sessions.len() >= MAX_SESSIONS {
-        sessions.retain(|_, s| now - s.created_at < SESSION_LIFETIME);
-    }
-    while sessions.len() >= MAX_SESSIONS {
-        let oldest = sessions
-            .iter()
-            .min_by_key(|(_, s)| (s.created_at, s.seq))
-            .map(|(k, _)| k.clone());
-        match oldest {
-            Some(k) => sessions.remove(&k),
-            None => break,
-        };
-    }
-    sessions.insert(id.clone(), session);
-    id
+    state
+        .engine
+        .store()
+        .create_session(record, now - SESSION_LIFETIME + 1, MAX_SESSIONS as u64)
+        .await?;
+    Ok(id)
+}
+
+/// Ends a session (sign-out, or a new sign-in replacing it).
+pub async fn end_session(state: &AppState, id: &str) {
+    let _ = state.engine.store().delete_session(&tokens::hash(id)).await;
 }
 
 #[cfg(test)]

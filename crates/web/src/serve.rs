@@ -156,6 +156,9 @@ pub async fn serve(
 ) -> Result<(), String> {
     cfg.check()?;
     let engine = state.engine.clone();
+    // A replica whose master key cannot open the stored API keys would fail on every scan:
+    // refuse to start, and say why.
+    engine.check_master_key().await.map_err(|e| e.to_string())?;
     let abandoned = engine
         .store()
         .abandon_running_scans(engine.now(), "interrupted: the process stopped")

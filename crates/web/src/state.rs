@@ -1,6 +1,4 @@
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use accessrail_engine::Engine;
 use accessrail_engine::provision::{Plan, Request};
@@ -10,8 +8,9 @@ use tokio::sync::Notify;
 
 pub type App = Engine<AnyStore>;
 
-/// A signed-in console session; its CSRF token protects every form. Nothing is kept for a
-/// visitor who has not signed in (their sign-in form is protected by a signed cookie instead).
+/// A signed-in console session (kept in the store, so every replica knows it); its CSRF
+/// token protects every form. Nothing is kept for a visitor who has not signed in (their
+/// sign-in form is protected by a signed cookie instead).
 #[derive(Debug, Clone)]
 pub struct Session {
     pub csrf: String,
@@ -20,31 +19,19 @@ pub struct Session {
     /// That token's hash, to check with one indexed lookup that it is still live.
     pub token_hash: String,
     pub created_at: i64,
-    /// Order of creation (several sessions can start in one second): the oldest goes first.
-    pub seq: u64,
 }
 
-/// Where a kept plan is in its life. A plan is claimed (`Applying`) before it is applied, so
-/// that it runs at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanState {
-    Ready,
-    Applying,
-    Applied,
-}
-
-/// A plan kept for its apply request.
+/// A plan as made: what the plan request answers with. What its apply needs (the actions,
+/// the fingerprint, the rails) is kept in the store, for any replica to apply once.
 #[derive(Debug, Clone)]
 pub struct StoredPlan {
     pub connection: String,
     pub requests: Vec<Request>,
     pub fingerprint: String,
     pub plan: Plan,
-    pub created_at: i64,
     pub actor: String,
     pub max_deactivations: u32,
     pub force: bool,
-    pub state: PlanState,
 }
 
 pub struct AppState {
@@ -52,13 +39,9 @@ pub struct AppState {
     pub allow_base_urls: bool,
     pub schedule: Schedule,
     pub scan_now: Arc<Notify>,
-    /// Signed-in sessions only, at most `auth::MAX_SESSIONS`.
-    pub sessions: Mutex<HashMap<String, Session>>,
-    pub(crate) session_seq: AtomicU64,
-    pub plans: Mutex<HashMap<String, StoredPlan>>,
     pub templates: minijinja::Environment<'static>,
-    /// Signs the pre-sign-in CSRF cookie. New at every start: a sign-in form opened before a
-    /// restart is refused once and works when reloaded.
+    /// Signs the pre-sign-in CSRF cookie: derived from the master key, so every replica (and
+    /// a restarted one) accepts a sign-in form another served.
     pub(crate) csrf_key: Vec<u8>,
     /// Background work ("Scan now"): awaited for the grace period at shutdown.
     pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -80,6 +63,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(engine: Arc<App>, allow_base_urls: bool, schedule: Schedule) -> Arc<Self> {
+        let csrf_key = engine.keyring().derive("console-csrf-v1").to_vec();
         Arc::new(Self {
             engine,
             allow_base_urls,
@@ -87,25 +71,19 @@ impl AppState {
             scan_now: Arc::new(Notify::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             scan_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SCANS)),
-            sessions: Mutex::new(HashMap::new()),
-            session_seq: AtomicU64::new(0),
-            plans: Mutex::new(HashMap::new()),
+            csrf_key,
             templates: crate::ui::templates(),
-            csrf_key: accessrail_engine::tokens::random_hex(32).into_bytes(),
         })
     }
 
-    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// How many console sessions the server keeps (signed-in visitors only).
-    pub fn session_count(&self) -> usize {
-        self.sessions().len()
-    }
-
-    pub fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredPlan>> {
-        self.plans.lock().unwrap_or_else(PoisonError::into_inner)
+    /// How many console sessions are kept (signed-in visitors only, all replicas).
+    pub async fn session_count(&self) -> usize {
+        use accessrail_store::Store as _;
+        self.engine
+            .store()
+            .session_count()
+            .await
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

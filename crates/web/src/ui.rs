@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
-use crate::auth::{CSRF_COOKIE, SESSION_COOKIE, Visitor, set_cookie, start_session};
+use crate::auth::{CSRF_COOKIE, SESSION_COOKIE, Visitor, end_session, set_cookie, start_session};
 use crate::state::AppState;
 
 pub fn templates() -> Environment<'static> {
@@ -143,9 +143,22 @@ async fn login(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<LoginFo
         Ok(Some(name)) => {
             // The first server-side state for this visitor; a new session id on every sign-in.
             if let Some(old) = v.session_id() {
-                s.sessions().remove(old);
+                end_session(&s, old).await;
             }
-            let id = start_session(&s, name, hash);
+            let id = match start_session(&s, name, hash).await {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!("cannot keep a console session: {e}");
+                    let mut r = page(
+                        &s,
+                        &v,
+                        "login.html",
+                        context! { title => "Sign in", error => "Signing in failed: the database is not reachable. Try again." },
+                    );
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    return r;
+                }
+            };
             let mut resp = Redirect::to("/users").into_response();
             for c in [
                 set_cookie(SESSION_COOKIE, &id, v.secure, None),
@@ -180,7 +193,7 @@ async fn logout(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<CsrfFo
         return forbidden(&s, &v);
     }
     if let Some(id) = v.session_id() {
-        s.sessions().remove(id);
+        end_session(&s, id).await;
     }
     let mut resp = Redirect::to("/login").into_response();
     if let Ok(c) = header::HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", v.secure, Some(0)))

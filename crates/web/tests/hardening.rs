@@ -84,7 +84,7 @@ async fn sign_in(
 async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
     let svc = start(3, 1).await;
     let http = plain_client();
-    assert_eq!(svc.state.session_count(), 0);
+    assert_eq!(svc.state.session_count().await, 0);
 
     // Many anonymous visits, with no cookie, a made-up session cookie or a made-up CSRF cookie,
     // and refused sign-ins: the server keeps nothing for any of them.
@@ -124,7 +124,7 @@ async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     }
     assert_eq!(
-        svc.state.session_count(),
+        svc.state.session_count().await,
         0,
         "anonymous requests made sessions"
     );
@@ -150,7 +150,7 @@ async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
     // The right pair with a wrong API token: refused, still nothing kept.
     let resp = sign_in(&svc, &http, &cookie, Some(&csrf), "ar_not_a_token").await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(svc.state.session_count(), 0);
+    assert_eq!(svc.state.session_count().await, 0);
 
     // Sign-in works and makes the one session; it replaces the CSRF cookie.
     let resp = sign_in(&svc, &http, &cookie, Some(&csrf), TOKEN).await;
@@ -161,7 +161,7 @@ async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
             .any(|c| c.starts_with("accessrail_csrf=;") && c.contains("Max-Age=0"))
     );
     let first = cookie_pair(resp.headers(), "accessrail_session");
-    assert_eq!(svc.state.session_count(), 1);
+    assert_eq!(svc.state.session_count().await, 1);
     let resp = http
         .get(format!("{}/audit", svc.base))
         .header(COOKIE, &first)
@@ -175,7 +175,7 @@ async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
         let resp = sign_in(&svc, &http, &cookie, Some(&csrf), TOKEN).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     }
-    assert_eq!(svc.state.session_count(), MAX_SESSIONS);
+    assert_eq!(svc.state.session_count().await, MAX_SESSIONS);
     let resp = http
         .get(format!("{}/audit", svc.base))
         .header(COOKIE, &first)
@@ -200,7 +200,7 @@ async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
         .text()
         .await
         .unwrap();
-    let before = svc.state.session_count();
+    let before = svc.state.session_count().await;
     let resp = http
         .post(format!("{}/logout", svc.base))
         .header(COOKIE, &last)
@@ -209,7 +209,7 @@ async fn anonymous_visitors_leave_no_server_state_and_sessions_are_capped() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(svc.state.session_count(), before - 1);
+    assert_eq!(svc.state.session_count().await, before - 1);
     svc.stop().await.unwrap();
 }
 

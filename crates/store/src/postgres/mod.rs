@@ -27,6 +27,7 @@ mod listing;
 mod matches;
 mod provisioning;
 mod scan;
+mod shared;
 mod tokens;
 
 pub use scan::PgScan;
@@ -922,6 +923,43 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(res.rows_affected())
+    }
+
+    async fn create_session(
+        &self,
+        s: SessionRecord,
+        expired_before: i64,
+        max: u64,
+    ) -> StoreResult<()> {
+        self.create_session_impl(s, expired_before, max).await
+    }
+
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+        self.session_impl(id_hash).await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        self.delete_session_impl(id_hash).await
+    }
+
+    async fn session_count(&self) -> StoreResult<u64> {
+        self.session_count_impl().await
+    }
+
+    async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {
+        self.insert_plan_impl(p, forget_before).await
+    }
+
+    async fn claim_plan(&self, id: &str, stale_before: i64) -> StoreResult<PlanClaim> {
+        self.claim_plan_impl(id, stale_before).await
+    }
+
+    async fn release_plan(&self, id: &str, status: PlanStatus) -> StoreResult<()> {
+        self.release_plan_impl(id, status).await
+    }
+
+    async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
+        self.claim_setting_impl(name, value).await
     }
 
     async fn abandon_running_scans(&self, now: i64, reason: &str) -> StoreResult<u64> {

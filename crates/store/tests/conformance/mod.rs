@@ -44,6 +44,11 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn shared_sessions_plans_and_settings() {
+            conformance::story::shared_sessions_plans_and_settings(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn logs_page_newest_first() {
             conformance::story::logs_page_newest_first(&$make).await;
         }

@@ -620,3 +620,142 @@ fn new_conn() -> NewConnection {
         now: 0,
     }
 }
+
+/// Sessions, plans and settings every replica shares: the session cap and expiry, a plan
+/// claimed by exactly one of several concurrent appliers, released, applied once, stale.
+pub async fn shared_sessions_plans_and_settings<B: Backend>(b: &B)
+where
+    B::S: Clone,
+{
+    use accessrail_store::{PlanClaim, PlanRecord, PlanStatus, SessionRecord};
+    let store = b.fresh().await;
+    let session = |n: i64| SessionRecord {
+        id_hash: format!("hash{n}"),
+        csrf: format!("csrf{n}"),
+        token: "admin".into(),
+        token_hash: "th".into(),
+        created_at: 100 + n,
+    };
+    for n in 0..4 {
+        store.create_session(session(n), 0, 3).await.unwrap();
+    }
+    assert_eq!(
+        store.session_count().await.unwrap(),
+        3,
+        "at most three kept"
+    );
+    assert_eq!(
+        store.session("hash0").await.unwrap(),
+        None,
+        "the oldest went first"
+    );
+    assert_eq!(store.session("hash3").await.unwrap(), Some(session(3)));
+    store.delete_session("hash3").await.unwrap();
+    assert_eq!(store.session("hash3").await.unwrap(), None);
+    // Expired sessions go before a new one is counted.
+    store.create_session(session(9), 103, 3).await.unwrap();
+    assert_eq!(store.session_count().await.unwrap(), 1);
+
+    let plan = |id: &str, created_at: i64| PlanRecord {
+        id: id.into(),
+        connection: "main".into(),
+        actions: r#"[{"action":"deactivate","email":"a@x.io"}]"#.into(),
+        fingerprint: "fp".into(),
+        actor: "token:admin".into(),
+        max_deactivations: 5,
+        force: false,
+        created_at,
+        status: PlanStatus::Ready,
+    };
+    store.insert_plan(plan("p1", 1000), 0).await.unwrap();
+    // Eight appliers at once: exactly one claims it.
+    let claims = futures_join_all(&store, "p1", 8).await;
+    let claimed = claims
+        .iter()
+        .filter(|c| matches!(c, PlanClaim::Claimed(_)))
+        .count();
+    assert_eq!(claimed, 1, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, PlanClaim::Claimed(_) | PlanClaim::BeingApplied))
+    );
+    if let Some(PlanClaim::Claimed(p)) = claims.iter().find(|c| matches!(c, PlanClaim::Claimed(_)))
+    {
+        assert_eq!(p.status, PlanStatus::Applying);
+        assert_eq!(p.max_deactivations, 5);
+        assert_eq!(p.actions, plan("p1", 1000).actions);
+    }
+    // Handed back untouched: claimable again; applied: never again.
+    store.release_plan("p1", PlanStatus::Ready).await.unwrap();
+    assert!(matches!(
+        store.claim_plan("p1", 0).await.unwrap(),
+        PlanClaim::Claimed(_)
+    ));
+    store.release_plan("p1", PlanStatus::Applied).await.unwrap();
+    assert_eq!(
+        store.claim_plan("p1", 0).await.unwrap(),
+        PlanClaim::AlreadyApplied
+    );
+    assert_eq!(
+        store.claim_plan("nope", 0).await.unwrap(),
+        PlanClaim::NotFound
+    );
+    // Too old to apply: stale, and forgotten.
+    store.insert_plan(plan("p2", 500), 0).await.unwrap();
+    assert_eq!(store.claim_plan("p2", 900).await.unwrap(), PlanClaim::Stale);
+    assert_eq!(
+        store.claim_plan("p2", 0).await.unwrap(),
+        PlanClaim::NotFound
+    );
+    // Old plans are forgotten when a new one is kept, unless being applied.
+    store.insert_plan(plan("p3", 600), 0).await.unwrap();
+    assert!(matches!(
+        store.claim_plan("p3", 0).await.unwrap(),
+        PlanClaim::Claimed(_)
+    ));
+    store.insert_plan(plan("p4", 2000), 1500).await.unwrap();
+    assert_eq!(
+        store.claim_plan("p1", 0).await.unwrap(),
+        PlanClaim::NotFound
+    );
+    assert_eq!(
+        store.claim_plan("p3", 0).await.unwrap(),
+        PlanClaim::BeingApplied
+    );
+
+    // A setting is written once; later writers get the first value.
+    assert_eq!(
+        store.claim_setting("master_key_id", "k1").await.unwrap(),
+        "k1"
+    );
+    assert_eq!(
+        store.claim_setting("master_key_id", "k2").await.unwrap(),
+        "k1"
+    );
+    // And it all survives a restart.
+    let store = b.reopen(store).await;
+    assert_eq!(
+        store.claim_setting("master_key_id", "k3").await.unwrap(),
+        "k1"
+    );
+    assert_eq!(store.session_count().await.unwrap(), 1);
+}
+
+async fn futures_join_all<S: Store + Clone>(
+    store: &S,
+    id: &str,
+    n: usize,
+) -> Vec<accessrail_store::PlanClaim> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let store = store.clone();
+        let id = id.to_string();
+        set.spawn(async move { store.claim_plan(&id, 0).await.unwrap() });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}

@@ -1,4 +1,5 @@
-//! Shared set-up: the service on port 0 with a temporary store and the simulator.
+//! Shared set-up: the service on port 0 with a store (a temporary SQLite file unless given one)
+//! and the simulator.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +35,28 @@ pub async fn start(users: u32, groups: u32) -> Service {
 
 /// The service with a given configuration (e.g. a public https URL).
 pub async fn start_with(users: u32, groups: u32, cfg: ServeConfig) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let store: AnyStore = SqliteStore::open(&dir.path().join("accessrail.db"))
+        .await
+        .unwrap()
+        .into();
+    launch(dir, store, users, groups, cfg).await
+}
+
+/// The service on a given store (e.g. `AnyStore::from(PgStore::open(&url).await?)`), new and
+/// empty; the keyring lives in a temporary directory.
+pub async fn start_on(store: AnyStore, users: u32, groups: u32) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    launch(dir, store, users, groups, ServeConfig::default()).await
+}
+
+async fn launch(
+    dir: tempfile::TempDir,
+    store: AnyStore,
+    users: u32,
+    groups: u32,
+    cfg: ServeConfig,
+) -> Service {
     let sim = SimServer::start(
         "127.0.0.1:0".parse().unwrap(),
         Sim::new(
@@ -49,11 +72,6 @@ pub async fn start_with(users: u32, groups: u32, cfg: ServeConfig) -> Service {
     )
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store: AnyStore = SqliteStore::open(&dir.path().join("accessrail.db"))
-        .await
-        .unwrap()
-        .into();
     store
         .upsert_token("admin", &tokens::hash(TOKEN), 0)
         .await

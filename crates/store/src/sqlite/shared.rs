@@ -1,0 +1,206 @@
+//! What every process shares through the database: console sessions, kept provisioning plans,
+//! instance settings.
+
+use super::*;
+
+#[derive(FromRow)]
+struct PlanRow {
+    id: String,
+    connection: String,
+    actions: String,
+    fingerprint: String,
+    actor: String,
+    max_deactivations: i64,
+    force: bool,
+    created_at: i64,
+    status: String,
+}
+
+impl PlanRow {
+    fn into_record(self) -> StoreResult<PlanRecord> {
+        Ok(PlanRecord {
+            status: PlanStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("plan {} status {:?}", self.id, self.status))
+            })?,
+            id: self.id,
+            connection: self.connection,
+            actions: self.actions,
+            fingerprint: self.fingerprint,
+            actor: self.actor,
+            max_deactivations: u32::try_from(self.max_deactivations).unwrap_or(u32::MAX),
+            force: self.force,
+            created_at: self.created_at,
+        })
+    }
+}
+
+const PLAN_COLS: &str =
+    "id, connection, actions, fingerprint, actor, max_deactivations, force, created_at, status";
+
+impl SqliteStore {
+    pub(super) async fn create_session_impl(
+        &self,
+        s: SessionRecord,
+        expired_before: i64,
+        max: u64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE created_at < ?")
+            .bind(expired_before)
+            .execute(&mut *tx)
+            .await?;
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&mut *tx)
+            .await?;
+        let over = kept - i(max) + 1;
+        if over > 0 {
+            sqlx::query(
+                "DELETE FROM sessions WHERE id_hash IN
+                   (SELECT id_hash FROM sessions ORDER BY created_at, seq LIMIT ?)",
+            )
+            .bind(over)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, csrf, token, token_hash, created_at, seq)
+             VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM sessions))",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.csrf)
+        .bind(&s.token)
+        .bind(&s.token_hash)
+        .bind(s.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn session_impl(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+        let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT id_hash, csrf, token, token_hash, created_at FROM sessions WHERE id_hash = ?",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(id_hash, csrf, token, token_hash, created_at)| SessionRecord {
+                id_hash,
+                csrf,
+                token,
+                token_hash,
+                created_at,
+            },
+        ))
+    }
+
+    pub(super) async fn delete_session_impl(&self, id_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn session_count_impl(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u(n))
+    }
+
+    pub(super) async fn insert_plan_impl(
+        &self,
+        p: PlanRecord,
+        forget_before: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM plans WHERE created_at < ? AND status <> 'applying'")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO plans ({PLAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&p.id)
+        .bind(&p.connection)
+        .bind(&p.actions)
+        .bind(&p.fingerprint)
+        .bind(&p.actor)
+        .bind(i64::from(p.max_deactivations))
+        .bind(p.force)
+        .bind(p.created_at)
+        .bind(p.status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn claim_plan_impl(
+        &self,
+        id: &str,
+        stale_before: i64,
+    ) -> StoreResult<PlanClaim> {
+        let mut tx = self.pool.begin().await?;
+        // One statement: of two processes claiming at once, one changes the row, the other
+        // finds it applying.
+        let claimed: Option<PlanRow> = sqlx::query_as(&format!(
+            "UPDATE plans SET status = 'applying' WHERE id = ? AND status = 'ready' AND created_at >= ?
+             RETURNING {PLAN_COLS}"
+        ))
+        .bind(id)
+        .bind(stale_before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match claimed {
+            Some(row) => PlanClaim::Claimed(row.into_record()?),
+            None => {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM plans WHERE id = ?")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match status.as_deref().and_then(PlanStatus::parse) {
+                    None => PlanClaim::NotFound,
+                    Some(PlanStatus::Applying) => PlanClaim::BeingApplied,
+                    Some(PlanStatus::Applied) => PlanClaim::AlreadyApplied,
+                    Some(PlanStatus::Ready) => {
+                        sqlx::query("DELETE FROM plans WHERE id = ? AND status = 'ready'")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        PlanClaim::Stale
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn release_plan_impl(&self, id: &str, status: PlanStatus) -> StoreResult<()> {
+        sqlx::query("UPDATE plans SET status = ? WHERE id = ? AND status = 'applying'")
+            .bind(status.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn claim_setting_impl(&self, name: &str, value: &str) -> StoreResult<String> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO instance_settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let kept: String = sqlx::query_scalar("SELECT value FROM instance_settings WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(kept)
+    }
+}

@@ -1,0 +1,388 @@
+//! The web API suite: every test takes a [`Backend`], so the JSON API and the console's
+//! protections are exercised over real HTTP on port 0, with the TestRail simulator, on each
+//! store back end (`tests/api.rs` instantiates it for SQLite, `tests/api_postgres.rs` for
+//! PostgreSQL).
+
+// Each test binary runs the suite on one back end: the other variant goes unused there.
+#![allow(dead_code)]
+
+use accessrail_store::{AnyStore, PgStore, Store};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{self, KEY, Service, TOKEN};
+
+/// The store back end a suite test runs on, each test with a new, empty store.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (see `accessrail-test-support`).
+    Postgres,
+}
+
+impl Backend {
+    /// The service on a new store of this back end, with the simulator seeded with `users` and
+    /// `groups`.
+    pub async fn start(self, users: u32, groups: u32) -> Service {
+        match self {
+            Self::Sqlite => common::start(users, groups).await,
+            Self::Postgres => {
+                let url = accessrail_test_support::fresh_postgres_url().await;
+                let store = AnyStore::from(PgStore::open(&url).await.unwrap());
+                common::start_on(store, users, groups).await
+            }
+        }
+    }
+}
+
+/// One `#[tokio::test]` per suite test, on the back end `$backend`.
+#[macro_export]
+macro_rules! api_suite {
+    ($backend:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn api_end_to_end() {
+            api_suite::api_end_to_end($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn console_forms_need_csrf_and_cookies_are_strict() {
+            api_suite::console_forms_need_csrf_and_cookies_are_strict($backend).await;
+        }
+    };
+}
+
+pub async fn api_end_to_end(backend: Backend) {
+    let svc = backend.start(40, 3).await;
+    // Health needs no token; the API does.
+    let (s, body) = svc.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, body) = svc
+        .call(reqwest::Method::GET, "/api/v1/connections", None, None)
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, _) = svc
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/connections",
+            Some("ar_wrong"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Create: Test then Save; a bad key saves nothing; the key is never returned.
+    let (s, body) = svc
+        .post("/api/v1/connections", json!({"base_url": svc.sim.base_url(), "email": "admin@example.com", "api_key": "nope", "name": "acme"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["connection"], Value::Null);
+    assert!(
+        body["test"]["checks"][1]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("no extra spaces")
+    );
+    let (s, body) = svc
+        .post("/api/v1/connections", json!({"base_url": svc.sim.base_url(), "email": "admin@example.com", "api_key": KEY, "name": "acme"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert!(!body.to_string().contains(KEY));
+    let (_, list) = svc.get("/api/v1/connections").await;
+    assert_eq!(list[0]["name"], "acme");
+    assert!(!list.to_string().contains(KEY));
+    let (s, _) = svc
+        .post("/api/v1/connections", json!({"base_url": svc.sim.base_url(), "email": "admin@example.com", "api_key": KEY, "name": "acme"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "a name in use needs replace");
+    let (s, body) = svc.post("/api/v1/connections/acme/test", json!({})).await;
+    assert_eq!((s, body["passed"].as_bool()), (StatusCode::OK, Some(true)));
+
+    // Scans.
+    let scan = svc.scan().await;
+    assert_eq!(scan["status"], "succeeded");
+    assert_eq!(scan["users"], 41);
+    let (s, one) = svc.get(&format!("/api/v1/scans/{}", scan["id"])).await;
+    assert_eq!((s, one["id"].clone()), (StatusCode::OK, scan["id"].clone()));
+    assert_eq!(
+        svc.get("/api/v1/scans/99999").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Accounts: filters and paging.
+    let (_, page) = svc
+        .get("/api/v1/connections/acme/accounts?limit=10&offset=5")
+        .await;
+    assert_eq!(
+        (
+            page["total"].clone(),
+            page["accounts"].as_array().unwrap().len()
+        ),
+        (json!(41), 10)
+    );
+    assert_eq!(page["accounts"][0]["id"], 6);
+    let (_, inactive) = svc
+        .get("/api/v1/connections/acme/accounts?active=false&limit=1000")
+        .await;
+    let snap = svc.sim.sim().snapshot();
+    assert_eq!(
+        inactive["total"].as_u64().unwrap() as usize,
+        snap.users.values().filter(|u| !u.is_active).count()
+    );
+    let (_, testers) = svc
+        .get("/api/v1/connections/acme/accounts?role=tester&limit=1000")
+        .await;
+    assert_eq!(
+        testers["total"].as_u64().unwrap() as usize,
+        snap.users.values().filter(|u| u.role_id == 3).count()
+    );
+    let (s, body) = svc
+        .get("/api/v1/connections/acme/accounts?role=Astronaut")
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    assert_eq!(
+        svc.get("/api/v1/connections/nope/accounts").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, groups) = svc.get("/api/v1/connections/acme/groups").await;
+    assert_eq!(groups.as_array().unwrap().len(), 3);
+    let (_, roles) = svc.get("/api/v1/connections/acme/roles").await;
+    assert!(roles.as_array().unwrap().len() >= 5);
+
+    // Identities (bulk), matching.
+    let people: Vec<Value> = snap
+        .users
+        .values()
+        .filter(|u| u.email.contains('@') && u.id != 1 && u.id % 2 == 0)
+        .map(|u| json!({"id": format!("p{}", u.id), "name": u.name, "email": u.email, "status": if u.id == 2 { "leaver" } else { "active" }}))
+        .collect();
+    let (s, r) = svc
+        .post("/api/v1/identities", Value::Array(people.clone()))
+        .await;
+    assert_eq!(
+        (s, r["added"].as_u64()),
+        (StatusCode::OK, Some(people.len() as u64))
+    );
+    let (s, r) = svc
+        .post("/api/v1/identities", json!([{"id": "x", "email": "bad"}]))
+        .await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    let (_, matched) = svc
+        .get("/api/v1/connections/acme/accounts?match=matched&limit=1000")
+        .await;
+    assert_eq!(matched["total"].as_u64().unwrap() as usize, people.len());
+    assert_eq!(
+        svc.get("/api/v1/identities")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        people.len()
+    );
+
+    // Provisioning: read-only refuses; a plan with a fingerprint; apply; a stale plan refused.
+    let (s, plan) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": snap.users[&4].email}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{plan}");
+    assert!(plan["fingerprint"].as_str().unwrap().len() >= 16);
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("read_only"))
+    );
+    let conn = svc
+        .engine
+        .store()
+        .connection("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["done"], 1);
+    assert!(!svc.sim.sim().snapshot().users[&4].is_active);
+    let email6 = snap.users[&6].email.clone();
+    let (_, plan) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": email6}]}),
+        )
+        .await;
+    svc.sim
+        .sim()
+        .with_instance(|inst| inst.users.get_mut(&6).unwrap().is_active = false);
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("stale_plan"))
+    );
+    let (s, body) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": "ghost@example.com"}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // The audit log names the token; changes point at the audit entry.
+    let (_, audit) = svc.get("/api/v1/audit").await;
+    assert_eq!(audit[0]["actor"], "token:admin");
+    let (_, changes) = svc.get("/api/v1/connections/acme/changes").await;
+    assert!(
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "account_deactivated" && c["audit_id"].is_i64())
+    );
+    // Access at a point in time.
+    let (_, then) = svc
+        .get(&format!(
+            "/api/v1/connections/acme/access?scan={}",
+            scan["id"]
+        ))
+        .await;
+    assert_eq!(
+        then.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == 4)
+            .unwrap()["is_active"],
+        true
+    );
+    let (s, _) = svc.get("/api/v1/connections/acme/access").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // A revoked token is refused at once.
+    svc.engine.store().revoke_token("admin", 1).await.unwrap();
+    assert_eq!(
+        svc.get("/api/v1/connections").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(svc.stop().await.is_ok(), "graceful shutdown");
+}
+
+pub async fn console_forms_need_csrf_and_cookies_are_strict(backend: Backend) {
+    let svc = backend.start(3, 1).await;
+    let jar_client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The sign-in page sets an HttpOnly, SameSite session cookie and carries a CSRF token.
+    let resp = jar_client
+        .get(format!("{}/login", svc.base))
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert!(
+        resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let html = resp.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    // Sign-in without the CSRF token: refused.
+    let resp = jar_client
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // With a wrong one: refused.
+    let resp = jar_client
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // With it: signed in.
+    let resp = jar_client
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // A form post (setup) without the CSRF token is refused even when signed in.
+    let resp = jar_client
+        .post(format!("{}/setup", svc.base))
+        .form(&[
+            ("op", "save"),
+            ("subdomain", "x"),
+            ("email", "admin@example.com"),
+            ("api_key", KEY),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(svc.engine.store().connections().await.unwrap().is_empty());
+    // Pages without a session redirect to sign-in.
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/users", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status(), resp.headers()["location"].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    svc.stop().await.unwrap();
+}
