@@ -730,3 +730,50 @@ async fn a_create_with_a_group_waits_for_a_write_of_that_group() {
         "neither change is undone"
     );
 }
+
+/// Replicas must share one master key: a `serve` started with another key refuses to start,
+/// names the connection it cannot open and says which setting to fix (instead of failing on
+/// every scan later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_master_key_that_cannot_open_the_stored_keys() {
+    let e = env(3, 1).await;
+    assert_eq!(e.connect().await.code, 0);
+    let other_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="; // 32 bytes, base64
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        bin()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("ACCESSRAIL_DATA_DIR", e.data())
+            .env("ACCESSRAIL_MASTER_KEY", other_key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("serve refuses at once instead of serving")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the API keys of acme")
+            && stderr.contains("ACCESSRAIL_MASTER_KEY"),
+        "{stderr}"
+    );
+    // With its own key it starts (and is stopped here).
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .env_remove("ACCESSRAIL_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve with the right key keeps running"
+    );
+    child.kill().await.unwrap();
+}
