@@ -397,6 +397,13 @@ pub struct ServeArgs {
     /// interrupted (its lease is released at once either way).
     #[arg(long, default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Seconds between the scheduler's looks for due scans.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub scheduler_tick_secs: u64,
+    /// Up to this many seconds added to each connection's interval (stable per connection),
+    /// so instances do not all scan at once.
+    #[arg(long, default_value_t = 600)]
+    pub scan_jitter_secs: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1166,6 +1166,7 @@ pub async fn serve_app(
     listen: std::net::SocketAddr,
     allow_base_urls: bool,
     interval_hours: f64,
+    jitter_secs: u32,
     config: accessrail_web::ServeConfig,
     json: bool,
 ) -> Result<ExitCode, Failure> {
@@ -1181,6 +1182,7 @@ pub async fn serve_app(
         .map_err(|e| fail("store", e))?;
     let schedule = accessrail_engine::schedule::Schedule {
         interval: (interval_hours * 3600.0) as i64,
+        jitter: i64::from(jitter_secs),
         ..accessrail_engine::schedule::Schedule::default()
     };
     let state = accessrail_web::AppState::new(engine, allow_base_urls, schedule);
@@ -1220,6 +1222,7 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
     let config = accessrail_web::ServeConfig {
         public_url: a.public_url.filter(|u| !u.trim().is_empty()),
         grace: Duration::from_secs(a.shutdown_grace_secs),
+        tick_every: Duration::from_secs(a.scheduler_tick_secs),
         ..accessrail_web::ServeConfig::default()
     };
     serve_app(
@@ -1227,6 +1230,7 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
         a.listen,
         a.allow_base_urls,
         a.scan_interval_hours,
+        a.scan_jitter_secs,
         config,
         json,
     )

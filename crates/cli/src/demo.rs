@@ -220,6 +220,7 @@ pub async fn run(
         args.listen,
         true,
         6.0,
+        600,
         accessrail_web::ServeConfig::default(),
         false,
     )

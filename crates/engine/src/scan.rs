@@ -66,11 +66,38 @@ pub async fn scan<S: Store>(
     observer: Arc<dyn ScanObserver>,
 ) -> EngineResult<ScanOutcome> {
     let conn = engine.resolve(connection).await?;
+    let name = conn.name.clone();
+    // Always wanted: `None` cannot come back.
+    let ran = scan_if(engine, conn, observer, |_, _| true).await?;
+    ran.ok_or(EngineError::ScanRunning(name))
+}
+
+/// Scans the connection if, once its scan lease is held, `wanted(connection, its scans)` still
+/// says so: `Ok(None)` when it no longer does. The scheduler asks "is it still due?" here, so
+/// of several processes that all saw a connection due, only the first scans it; the others
+/// find its new scan once they hold the lease.
+pub async fn scan_if<S: Store>(
+    engine: &Engine<S>,
+    conn: accessrail_store::Connection,
+    observer: Arc<dyn ScanObserver>,
+    wanted: impl Fn(&accessrail_store::Connection, &[accessrail_store::ScanRecord]) -> bool,
+) -> EngineResult<Option<ScanOutcome>> {
     let store = engine.store();
     let name = format!("scan:{}", conn.id);
     let Some(token) = lease::try_acquire(engine, &name, "scan").await? else {
         return Err(EngineError::ScanRunning(conn.name.clone()));
     };
+    let history = match store.scans(&conn.id).await {
+        Ok(h) => h,
+        Err(e) => {
+            lease::release(engine, &token).await;
+            return Err(e.into());
+        }
+    };
+    if !wanted(&conn, &history) {
+        lease::release(engine, &token).await;
+        return Ok(None);
+    }
     // Any scan of this connection still marked running lost its process (we hold the lease).
     store
         .interrupt_running_scans(
@@ -88,7 +115,7 @@ pub async fn scan<S: Store>(
     )
     .await;
     lease::release(engine, &token).await;
-    result
+    result.map(Some)
 }
 
 async fn run<S: Store>(

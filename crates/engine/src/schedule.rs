@@ -102,11 +102,14 @@ pub async fn tick<S: Store>(
         if due_at(&conn, &scans, schedule) > now {
             continue;
         }
-        let result = scan::scan(engine, Some(&conn.name), Arc::new(Quiet)).await;
+        let name = conn.name.clone();
+        // Still due once the lease is held? Another process may have scanned it meanwhile.
+        let still_due = |c: &Connection, history: &[ScanRecord]| due_at(c, history, schedule) <= now;
+        let result = scan::scan_if(engine, conn, Arc::new(Quiet), still_due).await;
         match result {
-            Err(crate::EngineError::ScanRunning(_)) => {}
-            Err(e) => ran.push((conn.name.clone(), Err(e.to_string()))),
-            Ok(o) => ran.push((conn.name.clone(), Ok(o))),
+            Err(crate::EngineError::ScanRunning(_)) | Ok(None) => {}
+            Err(e) => ran.push((name, Err(e.to_string()))),
+            Ok(Some(o)) => ran.push((name, Ok(o))),
         }
     }
     Ok(ran)
