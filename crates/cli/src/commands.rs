@@ -1223,7 +1223,6 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
         public_url: a.public_url.filter(|u| !u.trim().is_empty()),
         grace: Duration::from_secs(a.shutdown_grace_secs),
         tick_every: Duration::from_secs(a.scheduler_tick_secs),
-        ..accessrail_web::ServeConfig::default()
     };
     serve_app(
         app,
