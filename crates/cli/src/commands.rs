@@ -566,6 +566,11 @@ impl ScanObserver for Progress {
             Event::WriteRecovered { method, found } => {
                 format!("{method}: lost answer checked (found: {found})")
             }
+            Event::SharedBudgetUnavailable { error } => {
+                format!(
+                    "the shared request budget could not be read ({error}); this process's own budget applies"
+                )
+            }
             _ => return,
         };
         match &self.bar {

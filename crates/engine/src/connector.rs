@@ -162,12 +162,14 @@ pub fn build_client(
     email: &str,
     key: ApiKey,
     budget: Option<u32>,
+    shared_budget: Option<Arc<dyn testrail_client::SharedBudget>>,
     opts: &ClientOptions,
     on_event: Option<testrail_client::EventHook>,
 ) -> EngineResult<Client> {
     let mut b = Client::builder(base, email, key)
         .timeout(opts.timeout)
         .request_budget(budget)
+        .shared_budget(shared_budget)
         .max_response_bytes(opts.max_response_bytes)
         // Every list walk is bounded; a scan tightens users and groups to their own caps.
         .max_list_items(Some(opts.limits.max_users.max(opts.limits.max_groups)))
@@ -329,6 +331,7 @@ mod tests {
                 base,
                 "a@b.io",
                 ApiKey::new("k").expect("key"),
+                None,
                 None,
                 &opts,
                 None

@@ -219,11 +219,24 @@ impl<S: Store> Engine<S> {
                 ..self.options.clone()
             },
         )?;
+        // TestRail's rate limit is per instance: every process on this store takes its
+        // requests to one instance from one budget (keyed by the instance's address).
+        let shared = conn.request_budget.filter(|n| *n > 0).map(
+            |per_minute| -> Arc<dyn testrail_client::SharedBudget> {
+                Arc::new(StoreBudget {
+                    store: self.store.clone(),
+                    clock: self.clock.clone(),
+                    instance: base.to_string(),
+                    per_minute,
+                })
+            },
+        );
         connector::build_client(
             base,
             &conn.email,
             key,
             conn.request_budget,
+            shared,
             &self.options,
             on_event,
         )
@@ -279,6 +292,7 @@ impl<S: Store> Engine<S> {
             &email,
             req.key.clone(),
             budget,
+            None,
             &self.options,
             None,
         )?;
@@ -325,7 +339,8 @@ impl<S: Store> Engine<S> {
                 email.trim()
             )));
         }
-        let client = connector::build_client(base, email.trim(), key, None, &self.options, None)?;
+        let client =
+            connector::build_client(base, email.trim(), key, None, None, &self.options, None)?;
         Ok(check::run(&client).await)
     }
 
@@ -371,5 +386,35 @@ impl<S: Store> Engine<S> {
             self.keyring.finish_rotation(&self.data_dir);
         }
         Ok(plain.len())
+    }
+}
+
+/// The request budget of one TestRail instance, kept in the store so every process shares it.
+struct StoreBudget<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    instance: String,
+    per_minute: u32,
+}
+
+impl<S: Store> testrail_client::SharedBudget for StoreBudget<S> {
+    fn take(
+        &self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<std::time::Duration>, String>>
+                + Send
+                + '_,
+        >,
+    > {
+        Box::pin(async move {
+            self.store
+                .take_request_slot(&self.instance, self.per_minute, self.clock.now())
+                .await
+                .map(|wait| {
+                    wait.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(1)))
+                })
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -104,7 +104,8 @@ pub async fn tick<S: Store>(
         }
         let name = conn.name.clone();
         // Still due once the lease is held? Another process may have scanned it meanwhile.
-        let still_due = |c: &Connection, history: &[ScanRecord]| due_at(c, history, schedule) <= now;
+        let still_due =
+            |c: &Connection, history: &[ScanRecord]| due_at(c, history, schedule) <= now;
         let result = scan::scan_if(engine, conn, Arc::new(Quiet), still_due).await;
         match result {
             Err(crate::EngineError::ScanRunning(_)) | Ok(None) => {}

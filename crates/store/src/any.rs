@@ -351,6 +351,14 @@ impl Store for AnyStore {
     async fn release_plan(&self, id: &str, status: PlanStatus) -> StoreResult<()> {
         on_store!(self, s => s.release_plan(id, status))
     }
+    async fn take_request_slot(
+        &self,
+        instance: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        on_store!(self, s => s.take_request_slot(instance, per_minute, now))
+    }
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         on_store!(self, s => s.claim_setting(name, value))
     }

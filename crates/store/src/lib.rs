@@ -31,7 +31,8 @@ pub use postgres::PgStore;
 pub use sqlite::{SqliteScan, SqliteStore};
 
 /// Everything the engine stores. Times are Unix seconds.
-pub trait Store: Send + Sync + 'static {
+/// Cheap to clone (a handle on a connection pool).
+pub trait Store: Clone + Send + Sync + 'static {
     type Scan: ScanWriter;
 
     // ---- connections ----
@@ -288,6 +289,15 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         status: PlanStatus,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Takes one request slot from the budget of TestRail instance `instance` (`per_minute`
+    /// requests in any 60 seconds, shared by every process on this store): `None` when taken,
+    /// or the seconds to wait before asking again.
+    fn take_request_slot(
+        &self,
+        instance: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
     /// The value of an instance-wide setting, written once: the first writer's value stays
     /// and is returned to everyone (e.g. the id of the master key the replicas must share).
     fn claim_setting(

@@ -309,9 +309,12 @@ const TABLES: &[Table] = &[
 /// recreates. `leases` (who is scanning or changing a group right now: every holder has to
 /// start again on the new store anyway), and the web console's sessions and the provisioning
 /// plans kept for their apply (`session*`, `plan*`: signing in again and planning again is
-/// all it takes).
+/// all it takes), and the shared TestRail request budget's last minute (`request_budget*`).
 fn is_transient(table: &str) -> bool {
-    table == "leases" || table.starts_with("session") || table.starts_with("plan")
+    table == "leases"
+        || table.starts_with("session")
+        || table.starts_with("plan")
+        || table.starts_with("request_budget")
 }
 
 /// What [`sqlite_to_postgres`] copied.

@@ -16,7 +16,7 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, ErrorKind};
 use crate::models::{Group, GroupUpdate, NewGroup, NewUser, Project, Role, User, UserUpdate};
 use crate::pager::Pager;
-use crate::retry::{Budget, Event, EventHook, RetryPolicy};
+use crate::retry::{Budget, Event, EventHook, RetryPolicy, SharedBudget};
 use crate::secret::ApiKey;
 
 /// Characters left as they are in a query value; everything else is percent-encoded (so `+`
@@ -74,6 +74,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     budget: Option<u32>,
+    shared_budget: Option<Arc<dyn SharedBudget>>,
     clock: Arc<dyn Clock>,
     hook: Option<EventHook>,
     user_agent: String,
@@ -118,6 +119,13 @@ impl ClientBuilder {
     /// per instance and shared with the customer's CI, so a scan should leave room.
     pub fn request_budget(mut self, per_minute: Option<u32>) -> Self {
         self.budget = per_minute.filter(|n| *n > 0);
+        self
+    }
+
+    /// A budget shared with other processes that talk to this TestRail instance: every request
+    /// takes a slot from it too (after this process's own budget), waiting as it says.
+    pub fn shared_budget(mut self, budget: Option<Arc<dyn SharedBudget>>) -> Self {
+        self.shared_budget = budget;
         self
     }
 
@@ -183,6 +191,7 @@ impl ClientBuilder {
                 auth,
                 retry: self.retry,
                 budget: self.budget.map(Budget::new),
+                shared_budget: self.shared_budget,
                 clock: self.clock,
                 hook: self.hook,
                 max_response_bytes: self.max_response_bytes,
@@ -199,6 +208,7 @@ struct Inner {
     auth: HeaderValue,
     retry: RetryPolicy,
     budget: Option<Budget>,
+    shared_budget: Option<Arc<dyn SharedBudget>>,
     clock: Arc<dyn Clock>,
     hook: Option<EventHook>,
     max_response_bytes: u64,
@@ -313,6 +323,7 @@ impl Client {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             budget: None,
+            shared_budget: None,
             clock: Arc::new(TokioClock::new()),
             hook: None,
             user_agent: concat!("testrail-client/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -354,6 +365,21 @@ impl Client {
     ) -> Result<Bytes, Error> {
         if let Some(b) = &self.inner.budget {
             b.acquire(self.clock(), self.inner.hook.as_ref()).await;
+        }
+        if let Some(shared) = &self.inner.shared_budget {
+            loop {
+                match shared.take().await {
+                    Ok(None) => break,
+                    Ok(Some(wait)) => {
+                        self.emit(Event::BudgetWait { wait });
+                        self.clock().sleep(wait.max(Duration::from_millis(1))).await;
+                    }
+                    Err(error) => {
+                        self.emit(Event::SharedBudgetUnavailable { error });
+                        break;
+                    }
+                }
+            }
         }
         let url = self.inner.base.api_url(route);
         self.emit(Event::RequestSent {

@@ -34,5 +34,5 @@ pub use clock::{Clock, TokioClock};
 pub use error::{Error, ErrorKind};
 pub use models::{Group, GroupUpdate, NewGroup, NewUser, Project, Role, User, UserUpdate};
 pub use pager::{MAX_ID, PAGE_SIZE, Pager, pages_for};
-pub use retry::{Event, EventHook, RetryPolicy};
+pub use retry::{Event, EventHook, RetryPolicy, SharedBudget};
 pub use secret::ApiKey;

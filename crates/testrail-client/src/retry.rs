@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -74,6 +76,9 @@ pub enum Event {
     },
     /// TestRail answered 429; the client waits `wait` as `Retry-After` asked.
     RateLimited { method: String, wait: Duration },
+    /// The shared request budget (see [`SharedBudget`]) could not be asked; the request went
+    /// ahead under this process's own budget.
+    SharedBudgetUnavailable { error: String },
     /// The request budget is used up; the client waits `wait` before sending.
     BudgetWait { wait: Duration },
     /// A write whose answer was lost was checked before being sent again.
@@ -82,6 +87,15 @@ pub enum Event {
 
 /// Receives [`Event`]s.
 pub type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// A request budget shared with other processes that talk to the same TestRail instance (for
+/// example through a database), since TestRail's rate limit is per instance, not per process.
+pub trait SharedBudget: Send + Sync {
+    /// Takes one request slot now if the shared budget has room (`Ok(None)`); otherwise says
+    /// how long to wait before asking again. An error lets the request through: the process's
+    /// own budget still applies, and the failure is reported as an event.
+    fn take(&self) -> Pin<Box<dyn Future<Output = Result<Option<Duration>, String>> + Send + '_>>;
+}
 
 /// A sliding one-minute window: at most `per_minute` requests in any 60 seconds.
 pub(crate) struct Budget {

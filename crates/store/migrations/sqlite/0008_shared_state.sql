@@ -28,3 +28,15 @@ CREATE TABLE instance_settings (
     name            TEXT PRIMARY KEY,
     value           TEXT NOT NULL
 );
+
+-- The TestRail request budget shared by every process talking to one instance: requests sent
+-- per second, kept for a minute (a sliding window), and one row per instance to lock.
+CREATE TABLE request_budget_instances (
+    instance        TEXT PRIMARY KEY
+);
+CREATE TABLE request_budget_seconds (
+    instance        TEXT NOT NULL,
+    at              INTEGER NOT NULL,
+    n               INTEGER NOT NULL,
+    PRIMARY KEY (instance, at)
+);

@@ -958,6 +958,15 @@ impl Store for PgStore {
         self.release_plan_impl(id, status).await
     }
 
+    async fn take_request_slot(
+        &self,
+        instance: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        self.take_request_slot_impl(instance, per_minute, now).await
+    }
+
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         self.claim_setting_impl(name, value).await
     }

@@ -206,4 +206,49 @@ impl PgStore {
         tx.commit().await?;
         Ok(kept)
     }
+
+    pub(super) async fn take_request_slot_impl(
+        &self,
+        instance: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        // One row per TestRail instance, locked: takers of one instance queue up, other
+        // instances and every other writer go on.
+        sqlx::query("INSERT INTO request_budget_instances (instance) VALUES ($1) ON CONFLICT (instance) DO NOTHING")
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT instance FROM request_budget_instances WHERE instance = $1 FOR UPDATE")
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM request_budget_seconds WHERE instance = $1 AND at <= $2")
+            .bind(instance)
+            .bind(now - 60)
+            .execute(&mut *tx)
+            .await?;
+        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(n), 0)::BIGINT, MIN(at) FROM request_budget_seconds WHERE instance = $1",
+        )
+        .bind(instance)
+        .fetch_one(&mut *tx)
+        .await?;
+        let taken = if used < i64::from(per_minute.max(1)) {
+            sqlx::query(
+                "INSERT INTO request_budget_seconds (instance, at, n) VALUES ($1, $2, 1)
+                 ON CONFLICT (instance, at) DO UPDATE SET n = request_budget_seconds.n + 1",
+            )
+            .bind(instance)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            None
+        } else {
+            Some((oldest.unwrap_or(now) + 60 - now).max(1))
+        };
+        tx.commit().await?;
+        Ok(taken)
+    }
 }

@@ -203,4 +203,53 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(kept)
     }
+
+    pub(super) async fn take_request_slot_impl(
+        &self,
+        instance: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        // The first statement writes: SQLite's write lock serialises every taker.
+        sqlx::query("INSERT INTO request_budget_instances (instance) VALUES (?) ON CONFLICT(instance) DO NOTHING")
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        let taken = take_slot_sqlite(&mut tx, instance, per_minute, now).await?;
+        tx.commit().await?;
+        Ok(taken)
+    }
+}
+
+/// The sliding window of one instance's budget, inside the caller's (locked) transaction.
+async fn take_slot_sqlite(
+    tx: &mut SqliteConnection,
+    instance: &str,
+    per_minute: u32,
+    now: i64,
+) -> StoreResult<Option<i64>> {
+    sqlx::query("DELETE FROM request_budget_seconds WHERE instance = ? AND at <= ?")
+        .bind(instance)
+        .bind(now - 60)
+        .execute(&mut *tx)
+        .await?;
+    let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT COALESCE(SUM(n), 0), MIN(at) FROM request_budget_seconds WHERE instance = ?",
+    )
+    .bind(instance)
+    .fetch_one(&mut *tx)
+    .await?;
+    if used < i64::from(per_minute.max(1)) {
+        sqlx::query(
+            "INSERT INTO request_budget_seconds (instance, at, n) VALUES (?, ?, 1)
+             ON CONFLICT(instance, at) DO UPDATE SET n = n + 1",
+        )
+        .bind(instance)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        return Ok(None);
+    }
+    Ok(Some((oldest.unwrap_or(now) + 60 - now).max(1)))
 }

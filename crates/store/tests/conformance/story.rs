@@ -724,6 +724,51 @@ where
         PlanClaim::BeingApplied
     );
 
+    // The shared request budget: a sliding minute per TestRail instance.
+    let inst = "https://acme.testrail.io/";
+    for _ in 0..3 {
+        assert_eq!(store.take_request_slot(inst, 3, 1000).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.take_request_slot(inst, 3, 1010).await.unwrap(),
+        Some(50),
+        "full until the first slot is a minute old"
+    );
+    assert_eq!(
+        store
+            .take_request_slot("https://other.testrail.io/", 3, 1010)
+            .await
+            .unwrap(),
+        None,
+        "each instance has its own"
+    );
+    assert_eq!(
+        store.take_request_slot(inst, 3, 1060).await.unwrap(),
+        None,
+        "a minute later there is room"
+    );
+    assert!(
+        store
+            .take_request_slot(inst, 3, 1060)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .take_request_slot(inst, 3, 1061)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .take_request_slot(inst, 3, 1061)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     // A setting is written once; later writers get the first value.
     assert_eq!(
         store.claim_setting("master_key_id", "k1").await.unwrap(),
