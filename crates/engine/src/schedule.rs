@@ -103,17 +103,25 @@ pub async fn tick<S: Store>(
             continue;
         }
         let name = conn.name.clone();
-        // Still due once the lease is held? Another process may have scanned it meanwhile.
-        let still_due =
-            |c: &Connection, history: &[ScanRecord]| due_at(c, history, schedule) <= now;
-        let result = scan::scan_if(engine, conn, Arc::new(Quiet), still_due).await;
-        match result {
+        match scan_if_still_due(engine, conn, schedule, now).await {
             Err(crate::EngineError::ScanRunning(_)) | Ok(None) => {}
             Err(e) => ran.push((name, Err(e.to_string()))),
             Ok(Some(o)) => ran.push((name, Ok(o))),
         }
     }
     Ok(ran)
+}
+
+/// Scans a connection that was seen due, if it still is once its scan lease is held: between
+/// the look at its history and the lease, another process may have scanned it (`Ok(None)`).
+pub async fn scan_if_still_due<S: Store>(
+    engine: &Engine<S>,
+    conn: Connection,
+    schedule: &Schedule,
+    now: i64,
+) -> EngineResult<Option<ScanOutcome>> {
+    let still_due = |c: &Connection, history: &[ScanRecord]| due_at(c, history, schedule) <= now;
+    scan::scan_if(engine, conn, Arc::new(Quiet), still_due).await
 }
 
 /// The schedule of every connection, for the console.

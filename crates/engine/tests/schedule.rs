@@ -182,3 +182,70 @@ async fn scans_on_interval_retries_with_backoff_and_resumes_after_restart() {
         "due after 10 minutes, not an hour"
     );
 }
+
+/// Two processes see a connection due at once; the first scans it. The second, once it holds
+/// the lease, finds the new scan and does not scan again (no duplicate scan per interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_scan_another_process_just_ran_is_not_run_again() {
+    let sim = SimServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Sim::new(
+            SeedConfig {
+                users: 5,
+                groups: 1,
+                admin_key: "k".into(),
+                ..SeedConfig::default()
+            },
+            Settings::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock(Arc::new(AtomicI64::new(1_800_000_000)));
+    let a = engine(dir.path(), &clock).await;
+    let (_, saved) = a
+        .connect(ConnectRequest {
+            scan_interval_secs: None,
+            target: Target::BaseUrl(sim.base_url()),
+            email: "admin@example.com".into(),
+            key: ApiKey::new("k").unwrap(),
+            name: Some("acme".into()),
+            replace: false,
+            request_budget: None,
+        })
+        .await
+        .unwrap();
+    let conn = saved.unwrap();
+    let b = engine(dir.path(), &clock).await;
+    let sched = Schedule {
+        interval: 3600,
+        jitter: 0,
+        retry_base: 60,
+    };
+    let now = clock.now();
+    // Both saw it due (never scanned); A gets there first.
+    let first = schedule::scan_if_still_due(&a, conn.clone(), &sched, now)
+        .await
+        .unwrap();
+    assert!(first.is_some(), "A scans the due connection");
+    let requests = sim.sim().stats().requests_total;
+    let second = schedule::scan_if_still_due(&b, conn.clone(), &sched, now)
+        .await
+        .unwrap();
+    assert!(second.is_none(), "B finds A's scan once it holds the lease");
+    assert_eq!(
+        sim.sim().stats().requests_total,
+        requests,
+        "B sent nothing to TestRail"
+    );
+    assert_eq!(b.store().scans(&conn.id).await.unwrap().len(), 1);
+    // An interval later it is due again, for whoever comes first.
+    clock.0.store(now + 3600, Ordering::SeqCst);
+    assert!(
+        schedule::scan_if_still_due(&b, conn, &sched, now + 3600)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
