@@ -102,7 +102,7 @@ fn report(label: &str, o: &ScanOutcome, served: u64, wall: Duration, cpu: Durati
         o.users as f64 / wall.as_secs_f64().max(1e-9)
     );
     println!(
-        "  CPU time (this process) {:.3} s ({:.3} s per 10,000 users)",
+        "  CPU time (this process; a PostgreSQL server's own is not counted) {:.3} s ({:.3} s per 10,000 users)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 10_000.0 / (o.users.max(1) as f64)
     );
@@ -201,7 +201,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (wall1, cpu1) = (t0.elapsed(), cpu() - c0);
     let served1 = sim_requests(&http, &base).await? - before_req;
     report(
-        "full scan into a fresh SQLite store",
+        "full scan into a fresh store",
         &first,
         served1,
         wall1,

@@ -353,6 +353,7 @@ pub(super) async fn list(
 /// Recounts a connection's current accounts into `account_counts` (inside the transaction
 /// that changed them).
 pub(super) async fn recount(tx: &mut PgConnection, cid: &str) -> StoreResult<()> {
+    super::bulk_joins(tx).await?;
     recount_accounts(tx, cid).await?;
     recount_groups(tx, cid).await
 }

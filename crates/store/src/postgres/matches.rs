@@ -56,6 +56,7 @@ type MatchTuple = (
 /// Recomputes every current match of a connection and records the differences. Returns the
 /// number of accounts whose match changed.
 pub(super) async fn refresh(tx: &mut PgConnection, cid: &str, rev: Rev) -> StoreResult<u64> {
+    super::bulk_joins(tx).await?;
     let accounts: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT tr_user_id, email FROM account_versions WHERE connection_id = $1 AND valid_to_rev IS NULL",
     )

@@ -281,6 +281,7 @@ impl PgScan {
         // The store's write lock first, so the transaction holds it from the start; the
         // revision number taken below is therefore higher than every committed one.
         super::write_lock(&mut tx).await?;
+        super::bulk_joins(&mut tx).await?;
         // Fencing: only the holder of the scan lease may commit.
         let held: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND generation = $3 AND expires_at > $4)",
@@ -877,6 +878,12 @@ impl ScanWriter for PgScan {
 
     async fn commit(mut self, report: ScanReport, now: i64) -> StoreResult<CommitSummary> {
         let result = self.apply(&report, now).await;
+        if result
+            .as_ref()
+            .is_ok_and(|s| s.rows_written > super::ANALYZE_AFTER_ROWS)
+        {
+            super::analyze_history(&mut self.conn).await;
+        }
         if let Err(e) = &result {
             let msg = format!("saving the scan failed: {e}");
             let _ = sqlx::query(
