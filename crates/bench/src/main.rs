@@ -200,13 +200,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let (wall1, cpu1) = (t0.elapsed(), cpu() - c0);
     let served1 = sim_requests(&http, &base).await? - before_req;
-    report(
-        "full scan into a fresh store",
-        &first,
-        served1,
-        wall1,
-        cpu1,
-    );
+    report("full scan into a fresh store", &first, served1, wall1, cpu1);
 
     let before_req = sim_requests(&http, &base).await?;
     let (c0, t0) = (cpu(), Instant::now());

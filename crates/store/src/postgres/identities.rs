@@ -114,10 +114,10 @@ impl PgStore {
             matches::refresh_all(&mut tx, now).await?;
         }
         tx.commit().await?;
-        if summary.added + summary.updated + summary.marked_gone > super::ANALYZE_AFTER_ROWS {
-            if let Ok(mut conn) = self.pool.acquire().await {
-                super::analyze_history(&mut conn).await;
-            }
+        if summary.added + summary.updated + summary.marked_gone > super::ANALYZE_AFTER_ROWS
+            && let Ok(mut conn) = self.pool.acquire().await
+        {
+            super::analyze_history(&mut conn).await;
         }
         Ok(summary)
     }
