@@ -104,7 +104,7 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<AuditAction>,
     },
-    /// Joiner / leaver rules (`<data-dir>/flows/<connection>.toml`).
+    /// Joiner / leaver rules, stored per connection (`flows get` / `flows set FILE` to edit).
     Flows {
         #[command(subcommand)]
         action: FlowsAction,
@@ -369,10 +369,19 @@ pub enum AuditAction {
 
 #[derive(Debug, Subcommand)]
 pub enum FlowsAction {
-    /// Write a commented starter file (one active rule: deactivate leavers).
+    /// Store commented starter rules (one active rule: deactivate leavers).
     Init(ConnSel),
     /// Print the rules in force.
     Show(ConnSel),
+    /// Print the rules' TOML text, to edit it and `flows set` it back.
+    Get(ConnSel),
+    /// Check a TOML file of rules and store it for the connection (every process and replica
+    /// applies the stored rules).
+    Set {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        sel: ConnSel,
+    },
     /// Evaluate the rules into one plan and apply it.
     Run(ProvOpts),
 }

@@ -383,7 +383,7 @@ pub async fn audit_cmd(
 
 /// The flow requests for a connection, or None when it has no flow file.
 pub async fn flow_requests(app: &App, conn: &Connection) -> Result<Option<Vec<Request>>, Failure> {
-    let Some(file) = flows::load(app.data_dir(), &conn.name)? else {
+    let Some((file, _)) = flows::load_for(app, conn).await? else {
         return Ok(None);
     };
     let identities = app.store().identities().await?;
@@ -395,32 +395,76 @@ pub async fn flows_cmd(app: &App, action: FlowsAction, json: bool) -> Result<Exi
     match action {
         FlowsAction::Init(sel) => {
             let conn = app.resolve(sel.connection.as_deref()).await?;
-            let path = flows::path(app.data_dir(), &conn.name);
-            if path.exists() {
-                return Err(Failure::Usage(format!(
-                    "{} already exists; edit it, or remove it first",
-                    path.display()
-                )));
+            match flows::load_for(app, &conn).await? {
+                Some((_, flows::FlowSource::Store)) => {
+                    return Err(Failure::Usage(format!(
+                        "{} already has flows; `accessrail flows get` prints them, `accessrail flows set FILE` replaces them",
+                        conn.name
+                    )));
+                }
+                Some((_, flows::FlowSource::File(path))) => {
+                    return Err(Failure::Usage(format!(
+                        "{} has flows in {}; store them with `accessrail flows set {}`",
+                        conn.name,
+                        path.display(),
+                        path.display()
+                    )));
+                }
+                None => {}
             }
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| fail("flows", format!("cannot create {}: {e}", dir.display())))?;
-            }
-            std::fs::write(&path, flows::STARTER)
-                .map_err(|e| fail("flows", format!("cannot write {}: {e}", path.display())))?;
+            flows::store_for(app, &conn, flows::STARTER).await?;
             if json {
-                print_json(&json!({ "written": path }));
+                print_json(&json!({ "stored": conn.name }));
             } else {
                 println!(
-                    "Wrote {} (one active rule: deactivate leavers; a joiner example is commented out).",
-                    path.display()
+                    "Stored starter flows for {} (one active rule: deactivate leavers; a joiner example is commented out). Edit: `accessrail flows get > flows.toml`, then `accessrail flows set flows.toml`.",
+                    conn.name
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FlowsAction::Get(sel) => {
+            let conn = app.resolve(sel.connection.as_deref()).await?;
+            let text = match app.store().flows(&conn.id).await? {
+                Some(t) => t,
+                None => {
+                    let path = flows::path(app.data_dir(), &conn.name);
+                    std::fs::read_to_string(&path).map_err(|_| {
+                        Failure::Usage(format!(
+                            "no flows for {} (run `accessrail flows init`)",
+                            conn.name
+                        ))
+                    })?
+                }
+            };
+            if json {
+                print_json(&json!({ "connection": conn.name, "text": text }));
+            } else {
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FlowsAction::Set { file, sel } => {
+            let conn = app.resolve(sel.connection.as_deref()).await?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let rules = flows::store_for(app, &conn, &text)
+                .await
+                .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+            if json {
+                print_json(&json!({ "stored": conn.name, "rules": rules.rules.len() }));
+            } else {
+                println!(
+                    "Stored {} rule(s) for {}; every process on this database applies them.",
+                    rules.rules.len(),
+                    conn.name
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         FlowsAction::Show(sel) => {
             let conn = app.resolve(sel.connection.as_deref()).await?;
-            match flows::load(app.data_dir(), &conn.name)? {
+            match flows::load_for(app, &conn).await? {
                 None => {
                     if json {
                         print_json(&json!({ "rules": [] }));
@@ -428,14 +472,20 @@ pub async fn flows_cmd(app: &App, action: FlowsAction, json: bool) -> Result<Exi
                         println!("No flows for {} (run `accessrail flows init`).", conn.name);
                     }
                 }
-                Some(f) => {
+                Some((f, source)) => {
                     if json {
                         print_json(&f);
                     } else {
                         println!(
                             "Flows for {} ({}):",
                             conn.name,
-                            flows::path(app.data_dir(), &conn.name).display()
+                            match source {
+                                flows::FlowSource::Store => "stored".to_string(),
+                                flows::FlowSource::File(p) => format!(
+                                    "from {}; `accessrail flows set` it to share it with every process",
+                                    p.display()
+                                ),
+                            }
                         );
                         for r in &f.rules {
                             let m: Vec<String> = r

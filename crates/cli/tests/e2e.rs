@@ -1261,8 +1261,36 @@ async fn joiner_flow_creates_accounts_once() {
         "{}\n[[rule]]\nname = \"qa-joiners\"\nwhen = \"active\"\nmatch = {{ department = \"QA\" }}\naction = \"create_user\"\nrole = \"Tester\"\ngroups = [\"QA\"]\n",
         accessrail_engine::flows::STARTER
     );
+    // A flow file of an installation from before flows were stored still applies, and says so.
     std::fs::create_dir_all(e.data().join("flows")).unwrap();
-    std::fs::write(e.data().join("flows/acme.toml"), rules).unwrap();
+    std::fs::write(
+        e.data().join("flows/acme.toml"),
+        accessrail_engine::flows::STARTER,
+    )
+    .unwrap();
+    let show = e.run(&["flows", "show"]).await;
+    assert!(show.stdout.contains("flows set"), "{}", show.stdout);
+    assert_eq!(
+        e.run(&["flows", "init"]).await.code,
+        2,
+        "init does not hide a flow file"
+    );
+    // `flows set` checks and stores the rules; the store wins over the file from then on.
+    let bad = e.data().join("bad.toml");
+    std::fs::write(&bad, "[[rule]]\nname = 1\n").unwrap();
+    let out = e.run(&["flows", "set", bad.to_str().unwrap()]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let good = e.data().join("rules.toml");
+    std::fs::write(&good, &rules).unwrap();
+    let out = e.run(&["flows", "set", good.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(e.run(&["flows", "get"]).await.stdout, rules);
+    let show = e.run(&["flows", "show"]).await.stdout;
+    assert!(
+        show.contains("(stored)") && show.contains("qa-joiners"),
+        "{show}"
+    );
+    std::fs::remove_file(e.data().join("flows/acme.toml")).unwrap();
     let file = e.data().join("hr.csv");
     std::fs::write(
         &file,

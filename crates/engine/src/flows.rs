@@ -89,6 +89,46 @@ action = "deactivate"      # deactivate its active TestRail accounts (frees the 
 # groups = ["QA"]
 "#;
 
+/// Where a connection's rules were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowSource {
+    /// The store: what every process (every replica) applies.
+    Store,
+    /// `<data-dir>/flows/<connection>.toml` of an installation from before flows were stored
+    /// (`accessrail flows set FILE` moves it into the store).
+    File(PathBuf),
+}
+
+/// A connection's rules: those in the store, or else its flow file in this data directory.
+pub async fn load_for<S: accessrail_store::Store>(
+    engine: &crate::Engine<S>,
+    conn: &accessrail_store::Connection,
+) -> EngineResult<Option<(FlowFile, FlowSource)>> {
+    if let Some(text) = engine.store().flows(&conn.id).await? {
+        return parse(&text)
+            .map(|f| Some((f, FlowSource::Store)))
+            .map_err(|e| {
+                EngineError::InvalidInput(format!("the stored flows of {}: {e}", conn.name))
+            });
+    }
+    Ok(load(engine.data_dir(), &conn.name)?
+        .map(|f| (f, FlowSource::File(path(engine.data_dir(), &conn.name)))))
+}
+
+/// Checks and stores a connection's rules (the TOML text), replacing what it had.
+pub async fn store_for<S: accessrail_store::Store>(
+    engine: &crate::Engine<S>,
+    conn: &accessrail_store::Connection,
+    text: &str,
+) -> EngineResult<FlowFile> {
+    let file = parse(text).map_err(EngineError::InvalidInput)?;
+    engine
+        .store()
+        .set_flows(&conn.id, Some(text), engine.now())
+        .await?;
+    Ok(file)
+}
+
 /// Reads the flow file; a missing file means no rules.
 pub fn load(data_dir: &Path, connection: &str) -> EngineResult<Option<FlowFile>> {
     let p = path(data_dir, connection);

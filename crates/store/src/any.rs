@@ -359,6 +359,17 @@ impl Store for AnyStore {
     ) -> StoreResult<Option<i64>> {
         on_store!(self, s => s.take_request_slot(instance, per_minute, now))
     }
+    async fn flows(&self, connection_id: &str) -> StoreResult<Option<String>> {
+        on_store!(self, s => s.flows(connection_id))
+    }
+    async fn set_flows(
+        &self,
+        connection_id: &str,
+        text: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_store!(self, s => s.set_flows(connection_id, text, now))
+    }
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         on_store!(self, s => s.claim_setting(name, value))
     }

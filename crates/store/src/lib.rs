@@ -298,6 +298,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         per_minute: u32,
         now: i64,
     ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    /// A connection's flow rules (the TOML text), if it has any in the store.
+    fn flows(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// Replaces a connection's flow rules (`None` removes them).
+    fn set_flows(
+        &self,
+        connection_id: &str,
+        text: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// The value of an instance-wide setting, written once: the first writer's value stays
     /// and is returned to everyone (e.g. the id of the master key the replicas must share).
     fn claim_setting(

@@ -303,6 +303,12 @@ const TABLES: &[Table] = &[
         identity: false,
         optional: true,
     },
+    Table {
+        name: "connection_flows",
+        columns: &[("connection_id", Text), ("text", Text), ("updated_at", Int)],
+        identity: false,
+        optional: true,
+    },
 ];
 
 /// Tables deliberately not copied: they hold transient state that a running Accessrail

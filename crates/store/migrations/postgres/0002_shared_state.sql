@@ -40,3 +40,11 @@ CREATE TABLE request_budget_seconds (
     n               BIGINT NOT NULL,
     PRIMARY KEY (instance, at)
 );
+
+-- Each connection's joiner / leaver rules (the TOML text `accessrail flows` edits), so every
+-- replica applies the same ones.
+CREATE TABLE connection_flows (
+    connection_id   TEXT PRIMARY KEY REFERENCES connections(id) ON DELETE CASCADE,
+    text            TEXT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);

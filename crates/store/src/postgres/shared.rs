@@ -191,6 +191,43 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn flows_impl(&self, connection_id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT text FROM connection_flows WHERE connection_id = $1")
+                .bind(connection_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn set_flows_impl(
+        &self,
+        connection_id: &str,
+        text: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        match text {
+            Some(t) => {
+                sqlx::query(
+                    "INSERT INTO connection_flows (connection_id, text, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (connection_id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+                )
+                .bind(connection_id)
+                .bind(t)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM connection_flows WHERE connection_id = $1")
+                    .bind(connection_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn claim_setting_impl(&self, name: &str, value: &str) -> StoreResult<String> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO instance_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")

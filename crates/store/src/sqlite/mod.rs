@@ -1064,6 +1064,19 @@ impl Store for SqliteStore {
         self.take_request_slot_impl(instance, per_minute, now).await
     }
 
+    async fn flows(&self, connection_id: &str) -> StoreResult<Option<String>> {
+        self.flows_impl(connection_id).await
+    }
+
+    async fn set_flows(
+        &self,
+        connection_id: &str,
+        text: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.set_flows_impl(connection_id, text, now).await
+    }
+
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         self.claim_setting_impl(name, value).await
     }

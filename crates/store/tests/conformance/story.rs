@@ -769,6 +769,40 @@ where
             .is_some()
     );
 
+    // A connection's flow rules: kept, replaced, removed; gone with the connection.
+    let conn = store
+        .insert_connection(NewConnection {
+            id: "cf".into(),
+            name: "flows".into(),
+            base_url: "https://flows.testrail.io/".into(),
+            email: "admin@example.com".into(),
+            secret: SealedSecret {
+                key_id: "k".into(),
+                bytes: vec![1, 2, 3],
+            },
+            request_budget: None,
+            groups_supported: None,
+            scan_interval_secs: None,
+            now: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.flows(&conn.id).await.unwrap(), None);
+    store
+        .set_flows(&conn.id, Some("[[rule]]\n"), 2)
+        .await
+        .unwrap();
+    store.set_flows(&conn.id, Some("# v2\n"), 3).await.unwrap();
+    assert_eq!(
+        store.flows(&conn.id).await.unwrap().as_deref(),
+        Some("# v2\n")
+    );
+    store.set_flows(&conn.id, None, 4).await.unwrap();
+    assert_eq!(store.flows(&conn.id).await.unwrap(), None);
+    store.set_flows(&conn.id, Some("# v3\n"), 5).await.unwrap();
+    assert!(store.remove_connection("flows").await.unwrap());
+    assert_eq!(store.flows(&conn.id).await.unwrap(), None);
+
     // A setting is written once; later writers get the first value.
     assert_eq!(
         store.claim_setting("master_key_id", "k1").await.unwrap(),
