@@ -1181,6 +1181,8 @@ pub async fn serve_app(
         ));
     }
     config.check().map_err(Failure::Usage)?;
+    // Before listening: a process with the wrong master key never serves a request.
+    app.check_master_key().await?;
     let engine = Arc::new(app);
     let token = accessrail_web::bootstrap_admin_token(&engine)
         .await

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use testrail_sim::{Faults, Settings};
+use tokio::io::AsyncBufReadExt as _;
 
 fn bin() -> tokio::process::Command {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"))
@@ -776,4 +777,54 @@ async fn serve_refuses_a_master_key_that_cannot_open_the_stored_keys() {
         "serve with the right key keeps running"
     );
     child.kill().await.unwrap();
+}
+
+/// Before any connection exists, the first `serve` records its master key's id: a later one
+/// with another key refuses to start (it would seal keys and sign forms the others cannot use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_another_master_key_on_a_database_without_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_one = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let key_two = "HxwdHhsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let mut first = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ACCESSRAIL_DATA_DIR", dir.path())
+        .env("ACCESSRAIL_MASTER_KEY", key_one)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Listening means the key check has run.
+    let mut lines = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("serve starts")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        line.contains("listening") || line.contains("http://"),
+        "{line}"
+    );
+    first.kill().await.unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        bin()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("ACCESSRAIL_DATA_DIR", dir.path())
+            .env("ACCESSRAIL_MASTER_KEY", key_two)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("serve refuses at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("is not the one this database uses"),
+        "{stderr}"
+    );
 }

@@ -155,6 +155,18 @@ impl<S: Store> Engine<S> {
             .map(|c| format!("{} (sealed with master key {})", c.name, c.secret.key_id))
             .collect();
         if foreign.is_empty() {
+            // The first process on a database records its key's id; every later one must know it
+            // (also before any connection exists, when no sealed key could tell them apart).
+            let recorded = self
+                .store
+                .claim_setting(MASTER_KEY_SETTING, self.keyring.current_id())
+                .await?;
+            if !known.contains(&recorded.as_str()) {
+                return Err(EngineError::Secret(format!(
+                    "this process's master key (id {}) is not the one this database uses (id {recorded}): every process on this database must use the same master key (set ACCESSRAIL_MASTER_KEY or ACCESSRAIL_MASTER_KEY_FILE to it)",
+                    self.keyring.current_id()
+                )));
+            }
             return Ok(());
         }
         Err(EngineError::Secret(format!(
@@ -382,12 +394,18 @@ impl<S: Store> Engine<S> {
             sealed.push((id.clone(), self.keyring.seal(id, key)?));
         }
         self.store.reseal_secrets(sealed).await?;
+        self.store
+            .set_setting(MASTER_KEY_SETTING, self.keyring.current_id())
+            .await?;
         if managed_here {
             self.keyring.finish_rotation(&self.data_dir);
         }
         Ok(plain.len())
     }
 }
+
+/// The instance setting that records the id of the master key every process must use.
+const MASTER_KEY_SETTING: &str = "master_key_id";
 
 /// The request budget of one TestRail instance, kept in the store so every process shares it.
 struct StoreBudget<S> {

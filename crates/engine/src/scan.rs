@@ -99,13 +99,17 @@ pub async fn scan_if<S: Store>(
         return Ok(None);
     }
     // Any scan of this connection still marked running lost its process (we hold the lease).
-    store
+    if let Err(e) = store
         .interrupt_running_scans(
             &conn.id,
             engine.now(),
             "interrupted: the process running it stopped (its lease expired)",
         )
-        .await?;
+        .await
+    {
+        lease::release(engine, &token).await;
+        return Err(e.into());
+    }
     let lost = AtomicBool::new(false);
     let result = lease::hold(
         engine,

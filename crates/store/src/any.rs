@@ -370,6 +370,9 @@ impl Store for AnyStore {
     ) -> StoreResult<()> {
         on_store!(self, s => s.set_flows(connection_id, text, now))
     }
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        on_store!(self, s => s.set_setting(name, value))
+    }
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         on_store!(self, s => s.claim_setting(name, value))
     }

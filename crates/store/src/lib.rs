@@ -310,6 +310,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         text: Option<&str>,
         now: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Sets an instance-wide setting, whatever it was (a master key rotation records the new
+    /// key's id).
+    fn set_setting(&self, name: &str, value: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// The value of an instance-wide setting, written once: the first writer's value stays
     /// and is returned to everyone (e.g. the id of the master key the replicas must share).
     fn claim_setting(

@@ -223,33 +223,36 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
         let secure = parts.extensions.get::<Transport>().is_some_and(|t| t.https);
         let now = state.engine.now();
         let presented = cookie(parts, SESSION_COOKIE).filter(|id| !id.is_empty());
+        // A store that cannot answer (a database failover, say) signs nobody out: this request
+        // is served as anonymous, but the session and its cookie stay.
+        let mut store_failed = false;
         if let Some(id) = &presented {
             let id_hash = tokens::hash(id);
-            let found = state
-                .engine
-                .store()
-                .session(&id_hash)
-                .await
-                .ok()
-                .flatten()
-                .map(|r| Session {
-                    csrf: r.csrf,
-                    token: r.token,
-                    token_hash: r.token_hash,
-                    created_at: r.created_at,
-                });
+            let found = match state.engine.store().session(&id_hash).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!("reading a console session: {e}");
+                    store_failed = true;
+                    None
+                }
+            }
+            .map(|r| Session {
+                csrf: r.csrf,
+                token: r.token,
+                token_hash: r.token_hash,
+                created_at: r.created_at,
+            });
             match found {
                 Some(s) if now - s.created_at < SESSION_LIFETIME => {
                     // A session whose token was revoked is signed out.
-                    let live = state
-                        .engine
-                        .store()
-                        .token_by_hash(&s.token_hash)
-                        .await
-                        .ok()
-                        .flatten()
-                        .as_ref()
-                        == Some(&s.token);
+                    let live = match state.engine.store().token_by_hash(&s.token_hash).await {
+                        Ok(name) => name.as_ref() == Some(&s.token),
+                        Err(e) => {
+                            tracing::error!("checking a console session's token: {e}");
+                            store_failed = true;
+                            false
+                        }
+                    };
                     if live {
                         return Ok(Visitor {
                             csrf: s.csrf.clone(),
@@ -261,7 +264,9 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
                             secure,
                         });
                     }
-                    let _ = state.engine.store().delete_session(&id_hash).await;
+                    if !store_failed {
+                        let _ = state.engine.store().delete_session(&id_hash).await;
+                    }
                 }
                 Some(_) => {
                     let _ = state.engine.store().delete_session(&id_hash).await;
@@ -279,7 +284,7 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
                 cookie: cookie_value,
                 fresh,
             },
-            stale_session_cookie: presented.is_some(),
+            stale_session_cookie: presented.is_some() && !store_failed,
             secure,
         })
     }

@@ -529,9 +529,10 @@ impl Store for PgStore {
     }
 
     async fn connections(&self) -> StoreResult<Vec<Connection>> {
-        let rows: Vec<ConnectionRow> = sqlx::query_as("SELECT * FROM connections ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<ConnectionRow> =
+            sqlx::query_as(r#"SELECT * FROM connections ORDER BY name COLLATE "C""#)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(Connection::from).collect())
     }
 
@@ -1003,6 +1004,10 @@ impl Store for PgStore {
         now: i64,
     ) -> StoreResult<()> {
         self.set_flows_impl(connection_id, text, now).await
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        self.set_setting_impl(name, value).await
     }
 
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {

@@ -1077,6 +1077,10 @@ impl Store for SqliteStore {
         self.set_flows_impl(connection_id, text, now).await
     }
 
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        self.set_setting_impl(name, value).await
+    }
+
     async fn claim_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         self.claim_setting_impl(name, value).await
     }

@@ -226,6 +226,18 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) async fn set_setting_impl(&self, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instance_settings (name, value) VALUES (?, ?)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub(super) async fn claim_setting_impl(&self, name: &str, value: &str) -> StoreResult<String> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO instance_settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
