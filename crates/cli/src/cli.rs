@@ -124,8 +124,8 @@ pub enum Command {
     /// sessions and kept plans are not copied. The API keys stay sealed with the same master key.
     MigrateStore {
         /// The PostgreSQL database to copy into (`postgres://...`); it must hold no
-        /// Accessrail data yet.
-        #[arg(long)]
+        /// Accessrail data yet. From the environment, it stays out of `ps` and shell history.
+        #[arg(long, env = "ACCESSRAIL_MIGRATE_TO", hide_env_values = true)]
         to: String,
     },
 }

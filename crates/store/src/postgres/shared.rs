@@ -37,6 +37,9 @@ impl PlanRow {
 const PLAN_COLS: &str =
     "id, connection, actions, fingerprint, actor, max_deactivations, force, created_at, status";
 
+/// The advisory lock sign-ins take (not the store's write lock).
+const SESSIONS_LOCK_KEY: i64 = 0x4143_5353;
+
 impl PgStore {
     pub(super) async fn create_session_impl(
         &self,
@@ -45,8 +48,12 @@ impl PgStore {
         max: u64,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        // Serialised with every other writer, so two sign-ins never both see room for one.
-        super::write_lock(&mut tx).await?;
+        // Sign-ins take turns among themselves (two never both see room for one), on a lock of
+        // their own: a long scan commit does not hold them up.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SESSIONS_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM sessions WHERE created_at < $1")
             .bind(expired_before)
             .execute(&mut *tx)
