@@ -157,15 +157,17 @@ impl Service {
             earlier.len() - usize::from(earlier.last().is_some_and(|s| s["status"] == "running"));
         let (s, _) = self.post("/api/v1/connections/acme/scans", json!({})).await;
         assert_eq!(s, StatusCode::ACCEPTED);
-        for _ in 0..800 {
+        let mut last = Value::Null;
+        for _ in 0..2400 {
             let scans = self.get("/api/v1/connections/acme/scans").await.1;
             let list = scans.as_array().unwrap();
             if list.len() > before && list.last().unwrap()["status"] != "running" {
                 return list.last().unwrap().clone();
             }
+            last = scans.clone();
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        panic!("the scan did not finish");
+        panic!("the scan did not finish within a minute; scans: {last}");
     }
 
     pub async fn stop(mut self) -> Result<(), String> {
