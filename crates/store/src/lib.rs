@@ -7,6 +7,7 @@
 //! rows; "who had access at scan N" is a query over the versions.
 
 mod any;
+mod digest;
 mod error;
 mod migrate;
 mod model;

@@ -731,7 +731,7 @@ impl Store for SqliteStore {
         }
         let known_members = lists
             .into_iter()
-            .map(|(g, users)| (g, scan::members_digest(&users)))
+            .map(|(g, users)| (g, crate::digest::members_digest(&users)))
             .collect();
         Ok(SqliteScan {
             id,
