@@ -481,10 +481,12 @@ async fn check_empty(dst: &mut PgConnection, copied: &[&Table]) -> StoreResult<(
     }
     let mut used = vec![];
     for t in copied {
-        let any: bool =
-            sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM \"{}\")", t.name))
-                .fetch_one(&mut *dst)
-                .await?;
+        let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM \"{}\")",
+            t.name
+        )))
+        .fetch_one(&mut *dst)
+        .await?;
         if any {
             used.push(t.name);
         }
@@ -545,7 +547,7 @@ async fn copy_table(
     let mut after = i64::MIN;
     let mut copied = 0u64;
     loop {
-        let rows: Vec<SqliteRow> = sqlx::query(&select)
+        let rows: Vec<SqliteRow> = sqlx::query(sqlx::AssertSqlSafe(select.as_str()))
             .bind(after)
             .fetch_all(&mut *src)
             .await?;
@@ -600,9 +602,11 @@ async fn continue_sequence(
     } else {
         None
     };
-    let max_id: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(id) FROM \"{table}\""))
-        .fetch_one(&mut *dst)
-        .await?;
+    let max_id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT MAX(id) FROM \"{table}\""
+    )))
+    .fetch_one(&mut *dst)
+    .await?;
     let last = max_id.max(handed_out).filter(|n| *n >= 1);
     // setval(seq, n, true): the next id is n + 1; setval(seq, 1, false): the next id is 1.
     sqlx::query("SELECT setval(pg_get_serial_sequence($1, 'id'), $2, $3)")

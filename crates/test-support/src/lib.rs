@@ -30,7 +30,7 @@ pub async fn fresh_postgres_url() -> String {
         N.fetch_add(1, Ordering::SeqCst)
     );
     let admin = sqlx::PgPool::connect(&url_of("postgres")).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&admin)
         .await
         .unwrap();

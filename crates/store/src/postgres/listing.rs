@@ -17,7 +17,7 @@ use accessrail_domain::Account;
 const IN_LIST_MAX: usize = 500;
 
 /// `alias` valid now (`rev` None) or right after revision `rev`.
-fn push_valid(qb: &mut QueryBuilder<'_, Postgres>, alias: &str, rev: Option<i64>) {
+fn push_valid(qb: &mut QueryBuilder<Postgres>, alias: &str, rev: Option<i64>) {
     match rev {
         None => {
             qb.push(format!(" {alias}.valid_to_rev IS NULL "));
@@ -58,7 +58,7 @@ fn total_from_facets(q: &AccountQuery, rev: Option<i64>) -> bool {
 
 /// The total of a listing without a search or a group, from the facet counts (a few rows,
 /// whatever the number of accounts).
-fn push_facet_total<'a>(qb: &mut QueryBuilder<'a, Postgres>, cid: &'a str, q: &'a AccountQuery) {
+fn push_facet_total<'a>(qb: &mut QueryBuilder<Postgres>, cid: &'a str, q: &'a AccountQuery) {
     qb.push("SELECT COALESCE(SUM(n), 0)::BIGINT FROM account_facets WHERE connection_id = ");
     qb.push_bind(cid);
     if let Some(active) = q.active {
@@ -82,7 +82,7 @@ fn push_facet_total<'a>(qb: &mut QueryBuilder<'a, Postgres>, cid: &'a str, q: &'
     }
 }
 
-fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Postgres>, q: &'a AccountQuery) {
+fn push_match_filter(qb: &mut QueryBuilder<Postgres>, q: &AccountQuery) {
     if let Some(state) = q.match_state {
         qb.push(" AND m.state = ");
         qb.push_bind(matches::state_str(state));
@@ -94,7 +94,7 @@ fn push_match_filter<'a>(qb: &mut QueryBuilder<'a, Postgres>, q: &'a AccountQuer
 }
 
 fn push_from_where<'a>(
-    qb: &mut QueryBuilder<'a, Postgres>,
+    qb: &mut QueryBuilder<Postgres>,
     cid: &'a str,
     rev: Option<i64>,
     q: &'a AccountQuery,

@@ -99,18 +99,18 @@ impl PgStore {
         let groups = memberships(&mut tx, connection_id, at).await?;
         let rows: Vec<AccountRow> = match at {
             None => {
-                sqlx::query_as(&format!(
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = $1 AND valid_to_rev IS NULL ORDER BY tr_user_id"
-                ))
+                )))
                 .bind(connection_id)
                 .fetch_all(&mut *tx)
                 .await?
             }
             Some(scan) => {
-                sqlx::query_as(&format!(
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = $1 AND valid_from_rev <= $2
                      AND (valid_to_rev IS NULL OR valid_to_rev > $2) ORDER BY tr_user_id"
-                ))
+                )))
                 .bind(connection_id)
                 .bind(scan)
                 .fetch_all(&mut *tx)

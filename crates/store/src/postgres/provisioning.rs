@@ -176,10 +176,10 @@ impl PgStore {
                 .bind(i(a.id))
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(&format!(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            ))
+            )))
             .bind(connection_id)
             .bind(rev)
             .bind(i(a.id))

@@ -129,9 +129,9 @@ impl PgStore {
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO plans ({PLAN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
+        )))
         .bind(&p.id)
         .bind(&p.connection)
         .bind(&p.actions)
@@ -155,10 +155,10 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         // One statement: of two processes claiming at once, one changes the row, the other
         // finds it applying.
-        let claimed: Option<PlanRow> = sqlx::query_as(&format!(
+        let claimed: Option<PlanRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE plans SET status = 'applying' WHERE id = $1 AND status = 'ready' AND created_at >= $2
              RETURNING {PLAN_COLS}"
-        ))
+        )))
         .bind(id)
         .bind(stale_before)
         .fetch_optional(&mut *tx)

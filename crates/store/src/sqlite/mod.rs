@@ -152,18 +152,18 @@ impl SqliteStore {
         let groups = memberships(&mut conn, connection_id, at).await?;
         let rows: Vec<AccountRow> = match at {
             None => {
-                sqlx::query_as(&format!(
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_to_rev IS NULL ORDER BY tr_user_id"
-                ))
+                )))
                 .bind(connection_id)
                 .fetch_all(&mut *conn)
                 .await?
             }
             Some(scan) => {
-                sqlx::query_as(&format!(
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {ACCOUNT_COLS} FROM account_versions WHERE connection_id = ? AND valid_from_rev <= ?
                      AND (valid_to_rev IS NULL OR valid_to_rev > ?) ORDER BY tr_user_id"
-                ))
+                )))
                 .bind(connection_id)
                 .bind(scan)
                 .bind(scan)

@@ -166,10 +166,10 @@ impl SqliteStore {
                 .bind(i(a.id))
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(&format!(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
+            )))
             .bind(connection_id)
             .bind(rev)
             .bind(i(a.id))

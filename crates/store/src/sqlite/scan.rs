@@ -33,12 +33,12 @@ pub struct SqliteScan {
 
 /// Fills the temporary table `table` (one column `id`) with `ids`, replacing what it held.
 async fn id_set(tx: &mut SqliteConnection, table: &str, ids: &[i64]) -> StoreResult<()> {
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TEMP TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY)"
-    ))
+    )))
     .execute(&mut *tx)
     .await?;
-    sqlx::query(&format!("DELETE FROM temp.{table}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM temp.{table}")))
         .execute(&mut *tx)
         .await?;
     for chunk in ids.chunks(BATCH) {
@@ -139,9 +139,11 @@ impl SqliteScan {
             "missing_ids",
             "play_groups",
         ] {
-            let _ = sqlx::query(&format!("DROP TABLE IF EXISTS temp.{t}"))
-                .execute(&mut *self.conn)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS temp.{t}"
+            )))
+            .execute(&mut *self.conn)
+            .await;
         }
     }
 
@@ -253,11 +255,11 @@ impl SqliteScan {
 
         let mut pending = Vec::new();
         if !baseline {
-            let diffs: Vec<DiffRow> = sqlx::query_as(&format!(
+            let diffs: Vec<DiffRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin,
                         c.tr_user_id AS c_exists, c.name AS c_name, c.email AS c_email, c.is_active AS c_is_active,
                         c.role_id AS c_role_id, c.role_name AS c_role_name, c.is_admin AS c_is_admin {CHANGED_ACCOUNTS}"
-            ))
+            )))
             .bind(&cid)
             .fetch_all(&mut *tx)
             .await?;
@@ -304,9 +306,9 @@ impl SqliteScan {
         sqlx::query("DELETE FROM temp.changed_ids")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO temp.changed_ids SELECT s.tr_user_id {CHANGED_ACCOUNTS}"
-        ))
+        )))
         .bind(&cid)
         .execute(&mut *tx)
         .await?;
@@ -328,12 +330,12 @@ impl SqliteScan {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let opened = sqlx::query(&format!(
+        let opened = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO account_versions (connection_id, valid_from_rev, {ACCOUNT_COLS}, name_key, email_key, digest)
              SELECT ?1, ?2, s.tr_user_id, s.name, s.email, s.is_active, s.role_id, s.role_name, s.is_admin, s.fields,
                     s.name_key, s.email_key, s.digest
              FROM temp.stage_accounts s WHERE s.tr_user_id IN (SELECT tr_user_id FROM temp.changed_ids)"
-        ))
+        )))
         .bind(&cid)
         .bind(rev)
         .execute(&mut *tx)

@@ -120,9 +120,9 @@ impl SqliteStore {
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO plans ({PLAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(&p.id)
         .bind(&p.connection)
         .bind(&p.actions)
@@ -146,10 +146,10 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         // One statement: of two processes claiming at once, one changes the row, the other
         // finds it applying.
-        let claimed: Option<PlanRow> = sqlx::query_as(&format!(
+        let claimed: Option<PlanRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE plans SET status = 'applying' WHERE id = ? AND status = 'ready' AND created_at >= ?
              RETURNING {PLAN_COLS}"
-        ))
+        )))
         .bind(id)
         .bind(stale_before)
         .fetch_optional(&mut *tx)
