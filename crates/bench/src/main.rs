@@ -420,11 +420,13 @@ async fn listing_latency(engine: Arc<App>, repeat: usize, verbose: bool) -> Resu
         )
         .await
         .map_err(|e| e.to_string())?;
-    let state = accessrail_web::AppState::new(
+    let state = accessrail_web::AppState::open(
         engine.clone(),
         false,
         accessrail_engine::schedule::Schedule::default(),
-    );
+        std::time::Duration::from_millis(500),
+    )
+    .await?;
     let app = accessrail_web::router(state, &accessrail_web::ServeConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -413,6 +413,10 @@ pub struct ServeArgs {
     /// so instances do not all scan at once.
     #[arg(long, default_value_t = 600)]
     pub scan_jitter_secs: u32,
+    /// Milliseconds between an idle job worker's looks for queued jobs (scans, flows, plan
+    /// applies).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
+    pub job_poll_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

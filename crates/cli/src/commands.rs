@@ -1192,7 +1192,9 @@ pub async fn serve_app(
         jitter: i64::from(jitter_secs),
         ..accessrail_engine::schedule::Schedule::default()
     };
-    let state = accessrail_web::AppState::new(engine, allow_base_urls, schedule);
+    let state = accessrail_web::AppState::open(engine, allow_base_urls, schedule, config.job_poll)
+        .await
+        .map_err(|e| fail("store", e))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| fail("listen", format!("cannot listen on {listen}: {e}")))?;
@@ -1230,6 +1232,7 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
         public_url: a.public_url.filter(|u| !u.trim().is_empty()),
         grace: Duration::from_secs(a.shutdown_grace_secs),
         tick_every: Duration::from_secs(a.scheduler_tick_secs),
+        job_poll: Duration::from_millis(a.job_poll_ms),
     };
     serve_app(
         app,

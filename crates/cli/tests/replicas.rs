@@ -196,9 +196,16 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Scheduled scans this replica completed, from its log.
+    /// Scheduled scans this replica's job worker completed, from its log.
     fn scheduled_scans(&self) -> usize {
-        self.logs().matches("scheduled scan done").count()
+        self.logs()
+            .lines()
+            .filter(|l| {
+                l.contains("job done")
+                    && l.contains("ScheduledScan")
+                    && l.contains("outcome=scanned")
+            })
+            .count()
     }
 
     /// SIGTERM, then the exit status (a graceful stop is 0).

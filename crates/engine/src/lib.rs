@@ -7,6 +7,7 @@ mod engine;
 mod error;
 pub mod flows;
 pub mod identities;
+pub mod jobs;
 pub mod lease;
 pub mod provision;
 pub mod report;

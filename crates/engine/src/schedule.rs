@@ -112,6 +112,32 @@ pub async fn tick<S: Store>(
     Ok(ran)
 }
 
+/// The scan jobs due now: one per connection whose next scan is due. Every replica's scheduler
+/// computes the same job for a connection (its due time comes from the shared scan history), so
+/// the queue's key keeps one of them. The key also names the current interval, so a connection
+/// whose history does not move (nothing could record a scan) is tried again an interval later.
+pub async fn due_jobs<S: Store>(
+    engine: &Engine<S>,
+    schedule: &Schedule,
+) -> EngineResult<Vec<crate::jobs::Job>> {
+    let now = engine.now();
+    let mut jobs = Vec::new();
+    for conn in engine.store().connections().await? {
+        let scans = engine.store().scans(&conn.id).await?;
+        let due = due_at(&conn, &scans, schedule);
+        if due > now {
+            continue;
+        }
+        let every = conn.scan_interval_secs.unwrap_or(schedule.interval).max(60);
+        jobs.push(crate::jobs::Job::ScheduledScan {
+            connection: conn.id.clone(),
+            due: due.max(0),
+            round: now.div_euclid(every),
+        });
+    }
+    Ok(jobs)
+}
+
 /// Scans a connection that was seen due, if it still is once its scan lease is held: between
 /// the look at its history and the lease, another process may have scanned it (`Ok(None)`).
 pub async fn scan_if_still_due<S: Store>(

@@ -351,6 +351,20 @@ impl Store for AnyStore {
     async fn release_plan(&self, id: &str, status: PlanStatus) -> StoreResult<()> {
         on_store!(self, s => s.release_plan(id, status))
     }
+    async fn start_plan_apply(&self, id: &str, now: i64) -> StoreResult<bool> {
+        on_store!(self, s => s.start_plan_apply(id, now))
+    }
+    async fn finish_plan(
+        &self,
+        id: &str,
+        status: PlanStatus,
+        outcome: Option<&str>,
+    ) -> StoreResult<()> {
+        on_store!(self, s => s.finish_plan(id, status, outcome))
+    }
+    async fn plan(&self, id: &str) -> StoreResult<Option<PlanRecord>> {
+        on_store!(self, s => s.plan(id))
+    }
     async fn take_request_slot(
         &self,
         instance: &str,

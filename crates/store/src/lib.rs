@@ -9,6 +9,7 @@
 mod any;
 mod digest;
 mod error;
+mod jobs;
 mod migrate;
 mod model;
 mod postgres;
@@ -19,6 +20,7 @@ use std::future::Future;
 pub use accessrail_domain::{Account, AuditRecord, Identity};
 pub use any::{AnyScan, AnyStore, StoreLocation};
 pub use error::{StoreError, StoreResult};
+pub use jobs::{JobStorage, JobTiming, NewJob};
 pub use migrate::{MigrationReport, sqlite_to_postgres};
 pub use model::{
     AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
@@ -290,6 +292,22 @@ pub trait Store: Clone + Send + Sync + 'static {
         id: &str,
         status: PlanStatus,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Marks an applying plan as started (about to send to TestRail): `false` when it was
+    /// started before, i.e. an earlier apply of it was cut short. Never true twice for a plan.
+    fn start_plan_apply(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Ends an applying plan's apply: `Applied` or `Interrupted`, with its outcome (JSON).
+    fn finish_plan(
+        &self,
+        id: &str,
+        status: PlanStatus,
+        outcome: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// One kept plan, whatever its state.
+    fn plan(&self, id: &str) -> impl Future<Output = StoreResult<Option<PlanRecord>>> + Send;
     /// Takes one request slot from the budget of TestRail instance `instance` (`per_minute`
     /// requests in any 60 seconds, shared by every process on this store): `None` when taken,
     /// or the seconds to wait before asking again.

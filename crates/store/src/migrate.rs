@@ -315,12 +315,15 @@ const TABLES: &[Table] = &[
 /// recreates. `leases` (who is scanning or changing a group right now: every holder has to
 /// start again on the new store anyway), and the web console's sessions and the provisioning
 /// plans kept for their apply (`session*`, `plan*`: signing in again and planning again is
-/// all it takes), and the shared TestRail request budget's last minute (`request_budget*`).
+/// all it takes), the shared TestRail request budget's last minute (`request_budget*`), and the
+/// job queue (apalis' `Jobs`, `Workers` and `_apalis_migrations`: the scheduler queues due
+/// scans again on the new store; stop `serve` before moving, so no apply is in flight).
 fn is_transient(table: &str) -> bool {
     table == "leases"
         || table.starts_with("session")
         || table.starts_with("plan")
         || table.starts_with("request_budget")
+        || matches!(table, "Jobs" | "Workers" | "_apalis_migrations")
 }
 
 /// What [`sqlite_to_postgres`] copied.
@@ -630,6 +633,9 @@ mod tests {
             "session_tokens",
             "plans",
             "plan_steps",
+            "Jobs",
+            "Workers",
+            "_apalis_migrations",
         ] {
             assert!(is_transient(t), "{t}");
         }

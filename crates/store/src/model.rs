@@ -328,6 +328,9 @@ pub enum PlanStatus {
     /// Claimed by one apply request (on any replica); no other can take it.
     Applying,
     Applied,
+    /// Its apply stopped half way (the process running it died): TestRail may have been
+    /// partly changed. It is never applied again; scan, then plan again.
+    Interrupted,
 }
 
 impl PlanStatus {
@@ -336,6 +339,7 @@ impl PlanStatus {
             Self::Ready => "ready",
             Self::Applying => "applying",
             Self::Applied => "applied",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -344,6 +348,7 @@ impl PlanStatus {
             "ready" => Some(Self::Ready),
             "applying" => Some(Self::Applying),
             "applied" => Some(Self::Applied),
+            "interrupted" => Some(Self::Interrupted),
             _ => None,
         }
     }
@@ -362,6 +367,10 @@ pub struct PlanRecord {
     pub force: bool,
     pub created_at: i64,
     pub status: PlanStatus,
+    /// When its apply began sending to TestRail (`None` before).
+    pub started_at: Option<i64>,
+    /// How its apply ended, as JSON (the apply report, or `{"error": ...}`).
+    pub outcome: Option<String>,
 }
 
 /// What claiming a plan for its apply found.
@@ -374,4 +383,6 @@ pub enum PlanClaim {
     Stale,
     BeingApplied,
     AlreadyApplied,
+    /// Its apply was cut short; it is never applied again.
+    Interrupted,
 }

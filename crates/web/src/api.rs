@@ -1,8 +1,10 @@
 //! The JSON API under `/api/v1/`, described by the OpenAPI document at `/api/openapi.json`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use accessrail_domain::MatchState;
+use accessrail_engine::jobs::{self, Job, PLAN_LIFETIME};
 use accessrail_engine::provision::{self, Action, Origin, Rails, Request};
 use accessrail_engine::report::{self, AccountSort, UserFilter, UserView};
 use accessrail_engine::{ApiKey, ConnectRequest, Target, identities, time_fmt};
@@ -12,7 +14,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::Caller;
@@ -44,6 +45,7 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         import_identities,
         list_audit,
         create_plan,
+        get_plan,
         apply_plan
     ),
     components(schemas(
@@ -67,7 +69,8 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         PlanDto,
         StepDto,
         ApplyDto,
-        StepResultDto
+        StepResultDto,
+        PlanStatusDto
     ))
 )]
 struct ApiDoc;
@@ -107,6 +110,7 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         )
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/connections/{name}/plans", post(create_plan))
+        .route("/api/v1/plans/{id}", get(get_plan))
         .route("/api/v1/plans/{id}/apply", post(apply_plan))
 }
 
@@ -331,6 +335,9 @@ pub struct ImportResult {
     updated: u64,
     unchanged: u64,
     marked_gone: u64,
+    /// Connections whose flows were queued to run after this import (applied where provisioning
+    /// is on, planned only where it is off); follow them in the audit log.
+    flows_queued: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -529,12 +536,12 @@ async fn list_scans(
 /// Starts a scan in the background ("scan now"); follow it with the scan list.
 #[utoipa::path(post, path = "/api/v1/connections/{name}/scans", params(("name" = String, Path)), responses((status = 202, body = Accepted)))]
 async fn start_scan(
-    _c: Caller,
+    c: Caller,
     State(s): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    conn(&s, &name).await?;
-    crate::serve::spawn_scan(s.clone(), name.clone());
+    let found = conn(&s, &name).await?;
+    crate::serve::queue_scan(&s, found.id, c.actor()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -816,13 +823,16 @@ pub struct ImportQuery {
     /// Only upsert; do not mark missing identities as gone.
     #[serde(default)]
     partial: bool,
+    /// Do not run the connections' flows after the import.
+    #[serde(default)]
+    no_flows: bool,
 }
 
 /// Bulk import: a JSON array of identities (`id`, `name`, `email`, `other_emails`, `status`, any
 /// further attribute). Any malformed entry rejects the whole import.
 #[utoipa::path(post, path = "/api/v1/identities", params(ImportQuery), request_body(content = Vec<Object>), responses((status = 200, body = ImportResult), (status = 400, body = ErrorBody)))]
 async fn import_identities(
-    _c: Caller,
+    c: Caller,
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<ImportQuery>,
     ApiBody(body): ApiBody,
@@ -834,11 +844,27 @@ async fn import_identities(
         .store()
         .import_identities(parsed, !q.partial, s.engine.now())
         .await?;
+    // Each connection with flows runs them next, as a job (on whichever replica takes it).
+    let mut flows_queued = Vec::new();
+    if !q.no_flows {
+        for conn in s.engine.store().connections().await? {
+            if s.engine.store().flows(&conn.id).await?.is_none() {
+                continue;
+            }
+            s.enqueue(Job::Flows {
+                connection: conn.id.clone(),
+                actor: c.actor(),
+            })
+            .await?;
+            flows_queued.push(conn.name);
+        }
+    }
     Ok(Json(ImportResult {
         added: r.added,
         updated: r.updated,
         unchanged: r.unchanged,
         marked_gone: r.marked_gone,
+        flows_queued,
     }))
 }
 
@@ -866,20 +892,6 @@ async fn list_audit(_c: Caller, State(s): State<Arc<AppState>>) -> ApiResult<Jso
             })
             .collect(),
     ))
-}
-
-/// A plan must be applied within this many seconds of being made.
-const PLAN_LIFETIME: i64 = 3600;
-
-pub fn fingerprint(plan: &provision::Plan) -> String {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&plan.steps).unwrap_or_default());
-    h.update(serde_json::to_vec(&plan.skipped).unwrap_or_default());
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 pub fn plan_dto(id: &str, stored: &StoredPlan) -> PlanDto {
@@ -944,7 +956,7 @@ pub async fn make_plan(
     let stored = StoredPlan {
         connection: conn.name.clone(),
         requests,
-        fingerprint: fingerprint(&plan),
+        fingerprint: jobs::fingerprint(&plan),
         plan,
         actor,
         max_deactivations: rails.max_deactivations,
@@ -962,6 +974,8 @@ pub async fn make_plan(
         force: stored.force,
         created_at: now,
         status: PlanStatus::Ready,
+        started_at: None,
+        outcome: None,
     };
     // Kept in the store, for any replica to apply. Plans (and the record that one was
     // applied) are forgotten an hour after they expire.
@@ -995,6 +1009,11 @@ async fn claim(s: &AppState, id: &str) -> ApiResult<PlanRecord> {
             "plan_being_applied",
             "this plan is being applied by another request; see the audit log for its outcome",
         )),
+        PlanClaim::Interrupted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plan_interrupted",
+            "this plan's apply was cut short and is never run again; scan, then make a new plan",
+        )),
         PlanClaim::Stale => Err(ApiError::new(
             StatusCode::CONFLICT,
             "stale_plan",
@@ -1003,85 +1022,152 @@ async fn claim(s: &AppState, id: &str) -> ApiResult<PlanRecord> {
     }
 }
 
-/// A claimed plan. Dropped (also when the request is cancelled), it hands the plan back in
-/// `release_to`: `Ready` while nothing has been sent to TestRail, `Applied` from then on.
-/// The hand-back is a store write, so it runs as a task of its own.
-struct Claim {
-    engine: Arc<crate::state::App>,
-    id: String,
-    release_to: PlanStatus,
+/// How long an apply request waits for its job before answering that it is still running.
+const APPLY_WAIT: Duration = Duration::from_secs(120);
+
+/// A plan applied: what each step did.
+#[derive(Debug, Clone)]
+pub struct AppliedPlan {
+    pub done: usize,
+    pub noop: usize,
+    pub failed: usize,
+    pub not_run: usize,
+    pub results: Vec<jobs::StepOutcome>,
 }
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let (engine, id, status) = (self.engine.clone(), self.id.clone(), self.release_to);
-        tokio::spawn(async move {
-            if let Err(e) = engine.store().release_plan(&id, status).await {
-                tracing::error!("cannot hand back plan {id}: {e}");
-            }
-        });
-    }
-}
-
-/// Applies a plan by id, at most once, and only if TestRail is still in the state the plan was
-/// built from. A second apply gets 409: `plan_being_applied` while the first runs,
-/// `plan_already_applied` after it.
-pub async fn apply_stored(
-    s: &AppState,
-    id: &str,
-    actor: String,
-) -> ApiResult<provision::ApplyReport> {
-    let stored = claim(s, id).await?;
-    let mut claim = Claim {
-        engine: s.engine.clone(),
-        id: id.to_string(),
-        release_to: PlanStatus::Ready,
-    };
-    let planned: Vec<provision::Action> = serde_json::from_str(&stored.actions)
-        .map_err(|e| ApiError::internal("reading the kept plan", e))?;
-    let rails = &Rails::new(Some(stored.max_deactivations), stored.force);
-    let conn = conn(s, &stored.connection).await?;
-    provision::ensure_enabled(&conn)?;
-    // The applier is the one the audit log names.
-    let requests: Vec<Request> = planned
-        .into_iter()
-        .map(|action| Request {
-            action,
-            origin: Origin::Direct {
-                actor: actor.clone(),
-            },
+/// Applies a kept plan by id, at most once, and only if TestRail is still in the state the plan
+/// was built from. The request claims the plan and queues its apply as a job (which any
+/// replica's worker may run), then waits for its outcome. A second apply gets 409:
+/// `plan_being_applied` while the first runs, `plan_already_applied` after it. A client that
+/// goes away does not cut the apply short.
+pub async fn apply_stored(s: &AppState, id: &str, actor: String) -> ApiResult<AppliedPlan> {
+    claim(s, id).await?;
+    let queued = s
+        .enqueue(Job::ApplyPlan {
+            plan: id.to_string(),
+            actor,
         })
-        .collect();
-    let fresh = provision::plan(&s.engine, &conn, requests, rails).await?;
-    let mut fresh_cmp = fresh.clone();
-    for st in &mut fresh_cmp.steps {
-        st.actor = stored.actor.clone();
+        .await;
+    if let Err(e) = queued {
+        // Nothing was sent: hand the plan back.
+        s.engine.store().release_plan(id, PlanStatus::Ready).await?;
+        return Err(ApiError::internal("queueing the apply", e));
     }
-    for sk in &mut fresh_cmp.skipped {
-        sk.actor = stored.actor.clone();
-    }
-    if fingerprint(&fresh_cmp) != stored.fingerprint {
-        return Err(ApiError::new(
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    let kept = loop {
+        let kept = s
+            .engine
+            .store()
+            .plan(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no plan {id}")))?;
+        if kept.status != PlanStatus::Applying {
+            break kept;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "plan_being_applied",
+                format!("the apply is still running; follow it with GET /api/v1/plans/{id}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let outcome: Option<jobs::PlanOutcome> = kept
+        .outcome
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok());
+    match outcome {
+        Some(jobs::PlanOutcome::Applied {
+            done,
+            noop,
+            failed,
+            not_run,
+            results,
+        }) => Ok(AppliedPlan {
+            done,
+            noop,
+            failed,
+            not_run,
+            results,
+        }),
+        Some(jobs::PlanOutcome::Refused { code, message }) => {
+            let (status, code) = refused(&code);
+            Err(ApiError::new(status, code, message))
+        }
+        Some(jobs::PlanOutcome::Interrupted { message }) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "stale_plan",
-            "TestRail changed since this plan was made; make a new plan and review it",
-        ));
+            "plan_interrupted",
+            message,
+        )),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plan_already_applied",
+            format!("plan {id} is {}", kept.status.as_str()),
+        )),
     }
-    // From here on TestRail may change: whatever happens, the plan is not applied again.
-    claim.release_to = PlanStatus::Applied;
-    // In its own task: a client that goes away does not cut a step short half way.
-    let engine = s.engine.clone();
-    let applied = tokio::spawn(async move { provision::apply(&engine, &conn, &fresh).await }).await;
-    match applied {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(ApiError::internal("apply", e)),
+}
+
+/// The HTTP status and error code of an apply the job refused (nothing was sent to TestRail).
+fn refused(code: &str) -> (StatusCode, &'static str) {
+    match code {
+        "stale_plan" => (StatusCode::CONFLICT, "stale_plan"),
+        "read_only" => (StatusCode::CONFLICT, "read_only"),
+        "conflict" => (StatusCode::CONFLICT, "conflict"),
+        "busy" => (StatusCode::CONFLICT, "busy"),
+        "not_found" => (StatusCode::NOT_FOUND, "not_found"),
+        "invalid_input" => (StatusCode::BAD_REQUEST, "invalid_input"),
+        "upstream" => (StatusCode::BAD_GATEWAY, "upstream"),
+        "test_failed" => (StatusCode::UNPROCESSABLE_ENTITY, "test_failed"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
+}
+
+/// A kept plan and, once its apply ended, how.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanStatusDto {
+    id: String,
+    connection: String,
+    /// `ready`, `applying`, `applied` or `interrupted`.
+    status: String,
+    created_at: String,
+    /// When its apply began sending to TestRail.
+    started_at: Option<String>,
+    /// How its apply ended: `{"result": "applied", ...}`, `{"result": "refused", "code", "message"}`
+    /// or `{"result": "interrupted", "message"}`.
+    #[schema(value_type = Option<Object>)]
+    outcome: Option<serde_json::Value>,
+}
+
+/// A kept plan's state: follow an apply that is still running.
+#[utoipa::path(get, path = "/api/v1/plans/{id}", params(("id" = String, Path)), responses((status = 200, body = PlanStatusDto), (status = 404, body = ErrorBody)))]
+async fn get_plan(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<PlanStatusDto>> {
+    let p = s.engine.store().plan(&id).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no plan {id} (plans are kept for two hours)"))
+    })?;
+    Ok(Json(PlanStatusDto {
+        id: p.id,
+        connection: p.connection,
+        status: p.status.as_str().into(),
+        created_at: time_fmt::rfc3339(p.created_at),
+        started_at: p.started_at.map(time_fmt::rfc3339),
+        outcome: p
+            .outcome
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok()),
+    }))
 }
 
 /// Applies a kept plan, at most once.
 ///
 /// 409 codes: `read_only`, `stale_plan` (TestRail changed, or the plan is over an hour old),
-/// `plan_being_applied` (another request is applying it), `plan_already_applied`.
+/// `plan_being_applied` (another request is applying it, or this one is still running after
+/// two minutes: follow it with `GET /api/v1/plans/{id}`), `plan_already_applied`,
+/// `plan_interrupted` (an apply was cut short; it is never run again).
 #[utoipa::path(post, path = "/api/v1/plans/{id}/apply", params(("id" = String, Path)), responses((status = 200, body = ApplyDto), (status = 409, body = ErrorBody)))]
 async fn apply_plan(
     c: Caller,
@@ -1099,9 +1185,9 @@ async fn apply_plan(
             .into_iter()
             .map(|x| StepResultDto {
                 step: x.step,
-                action: x.action.into(),
+                action: x.action,
                 target: x.target,
-                outcome: x.outcome.as_str().into(),
+                outcome: x.outcome,
                 message: x.message,
                 calls_made: x.calls_made,
                 audit_id: x.audit_id,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::openapi_json;
 pub use auth::MAX_SESSIONS;
-pub use serve::{ServeConfig, bootstrap_admin_token, serve, spawn_scan};
+pub use serve::{ServeConfig, bootstrap_admin_token, queue_scan, serve};
 pub use state::{App, AppState};
 
 use auth::Transport;

@@ -1,11 +1,15 @@
-//! `accessrail serve`: API, console and scheduler in one process. If any of them stops, the
-//! process stops with an error; Ctrl-C / SIGTERM shuts down gracefully.
+//! `accessrail serve`: API, console, scheduler and job worker in one process. If any of them
+//! stops, the process stops with an error; Ctrl-C / SIGTERM shuts down gracefully.
+//!
+//! Background work goes through the durable job queue (`engine::jobs`): the scheduler queues
+//! due scans, "Scan now" and plan applies queue theirs, and the worker of whichever replica
+//! takes a job runs it.
 
 use std::future::Future;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use accessrail_engine::scan::{self, Quiet};
+use accessrail_engine::jobs::{self, Job};
 use accessrail_engine::{schedule, tokens};
 use accessrail_store::Store;
 use tokio::net::TcpListener;
@@ -23,6 +27,8 @@ pub struct ServeConfig {
     /// (behind a TLS-terminating proxy). When it is https, the console's cookies are `Secure`
     /// and every answer carries `Strict-Transport-Security`. `None`: plain http.
     pub public_url: Option<String>,
+    /// How often an idle job worker looks for queued jobs.
+    pub job_poll: Duration,
 }
 
 impl Default for ServeConfig {
@@ -31,6 +37,7 @@ impl Default for ServeConfig {
             tick_every: Duration::from_secs(30),
             grace: Duration::from_secs(20),
             public_url: None,
+            job_poll: Duration::from_millis(500),
         }
     }
 }
@@ -96,47 +103,48 @@ pub async fn bootstrap_admin_token(engine: &App) -> Result<Option<String>, Strin
     Ok(Some(token))
 }
 
-/// Starts a scan in the background (the store lease keeps it to one per connection; at most
-/// `BACKGROUND_SCANS` run at once, the rest wait their turn). Shutdown waits for it within the
-/// grace period.
-pub fn spawn_scan(state: Arc<AppState>, connection: String) {
-    let st = state.clone();
-    let mut tasks = state.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-    while tasks.try_join_next().is_some() {}
-    tasks.spawn(async move {
-        let Ok(_slot) = st.scan_slots.clone().acquire_owned().await else {
-            return;
-        };
-        if let Err(e) = scan::scan(&st.engine, Some(&connection), Arc::new(Quiet)).await {
-            tracing::warn!(connection, error = %e, "scan failed");
-        }
-    });
+/// Queues a scan of the connection (by id) now ("Scan now"): whichever replica's worker takes
+/// it runs it; the store lease keeps it to one scan per connection at a time.
+pub async fn queue_scan(
+    state: &AppState,
+    connection_id: String,
+    actor: String,
+) -> Result<(), accessrail_store::StoreError> {
+    state
+        .enqueue(Job::ScanNow {
+            connection: connection_id,
+            actor,
+        })
+        .await
 }
 
+/// Queues the scans that are due. It never runs one itself: a scheduler that stops (shutdown,
+/// a killed replica) leaves nothing half done, and every replica queues the same jobs (the
+/// queue keeps one of each).
 async fn scheduler(
     state: Arc<AppState>,
     cfg: ServeConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let mut failures = 0u32;
     loop {
-        let tick = schedule::tick(&state.engine, &state.schedule);
-        tokio::pin!(tick);
-        tokio::select! {
-            r = &mut tick => {
-                match r {
-                    Ok(ran) => for (conn, res) in ran {
-                        match res {
-                            Ok(o) => tracing::info!(conn, users = o.users, changes = o.changes, "scheduled scan done"),
-                            Err(e) => tracing::warn!(conn, error = %e, "scheduled scan failed; it will be retried with backoff"),
-                        }
-                    },
-                    Err(e) => return Err(format!("scheduler: {e}")),
+        match schedule::due_jobs(&state.engine, &state.schedule).await {
+            Ok(due) => {
+                failures = 0;
+                for job in due {
+                    if let Err(e) = state.enqueue(job.clone()).await {
+                        tracing::warn!(job = ?job, error = %e, "cannot queue a scan");
+                    }
                 }
             }
-            _ = stop.changed() => {
-                // Let a running scan finish, within the grace period; then abandon it cleanly.
-                let _ = tokio::time::timeout(cfg.grace, tick).await;
-                return Ok(());
+            // A database that is briefly away (a failover) is waited out; one that stays away
+            // stops the process, so its supervisor sees it.
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "scheduler: cannot read the connections");
+                if failures >= 10 {
+                    return Err(format!("scheduler: {e}"));
+                }
             }
         }
         tokio::select! {
@@ -182,6 +190,15 @@ pub async fn serve(
             .map_err(|e| format!("HTTP server: {e}"))
     });
     let cfg_grace = cfg.grace;
+    let mut worker_stop = stop_rx.clone();
+    let worker = tokio::spawn(jobs::work(
+        state.runner.clone(),
+        state.jobs.clone(),
+        state.job_timing.poll,
+        async move {
+            let _ = worker_stop.changed().await;
+        },
+    ));
     let sched = tokio::spawn(scheduler(state.clone(), cfg, stop_rx));
     let stopper = stop_tx.clone();
     tokio::spawn(async move {
@@ -190,24 +207,27 @@ pub async fn serve(
     });
     let mut server = server;
     let mut sched = sched;
-    let (first, other) = tokio::select! {
-        r = &mut server => (("HTTP server", r), sched),
-        r = &mut sched => (("scheduler", r), server),
+    let mut worker = worker;
+    let (first, others) = tokio::select! {
+        r = &mut server => (("HTTP server", r), [sched, worker]),
+        r = &mut sched => (("scheduler", r), [server, worker]),
+        r = &mut worker => (("job worker", r), [server, sched]),
     };
     let _ = stop_tx.send(true);
-    // The other part, and background scans, get the grace period to finish.
+    // The other parts, and the jobs the worker runs, get the grace period to finish.
     let grace = cfg_grace;
-    let mut background =
-        std::mem::take(&mut *state.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+    let [a, b] = others;
+    let (abort_a, abort_b) = (a.abort_handle(), b.abort_handle());
     let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
-        let _ = other.await;
-        while background.join_next().await.is_some() {}
+        let _ = a.await;
+        let _ = b.await;
     })
     .await;
-    background.abort_all();
-    // Whatever still runs past the grace period (a scan, "Scan now") is dropped: release this
-    // process's leases at once and record its scans as interrupted, so the next scan need not
-    // wait for the leases to expire.
+    abort_a.abort();
+    abort_b.abort();
+    // Whatever still runs past the grace period (a scan) is dropped: release this process's
+    // leases at once and record its scans as interrupted, so the next scan need not wait for
+    // the leases to expire. Its job goes to another replica once this one's heartbeats stop.
     let _ = engine
         .release_everything("interrupted: the service shut down")
         .await;

@@ -1,9 +1,11 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use accessrail_engine::Engine;
+use accessrail_engine::jobs::{Job, Runner};
 use accessrail_engine::provision::{Plan, Request};
 use accessrail_engine::schedule::Schedule;
-use accessrail_store::AnyStore;
+use accessrail_store::{AnyStore, JobStorage, JobTiming};
 use tokio::sync::Notify;
 
 pub type App = Engine<AnyStore>;
@@ -43,15 +45,28 @@ pub struct AppState {
     /// Signs the pre-sign-in CSRF cookie: derived from the master key, so every replica (and
     /// a restarted one) accepts a sign-in form another served.
     pub(crate) csrf_key: Vec<u8>,
-    /// Background work ("Scan now"): awaited for the grace period at shutdown.
-    pub(crate) tasks: Mutex<tokio::task::JoinSet<()>>,
-    /// Background scans running at once; each holds a database connection for its whole run,
-    /// so they stay below the pool's size and leave room for lease renewals and requests.
-    pub(crate) scan_slots: Arc<tokio::sync::Semaphore>,
+    /// The durable job queue (in the store's database): scans, flows, plan applies.
+    pub(crate) jobs: JobStorage<Job>,
+    pub(crate) job_timing: JobTiming,
+    /// What this process's worker runs jobs with.
+    pub(crate) runner: Arc<Runner<AnyStore>>,
 }
 
-/// Background scans at once ("Scan now" on several connections); the scheduler runs one more.
+/// Scans one process runs at once; each holds a database connection for its whole run, so
+/// they stay below the pool's size and leave room for lease renewals and requests.
 pub const BACKGROUND_SCANS: usize = 3;
+
+/// How this process's job worker proves it is alive: a heartbeat every third of the lease time,
+/// and its jobs go to another worker after three missed beats (about one lease time), when the
+/// leases its work held have expired too.
+pub fn job_timing(lease_ttl_secs: i64, poll: Duration) -> JobTiming {
+    let ttl = u64::try_from(lease_ttl_secs.max(1)).unwrap_or(60);
+    JobTiming {
+        heartbeat: Duration::from_secs(ttl.div_ceil(3).max(1)),
+        missed_heartbeats: 3,
+        poll,
+    }
+}
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,18 +77,38 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Arc<App>, allow_base_urls: bool, schedule: Schedule) -> Arc<Self> {
+    /// Opens the job queue (creating its tables on first use) and builds the state. `job_poll`:
+    /// how often an idle worker looks for jobs.
+    pub async fn open(
+        engine: Arc<App>,
+        allow_base_urls: bool,
+        schedule: Schedule,
+        job_poll: Duration,
+    ) -> Result<Arc<Self>, String> {
         let csrf_key = engine.keyring().derive("console-csrf-v1").to_vec();
-        Arc::new(Self {
+        let job_timing = job_timing(engine.lease_ttl_secs(), job_poll);
+        let jobs = engine
+            .store()
+            .job_storage(accessrail_engine::jobs::QUEUE, job_timing)
+            .await
+            .map_err(|e| format!("job queue: {e}"))?;
+        let runner = Arc::new(Runner::new(engine.clone(), schedule, BACKGROUND_SCANS));
+        Ok(Arc::new(Self {
             engine,
             allow_base_urls,
             schedule,
             scan_now: Arc::new(Notify::new()),
-            tasks: Mutex::new(tokio::task::JoinSet::new()),
-            scan_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SCANS)),
+            jobs,
+            job_timing,
+            runner,
             csrf_key,
             templates: crate::ui::templates(),
-        })
+        }))
+    }
+
+    /// Queues a job (one copy per key: the same work queued twice is kept once).
+    pub async fn enqueue(&self, job: Job) -> Result<(), accessrail_store::StoreError> {
+        self.jobs.clone().push(job.into_new()).await
     }
 
     /// How many console sessions are kept (signed-in visitors only, all replicas).

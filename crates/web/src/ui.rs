@@ -661,8 +661,15 @@ async fn scan_now(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<Csrf
     if !v.csrf_ok(f.csrf.as_deref()) {
         return forbidden(&s, &v);
     }
-    if let Some(conn) = current_connection(&s).await {
-        crate::serve::spawn_scan(s.clone(), conn.name);
+    if let Some(conn) = current_connection(&s).await
+        && let Err(e) = crate::serve::queue_scan(
+            &s,
+            conn.id,
+            format!("token:{}", v.signed_in().unwrap_or_default()),
+        )
+        .await
+    {
+        tracing::error!("cannot queue a scan: {e}");
     }
     Redirect::to("/scans?started=1").into_response()
 }

@@ -14,6 +14,8 @@ struct PlanRow {
     force: bool,
     created_at: i64,
     status: String,
+    started_at: Option<i64>,
+    outcome: Option<String>,
 }
 
 impl PlanRow {
@@ -30,12 +32,14 @@ impl PlanRow {
             max_deactivations: u32::try_from(self.max_deactivations).unwrap_or(u32::MAX),
             force: self.force,
             created_at: self.created_at,
+            started_at: self.started_at,
+            outcome: self.outcome,
         })
     }
 }
 
-const PLAN_COLS: &str =
-    "id, connection, actions, fingerprint, actor, max_deactivations, force, created_at, status";
+const PLAN_COLS: &str = "id, connection, actions, fingerprint, actor, max_deactivations, force, created_at, status, \
+     started_at, outcome";
 
 /// The advisory lock sign-ins take (not the store's write lock).
 const SESSIONS_LOCK_KEY: i64 = 0x4143_5353;
@@ -130,7 +134,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO plans ({PLAN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO plans ({PLAN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )))
         .bind(&p.id)
         .bind(&p.connection)
@@ -141,6 +145,8 @@ impl PgStore {
         .bind(p.force)
         .bind(p.created_at)
         .bind(p.status.as_str())
+        .bind(p.started_at)
+        .bind(&p.outcome)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -175,6 +181,7 @@ impl PgStore {
                     None => PlanClaim::NotFound,
                     Some(PlanStatus::Applying) => PlanClaim::BeingApplied,
                     Some(PlanStatus::Applied) => PlanClaim::AlreadyApplied,
+                    Some(PlanStatus::Interrupted) => PlanClaim::Interrupted,
                     Some(PlanStatus::Ready) => {
                         sqlx::query("DELETE FROM plans WHERE id = $1 AND status = 'ready'")
                             .bind(id)
@@ -187,6 +194,43 @@ impl PgStore {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub(super) async fn start_plan_apply_impl(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let n = sqlx::query("UPDATE plans SET started_at = $1 WHERE id = $2 AND status = 'applying' AND started_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub(super) async fn finish_plan_impl(
+        &self,
+        id: &str,
+        status: PlanStatus,
+        outcome: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE plans SET status = $1, outcome = $2 WHERE id = $3 AND status = 'applying'",
+        )
+        .bind(status.as_str())
+        .bind(outcome)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn plan_impl(&self, id: &str) -> StoreResult<Option<PlanRecord>> {
+        let row: Option<PlanRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PLAN_COLS} FROM plans WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(PlanRow::into_record).transpose()
     }
 
     pub(super) async fn release_plan_impl(&self, id: &str, status: PlanStatus) -> StoreResult<()> {

@@ -34,7 +34,7 @@ const BATCH: usize = 500;
 /// The embedded SQLite store: one database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -1053,6 +1053,23 @@ impl Store for SqliteStore {
 
     async fn release_plan(&self, id: &str, status: PlanStatus) -> StoreResult<()> {
         self.release_plan_impl(id, status).await
+    }
+
+    async fn start_plan_apply(&self, id: &str, now: i64) -> StoreResult<bool> {
+        self.start_plan_apply_impl(id, now).await
+    }
+
+    async fn finish_plan(
+        &self,
+        id: &str,
+        status: PlanStatus,
+        outcome: Option<&str>,
+    ) -> StoreResult<()> {
+        self.finish_plan_impl(id, status, outcome).await
+    }
+
+    async fn plan(&self, id: &str) -> StoreResult<Option<PlanRecord>> {
+        self.plan_impl(id).await
     }
 
     async fn take_request_slot(

@@ -14,6 +14,8 @@ struct PlanRow {
     force: bool,
     created_at: i64,
     status: String,
+    started_at: Option<i64>,
+    outcome: Option<String>,
 }
 
 impl PlanRow {
@@ -30,12 +32,14 @@ impl PlanRow {
             max_deactivations: u32::try_from(self.max_deactivations).unwrap_or(u32::MAX),
             force: self.force,
             created_at: self.created_at,
+            started_at: self.started_at,
+            outcome: self.outcome,
         })
     }
 }
 
-const PLAN_COLS: &str =
-    "id, connection, actions, fingerprint, actor, max_deactivations, force, created_at, status";
+const PLAN_COLS: &str = "id, connection, actions, fingerprint, actor, max_deactivations, force, created_at, status, \
+     started_at, outcome";
 
 impl SqliteStore {
     pub(super) async fn create_session_impl(
@@ -121,7 +125,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO plans ({PLAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO plans ({PLAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )))
         .bind(&p.id)
         .bind(&p.connection)
@@ -132,6 +136,8 @@ impl SqliteStore {
         .bind(p.force)
         .bind(p.created_at)
         .bind(p.status.as_str())
+        .bind(p.started_at)
+        .bind(&p.outcome)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -166,6 +172,7 @@ impl SqliteStore {
                     None => PlanClaim::NotFound,
                     Some(PlanStatus::Applying) => PlanClaim::BeingApplied,
                     Some(PlanStatus::Applied) => PlanClaim::AlreadyApplied,
+                    Some(PlanStatus::Interrupted) => PlanClaim::Interrupted,
                     Some(PlanStatus::Ready) => {
                         sqlx::query("DELETE FROM plans WHERE id = ? AND status = 'ready'")
                             .bind(id)
@@ -178,6 +185,43 @@ impl SqliteStore {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub(super) async fn start_plan_apply_impl(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let n = sqlx::query("UPDATE plans SET started_at = ? WHERE id = ? AND status = 'applying' AND started_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub(super) async fn finish_plan_impl(
+        &self,
+        id: &str,
+        status: PlanStatus,
+        outcome: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE plans SET status = ?, outcome = ? WHERE id = ? AND status = 'applying'",
+        )
+        .bind(status.as_str())
+        .bind(outcome)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn plan_impl(&self, id: &str) -> StoreResult<Option<PlanRecord>> {
+        let row: Option<PlanRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PLAN_COLS} FROM plans WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(PlanRow::into_record).transpose()
     }
 
     pub(super) async fn release_plan_impl(&self, id: &str, status: PlanStatus) -> StoreResult<()> {

@@ -666,6 +666,8 @@ where
         force: false,
         created_at,
         status: PlanStatus::Ready,
+        started_at: None,
+        outcome: None,
     };
     store.insert_plan(plan("p1", 1000), 0).await.unwrap();
     // Eight appliers at once: exactly one claims it.
@@ -701,6 +703,41 @@ where
         store.claim_plan("nope", 0).await.unwrap(),
         PlanClaim::NotFound
     );
+    // An apply starts once: a second start (the same plan's job run again after its process
+    // died) is refused, and that apply ends as interrupted, never claimable again.
+    store.insert_plan(plan("p5", 1000), 0).await.unwrap();
+    assert!(matches!(
+        store.claim_plan("p5", 0).await.unwrap(),
+        PlanClaim::Claimed(_)
+    ));
+    assert!(store.start_plan_apply("p5", 1001).await.unwrap());
+    assert!(!store.start_plan_apply("p5", 1002).await.unwrap());
+    store
+        .finish_plan(
+            "p5",
+            PlanStatus::Interrupted,
+            Some(r#"{"error":"cut short"}"#),
+        )
+        .await
+        .unwrap();
+    let p5 = store.plan("p5").await.unwrap().unwrap();
+    assert_eq!(p5.status, PlanStatus::Interrupted);
+    assert_eq!(p5.started_at, Some(1001));
+    assert_eq!(p5.outcome.as_deref(), Some(r#"{"error":"cut short"}"#));
+    assert_eq!(
+        store.claim_plan("p5", 0).await.unwrap(),
+        PlanClaim::Interrupted
+    );
+    // Finishing is for applying plans only: an interrupted plan stays interrupted.
+    store
+        .finish_plan("p5", PlanStatus::Applied, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.plan("p5").await.unwrap().unwrap().status,
+        PlanStatus::Interrupted
+    );
+    assert_eq!(store.plan("nope").await.unwrap(), None);
     // Too old to apply: stale, and forgotten.
     store.insert_plan(plan("p2", 500), 0).await.unwrap();
     assert_eq!(store.claim_plan("p2", 900).await.unwrap(), PlanClaim::Stale);

@@ -169,6 +169,7 @@ pub async fn api_end_to_end(backend: Backend) {
         (s, r["added"].as_u64()),
         (StatusCode::OK, Some(people.len() as u64))
     );
+    assert_eq!(r["flows_queued"], json!([]), "no connection has flows yet");
     let (s, r) = svc
         .post("/api/v1/identities", json!([{"id": "x", "email": "bad"}]))
         .await;
@@ -230,6 +231,22 @@ pub async fn api_end_to_end(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["done"], 1);
     assert!(!svc.sim.sim().snapshot().users[&4].is_active);
+    // The apply ran as a job; the plan keeps how it ended, and is never applied again.
+    let applied_id = plan["id"].as_str().unwrap().to_string();
+    let (s, kept) = svc.get(&format!("/api/v1/plans/{applied_id}")).await;
+    assert_eq!(s, StatusCode::OK, "{kept}");
+    assert_eq!(kept["status"], "applied");
+    assert_eq!(kept["outcome"]["result"], "applied");
+    assert_eq!(kept["outcome"]["done"], 1);
+    assert!(kept["started_at"].is_string(), "{kept}");
+    let (s, body) = svc
+        .post(&format!("/api/v1/plans/{applied_id}/apply"), json!({}))
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("plan_already_applied"))
+    );
+    assert_eq!(svc.get("/api/v1/plans/nope").await.0, StatusCode::NOT_FOUND);
     let email6 = snap.users[&6].email.clone();
     let (_, plan) = svc
         .post(
@@ -250,6 +267,53 @@ pub async fn api_end_to_end(backend: Backend) {
         (s, body["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("stale_plan"))
     );
+    let (_, kept) = svc
+        .get(&format!("/api/v1/plans/{}", plan["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        (kept["status"].as_str(), kept["outcome"]["code"].as_str()),
+        (Some("ready"), Some("stale_plan")),
+        "nothing was sent: {kept}"
+    );
+
+    // Flows after an identity import run as a job: the leavers' accounts are deactivated.
+    svc.engine
+        .store()
+        .set_flows(&conn.id, Some(accessrail_engine::flows::STARTER), 0)
+        .await
+        .unwrap();
+    let leavers: Vec<Value> = people
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if p["id"] == "p8" {
+                p["status"] = json!("leaver");
+            }
+            p
+        })
+        .collect();
+    let (s, r) = svc.post("/api/v1/identities", Value::Array(leavers)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["flows_queued"], json!(["acme"]));
+    let waited = std::time::Instant::now();
+    while svc.sim.sim().snapshot().users[&8].is_active
+        || svc.sim.sim().snapshot().users[&2].is_active
+    {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(30),
+            "the flows job did not deactivate the leavers (users 2 and 8)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, audit) = svc.get("/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == "flow:deactivate-leavers" && a["outcome"] == "done"),
+        "{audit}"
+    );
     let (s, body) = svc
         .post(
             "/api/v1/connections/acme/plans",
@@ -263,7 +327,14 @@ pub async fn api_end_to_end(backend: Backend) {
 
     // The audit log names the token; changes point at the audit entry.
     let (_, audit) = svc.get("/api/v1/audit").await;
-    assert_eq!(audit[0]["actor"], "token:admin");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == "token:admin" && a["target"] == snap.users[&4].email),
+        "{audit}"
+    );
     let (_, changes) = svc.get("/api/v1/connections/acme/changes").await;
     assert!(
         changes

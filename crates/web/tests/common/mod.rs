@@ -30,10 +30,18 @@ pub struct Service {
 }
 
 pub async fn start(users: u32, groups: u32) -> Service {
-    start_with(users, groups, ServeConfig::default()).await
+    start_with(users, groups, quick()).await
 }
 
 /// The service with a given configuration (e.g. a public https URL).
+/// The service's defaults, with a job worker that looks for jobs often (tests wait on them).
+pub fn quick() -> ServeConfig {
+    ServeConfig {
+        job_poll: std::time::Duration::from_millis(50),
+        ..ServeConfig::default()
+    }
+}
+
 pub async fn start_with(users: u32, groups: u32, cfg: ServeConfig) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let store: AnyStore = SqliteStore::open(&dir.path().join("accessrail.db"))
@@ -47,7 +55,7 @@ pub async fn start_with(users: u32, groups: u32, cfg: ServeConfig) -> Service {
 /// empty; the keyring lives in a temporary directory.
 pub async fn start_on(store: AnyStore, users: u32, groups: u32) -> Service {
     let dir = tempfile::tempdir().unwrap();
-    launch(dir, store, users, groups, ServeConfig::default()).await
+    launch(dir, store, users, groups, quick()).await
 }
 
 async fn launch(
@@ -84,7 +92,9 @@ async fn launch(
         ClientOptions::default(),
         Arc::new(SystemClock),
     ));
-    let state = AppState::new(engine.clone(), true, Schedule::default());
+    let state = AppState::open(engine.clone(), true, Schedule::default(), cfg.job_poll)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

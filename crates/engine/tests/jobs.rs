@@ -1,0 +1,416 @@
+//! The durable job queue against the simulator over real HTTP: on a SQLite file, a queued job
+//! runs and a keyed job is kept once; a plan apply cut short is never run again; on
+//! PostgreSQL, a job whose worker died is taken over by another worker once its heartbeats
+//! stop, and the scan it was running is recorded as interrupted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use accessrail_engine::connector::ClientOptions;
+use accessrail_engine::jobs::{self, Job, PlanOutcome, Runner};
+use accessrail_engine::provision::{self, Action, Origin, Rails, Request};
+use accessrail_engine::schedule::Schedule;
+use accessrail_engine::secrets::Keyring;
+use accessrail_engine::{ApiKey, ConnectRequest, Engine, SystemClock, Target};
+use accessrail_store::{
+    AnyStore, Connection, JobTiming, PlanRecord, PlanStatus, ScanStatus, Store, StoreLocation,
+};
+use testrail_sim::{Faults, SeedConfig, Settings, Sim, SimServer};
+
+const TIMING: JobTiming = JobTiming {
+    heartbeat: Duration::from_secs(1),
+    missed_heartbeats: 2,
+    poll: Duration::from_millis(50),
+};
+
+async fn sim() -> SimServer {
+    SimServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Sim::new(
+            SeedConfig {
+                users: 8,
+                groups: 1,
+                admin_key: "k".into(),
+                ..SeedConfig::default()
+            },
+            Settings::default(),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+async fn engine(dir: &std::path::Path, location: &StoreLocation) -> Arc<Engine<AnyStore>> {
+    let store = AnyStore::open(location).await.unwrap();
+    Arc::new(
+        Engine::new(
+            store,
+            Keyring::load(dir).unwrap(),
+            dir.to_path_buf(),
+            ClientOptions {
+                retry_attempts: Some(1),
+                ..ClientOptions::default()
+            },
+            Arc::new(SystemClock),
+        )
+        .with_lease_ttl(3),
+    )
+}
+
+async fn connect(e: &Engine<AnyStore>, sim: &SimServer) -> Connection {
+    e.connect(ConnectRequest {
+        scan_interval_secs: None,
+        target: Target::BaseUrl(sim.base_url()),
+        email: "admin@example.com".into(),
+        key: ApiKey::new("k").unwrap(),
+        name: Some("acme".into()),
+        replace: false,
+        request_budget: None,
+    })
+    .await
+    .unwrap()
+    .1
+    .unwrap()
+}
+
+/// Starts a worker that stops when `stop` is sent (a graceful shutdown).
+fn stoppable_worker(
+    e: &Arc<Engine<AnyStore>>,
+    storage: &accessrail_store::JobStorage<Job>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
+    let runner = Arc::new(Runner::new(e.clone(), Schedule::default(), 2));
+    let storage = storage.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        jobs::work(runner, storage, TIMING.poll, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    (tx, task)
+}
+
+/// Starts a worker; dropping (aborting) its task is what a killed process does to it.
+fn worker(
+    e: &Arc<Engine<AnyStore>>,
+    storage: &accessrail_store::JobStorage<Job>,
+) -> tokio::task::JoinHandle<()> {
+    let runner = Arc::new(Runner::new(e.clone(), Schedule::default(), 2));
+    let storage = storage.clone();
+    tokio::spawn(async move {
+        let _ = jobs::work(runner, storage, TIMING.poll, std::future::pending()).await;
+    })
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), &StoreLocation::Sqlite(dir.path().join("a.db"))).await;
+    let conn = connect(&e, &sim).await;
+    let mut storage = e.store().job_storage(jobs::QUEUE, TIMING).await.unwrap();
+    let scheduled = Job::ScheduledScan {
+        connection: conn.id.clone(),
+        due: 0,
+        round: 7,
+    };
+    // Every replica's scheduler queues the same due scan: one is kept.
+    storage.push(scheduled.clone().into_new()).await.unwrap();
+    storage.push(scheduled.into_new()).await.unwrap();
+    assert_eq!(e.store().job_count(jobs::QUEUE).await.unwrap(), 1);
+    let (stop, w) = stoppable_worker(&e, &storage);
+    let store = e.store().clone();
+    let id = conn.id.clone();
+    wait_until("the scheduled scan ran", Duration::from_secs(20), || {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            store
+                .scans(&id)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.status == ScanStatus::Succeeded)
+        }
+    })
+    .await;
+    // Not due any more: a second scheduled job for the same connection (another round) finds
+    // the fresh scan under the lease and does nothing.
+    storage
+        .push(
+            Job::ScheduledScan {
+                connection: conn.id.clone(),
+                due: 0,
+                round: 8,
+            }
+            .into_new(),
+        )
+        .await
+        .unwrap();
+    // "Scan now" scans whatever the history says.
+    storage
+        .push(
+            Job::ScanNow {
+                connection: conn.id.clone(),
+                actor: "token:admin".into(),
+            }
+            .into_new(),
+        )
+        .await
+        .unwrap();
+    wait_until("the requested scan ran", Duration::from_secs(20), || {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            store
+                .scans(&id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|s| s.status == ScanStatus::Succeeded)
+                .count()
+                == 2
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scans = store.scans(&id).await.unwrap();
+    assert_eq!(
+        scans.len(),
+        2,
+        "one scheduled scan (the no-longer-due job scanned nothing) and one requested: {scans:?}"
+    );
+    // Asked to stop with nothing to do, the worker stops at once.
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .expect("the worker stops within 5 s")
+        .unwrap()
+        .unwrap();
+    eprintln!("worker stopped in {:?}", asked.elapsed());
+}
+
+async fn kept_plan(e: &Engine<AnyStore>, conn: &Connection, id: &str, email: &str) -> PlanRecord {
+    let actions = vec![Action::Deactivate {
+        email: email.to_string(),
+    }];
+    let requests: Vec<Request> = actions
+        .iter()
+        .cloned()
+        .map(|action| Request {
+            action,
+            origin: Origin::Direct {
+                actor: "token:admin".into(),
+            },
+        })
+        .collect();
+    let plan = provision::plan(e, conn, requests, &Rails::new(None, false))
+        .await
+        .unwrap();
+    let record = PlanRecord {
+        id: id.into(),
+        connection: conn.name.clone(),
+        actions: serde_json::to_string(&actions).unwrap(),
+        fingerprint: jobs::fingerprint(&plan),
+        actor: "token:admin".into(),
+        max_deactivations: 10,
+        force: false,
+        created_at: e.now(),
+        status: PlanStatus::Ready,
+        started_at: None,
+        outcome: None,
+    };
+    e.store().insert_plan(record.clone(), 0).await.unwrap();
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_apply_cut_short_is_never_run_again() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), &StoreLocation::Sqlite(dir.path().join("a.db"))).await;
+    let conn = connect(&e, &sim).await;
+    e.store().set_provisioning(&conn.id, true).await.unwrap();
+    let people: Vec<String> = sim
+        .sim()
+        .snapshot()
+        .users
+        .values()
+        .filter(|u| u.is_active && !u.is_admin)
+        .map(|u| u.email.clone())
+        .collect();
+
+    // Applied once: the outcome is kept; running the job again changes nothing more.
+    kept_plan(&e, &conn, "p-ok", &people[0]).await;
+    assert!(matches!(
+        e.store().claim_plan("p-ok", 0).await.unwrap(),
+        accessrail_store::PlanClaim::Claimed(_)
+    ));
+    let first = jobs::apply_kept(&e, "p-ok", "token:admin").await;
+    let PlanOutcome::Applied { done, .. } = &first else {
+        panic!("applied: {first:?}");
+    };
+    assert_eq!(*done, 1);
+    let writes = || {
+        sim.sim()
+            .stats()
+            .by_method
+            .get("update_user")
+            .copied()
+            .unwrap_or(0)
+    };
+    let after_first = writes();
+    assert_eq!(after_first, 1);
+    let again = jobs::apply_kept(&e, "p-ok", "token:admin").await;
+    assert_eq!(again, first, "a re-run reports the kept outcome");
+    assert_eq!(writes(), after_first, "and sends nothing");
+    let kept = e.store().plan("p-ok").await.unwrap().unwrap();
+    assert_eq!(kept.status, PlanStatus::Applied);
+
+    // Cut short: the first run marked the start (about to send), then its process died. The
+    // job's second run must not apply it: the plan ends interrupted, with an audit entry.
+    kept_plan(&e, &conn, "p-cut", &people[1]).await;
+    assert!(matches!(
+        e.store().claim_plan("p-cut", 0).await.unwrap(),
+        accessrail_store::PlanClaim::Claimed(_)
+    ));
+    assert!(e.store().start_plan_apply("p-cut", e.now()).await.unwrap());
+    let audit_before = e.store().audit_log().await.unwrap().len();
+    let rerun = jobs::apply_kept(&e, "p-cut", "token:admin").await;
+    assert!(
+        matches!(rerun, PlanOutcome::Interrupted { .. }),
+        "{rerun:?}"
+    );
+    assert_eq!(
+        writes(),
+        after_first,
+        "nothing sent for the interrupted plan"
+    );
+    let kept = e.store().plan("p-cut").await.unwrap().unwrap();
+    assert_eq!(kept.status, PlanStatus::Interrupted);
+    let audit = e.store().audit_log().await.unwrap();
+    assert_eq!(audit.len(), audit_before + 1);
+    let last = audit.last().unwrap();
+    assert_eq!(last.record.action, "apply_plan");
+    assert_eq!(last.record.target, "p-cut");
+    assert_eq!(
+        e.store().claim_plan("p-cut", 0).await.unwrap(),
+        accessrail_store::PlanClaim::Interrupted
+    );
+
+    // TestRail changed since the plan: refused as stale, nothing sent, the plan handed back.
+    kept_plan(&e, &conn, "p-stale", &people[2]).await;
+    let stale_email = people[2].clone();
+    sim.sim().with_instance(|inst| {
+        for u in inst.users.values_mut() {
+            if u.email == stale_email {
+                u.is_active = false;
+            }
+        }
+    });
+    assert!(matches!(
+        e.store().claim_plan("p-stale", 0).await.unwrap(),
+        accessrail_store::PlanClaim::Claimed(_)
+    ));
+    let stale = jobs::apply_kept(&e, "p-stale", "token:admin").await;
+    assert!(
+        matches!(&stale, PlanOutcome::Refused { code, .. } if code == "stale_plan"),
+        "{stale:?}"
+    );
+    assert_eq!(writes(), after_first);
+    let kept = e.store().plan("p-stale").await.unwrap().unwrap();
+    assert_eq!(kept.status, PlanStatus::Ready);
+    assert_eq!(kept.started_at, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() {
+    let url = accessrail_test_support::fresh_postgres_url().await;
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::parse(&url).unwrap();
+    let e = engine(dir.path(), &location).await;
+    let conn = connect(&e, &sim).await;
+    let mut storage = e.store().job_storage(jobs::QUEUE, TIMING).await.unwrap();
+    // A slow TestRail: the scan is still running when its worker dies.
+    sim.sim().set_faults(Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    });
+    storage
+        .push(
+            Job::ScanNow {
+                connection: conn.id.clone(),
+                actor: "token:admin".into(),
+            }
+            .into_new(),
+        )
+        .await
+        .unwrap();
+    let a = worker(&e, &storage);
+    let store = e.store().clone();
+    let id = conn.id.clone();
+    wait_until("worker A started the scan", Duration::from_secs(20), || {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            store
+                .scans(&id)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.status == ScanStatus::Running)
+        }
+    })
+    .await;
+    // Worker A dies mid-scan: no heartbeats, no lease renewals, nothing cleaned up.
+    a.abort();
+    let died = Instant::now();
+    sim.sim().set_faults(Faults::default());
+    // Worker B (another process's) takes the job over once A missed its heartbeats and the
+    // scan lease expired, and completes the scan.
+    let b = worker(&e, &storage);
+    wait_until(
+        "worker B completed the scan",
+        Duration::from_secs(30),
+        || {
+            let (store, id) = (store.clone(), id.clone());
+            async move {
+                store
+                    .scans(&id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|s| s.status == ScanStatus::Succeeded)
+            }
+        },
+    )
+    .await;
+    let taken = died.elapsed();
+    assert!(
+        taken >= TIMING.orphaned_after(),
+        "taken over after {taken:?}: before the dead worker's heartbeats were missed"
+    );
+    let scans = store.scans(&id).await.unwrap();
+    assert_eq!(
+        scans.iter().map(|s| s.status).collect::<Vec<_>>(),
+        vec![ScanStatus::Interrupted, ScanStatus::Succeeded],
+        "the killed scan shows as interrupted, then the taken-over one: {scans:?}"
+    );
+    b.abort();
+}
