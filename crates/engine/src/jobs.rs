@@ -441,27 +441,62 @@ async fn interrupted<S: Store>(
 
 /// Runs this process's worker on `storage` until `stop` completes: it takes jobs (a few at a
 /// time), heartbeats while it runs them, and hands the jobs of workers that went silent to
-/// itself. Each replica runs one, under a name of its own.
+/// itself. Each replica runs one, under a name of its own. A worker that fails (apalis stops a
+/// worker whose heartbeat could not be written, e.g. while the database fails over) is started
+/// again under a new name after a pause. The jobs it was running stop there, as if its process
+/// had died, and are taken over like a dead worker's (a scan records as interrupted, a plan
+/// apply ends interrupted).
 pub async fn work<S: Store>(
     runner: Arc<Runner<S>>,
     storage: accessrail_store::JobStorage<Job>,
     poll: std::time::Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut pause = std::time::Duration::from_millis(500);
+    loop {
+        let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        };
+        let name = format!(
+            "{}-{}",
+            runner.engine.instance(),
+            crate::tokens::random_hex(4)
+        );
+        match run_worker(&name, runner.clone(), storage.clone(), poll, stopped).await {
+            Ok(()) => return Ok(()),
+            Err(e) if *stop_rx.borrow() => return Err(format!("job worker {name}: {e}")),
+            Err(e) => {
+                tracing::warn!(worker = name, error = %e, "job worker stopped; starting another");
+            }
+        }
+        let mut rx = stop_rx.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = rx.wait_for(|s| *s) => return Ok(()),
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+async fn run_worker<S: Store>(
+    name: &str,
+    runner: Arc<Runner<S>>,
+    storage: accessrail_store::JobStorage<Job>,
+    poll: std::time::Duration,
+    stop: impl std::future::Future<Output = Result<(), std::io::Error>> + Send + 'static,
+) -> Result<(), String> {
     use apalis_core::backend::ext::BackendExt as _;
     use apalis_core::worker::builder::WorkerBuilder;
-    let name = format!(
-        "{}-{}",
-        runner.engine.instance(),
-        crate::tokens::random_hex(4)
-    );
-    let stop = async move {
-        stop.await;
-        Ok::<(), std::io::Error>(())
-    };
     let ran = match storage {
         accessrail_store::JobStorage::Postgres(s) => {
-            WorkerBuilder::new(name.as_str())
+            WorkerBuilder::new(name)
                 .backend(s.poll_with_interval(poll))
                 .data(runner)
                 .build(handle::<S>)
@@ -469,7 +504,7 @@ pub async fn work<S: Store>(
                 .await
         }
         accessrail_store::JobStorage::Sqlite(s) => {
-            WorkerBuilder::new(name.as_str())
+            WorkerBuilder::new(name)
                 .backend(s.poll_with_interval(poll))
                 .data(runner)
                 .build(handle::<S>)
@@ -477,7 +512,7 @@ pub async fn work<S: Store>(
                 .await
         }
     };
-    ran.map_err(|e| format!("job worker {name}: {e}"))
+    ran.map_err(|e| e.to_string())
 }
 
 async fn handle<S: Store>(
