@@ -22,12 +22,17 @@ use tokio::sync::Semaphore;
 
 use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
+use crate::lease;
 use crate::provision::{self, Origin, Rails, Request};
 use crate::scan::{self, Quiet};
 use crate::schedule::{self, Schedule};
 
 /// The one queue all of Accessrail's jobs go through.
 pub const QUEUE: &str = "accessrail";
+
+/// Jobs one worker runs at once. A worker takes a job only when it has room for it (and one
+/// at a time), so the jobs spread over the replicas instead of queueing behind the first.
+pub const JOBS_AT_ONCE: usize = 4;
 
 /// How often a scan job waiting for another scan's lease asks again.
 const LEASE_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
@@ -47,8 +52,14 @@ pub enum Job {
         due: i64,
         round: i64,
     },
-    /// "Scan now" from the console or the API.
-    ScanNow { connection: String, actor: String },
+    /// "Scan now" from the console or the API, asked at `asked` (a scan that starts after it
+    /// answers it).
+    ScanNow {
+        connection: String,
+        actor: String,
+        #[serde(default)]
+        asked: i64,
+    },
     /// The connection's flows, after an identity import.
     Flows { connection: String, actor: String },
     /// Applies a kept plan that the request queueing this job claimed.
@@ -70,10 +81,15 @@ impl Job {
         }
     }
 
-    /// How often apalis may run it: once, plus runs after its worker died. A failed scan is
-    /// retried by the scheduler (with backoff, from the scan history), not by the queue.
+    /// How often apalis may run it after it failed (runs after its worker died come on top).
+    /// A failed scan is retried by the scheduler (with backoff, from the scan history), not by
+    /// the queue; a plan apply whose outcome could not be recorded is run again (its start mark
+    /// and lease make that safe).
     pub fn max_attempts(&self) -> usize {
-        1
+        match self {
+            Self::ApplyPlan { .. } => 3,
+            _ => 1,
+        }
     }
 
     pub fn into_new(self) -> accessrail_store::NewJob<Job> {
@@ -177,12 +193,30 @@ impl<S: Store> Runner<S> {
     pub async fn run(&self, job: Job) -> Result<String, String> {
         match job {
             Job::ScheduledScan { connection, .. } => self.scheduled_scan(&connection).await,
-            Job::ScanNow { connection, .. } => self.scan_now(&connection).await,
+            Job::ScanNow {
+                connection, asked, ..
+            } => self.scan_now(&connection, asked).await,
             Job::Flows { connection, actor } => run_flows(&self.engine, &connection, &actor)
                 .await
                 .map_err(|e| e.to_string()),
             Job::ApplyPlan { plan, actor } => {
                 let outcome = apply_kept(&self.engine, &plan, &actor).await;
+                let busy = matches!(&outcome, PlanOutcome::Refused { code, .. } if code == "busy");
+                let left_applying = self
+                    .engine
+                    .store()
+                    .plan(&plan)
+                    .await
+                    .map(|p| p.is_some_and(|p| p.status == PlanStatus::Applying))
+                    .unwrap_or(true);
+                if left_applying && !busy {
+                    // The outcome could not be recorded: fail, so the queue runs the job again
+                    // (safe: the plan's start mark and lease keep it from applying twice).
+                    return Err(format!(
+                        "plan {plan}: {}; its outcome could not be recorded",
+                        summary(&outcome)
+                    ));
+                }
                 Ok(format!("plan {plan}: {}", summary(&outcome)))
             }
         }
@@ -233,10 +267,9 @@ impl<S: Store> Runner<S> {
     /// A scan asked for: one that starts after the request. A scan already running (or the
     /// lease of one whose process died, until it expires) is waited for, up to twice the lease
     /// time; a scan that finished meanwhile, after the request was made, is enough.
-    async fn scan_now(&self, id: &str) -> Result<String, String> {
+    async fn scan_now(&self, id: &str, asked: i64) -> Result<String, String> {
         let conn = self.conn(id).await?;
         let _slot = self.scan_slots.acquire().await.map_err(|e| e.to_string())?;
-        let asked = self.engine.now();
         let ttl = self.engine.lease_ttl_secs().max(1);
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2 * ttl as u64);
         loop {
@@ -310,26 +343,76 @@ pub async fn run_flows<S: Store>(
 
 /// Applies a kept plan that its requester claimed (`applying`), at most once, and only if
 /// TestRail still looks as it did when the plan was made. Its outcome is kept with the plan.
+///
+/// One run at a time holds the plan's lease (`plan:<id>`, renewed while it applies): a second
+/// run of the job while the first still runs (its worker was only slow) does nothing; a run
+/// that finds the apply started and the lease free knows the first run died, and ends the plan
+/// `interrupted` instead of applying it again.
 pub async fn apply_kept<S: Store>(engine: &Engine<S>, id: &str, actor: &str) -> PlanOutcome {
-    match apply_kept_inner(engine, id, actor).await {
-        Ok(o) => o,
-        Err(e) => {
-            let code = e.code().as_str().to_string();
-            let o = PlanOutcome::Refused {
-                code,
-                message: e.to_string(),
+    let name = format!("plan:{id}");
+    let token = match lease::try_acquire(engine, &name, "apply").await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return PlanOutcome::Refused {
+                code: "busy".into(),
+                message: format!("plan {id} is being applied by another worker"),
             };
-            finish(engine, id, PlanStatus::Ready, &o).await;
-            o
         }
-    }
+        Err(e) => return refused(engine, id, e).await,
+    };
+    let lost = std::sync::atomic::AtomicBool::new(false);
+    let outcome = lease::hold(engine, std::slice::from_ref(&token), &lost, async {
+        match apply_kept_inner(engine, id, actor).await {
+            Ok(o) => o,
+            Err(e) => refused(engine, id, e).await,
+        }
+    })
+    .await;
+    lease::release(engine, &token).await;
+    outcome
 }
 
-async fn finish<S: Store>(engine: &Engine<S>, id: &str, status: PlanStatus, o: &PlanOutcome) {
+/// Nothing was sent: the plan is handed back (`ready`) with the reason. Details of internal
+/// errors (the store, secrets) go to the log, not to whoever reads the plan.
+async fn refused<S: Store>(engine: &Engine<S>, id: &str, e: EngineError) -> PlanOutcome {
+    let code = e.code();
+    let message = match code {
+        crate::ErrorCode::Store | crate::ErrorCode::Secret => {
+            tracing::error!(plan = id, error = %e, "plan apply failed");
+            "an internal error stopped the apply before anything was sent; see the service log"
+                .to_string()
+        }
+        _ => e.to_string(),
+    };
+    let o = PlanOutcome::Refused {
+        code: code.as_str().to_string(),
+        message,
+    };
+    finish(engine, id, PlanStatus::Ready, &o).await;
+    o
+}
+
+/// Records how a plan's apply ended, trying a few times: a plan left `applying` would tell its
+/// requester nothing. `false` when it could not be recorded.
+async fn finish<S: Store>(
+    engine: &Engine<S>,
+    id: &str,
+    status: PlanStatus,
+    o: &PlanOutcome,
+) -> bool {
     let text = serde_json::to_string(o).unwrap_or_default();
-    if let Err(e) = engine.store().finish_plan(id, status, Some(&text)).await {
-        tracing::error!("cannot record how plan {id} ended: {e}");
+    let mut pause = std::time::Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match engine.store().finish_plan(id, status, Some(&text)).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(attempt, "cannot record how plan {id} ended: {e}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
     }
+    false
 }
 
 async fn apply_kept_inner<S: Store>(
@@ -353,6 +436,7 @@ async fn apply_kept_inner<S: Store>(
             }));
     }
     if kept.started_at.is_some() {
+        // Started, and nobody holds its lease but us: the run that started it died.
         return Ok(interrupted(engine, &kept, actor).await);
     }
     let conn = engine.resolve(Some(&kept.connection)).await?;
@@ -498,6 +582,7 @@ async fn run_worker<S: Store>(
         accessrail_store::JobStorage::Postgres(s) => {
             WorkerBuilder::new(name)
                 .backend(s.poll_with_interval(poll))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(JOBS_AT_ONCE))
                 .data(runner)
                 .build(handle::<S>)
                 .run_until(stop)
@@ -506,6 +591,7 @@ async fn run_worker<S: Store>(
         accessrail_store::JobStorage::Sqlite(s) => {
             WorkerBuilder::new(name)
                 .backend(s.poll_with_interval(poll))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(JOBS_AT_ONCE))
                 .data(runner)
                 .build(handle::<S>)
                 .run_until(stop)
@@ -520,7 +606,13 @@ async fn handle<S: Store>(
     runner: apalis_core::task::data::Data<Arc<Runner<S>>>,
 ) -> Result<String, apalis_core::error::BoxDynError> {
     let what = format!("{job:?}");
-    match runner.run(job).await {
+    // In a task of its own: if apalis stops this worker (a heartbeat it could not write), the
+    // job goes on instead of being cut short mid-step.
+    let runner: Arc<Runner<S>> = (*runner).clone();
+    let ran = tokio::spawn(async move { runner.run(job).await })
+        .await
+        .unwrap_or_else(|e| Err(format!("the job stopped: {e}")));
+    match ran {
         Ok(done) => {
             tracing::info!(job = what, outcome = %done, "job done");
             Ok(done)

@@ -42,6 +42,8 @@ async fn sim() -> SimServer {
     .unwrap()
 }
 
+/// Leases last 1 s: shorter than a dead worker's orphan time (2 s), so a job taken over
+/// before its worker's heartbeats were missed would show.
 async fn engine(dir: &std::path::Path, location: &StoreLocation) -> Arc<Engine<AnyStore>> {
     let store = AnyStore::open(location).await.unwrap();
     Arc::new(
@@ -55,7 +57,7 @@ async fn engine(dir: &std::path::Path, location: &StoreLocation) -> Arc<Engine<A
             },
             Arc::new(SystemClock),
         )
-        .with_lease_ttl(3),
+        .with_lease_ttl(1),
     )
 }
 
@@ -74,6 +76,14 @@ async fn connect(e: &Engine<AnyStore>, sim: &SimServer) -> Connection {
     .1
     .unwrap()
 }
+
+/// A dead worker's jobs are taken over after 4 s: well after the 1 s leases its work held
+/// expire, so a takeover that waited only for the leases would show.
+const TAKEOVER: JobTiming = JobTiming {
+    heartbeat: Duration::from_secs(1),
+    missed_heartbeats: 4,
+    poll: Duration::from_millis(50),
+};
 
 /// Starts a worker that stops when `stop` is sent (a graceful shutdown).
 fn stoppable_worker(
@@ -134,7 +144,7 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
     // Every replica's scheduler queues the same due scan: one is kept.
     storage.push(scheduled.clone().into_new()).await.unwrap();
     storage.push(scheduled.into_new()).await.unwrap();
-    assert_eq!(e.store().job_count(jobs::QUEUE).await.unwrap(), 1);
+    assert_eq!(e.store().job_count(jobs::QUEUE, false).await.unwrap(), 1);
     let (stop, w) = stoppable_worker(&e, &storage);
     let store = e.store().clone();
     let id = conn.id.clone();
@@ -169,6 +179,7 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
             Job::ScanNow {
                 connection: conn.id.clone(),
                 actor: "token:admin".into(),
+                asked: e.now(),
             }
             .into_new(),
         )
@@ -188,7 +199,13 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every job has run (the round-8 one too), and scanned nothing more.
+    wait_until("every job ran", Duration::from_secs(20), || {
+        let store = store.clone();
+        async move { store.job_count(jobs::QUEUE, true).await.unwrap() == 0 }
+    })
+    .await;
+    assert_eq!(store.job_count(jobs::QUEUE, false).await.unwrap(), 3);
     let scans = store.scans(&id).await.unwrap();
     assert_eq!(
         scans.len(),
@@ -314,6 +331,33 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
         accessrail_store::PlanClaim::Interrupted
     );
 
+    // A second run while the first is alive (its worker was only slow: it still holds the
+    // plan's lease) does nothing: the plan is neither applied nor called interrupted.
+    kept_plan(&e, &conn, "p-live", &people[3]).await;
+    assert!(matches!(
+        e.store().claim_plan("p-live", 0).await.unwrap(),
+        accessrail_store::PlanClaim::Claimed(_)
+    ));
+    let live = accessrail_engine::lease::try_acquire(&e, "plan:p-live", "apply")
+        .await
+        .unwrap()
+        .expect("the first run holds the plan's lease");
+    assert!(e.store().start_plan_apply("p-live", e.now()).await.unwrap());
+    let second = jobs::apply_kept(&e, "p-live", "token:admin").await;
+    assert!(
+        matches!(&second, PlanOutcome::Refused { code, .. } if code == "busy"),
+        "{second:?}"
+    );
+    let kept = e.store().plan("p-live").await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.outcome), (PlanStatus::Applying, None));
+    // Once the first run is gone (its lease released or expired), a run ends it interrupted.
+    accessrail_engine::lease::release(&e, &live).await;
+    assert!(matches!(
+        jobs::apply_kept(&e, "p-live", "token:admin").await,
+        PlanOutcome::Interrupted { .. }
+    ));
+    assert_eq!(writes(), after_first, "nothing sent for either");
+
     // TestRail changed since the plan: refused as stale, nothing sent, the plan handed back.
     kept_plan(&e, &conn, "p-stale", &people[2]).await;
     let stale_email = people[2].clone();
@@ -347,7 +391,22 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
     let location = StoreLocation::parse(&url).unwrap();
     let e = engine(dir.path(), &location).await;
     let conn = connect(&e, &sim).await;
-    let mut storage = e.store().job_storage(jobs::QUEUE, TIMING).await.unwrap();
+    let mut storage = e.store().job_storage(jobs::QUEUE, TAKEOVER).await.unwrap();
+    // PostgreSQL refuses a second job with the same key (SQLite ignores it): one is kept.
+    for _ in 0..2 {
+        storage
+            .push(
+                Job::ScheduledScan {
+                    connection: "no-such-connection".into(),
+                    due: 0,
+                    round: 1,
+                }
+                .into_new(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(e.store().job_count(jobs::QUEUE, false).await.unwrap(), 1);
     // A slow TestRail: the scan is still running when its worker dies.
     sim.sim().set_faults(Faults {
         latency_ms: 1500,
@@ -358,12 +417,28 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
             Job::ScanNow {
                 connection: conn.id.clone(),
                 actor: "token:admin".into(),
+                asked: e.now(),
             }
             .into_new(),
         )
         .await
         .unwrap();
-    let a = worker(&e, &storage);
+    // Worker A runs as another process would: its own runtime, its own engine and database
+    // pool. Shutting that runtime down kills it like kill -9: every task of it stops at once.
+    let a = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let (dir, location) = (dir.path().to_path_buf(), location.clone());
+        a.spawn(async move {
+            let e = engine(&dir, &location).await;
+            let storage = e.store().job_storage(jobs::QUEUE, TAKEOVER).await.unwrap();
+            let runner = Arc::new(Runner::new(e, Schedule::default(), 2));
+            let _ = jobs::work(runner, storage, TIMING.poll, std::future::pending()).await;
+        });
+    }
     let store = e.store().clone();
     let id = conn.id.clone();
     wait_until("worker A started the scan", Duration::from_secs(20), || {
@@ -379,7 +454,7 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
     })
     .await;
     // Worker A dies mid-scan: no heartbeats, no lease renewals, nothing cleaned up.
-    a.abort();
+    a.shutdown_background();
     let died = Instant::now();
     sim.sim().set_faults(Faults::default());
     // Worker B (another process's) takes the job over once A missed its heartbeats and the
@@ -401,10 +476,13 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
         },
     )
     .await;
+    // A's jobs go to B once A's last heartbeat (up to one beat before the kill) is older than
+    // the orphan time; apalis counts in whole seconds. The scan lease (1 s) lapsed long before.
     let taken = died.elapsed();
+    let earliest = TAKEOVER.orphaned_after() - TAKEOVER.heartbeat - Duration::from_secs(1);
     assert!(
-        taken >= TIMING.orphaned_after(),
-        "taken over after {taken:?}: before the dead worker's heartbeats were missed"
+        taken >= earliest,
+        "taken over after {taken:?}, before the dead worker's heartbeats were missed ({earliest:?})"
     );
     let scans = store.scans(&id).await.unwrap();
     assert_eq!(

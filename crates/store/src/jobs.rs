@@ -90,7 +90,7 @@ impl AnyStore {
                     .queue(queue)
                     .heartbeat_interval(timing.heartbeat)
                     .missed_heartbeats(timing.missed_heartbeats)
-                    .batch_size(4);
+                    .batch_size(1);
                 Ok(JobStorage::Postgres(
                     PostgresStorage::new(&s.pool).with_config(cfg),
                 ))
@@ -103,7 +103,7 @@ impl AnyStore {
                     .queue(queue)
                     .heartbeat_interval(timing.heartbeat)
                     .missed_heartbeats(timing.missed_heartbeats)
-                    .batch_size(4);
+                    .batch_size(1);
                 Ok(JobStorage::Sqlite(
                     SqliteStorage::new(&s.pool).with_config(cfg),
                 ))
@@ -113,21 +113,29 @@ impl AnyStore {
 }
 
 impl AnyStore {
-    /// How many jobs the queue holds, in any state (done jobs are kept until apalis vacuums
-    /// them): for health pages and tests.
-    pub async fn job_count(&self, queue: &str) -> StoreResult<i64> {
+    /// How many jobs the queue holds: all of them (finished jobs stay in apalis' tables), or
+    /// only those not finished yet (pending, taken or running). For health pages and tests.
+    pub async fn job_count(&self, queue: &str, unfinished_only: bool) -> StoreResult<i64> {
         Ok(match self {
             AnyStore::Postgres(s) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1")
-                    .bind(queue)
-                    .fetch_one(&s.pool)
-                    .await?
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1
+                       AND (NOT $2 OR status IN ('Pending', 'Queued', 'Running'))",
+                )
+                .bind(queue)
+                .bind(unfinished_only)
+                .fetch_one(&s.pool)
+                .await?
             }
             AnyStore::Sqlite(s) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ?")
-                    .bind(queue)
-                    .fetch_one(&s.pool)
-                    .await?
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM Jobs WHERE job_type = ?
+                       AND (NOT ? OR status IN ('Pending', 'Queued', 'Running'))",
+                )
+                .bind(queue)
+                .bind(unfinished_only)
+                .fetch_one(&s.pool)
+                .await?
             }
         })
     }
@@ -153,7 +161,7 @@ where
         match pushed {
             Ok(()) => Ok(()),
             // The key's unique index (`idx_jobs_idempotency_key`) refused a second copy.
-            Err(e) if job.key.is_some() && e.contains("idempotency_key") => Ok(()),
+            Err(e) if job.key.is_some() && e.contains("idx_jobs_idempotency_key") => Ok(()),
             Err(e) => Err(StoreError::Database(format!("queueing a job: {e}"))),
         }
     }

@@ -273,7 +273,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
     fn delete_session(&self, id_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
     fn session_count(&self) -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Keeps a plan; plans created before `forget_before` that are not being applied go.
+    /// Keeps a plan; plans created before `forget_before` go, whatever their state (an apply
+    /// takes minutes; a plan still `applying` hours later lost its request before its job was
+    /// queued, and nothing was sent for it).
     fn insert_plan(
         &self,
         p: PlanRecord,

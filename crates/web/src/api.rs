@@ -1040,19 +1040,30 @@ pub struct AppliedPlan {
 /// replica's worker may run), then waits for its outcome. A second apply gets 409:
 /// `plan_being_applied` while the first runs, `plan_already_applied` after it. A client that
 /// goes away does not cut the apply short.
-pub async fn apply_stored(s: &AppState, id: &str, actor: String) -> ApiResult<AppliedPlan> {
-    claim(s, id).await?;
-    let queued = s
-        .enqueue(Job::ApplyPlan {
-            plan: id.to_string(),
-            actor,
-        })
-        .await;
-    if let Err(e) = queued {
-        // Nothing was sent: hand the plan back.
-        s.engine.store().release_plan(id, PlanStatus::Ready).await?;
-        return Err(ApiError::internal("queueing the apply", e));
-    }
+pub async fn apply_stored(s: &Arc<AppState>, id: &str, actor: String) -> ApiResult<AppliedPlan> {
+    // Claim and queue in a task of their own: a request cancelled in between (the client went
+    // away) must not leave the plan claimed with no apply queued.
+    let (st, plan) = (s.clone(), id.to_string());
+    tokio::spawn(async move {
+        claim(&st, &plan).await?;
+        let queued = st
+            .enqueue(Job::ApplyPlan {
+                plan: plan.clone(),
+                actor,
+            })
+            .await;
+        if let Err(e) = queued {
+            // Nothing was sent: hand the plan back.
+            st.engine
+                .store()
+                .release_plan(&plan, PlanStatus::Ready)
+                .await?;
+            return Err(ApiError::internal("queueing the apply", e));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::internal("queueing the apply", e))??;
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
     let kept = loop {
         let kept = s

@@ -114,6 +114,7 @@ pub async fn queue_scan(
         .enqueue(Job::ScanNow {
             connection: connection_id,
             actor,
+            asked: state.engine.now(),
         })
         .await
 }
@@ -201,8 +202,12 @@ pub async fn serve(
     ));
     let sched = tokio::spawn(scheduler(state.clone(), cfg, stop_rx));
     let stopper = stop_tx.clone();
+    // Whether the stop was asked for (Ctrl-C / SIGTERM), as opposed to a part that ended.
+    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asked = requested.clone();
     tokio::spawn(async move {
         shutdown.await;
+        asked.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = stopper.send(true);
     });
     let mut server = server;
@@ -231,7 +236,7 @@ pub async fn serve(
     let _ = engine
         .release_everything("interrupted: the service shut down")
         .await;
-    let shutting_down = *stop_tx.borrow();
+    let shutting_down = requested.load(std::sync::atomic::Ordering::SeqCst);
     match first {
         (_, Ok(Ok(()))) if shutting_down => Ok(()),
         (part, Ok(Ok(()))) => Err(format!("the {part} stopped unexpectedly")),

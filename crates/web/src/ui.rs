@@ -895,12 +895,20 @@ async fn apply(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<ApplyFo
                 context! { title => "Result", heading => "Result", results },
             )
         }
-        Err(e) => page(
-            &s,
-            &v,
-            "confirm.html",
-            context! { title => "Not applied", heading => "Not applied", error => e.message },
-        ),
+        Err(e) => {
+            // An interrupted apply may have changed TestRail in part; one still running may yet.
+            let heading = match e.code {
+                "plan_interrupted" => "Interrupted",
+                "plan_being_applied" => "Still being applied",
+                _ => "Not applied",
+            };
+            page(
+                &s,
+                &v,
+                "confirm.html",
+                context! { title => heading, heading, error => e.message },
+            )
+        }
     }
 }
 

@@ -129,7 +129,7 @@ impl PgStore {
         forget_before: i64,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM plans WHERE created_at < $1 AND status <> 'applying'")
+        sqlx::query("DELETE FROM plans WHERE created_at < $1")
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;

@@ -120,7 +120,7 @@ impl SqliteStore {
         forget_before: i64,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM plans WHERE created_at < ? AND status <> 'applying'")
+        sqlx::query("DELETE FROM plans WHERE created_at < ?")
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;

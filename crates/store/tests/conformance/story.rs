@@ -745,10 +745,16 @@ where
         store.claim_plan("p2", 0).await.unwrap(),
         PlanClaim::NotFound
     );
-    // Old plans are forgotten when a new one is kept, unless being applied.
+    // Old plans are forgotten when a new one is kept, whatever their state: one still
+    // `applying` long after it was made lost its request before its apply was queued.
     store.insert_plan(plan("p3", 600), 0).await.unwrap();
     assert!(matches!(
         store.claim_plan("p3", 0).await.unwrap(),
+        PlanClaim::Claimed(_)
+    ));
+    store.insert_plan(plan("p6", 1600), 0).await.unwrap();
+    assert!(matches!(
+        store.claim_plan("p6", 0).await.unwrap(),
         PlanClaim::Claimed(_)
     ));
     store.insert_plan(plan("p4", 2000), 1500).await.unwrap();
@@ -756,9 +762,11 @@ where
         store.claim_plan("p1", 0).await.unwrap(),
         PlanClaim::NotFound
     );
+    assert_eq!(store.plan("p3").await.unwrap(), None);
     assert_eq!(
-        store.claim_plan("p3", 0).await.unwrap(),
-        PlanClaim::BeingApplied
+        store.claim_plan("p6", 0).await.unwrap(),
+        PlanClaim::BeingApplied,
+        "a recent apply is kept"
     );
 
     // The shared request budget: a sliding minute per TestRail instance.
