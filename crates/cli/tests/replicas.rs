@@ -200,11 +200,7 @@ impl Replica {
     fn scheduled_scans(&self) -> usize {
         self.logs()
             .lines()
-            .filter(|l| {
-                l.contains("job done")
-                    && l.contains("ScheduledScan")
-                    && l.contains("outcome=scanned")
-            })
+            .filter(|l| l.contains("job done (scheduled_scan): scanned"))
             .count()
     }
 
@@ -726,6 +722,12 @@ async fn three_replicas_share_one_postgres_database() {
             .map(|(n, s, _)| (n.as_str(), *s))
             .collect::<Vec<_>>(),
         started.elapsed()
+    );
+    let scheduled: usize = logs.iter().map(|(_, s, _)| s).sum();
+    assert!(
+        scheduled >= fast.len(),
+        "the replicas' job workers ran {scheduled} scheduled scans for {} instances",
+        fast.len()
     );
     let all_logs = || {
         logs.iter()

@@ -92,6 +92,16 @@ impl Job {
         }
     }
 
+    /// What kind of job it is, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ScheduledScan { .. } => "scheduled_scan",
+            Self::ScanNow { .. } => "scan_now",
+            Self::Flows { .. } => "flows",
+            Self::ApplyPlan { .. } => "apply_plan",
+        }
+    }
+
     pub fn into_new(self) -> accessrail_store::NewJob<Job> {
         accessrail_store::NewJob {
             key: self.key(),
@@ -606,6 +616,7 @@ async fn handle<S: Store>(
     runner: apalis_core::task::data::Data<Arc<Runner<S>>>,
 ) -> Result<String, apalis_core::error::BoxDynError> {
     let what = format!("{job:?}");
+    let kind = job.kind();
     // In a task of its own: if apalis stops this worker (a heartbeat it could not write), the
     // job goes on instead of being cut short mid-step.
     let runner: Arc<Runner<S>> = (*runner).clone();
@@ -614,11 +625,11 @@ async fn handle<S: Store>(
         .unwrap_or_else(|e| Err(format!("the job stopped: {e}")));
     match ran {
         Ok(done) => {
-            tracing::info!(job = what, outcome = %done, "job done");
+            tracing::info!(job = what, "job done ({kind}): {done}");
             Ok(done)
         }
         Err(e) => {
-            tracing::warn!(job = what, error = %e, "job failed");
+            tracing::warn!(job = what, "job failed ({kind}): {e}");
             Err(e.into())
         }
     }
