@@ -26,15 +26,82 @@ pub struct Cli {
     /// Allow plain-http TestRail Server addresses beyond loopback (not recommended).
     #[arg(long, global = true)]
     pub allow_http: bool,
+    /// Which connection a command works on (default: the only one). Before or after the
+    /// subcommand.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub connection: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
+impl Cli {
+    /// Hands `--connection` (given before or after the subcommand) to the command that takes
+    /// it; a command that works on no connection refuses it.
+    pub fn route_connection(&mut self) -> Result<(), String> {
+        let Some(name) = self.connection.clone() else {
+            return Ok(());
+        };
+        match self.command.connection_slot() {
+            Some(slot) => {
+                *slot = Some(name);
+                Ok(())
+            }
+            None => Err("--connection does not apply to this command".into()),
+        }
+    }
+}
+
+/// The connection a command works on: set from the global `--connection`.
 #[derive(Debug, Args)]
 pub struct ConnSel {
-    /// Which connection (default: the only one).
-    #[arg(long)]
+    #[arg(skip)]
     pub connection: Option<String>,
+}
+
+impl Command {
+    fn connection_slot(&mut self) -> Option<&mut Option<String>> {
+        let sel = match self {
+            Command::Test(s)
+            | Command::Scan(s)
+            | Command::Scans(s)
+            | Command::Summary(s)
+            | Command::Groups(s)
+            | Command::Roles(s)
+            | Command::Changes { conn: s, .. }
+            | Command::Users(UsersArgs { conn: s, .. })
+            | Command::Provisioning {
+                action: OnOff::Enable(s) | OnOff::Disable(s),
+            } => s,
+            Command::Identities {
+                action: Some(IdentitiesAction::Import { connection, .. }),
+            } => return Some(connection),
+            Command::Match {
+                action:
+                    MatchAction::Set { conn, .. }
+                    | MatchAction::Clear { conn, .. }
+                    | MatchAction::Reset { conn, .. },
+            } => conn,
+            Command::Provision { action } => match action {
+                ProvisionAction::CreateUser { opts, .. }
+                | ProvisionAction::Deactivate { opts, .. }
+                | ProvisionAction::Reactivate { opts, .. }
+                | ProvisionAction::SetRole { opts, .. }
+                | ProvisionAction::AddToGroup { opts, .. }
+                | ProvisionAction::RemoveFromGroup { opts, .. } => &mut opts.conn,
+            },
+            Command::Protect { action } => match action {
+                ProtectAction::Add { conn, .. } | ProtectAction::Remove { conn, .. } => conn,
+                ProtectAction::List(s) => s,
+            },
+            Command::Flows { action } => match action {
+                FlowsAction::Init(s) | FlowsAction::Show(s) | FlowsAction::Get(s) => s,
+                FlowsAction::Set { sel, .. } => sel,
+                FlowsAction::Run(opts) => &mut opts.conn,
+            },
+            _ => return None,
+        };
+        Some(&mut sel.connection)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,8 +253,9 @@ pub enum IdentitiesAction {
         /// Do not evaluate the flows after the import.
         #[arg(long)]
         no_flows: bool,
-        /// The connection whose flows run after the import (default: every connection).
-        #[arg(long)]
+        /// The connection whose flows run after the import (`--connection`; default: every
+        /// connection).
+        #[arg(skip)]
         connection: Option<String>,
     },
 }
@@ -252,6 +320,11 @@ pub struct DemoArgs {
     /// Where the demo serves the console.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Bring back the simulated TestRail of an earlier demo's data directory (as Accessrail
+    /// last saw it, at the same address), so every command works on it again; runs until
+    /// Ctrl-C.
+    #[arg(long, value_name = "DIR", conflicts_with = "users")]
+    pub resume: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -164,7 +164,23 @@ pub async fn stop_signal() -> &'static str {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+/// Whether a command can start from an empty installation (it may create the database and the
+/// master key). The others need data that an empty installation cannot have, and fail before
+/// creating anything.
+fn may_start_fresh(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Connect(_)
+            | Command::Serve(_)
+            | Command::Tokens { .. }
+            | Command::Identities {
+                action: Some(crate::cli::IdentitiesAction::Import { .. })
+            }
+    )
+}
+
+pub async fn run(mut cli: Cli) -> Result<ExitCode, Failure> {
+    cli.route_connection().map_err(Failure::Usage)?;
     if let Command::Demo(args) = &cli.command {
         return crate::demo::run(args, cli.data_dir.clone(), cli.json).await;
     }
@@ -177,9 +193,56 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         // only named, never generated.
         return migrate_store(&dir, cli.database_url.as_deref(), to, cli.json).await;
     }
-    let mut app = open_app(&dir, cli.database_url.as_deref(), cli.allow_http, cli.json).await?;
+    if let StoreLocation::Sqlite(db) = store_location(&dir, cli.database_url.as_deref())?
+        && !db.exists()
+        && matches!(cli.command, Command::Connections { action: None })
+    {
+        // Listing nothing needs no database: answer without creating one.
+        if cli.json {
+            print_json(&json!([]));
+        } else {
+            println!(
+                "No connections yet: connect one with `accessrail connect --subdomain COMPANY --email ADMIN --api-key-stdin`."
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let StoreLocation::Sqlite(db) = store_location(&dir, cli.database_url.as_deref())?
+        && !db.exists()
+        && !may_start_fresh(&cli.command)
+    {
+        return Err(Failure::Usage(format!(
+            "nothing here yet: no Accessrail database at {}. Connect a TestRail instance first (`accessrail connect --subdomain COMPANY --email ADMIN --api-key-stdin`), or try `accessrail demo`; --data-dir / ACCESSRAIL_DATA_DIR choose another directory",
+            db.display()
+        )));
+    }
+    let app = open_app(&dir, cli.database_url.as_deref(), cli.allow_http, cli.json).await?;
     let json = cli.json;
-    match cli.command {
+    let demo_dir = dir.join(crate::demo::MARKER).exists();
+    let ran = dispatch(app, cli.command, json).await;
+    match ran {
+        // The demo's simulated TestRail lived in the demo's process: say so, and how to get it
+        // back, instead of leaving "unreachable" unexplained.
+        Err(Failure::Failed { code, message })
+            if demo_dir
+                && matches!(code, "upstream" | "scan_failed" | "test_failed")
+                && message.contains("unreachable") =>
+        {
+            Err(Failure::Failed {
+                code,
+                message: format!(
+                    "{message}\nThis is a demo's data directory: its simulated TestRail ran inside the demo and stopped with it. Bring it back (in another terminal) with:\n  {} demo --resume {}",
+                    crate::demo::invocation(),
+                    dir.display()
+                ),
+            })
+        }
+        other => other,
+    }
+}
+
+async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode, Failure> {
+    match command {
         Command::Connect(a) => connect(&app, a, json).await,
         Command::Connections { action: None } => connections(&app, json).await,
         Command::Connections {
@@ -344,7 +407,7 @@ async fn migrate_store(
     for (name, n) in &report.tables {
         t.add_row(vec![(*name).to_string(), n.to_string()]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     if !report.skipped.is_empty() {
         println!(
             "Not copied (transient, recreated as needed): {}.",
@@ -517,7 +580,7 @@ async fn connections(app: &App, json: bool) -> Result<ExitCode, Failure> {
             time_fmt::short(c.created_at),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -715,7 +778,7 @@ async fn scans(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure>
             s.error.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -763,7 +826,7 @@ async fn changes(
             c.after.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -813,7 +876,7 @@ async fn list_identities(app: &App, json: bool) -> Result<ExitCode, Failure> {
                 .join(", "),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1023,7 +1086,7 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
             flags.join("; "),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     println!("{} account(s).", list.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -1083,7 +1146,7 @@ async fn groups(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure
                 .join(", "),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1119,7 +1182,7 @@ async fn roles(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure>
             count(r.id, true).to_string(),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1289,7 +1352,7 @@ async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitC
                         x.revoked_at.map(time_fmt::short).unwrap_or_default(),
                     ]);
                 }
-                println!("{t}");
+                crate::output::print_table(t);
             }
         }
     }

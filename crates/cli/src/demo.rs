@@ -15,6 +15,62 @@ use crate::commands::{import_identities, open_app, print_summary, scan_with_prog
 use crate::output::{Failure, fail};
 
 const ADMIN_EMAIL: &str = "admin@acme.example";
+const ADMIN_KEY: &str = "demo-admin-key-0f3a9c";
+/// In a demo's data directory: where its simulated TestRail listened and how it was seeded, so
+/// `demo --resume DIR` can bring it back at the same address.
+pub const MARKER: &str = "demo.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Marker {
+    port: u16,
+    users: u32,
+}
+
+fn seed(users: u32) -> SeedConfig {
+    SeedConfig {
+        users,
+        groups: 6,
+        seed: 2026,
+        admin_email: ADMIN_EMAIL.into(),
+        admin_key: ADMIN_KEY.into(),
+        admin_name: "Pat Admin".into(),
+        email_domain: "acme.example".into(),
+    }
+}
+
+/// How to run `accessrail` the way this process was started: the name on the PATH when that
+/// is this binary, `cargo run` from a build tree, or the full path.
+pub fn invocation() -> String {
+    let Ok(me) = std::env::current_exe() else {
+        return "accessrail".into();
+    };
+    let me = std::fs::canonicalize(&me).unwrap_or(me);
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|d| std::fs::canonicalize(d.join("accessrail")).is_ok_and(|p| p == me))
+    });
+    if on_path {
+        return "accessrail".into();
+    }
+    let in_target = me.components().any(|c| c.as_os_str() == "target");
+    if in_target {
+        "cargo run -q -p accessrail --".into()
+    } else {
+        me.display().to_string()
+    }
+}
+
+/// A path as a shell word (quoted when it needs to be).
+fn shell_word(p: &std::path::Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
 const DEPARTMENTS: [&str; 5] = ["QA", "Engineering", "Mobile", "Support", "Data"];
 
 /// An identity file for the simulated company: most people, one of them a leaver, one known
@@ -61,6 +117,10 @@ pub async fn run(
     data_dir: Option<PathBuf>,
     json: bool,
 ) -> Result<ExitCode, Failure> {
+    if let Some(dir) = &args.resume {
+        return resume(args, dir).await;
+    }
+    let fresh_temp = data_dir.is_none();
     let dir = match data_dir {
         Some(d) => d,
         None => tempfile::Builder::new()
@@ -75,22 +135,12 @@ pub async fn run(
             // Kept after the demo so its data can be explored.
             .keep(),
     };
-    let key = "demo-admin-key-0f3a9c";
-    let sim = Sim::new(
-        SeedConfig {
-            users: args.users,
-            groups: 6,
-            seed: 2026,
-            admin_email: ADMIN_EMAIL.into(),
-            admin_key: key.into(),
-            admin_name: "Pat Admin".into(),
-            email_domain: "acme.example".into(),
-        },
-        Settings::default(),
-    );
+    let key = ADMIN_KEY;
+    let sim = Sim::new(seed(args.users), Settings::default());
     let server = SimServer::start(([127, 0, 0, 1], 0).into(), sim.clone())
         .await
         .map_err(|e| fail("demo", format!("cannot start the TestRail simulator: {e}")))?;
+    let port = server.addr().port();
     let say = |s: &str| {
         if !json {
             println!("{s}");
@@ -104,6 +154,17 @@ pub async fn run(
     ));
     // The demo is the embedded default: SQLite in its own data directory.
     let app = open_app(&dir, None, false, true).await?;
+    let marker = serde_json::to_string(&Marker {
+        port,
+        users: args.users,
+    })
+    .unwrap_or_default();
+    std::fs::write(dir.join(MARKER), marker).map_err(|e| {
+        fail(
+            "demo",
+            format!("cannot write {}: {e}", dir.join(MARKER).display()),
+        )
+    })?;
 
     say("== Connect: Test, then Save");
     let (report, saved) = app
@@ -202,13 +263,41 @@ pub async fn run(
             u.role.clone().unwrap_or_default()
         );
     }
+    let admins: Vec<_> = all
+        .iter()
+        .filter(|u| u.is_admin == Some(true) && u.is_active)
+        .collect();
+    println!("\n== Administrators ({})", admins.len());
+    for u in &admins {
+        println!(
+            "  #{:<4} {:<28} {}",
+            u.id,
+            u.name.clone().unwrap_or_default(),
+            u.email.clone().unwrap_or_default()
+        );
+    }
     println!("\nTestRail has no last-login data, so Accessrail shows none.");
+    let me = invocation();
+    let d = shell_word(&dir);
+    println!("\n== Next");
+    if let Some(u) = leavers.first() {
+        println!(
+            "Deactivate the leaver's seat (see the plan first, then run it without --dry-run):\n  {me} --data-dir {d} provision deactivate --email {} --dry-run",
+            u.email.clone().unwrap_or_default()
+        );
+    }
+    if let Some(u) = unmatched.iter().find(|u| u.is_active) {
+        println!(
+            "Find out who owns an account that matches nobody, then pin it to a person:\n  {me} --data-dir {d} match set {} IDENTITY-ID",
+            u.email.clone().unwrap_or_default()
+        );
+    }
     println!(
-        "Explore further with: accessrail --data-dir {} users | groups | roles | scans | changes",
-        dir.display()
+        "Explore the data:\n  {me} --data-dir {d} users    (also: groups, roles, scans, changes, summary, audit)"
     );
     if args.no_serve {
         server.shutdown().await;
+        print_after(&me, &d, fresh_temp);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -225,6 +314,106 @@ pub async fn run(
         false,
     )
     .await;
+    server.shutdown().await;
+    print_after(&me, &d, fresh_temp);
+    code
+}
+
+/// What the kept data directory is good for once the demo's simulated TestRail is gone.
+fn print_after(me: &str, dir: &str, fresh_temp: bool) {
+    println!(
+        "\n== After the demo\nThe demo's data stays in {dir}. Without its simulated TestRail, what reads Accessrail's own\nrecords works (users, groups, roles, scans, changes, summary, audit, identities); what talks to\nTestRail (scan, test, provision, flows run) needs it back:\n  {me} demo --resume {dir}"
+    );
+    if fresh_temp {
+        println!(
+            "Each demo run makes a new directory like this one; remove it when done:\n  rm -r {dir}"
+        );
+    }
+}
+
+/// `demo --resume DIR`: the simulated TestRail of an earlier demo, back at the same address,
+/// holding what Accessrail last saw of it (so a scan finds no changes that nobody made), and
+/// the console again unless `--no-serve`. Runs until Ctrl-C.
+async fn resume(args: &DemoArgs, dir: &std::path::Path) -> Result<ExitCode, Failure> {
+    let marker_path = dir.join(MARKER);
+    let marker: Marker = std::fs::read_to_string(&marker_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "{} is not a demo's data directory (it has no {MARKER}); run `accessrail demo` first",
+                dir.display()
+            ))
+        })?;
+    let app = open_app(dir, None, false, true).await?;
+    let conn = app.resolve(Some("demo")).await?;
+    let sim = Sim::new(seed(marker.users), Settings::default());
+    // What Accessrail last saw: each account's active state, role and groups.
+    let seen = report::users(&app, &conn).await?;
+    sim.with_instance(|inst| {
+        for u in &seen {
+            let Some(email) = u.email.as_deref() else {
+                continue;
+            };
+            let id = match inst.user_by_email(email).map(|x| x.id) {
+                Some(id) => id,
+                None => {
+                    let Some(template) = inst.users.values().next().cloned() else {
+                        continue;
+                    };
+                    inst.insert_user(testrail_sim::User {
+                        name: u.name.clone().unwrap_or_default(),
+                        email: email.to_string(),
+                        is_admin: false,
+                        group_ids: Default::default(),
+                        ..template
+                    })
+                }
+            };
+            if let Some(user) = inst.users.get_mut(&id) {
+                user.is_active = u.is_active;
+                if let Some(r) = u.role_id {
+                    user.role_id = r;
+                }
+            }
+            let groups: std::collections::BTreeSet<u64> = u.group_ids.iter().copied().collect();
+            inst.set_user_groups(id, &groups);
+        }
+    });
+    let server = SimServer::start(([127, 0, 0, 1], marker.port).into(), sim)
+        .await
+        .map_err(|e| {
+            fail(
+                "demo",
+                format!(
+                    "cannot bring the demo's TestRail back at 127.0.0.1:{}: {e} (is the demo still running?)",
+                    marker.port
+                ),
+            )
+        })?;
+    let me = invocation();
+    let d = shell_word(dir);
+    println!(
+        "== Accessrail demo, resumed\nThe demo's simulated TestRail is back at {} with what Accessrail last saw of it.\nIn another terminal, every command works on it, e.g.\n  {me} --data-dir {d} scan\nCtrl-C stops it.",
+        server.base_url()
+    );
+    let code = if args.no_serve {
+        let signal = crate::commands::stop_signal().await;
+        println!("\nStopped ({signal}).");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\n== Console");
+        crate::commands::serve_app(
+            app,
+            args.listen,
+            true,
+            6.0,
+            600,
+            accessrail_web::ServeConfig::default(),
+            false,
+        )
+        .await
+    };
     server.shutdown().await;
     code
 }

@@ -80,12 +80,39 @@ pub fn print_json<T: Serialize>(value: &T) {
     }
 }
 
+/// The width tables fit: the terminal's when standard output is one, else `COLUMNS` when set
+/// (a script that asks for a width), else none (piped output keeps every value whole).
+pub fn table_width() -> Option<u16> {
+    if let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size_of(std::io::stdout()) {
+        return Some(w);
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|w| *w >= 20)
+}
+
 pub fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_HORIZONTAL_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_truncation_indicator("…")
         .set_header(headers.iter().copied());
+    if let Some(w) = table_width() {
+        t.set_width(w);
+    }
     t
+}
+
+/// Prints a table: on a limited width every row stays one line, long values cut with "…"
+/// (`--json` has them whole).
+pub fn print_table(mut t: Table) {
+    if t.width().is_some() {
+        for row in t.row_iter_mut() {
+            row.max_height(1);
+        }
+    }
+    println!("{t}");
 }
 
 pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {

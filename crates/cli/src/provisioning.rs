@@ -13,11 +13,15 @@ use crate::cli::*;
 use crate::commands::App;
 use crate::output::{Failure, fail, print_json, table};
 
-/// `cli:<user>@<host>`.
+/// `cli:<user>@<host>`: the OS account running the command (by its uid, so an unset or
+/// altered `USER` does not hide who it was), on this host.
 pub fn cli_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let uid = nix::unistd::Uid::current();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid{uid}"));
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| {
@@ -71,7 +75,7 @@ pub fn print_plan(plan: &Plan, dry_run: bool, json: bool) {
         ]);
     }
     if !plan.steps.is_empty() {
-        println!("{t}");
+        crate::output::print_table(t);
     }
     for s in &plan.skipped {
         println!(
@@ -106,7 +110,7 @@ fn print_report(r: &ApplyReport, json: bool) {
         ]);
     }
     if !r.results.is_empty() {
-        println!("{t}");
+        crate::output::print_table(t);
     }
     println!(
         "{} done, {} no-op, {} failed, {} not run.",
@@ -301,7 +305,7 @@ pub async fn protect_cmd(
                         }),
                     ]);
                 }
-                println!("{t}");
+                crate::output::print_table(t);
             }
         }
     }
@@ -360,6 +364,7 @@ pub async fn audit_cmd(
         "before",
         "after",
         "outcome",
+        "TestRail calls",
         "message",
     ]);
     for e in &log {
@@ -374,10 +379,11 @@ pub async fn audit_cmd(
             r.before.clone().unwrap_or_default(),
             r.after.clone().unwrap_or_default(),
             r.outcome.as_str().to_string(),
+            r.calls.join(", "),
             r.message.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    crate::output::print_table(t);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -500,18 +500,26 @@ async fn after_kill_9_the_next_scan_starts_within_the_lease_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_starts_on_a_fresh_data_directory() {
     let e = env(3, 0).await;
-    let base = e.server.base_url();
+    // Four TestRail instances (one connection per instance): the same seed and key.
+    let mut others = vec![];
+    for _ in 0..3 {
+        others.push(env(3, 0).await);
+    }
+    let bases: Vec<String> = std::iter::once(&e)
+        .chain(&others)
+        .map(|x| x.server.base_url())
+        .collect();
     let mut failures = vec![];
     for trial in 0..20 {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut tasks = vec![];
-        for p in 0..4 {
+        for (p, base) in bases.iter().enumerate() {
             let mut cmd = bin();
             cmd.args([
                 "connect",
                 "--base-url",
-                &base,
+                base,
                 "--email",
                 ADMIN,
                 "--api-key-stdin",
@@ -574,7 +582,7 @@ async fn an_existing_data_directory_keeps_its_mode() {
     use std::os::unix::fs::PermissionsExt as _;
     let e = env(1, 0).await;
     std::fs::set_permissions(e.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = e.run(&["connections"]).await;
+    let out = e.connect_as(ADMIN, KEY, &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("can be read by other users"),

@@ -92,6 +92,25 @@ fn testrail_text(e: &testrail_client::Error) -> String {
         .map_or_else(|| e.to_string(), |m| format!("TestRail says: {m}"))
 }
 
+/// An address typed without `http://` or `https://` is taken as https; when it then cannot be
+/// reached, the failing check says so (a plain-http server is the likely cause).
+pub fn note_assumed_scheme(mut report: TestReport, target: &crate::Target) -> TestReport {
+    if let crate::Target::BaseUrl(typed) = target
+        && !typed.contains("://")
+        && let Some(c) = report
+            .checks
+            .iter_mut()
+            .find(|c| c.name == "reachable" && c.status == CheckStatus::Fail)
+    {
+        c.message.push_str(&format!(
+            " (the address {:?} has no scheme, so https:// was assumed: if the server speaks plain HTTP, write http://{})",
+            typed.trim(),
+            typed.trim()
+        ));
+    }
+    report
+}
+
 /// Runs the checks in order. Never fails: every outcome is a check in the report.
 pub async fn run(client: &Client) -> TestReport {
     let host = client.base_url().to_string();

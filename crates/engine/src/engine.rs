@@ -293,6 +293,22 @@ impl<S: Store> Engine<S> {
                 "a connection named {name:?} already exists: pass --replace to replace it, or --name to choose another name"
             )));
         }
+        // One TestRail instance, one connection: a second one would scan and count every seat
+        // twice.
+        if let Some(twin) = self
+            .store
+            .connections()
+            .await?
+            .into_iter()
+            .find(|c| c.name != name && c.base_url.eq_ignore_ascii_case(base.as_str()))
+        {
+            return Err(EngineError::Conflict(format!(
+                "connection {:?} already points at {}: to change it, connect with --name {:?} --replace",
+                twin.name,
+                base.as_str(),
+                twin.name
+            )));
+        }
         let budget = match req.request_budget {
             Some(0) => None,
             Some(n) => Some(n),
@@ -308,7 +324,7 @@ impl<S: Store> Engine<S> {
             &self.options,
             None,
         )?;
-        let report = check::run(&client).await;
+        let report = check::note_assumed_scheme(check::run(&client).await, &req.target);
         if !report.passed {
             return Ok((report, None));
         }
@@ -353,7 +369,10 @@ impl<S: Store> Engine<S> {
         }
         let client =
             connector::build_client(base, email.trim(), key, None, None, &self.options, None)?;
-        Ok(check::run(&client).await)
+        Ok(check::note_assumed_scheme(
+            check::run(&client).await,
+            target,
+        ))
     }
 
     /// Runs the Test on a saved connection.

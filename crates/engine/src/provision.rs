@@ -123,6 +123,43 @@ pub struct Step {
     pub after: Option<String>,
     pub note: Option<String>,
     pub actor: String,
+    /// Set when the step deactivates someone whose loss is hard to undo: a person applying it
+    /// is told so and confirms it explicitly. Part of the plan's fingerprint, so an account that
+    /// became an administrator after the plan was reviewed makes the plan stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caution: Option<Caution>,
+}
+
+/// Why a deactivation needs an explicit confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Caution {
+    /// The account is a TestRail administrator.
+    Administrator,
+    /// The account is the connection's own (the API key's owner): deactivating it locks
+    /// Accessrail out of TestRail.
+    OwnAccount,
+}
+
+impl Caution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Administrator => "administrator",
+            Self::OwnAccount => "own_account",
+        }
+    }
+
+    /// What a person must know before confirming.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Administrator => {
+                "This account is a TestRail administrator. Deactivating it removes an administrator from TestRail."
+            }
+            Self::OwnAccount => {
+                "This is the account Accessrail signs in to TestRail with (the owner of the saved API key). Deactivating it locks Accessrail out of TestRail: scans and changes stop until an administrator reactivates it in TestRail or a key of another administrator is saved."
+            }
+        }
+    }
 }
 
 impl Step {
@@ -215,6 +252,36 @@ struct Live {
     users: BTreeMap<EmailKey, Option<User>>,
 }
 
+/// The names closest to what was typed ("did you mean"), or every name when there are few, or
+/// where to look them up.
+pub fn did_you_mean<'a>(typed: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    let t = typed.trim().to_lowercase();
+    let mut close: Vec<(f64, &str)> = names
+        .iter()
+        .map(|n| {
+            let l = n.to_lowercase();
+            let score = if !t.is_empty() && (l.contains(&t) || t.contains(&l)) {
+                1.0
+            } else {
+                strsim::jaro_winkler(&t, &l)
+            };
+            (score, *n)
+        })
+        .filter(|(s, _)| *s >= 0.8)
+        .collect();
+    close.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    if !close.is_empty() {
+        let list: Vec<&str> = close.iter().take(5).map(|(_, n)| *n).collect();
+        return format!("did you mean: {}?", list.join(", "));
+    }
+    match names.len() {
+        0 => "TestRail has none".into(),
+        1..=12 => format!("TestRail has: {}", names.join(", ")),
+        n => format!("TestRail has {n}; list them with `accessrail groups` or `accessrail roles`"),
+    }
+}
+
 impl Live {
     fn role(&self, input: &str) -> EngineResult<(u64, String)> {
         let t = input.trim();
@@ -224,12 +291,8 @@ impl Live {
             .cloned()
             .ok_or_else(|| {
                 EngineError::NotFound(format!(
-                    "unknown role {t:?}; TestRail has: {}",
-                    self.roles
-                        .iter()
-                        .map(|(_, n)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "unknown role {t:?}; {}",
+                    did_you_mean(t, self.roles.iter().map(|(_, n)| n.as_str()))
                 ))
             })
     }
@@ -250,7 +313,10 @@ impl Live {
             .collect();
         match found.as_slice() {
             [g] => Ok((g.id, g.name.clone().unwrap_or_default())),
-            [] => Err(EngineError::NotFound(format!("unknown group {t:?}"))),
+            [] => Err(EngineError::NotFound(format!(
+                "unknown group {t:?}; {}",
+                did_you_mean(t, groups.iter().filter_map(|g| g.name.as_deref()))
+            ))),
             _ => Err(EngineError::Conflict(format!(
                 "several TestRail groups are named {t:?}: give the group id instead"
             ))),
@@ -417,9 +483,14 @@ pub async fn plan<S: Store>(
             EngineError::InvalidInput(format!("{email:?} is not an email address"))
         })?;
         let existing = live.user(email);
+        // Plans and the audit log name the account as TestRail has it, not as it was typed.
+        let shown = existing
+            .and_then(|u| u.email.clone())
+            .unwrap_or_else(|| email.trim().to_string());
+        let first_step = steps.len();
         // Rails on who may be touched.
         let skip = |reason: String| Skipped {
-            target: email.clone(),
+            target: shown.clone(),
             action: action_name,
             reason,
             actor: actor.clone(),
@@ -469,7 +540,7 @@ pub async fn plan<S: Store>(
                     after: Option<String>,
                     note: Option<String>| Step {
             action: action_name,
-            target: email.clone(),
+            target: shown.clone(),
             user_id,
             kind,
             calls,
@@ -477,6 +548,7 @@ pub async fn plan<S: Store>(
             after,
             note,
             actor: actor.clone(),
+            caution: None,
         };
         let unknown =
             || EngineError::NotFound(format!("no TestRail account has the email {email}"));
@@ -531,7 +603,7 @@ pub async fn plan<S: Store>(
                             steps.push(step(
                                 StepKind::UpdateUser { user_id: u.id, is_active: (!active).then_some(true), role_id: role_change.map(|r| r.0) },
                                 Some(u.id),
-                                vec![format!("update_user/{}", u.id), format!("get_user/{}", u.id)],
+                                vec![format!("get_user/{}", u.id), format!("update_user/{}", u.id), format!("get_user/{}", u.id)],
                                 Some(format!("{}, role {}", state_word(active), u.role.clone().unwrap_or_default())),
                                 Some(format!("active, role {}", role.as_ref().map_or(u.role.clone().unwrap_or_default(), |r| r.1.clone()))),
                                 Some("reconcile an existing account".into()),
@@ -581,6 +653,7 @@ pub async fn plan<S: Store>(
                         },
                         Some(u.id),
                         vec![
+                            format!("get_user/{}", u.id),
                             format!("update_user/{}", u.id),
                             format!("get_user/{}", u.id),
                         ],
@@ -619,6 +692,7 @@ pub async fn plan<S: Store>(
                         },
                         Some(u.id),
                         vec![
+                            format!("get_user/{}", u.id),
                             format!("update_user/{}", u.id),
                             format!("get_user/{}", u.id),
                         ],
@@ -689,6 +763,19 @@ pub async fn plan<S: Store>(
                         ),
                     ));
                 }
+            }
+        }
+        // A deactivation of the connection's own account or of an administrator is confirmed
+        // explicitly by whoever applies it.
+        for st in &mut steps[first_step..] {
+            if st.is_deactivation() {
+                st.caution = if own.as_ref() == Some(&key) {
+                    Some(Caution::OwnAccount)
+                } else if existing.is_some_and(|u| u.is_admin == Some(true)) {
+                    Some(Caution::Administrator)
+                } else {
+                    None
+                };
             }
         }
     }
@@ -1177,4 +1264,31 @@ async fn group_write<S: Store>(
         )),
         Some(e) => e,
     })
+}
+
+#[cfg(test)]
+mod did_you_mean_tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn close_names_first_then_all_then_where_to_look() {
+        let groups = ["QA", "Developers", "Automation", "Mobile QA"];
+        assert_eq!(
+            did_you_mean("developer", groups.iter().copied()),
+            "did you mean: Developers?"
+        );
+        assert_eq!(
+            did_you_mean("qa", groups.iter().copied()),
+            "did you mean: Mobile QA, QA?"
+        );
+        assert_eq!(
+            did_you_mean("NoSuchGroup", groups.iter().copied()),
+            "TestRail has: QA, Developers, Automation, Mobile QA"
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("Team {i}")).collect();
+        assert!(
+            did_you_mean("zzz", many.iter().map(String::as_str)).starts_with("TestRail has 20;")
+        );
+        assert_eq!(did_you_mean("x", std::iter::empty()), "TestRail has none");
+    }
 }

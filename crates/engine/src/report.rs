@@ -82,6 +82,7 @@ pub struct UserPage {
 pub struct Summary {
     pub connection: String,
     pub last_scan: Option<i64>,
+    #[serde(serialize_with = "crate::time_fmt::serde_rfc3339_opt")]
     pub last_scan_at: Option<i64>,
     pub accounts: u64,
     pub active_seats: u64,

@@ -11,10 +11,21 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-/// `2026-11-25 10:04` (UTC), for tables.
+/// `2026-11-25 10:04 UTC`, for tables and pages: every time on screen is UTC, and says so.
 pub fn short(unix: i64) -> String {
     let s = rfc3339(unix);
-    s.get(..16).map(|p| p.replace('T', " ")).unwrap_or(s)
+    s.get(..16)
+        .map(|p| format!("{} UTC", p.replace('T', " ")))
+        .unwrap_or(s)
+}
+
+/// Serialises an optional epoch-seconds time as RFC 3339, like every time in `--json` and the
+/// API.
+pub fn serde_rfc3339_opt<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Parses an absolute time: RFC 3339, or a date (`2026-11-01`, midnight UTC).
@@ -70,6 +81,6 @@ mod tests {
         assert_eq!(parse_time("2025-01-01"), Some(1_735_689_600));
         assert_eq!(parse_time("7d"), None);
         assert_eq!(rfc3339(1_735_689_600), "2025-01-01T00:00:00Z");
-        assert_eq!(short(1_735_689_600), "2025-01-01 00:00");
+        assert_eq!(short(1_735_689_600), "2025-01-01 00:00 UTC");
     }
 }

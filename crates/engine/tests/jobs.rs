@@ -223,7 +223,12 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
     eprintln!("worker stopped in {:?}", asked.elapsed());
 }
 
-async fn kept_plan(e: &Engine<AnyStore>, conn: &Connection, id: &str, email: &str) -> PlanRecord {
+async fn kept_plan(
+    e: &Engine<AnyStore>,
+    conn: &Connection,
+    id: &str,
+    email: &str,
+) -> (PlanRecord, Vec<String>) {
     let actions = vec![Action::Deactivate {
         email: email.to_string(),
     }];
@@ -254,7 +259,7 @@ async fn kept_plan(e: &Engine<AnyStore>, conn: &Connection, id: &str, email: &st
         outcome: None,
     };
     e.store().insert_plan(record.clone(), 0).await.unwrap();
-    record
+    (record, plan.steps[0].calls.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,16 +279,21 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
         .collect();
 
     // Applied once: the outcome is kept; running the job again changes nothing more.
-    kept_plan(&e, &conn, "p-ok", &people[0]).await;
+    let (_, planned_calls) = kept_plan(&e, &conn, "p-ok", &people[0]).await;
     assert!(matches!(
         e.store().claim_plan("p-ok", 0).await.unwrap(),
         accessrail_store::PlanClaim::Claimed(_)
     ));
     let first = jobs::apply_kept(&e, "p-ok", "token:admin").await;
-    let PlanOutcome::Applied { done, .. } = &first else {
+    let PlanOutcome::Applied { done, results, .. } = &first else {
         panic!("applied: {first:?}");
     };
     assert_eq!(*done, 1);
+    // The plan shows the calls the apply makes, and the audit entry records the same.
+    assert_eq!(results[0].calls_made, planned_calls);
+    let audit = e.store().audit_log().await.unwrap();
+    let entry = audit.iter().find(|a| a.id == results[0].audit_id).unwrap();
+    assert_eq!(entry.record.calls, planned_calls);
     let writes = || {
         sim.sim()
             .stats()

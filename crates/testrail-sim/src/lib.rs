@@ -25,7 +25,7 @@ pub mod state;
 
 pub use api::texts;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use model::{Edition, Faults, Settings, Stats, UsersPagination, Version};
+pub use model::{Edition, Faults, Settings, Stats, User, UsersPagination, Version};
 pub use seed::SeedConfig;
 pub use server::{SimServer, router};
 pub use sim::Sim;

@@ -77,6 +77,8 @@ impl Env {
             .env("ACCESSRAIL_DATA_DIR", dir)
             .env_remove("ACCESSRAIL_MASTER_KEY")
             .env_remove("ACCESSRAIL_MASTER_KEY_FILE")
+            // Tables fit COLUMNS when it is set: the tests read whole values.
+            .env_remove("COLUMNS")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
