@@ -206,6 +206,14 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
     })
     .await;
     assert_eq!(store.job_count(jobs::QUEUE, false).await.unwrap(), 3);
+    // Finished jobs are kept until forgotten: not while they are recent, then all of them.
+    assert_eq!(
+        store.forget_finished_jobs(jobs::QUEUE, 3600).await.unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.forget_finished_jobs(jobs::QUEUE, 0).await.unwrap(), 3);
+    assert_eq!(store.job_count(jobs::QUEUE, false).await.unwrap(), 0);
     let scans = store.scans(&id).await.unwrap();
     assert_eq!(
         scans.len(),
@@ -499,6 +507,19 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
         scans.iter().map(|s| s.status).collect::<Vec<_>>(),
         vec![ScanStatus::Interrupted, ScanStatus::Succeeded],
         "the killed scan shows as interrupted, then the taken-over one: {scans:?}"
+    );
+    // Finished jobs are forgotten on PostgreSQL too.
+    wait_until("every job finished", Duration::from_secs(20), || {
+        let store = store.clone();
+        async move { store.job_count(jobs::QUEUE, true).await.unwrap() == 0 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let all = store.job_count(jobs::QUEUE, false).await.unwrap();
+    assert!(all >= 2, "{all}");
+    assert_eq!(
+        store.forget_finished_jobs(jobs::QUEUE, 0).await.unwrap(),
+        u64::try_from(all).unwrap()
     );
     b.abort();
 }

@@ -141,6 +141,39 @@ impl AnyStore {
     }
 }
 
+impl AnyStore {
+    /// Forgets the jobs that finished (done, killed, or failed for good) more than
+    /// `older_than_secs` ago; apalis keeps them otherwise. Returns how many went.
+    pub async fn forget_finished_jobs(
+        &self,
+        queue: &str,
+        older_than_secs: i64,
+    ) -> StoreResult<u64> {
+        Ok(match self {
+            AnyStore::Postgres(s) => sqlx::query(
+                "DELETE FROM apalis.jobs WHERE job_type = $1
+                   AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
+                   AND done_at < now() - make_interval(secs => $2)",
+            )
+            .bind(queue)
+            .bind(older_than_secs as f64)
+            .execute(&s.pool)
+            .await?
+            .rows_affected(),
+            AnyStore::Sqlite(s) => sqlx::query(
+                "DELETE FROM Jobs WHERE job_type = ?
+                   AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
+                   AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?",
+            )
+            .bind(queue)
+            .bind(older_than_secs)
+            .execute(&s.pool)
+            .await?
+            .rows_affected(),
+        })
+    }
+}
+
 impl<T> JobStorage<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static,

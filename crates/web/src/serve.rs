@@ -128,7 +128,22 @@ async fn scheduler(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut failures = 0u32;
+    let mut forgot_at: Option<std::time::Instant> = None;
     loop {
+        // Finished jobs are kept a week (to look into), then forgotten; checked hourly.
+        if forgot_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            forgot_at = Some(std::time::Instant::now());
+            match state
+                .engine
+                .store()
+                .forget_finished_jobs(jobs::QUEUE, 7 * 86_400)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "forgot finished jobs older than a week"),
+                Err(e) => tracing::warn!(error = %e, "cannot forget finished jobs"),
+            }
+        }
         match schedule::due_jobs(&state.engine, &state.schedule).await {
             Ok(due) => {
                 failures = 0;
