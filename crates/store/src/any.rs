@@ -249,6 +249,30 @@ impl Store for AnyStore {
     ) -> StoreResult<Vec<ChangeRecord>> {
         on_store!(self, s => s.recent_changes(connection_id, before, limit))
     }
+    async fn account(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+    ) -> StoreResult<Option<ListedAccount>> {
+        on_store!(self, s => s.account(connection_id, account_id))
+    }
+    async fn account_changes(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        on_store!(self, s => s.account_changes(connection_id, account_id, limit))
+    }
+    async fn account_audit(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        email: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        on_store!(self, s => s.account_audit(connection_id, account_id, email, limit))
+    }
     async fn import_identities(
         &self,
         identities: Vec<Identity>,
@@ -341,6 +365,19 @@ impl Store for AnyStore {
     }
     async fn session_count(&self) -> StoreResult<u64> {
         on_store!(self, s => s.session_count())
+    }
+    async fn keep_setup_key(&self, key: PendingSetupKey, expired_before: i64) -> StoreResult<()> {
+        on_store!(self, s => s.keep_setup_key(key, expired_before))
+    }
+    async fn setup_key(
+        &self,
+        session_hash: &str,
+        not_before: i64,
+    ) -> StoreResult<Option<PendingSetupKey>> {
+        on_store!(self, s => s.setup_key(session_hash, not_before))
+    }
+    async fn drop_setup_key(&self, session_hash: &str) -> StoreResult<()> {
+        on_store!(self, s => s.drop_setup_key(session_hash))
     }
     async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {
         on_store!(self, s => s.insert_plan(p, forget_before))

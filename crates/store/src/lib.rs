@@ -25,9 +25,9 @@ pub use migrate::{MigrationReport, sqlite_to_postgres};
 pub use model::{
     AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
     CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, LeaseToken, ListedAccount,
-    NewChange, NewConnection, OverrideRecord, PlanClaim, PlanRecord, PlanStatus, ProtectedAccount,
-    ProvisionUpdate, RoleRecord, ScanRecord, ScanReport, ScanStatus, SealedSecret, SessionRecord,
-    StoredMatch, TokenRecord,
+    NewChange, NewConnection, OverrideRecord, PendingSetupKey, PlanClaim, PlanRecord, PlanStatus,
+    ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord, ScanReport, ScanStatus,
+    SealedSecret, SessionRecord, StoredMatch, TokenRecord,
 };
 pub use postgres::PgScan;
 pub use postgres::PgStore;
@@ -151,6 +151,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<RoleRecord>>> + Send;
+    /// One current account (as of the last revision), with its fields, groups and stored
+    /// match: what the console's page of an account shows.
+    fn account(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+    ) -> impl Future<Output = StoreResult<Option<ListedAccount>>> + Send;
+    /// One account's changes, newest first: at most `limit`.
+    fn account_changes(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send;
     /// Changes, newest last, optionally since a time and/or of one scan.
     fn changes(
         &self,
@@ -227,6 +241,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         before: Option<i64>,
         limit: u64,
     ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    /// The audit entries about one account of a connection, newest first, at most `limit`:
+    /// those whose target is `email` (any case), and those behind a change of the account.
+    fn account_audit(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        email: Option<&str>,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
     /// Makes the stored state reflect a provisioning action at once, as a new revision
     /// (numbered when it commits, after every revision committed before it), with change rows
     /// pointing at the audit entry. Returns the id of its row in `scans`.
@@ -273,6 +296,21 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
     fn delete_session(&self, id_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
     fn session_count(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Keeps the key a session's Test passed for its Save (one per session: a new one replaces
+    /// it). Keys kept before `expired_before` go. The session must exist; the key goes with it.
+    fn keep_setup_key(
+        &self,
+        key: PendingSetupKey,
+        expired_before: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The key a session's Test passed, if it was kept at `not_before` or later.
+    fn setup_key(
+        &self,
+        session_hash: &str,
+        not_before: i64,
+    ) -> impl Future<Output = StoreResult<Option<PendingSetupKey>>> + Send;
+    /// Forgets the key a session's Test passed (saved, or replaced by a failed Test).
+    fn drop_setup_key(&self, session_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Keeps a plan; plans created before `forget_before` go, whatever their state (an apply
     /// takes minutes; a plan still `applying` hours later lost its request before its job was
     /// queued, and nothing was sent for it).

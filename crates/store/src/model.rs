@@ -386,3 +386,29 @@ pub enum PlanClaim {
     /// Its apply was cut short; it is never applied again.
     Interrupted,
 }
+
+/// An API key that passed the console's Test, kept sealed for the Save that follows, so the
+/// administrator need not paste it twice. It belongs to one signed-in session (it goes with
+/// the session) and is kept for minutes only; `target` and `email` are what was tested, and a
+/// Save for anything else does not use it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingSetupKey {
+    /// The session's `id_hash`.
+    pub session_hash: String,
+    /// The TestRail address as tested (a subdomain or a URL, as the form had it).
+    pub target: String,
+    pub email: String,
+    pub secret: SealedSecret,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for PendingSetupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingSetupKey")
+            .field("target", &self.target)
+            .field("email", &self.email)
+            .field("secret", &self.secret)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}

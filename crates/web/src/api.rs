@@ -378,6 +378,10 @@ pub struct StepDto {
     before: Option<String>,
     after: Option<String>,
     note: Option<String>,
+    /// Set on a deactivation that needs care: `administrator` (a TestRail administrator) or
+    /// `own_account` (the account this connection signs in with: Accessrail loses access).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caution: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -911,6 +915,7 @@ pub fn plan_dto(id: &str, stored: &StoredPlan) -> PlanDto {
                 before: st.before.clone(),
                 after: st.after.clone(),
                 note: st.note.clone(),
+                caution: st.caution.map(|c| c.as_str().to_string()),
             })
             .collect(),
         skipped: stored

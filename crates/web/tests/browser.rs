@@ -1,6 +1,14 @@
 //! The console in a real headless Chromium, driven through chromedriver (Debian's `chromium`
-//! and `chromium-driver`, installed by `scripts/install-test-deps.sh`). Where Chromium is
-//! absent the test says so and skips, except under CI (`CI=true`), where it fails.
+//! and `chromium-driver`, installed by `scripts/install-test-deps.sh`).
+//!
+//! This test binary has a harness of its own (libtest-mimic): where Chromium or chromedriver is
+//! missing, the test is reported as ignored (and a SKIPPED line with the reason goes to stderr),
+//! never as passed; under CI (`CI=true`) a missing Chromium fails it instead.
+//! `ACCESSRAIL_CHROMIUM` and `ACCESSRAIL_CHROMEDRIVER` name the programs where they are not
+//! Debian's.
+//!
+//! Screenshots of the pages go to `target/screenshots/` (the users list, an account's page and
+//! a confirmation page at 1366 and 390 pixels wide, among others).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,11 +18,21 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use accessrail_engine::tokens;
 use accessrail_store::Store;
 use common::{KEY, TOKEN, start};
 use fantoccini::{Client, ClientBuilder, Locator};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
-fn find(bin: &str, candidates: &[&str]) -> Option<PathBuf> {
+const NAME: &str = "console_in_headless_chromium";
+
+/// A program: the path in `env_var` if that is set (and nothing else), or the first
+/// candidate that exists, or `bin` on the PATH.
+fn find(env_var: &str, bin: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
+    }
     candidates
         .iter()
         .map(PathBuf::from)
@@ -28,8 +46,73 @@ fn find(bin: &str, candidates: &[&str]) -> Option<PathBuf> {
         })
 }
 
+/// Chromium and chromedriver, or why they cannot be used.
+fn browser() -> Result<(PathBuf, PathBuf), String> {
+    let chromium = find(
+        "ACCESSRAIL_CHROMIUM",
+        "chromium",
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+    );
+    let driver = find(
+        "ACCESSRAIL_CHROMEDRIVER",
+        "chromedriver",
+        &["/usr/bin/chromedriver"],
+    );
+    match (chromium, driver) {
+        (Some(c), Some(d)) => Ok((c, d)),
+        (c, d) => Err(format!(
+            "{} not installed (scripts/install-test-deps.sh installs chromium and chromium-driver)",
+            match (c, d) {
+                (None, None) => "chromium and chromedriver are",
+                (None, Some(_)) => "chromium is",
+                _ => "chromedriver is",
+            }
+        )),
+    }
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let found = browser();
+    // Without a browser the test is listed as ignored (outside CI), so runners count it as
+    // skipped; run anyway (`--ignored`), it ignores itself with the reason.
+    if let Err(why) = &found
+        && !under_ci()
+    {
+        eprintln!("SKIPPED {NAME}: {why}");
+    }
+    let ignored = found.is_err() && !under_ci();
+    let trial = Trial::ignorable_test(NAME, move || match found {
+        Ok((chromium, driver)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Failed::from(format!("a runtime: {e}")))?;
+            rt.block_on(console_in_headless_chromium(chromium, driver));
+            Ok(Completion::Completed)
+        }
+        Err(why) if under_ci() => Err(Failed::from(format!(
+            "Chromium and chromedriver are required under CI: {why}"
+        ))),
+        Err(why) => {
+            eprintln!("SKIPPED {NAME}: {why}");
+            Ok(Completion::ignored_with(why))
+        }
+    })
+    .with_ignored_flag(ignored);
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
+
 fn shots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/screenshots");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -37,6 +120,79 @@ fn shots() -> PathBuf {
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+/// The page's width in CSS pixels against the viewport's: a page that fits has no sideways
+/// scrolling.
+async fn widths(c: &Client) -> (i64, i64) {
+    let v = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (v[0].as_i64().unwrap(), v[1].as_i64().unwrap())
+}
+
+/// Sets the viewport to `width` CSS pixels (Chromium's window has a minimum width, so the
+/// device metrics are set through chromedriver's DevTools bridge).
+async fn viewport(c: &Client, width: u32, height: u32) {
+    c.set_window_size(width.max(800), height + 140)
+        .await
+        .unwrap();
+    let cmd = DevTools {
+        cmd: "Emulation.setDeviceMetricsOverride",
+        params: serde_json::json!({
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600
+        }),
+    };
+    c.issue_cmd(cmd).await.unwrap();
+    c.refresh().await.unwrap();
+    let (_, inner) = widths(c).await;
+    assert_eq!(inner, i64::from(width), "the viewport is {width} px wide");
+}
+
+/// A DevTools command through chromedriver (`POST /session/{id}/goog/cdp/execute`).
+#[derive(Debug)]
+struct DevTools {
+    cmd: &'static str,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or("")
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(serde_json::json!({ "cmd": self.cmd, "params": self.params }).to_string()),
+        )
+    }
+}
+
+/// Screenshots of the current page at a laptop's and a phone's width, checking that neither
+/// scrolls sideways; back to the laptop's width after.
+async fn shots_at_both_widths(c: &Client, name: &str) {
+    for (width, label) in [(1366u32, "1366"), (390, "390")] {
+        viewport(c, width, if width > 600 { 900 } else { 844 }).await;
+        let (page, inner) = widths(c).await;
+        assert!(
+            page <= inner,
+            "{name} at {width} px scrolls sideways: the page is {page} px wide"
+        );
+        shot(c, &format!("{name}-{label}")).await;
+    }
+    viewport(c, 1366, 900).await;
 }
 
 async fn text(c: &Client) -> String {
@@ -47,10 +203,14 @@ async fn text(c: &Client) -> String {
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .text()
         .await
         .unwrap()
+}
+
+async fn exists(c: &Client, css: &str) -> bool {
+    !c.find_all(Locator::Css(css)).await.unwrap().is_empty()
 }
 
 /// Waits until the page shows `needle` (a form post navigates asynchronously).
@@ -81,13 +241,23 @@ async fn fill(c: &Client, css: &str, value: &str) {
     el.send_keys(value).await.unwrap();
 }
 
+async fn value_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
 /// Clicks something that loads a new page and waits until the new document has loaded (a
 /// marker set on the old page is gone and the new one is complete).
 async fn click(c: &Client, css: &str) {
     mark(c).await;
     c.find(Locator::Css(css))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
         .await
         .unwrap();
@@ -98,7 +268,7 @@ async fn click_link(c: &Client, text: &str) {
     mark(c).await;
     c.find(Locator::LinkText(text))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("a link {text:?}: {e}"))
         .click()
         .await
         .unwrap();
@@ -129,24 +299,35 @@ async fn settle(c: &Client) {
     panic!("the page did not load");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_in_headless_chromium() {
-    let chromium = find(
-        "chromium",
-        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
-    );
-    let driver = find("chromedriver", &["/usr/bin/chromedriver"]);
-    let (Some(chromium), Some(driver)) = (chromium, driver) else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "Chromium and chromedriver are required under CI: run scripts/install-test-deps.sh"
-            );
+async fn path(c: &Client) -> String {
+    let u = c.current_url().await.unwrap();
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    }
+}
+
+/// Clicks Scan now and waits on the page it leads to (which follows the scan asked for) until
+/// that scan has succeeded; returns the scans table.
+async fn scan_now(c: &Client, base: &str) -> String {
+    c.goto(&format!("{base}/scans")).await.unwrap();
+    click(c, "#scan-now").await;
+    let asked = path(c).await;
+    assert!(asked.starts_with("/scans?requested="), "{asked}");
+    let mut notice = String::new();
+    for _ in 0..600 {
+        c.goto(&format!("{base}{asked}")).await.unwrap();
+        notice = text_of(c, "#scan-notice").await;
+        if notice.contains(" succeeded") {
+            return text_of(c, "#scans").await;
         }
-        eprintln!(
-            "SKIPPED console_in_headless_chromium: chromium / chromedriver not installed (scripts/install-test-deps.sh installs them)"
-        );
-        return;
-    };
+        assert!(!notice.contains("failed"), "{notice}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the scan asked for did not succeed: {notice}");
+}
+
+async fn console_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -164,7 +345,7 @@ async fn console_in_headless_chromium() {
             "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1366,900",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-quic", format!("--user-data-dir={}", profile.path().display())]
+                     "--disable-quic", "--hide-scrollbars", format!("--user-data-dir={}", profile.path().display())]
         }
     }))
     .unwrap();
@@ -185,6 +366,7 @@ async fn console_in_headless_chromium() {
     let c = client.expect("chromedriver answers");
     let svc = start(30, 3).await;
     let url = |p: &str| format!("{}{p}", svc.base);
+    let store = svc.engine.store().clone();
 
     // Sign in.
     c.goto(&url("/users")).await.unwrap();
@@ -206,63 +388,115 @@ async fn console_in_headless_chromium() {
         "{body}"
     );
     shot(&c, "02-setup-bad-key").await;
-    // The good key: Test, then Save.
+
+    // The good key: Test, then Save without typing it again.
     fill(&c, "#api_key", KEY).await;
     click(&c, "#test").await;
-    wait_for(&c, "Test passed").await;
-    // Save from a freshly loaded form (the key field is never filled back in).
-    c.goto(&url("/setup")).await.unwrap();
-    fill(&c, "#base_url", &svc.sim.base_url()).await;
+    let body = wait_for(&c, "Test passed").await;
+    assert!(body.contains("leave the API Key field empty"), "{body}");
+    assert_eq!(
+        value_of(&c, "#api_key").await,
+        "",
+        "the key never comes back"
+    );
+    assert_eq!(value_of(&c, "#email").await, "admin@example.com");
+    assert!(!c.source().await.unwrap().contains(KEY));
+    // The tested key waits in the store for this session, sealed.
+    let session = c
+        .get_named_cookie("accessrail_session")
+        .await
+        .unwrap()
+        .value()
+        .to_string();
+    let kept = store
+        .setup_key(&tokens::hash(&session), 0)
+        .await
+        .unwrap()
+        .expect("the tested key is kept for Save");
+    assert!(
+        !kept
+            .secret
+            .bytes
+            .windows(KEY.len())
+            .any(|w| w == KEY.as_bytes()),
+        "kept sealed, not in plaintext"
+    );
+    shot(&c, "03-setup-tested").await;
+    // Another email than the one tested: the kept key is not used.
+    fill(&c, "#email", "someone-else@example.com").await;
+    click(&c, "#save").await;
+    let body = wait_for(&c, "changed since the Test").await;
+    assert!(!body.contains("Saved connection"), "{body}");
+    assert!(store.connections().await.unwrap().is_empty());
+    // Back to what was tested: Save with the key field left empty.
     fill(&c, "#email", "admin@example.com").await;
-    fill(&c, "#api_key", KEY).await;
+    assert_eq!(value_of(&c, "#api_key").await, "");
     click(&c, "#save").await;
     let body = wait_for(&c, "Saved connection").await;
-    assert!(
-        body.contains("Saved connection") && body.contains("will not be shown again"),
-        "{body}"
+    assert!(body.contains("will not be shown again"), "{body}");
+    assert!(!c.source().await.unwrap().contains(KEY));
+    assert_eq!(store.connections().await.unwrap().len(), 1);
+    assert_eq!(
+        store.setup_key(&tokens::hash(&session), 0).await.unwrap(),
+        None,
+        "a saved key is not kept any longer"
     );
-    assert!(
-        !c.source().await.unwrap().contains(KEY),
-        "the key never reaches a page"
-    );
-    shot(&c, "03-setup-saved").await;
+    shot(&c, "04-setup-saved").await;
 
-    // Run a scan and see it succeed.
+    // Scan now shows the scan asked for, running or done, then its outcome.
     c.goto(&url("/scans")).await.unwrap();
     click(&c, "#scan-now").await;
-    let mut ok = false;
-    for _ in 0..300 {
-        c.goto(&url("/scans")).await.unwrap();
-        let t = text_of(&c, "#scans").await;
-        if t.contains("succeeded") && !t.contains("running") {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "a scan succeeded");
-    shot(&c, "04-scans").await;
+    assert!(path(&c).await.starts_with("/scans?requested="));
+    let notice = text_of(&c, "#scan-notice").await;
+    assert!(
+        notice.contains("Scan requested")
+            || notice.contains("is running")
+            || notice.contains("succeeded"),
+        "{notice}"
+    );
+    shot(&c, "05-scan-asked").await;
+    scan_now(&c, &svc.base).await;
+    shot(&c, "06-scans").await;
 
-    // Find a user by email.
-    let target = svc
-        .sim
-        .sim()
-        .snapshot()
+    // Admin accounts: made an administrator in TestRail, seen by a scan.
+    let snapshot = svc.sim.sim().snapshot();
+    let mut people = snapshot
         .users
         .values()
-        .find(|u| u.is_active && u.id != 1 && u.email.contains('@'))
-        .unwrap()
-        .clone();
+        .filter(|u| u.is_active && u.id != 1 && !u.is_admin && u.email.contains('@'))
+        .cloned()
+        .collect::<Vec<_>>();
+    people.sort_by_key(|u| u.id);
+    let (target, admin) = (people[0].clone(), people[1].clone());
+    svc.sim.sim().with_instance(|i| {
+        i.users.get_mut(&admin.id).unwrap().is_admin = true;
+    });
+    let scans = scan_now(&c, &svc.base).await;
+    let before = scans.matches("succeeded").count();
+    assert!(before >= 2, "{scans}");
+
+    // The users list: one page, at a laptop's and a phone's width.
     c.goto(&url("/users")).await.unwrap();
-    shot(&c, "05-users").await;
-    fill(&c, "#q", &target.email).await;
-    click(&c, "#search").await;
-    for _ in 0..200 {
-        if c.current_url().await.unwrap().as_str().contains("q=") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let table = text_of(&c, "#users").await;
+    assert!(table.contains(&target.email), "{table}");
+    shots_at_both_widths(&c, "users").await;
+    // No one-click Deactivate for an administrator or for Accessrail's own account.
+    for who in ["admin@example.com", admin.email.as_str()] {
+        c.goto(&url(&format!("/users?q={}", who.replace('+', "%2B"))))
+            .await
+            .unwrap();
+        let row = text_of(&c, "#users").await;
+        assert!(row.contains(who), "{row}");
+        assert!(!row.contains("Deactivate"), "{who}: {row}");
+        assert!(row.contains("Open…"), "{who}: {row}");
     }
+    // Everyone else has it.
+    c.goto(&url(&format!(
+        "/users?q={}",
+        target.email.replace('+', "%2B")
+    )))
+    .await
+    .unwrap();
     wait_for(&c, "of 1").await;
     let table = text_of(&c, "#users").await;
     assert!(table.contains(&target.email), "{table}");
@@ -271,26 +505,224 @@ async fn console_in_headless_chromium() {
         1,
         "only the searched account: {table}"
     );
+    assert!(table.contains("Deactivate"), "{table}");
 
-    // Open a group.
+    // An account's page, linked from the list.
+    click(&c, "#users a.user-link").await;
+    assert_eq!(path(&c).await, format!("/users/{}", target.id));
+    let page = text(&c).await;
+    for part in [
+        target.email.as_str(),
+        "Account",
+        "Matched identity",
+        "Groups",
+        "Changes",
+        "Audit log",
+        &format!("#{}", target.id),
+    ] {
+        assert!(page.contains(part), "{part} on the account's page:\n{page}");
+    }
+    for gid in &target.group_ids {
+        assert!(
+            exists(&c, &format!("#groups a[href='/groups/{gid}']")).await,
+            "group {gid} listed"
+        );
+    }
+    shots_at_both_widths(&c, "user").await;
+
+    // Read-only until provisioning is on.
+    let conn = store.connections().await.unwrap().remove(0);
+    store.set_provisioning(&conn.id, true).await.unwrap();
+
+    // The connection's own account: a plain warning and an extra confirmation, which the
+    // server checks too.
+    c.goto(&url("/users/1")).await.unwrap();
+    assert!(
+        text_of(&c, "#guard").await.contains("locks Accessrail out"),
+        "the account's page warns"
+    );
+    click(&c, "#toggle-active").await;
+    wait_for(&c, "Review the plan").await;
+    let caution = text_of(&c, "#caution-own_account").await;
+    assert!(
+        caution.contains("locks Accessrail out of TestRail"),
+        "{caution}"
+    );
+    assert!(exists(&c, "#acknowledge").await);
+    shots_at_both_widths(&c, "confirm").await;
+    // The box is required by the form; without it (the attribute taken away), the server
+    // refuses and nothing changes.
+    c.execute(
+        "document.getElementById('acknowledge').removeAttribute('required'); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "#confirm").await;
+    let body = wait_for(&c, "Not applied").await;
+    assert!(body.contains("confirmation box"), "{body}");
+    assert!(svc.sim.sim().snapshot().users[&1].is_active);
+    assert!(exists(&c, "#back").await, "a way back");
+
+    // An administrator: warned, and deactivated once the box is ticked.
+    c.goto(&url(&format!("/users/{}", admin.id))).await.unwrap();
+    click(&c, "#toggle-active").await;
+    wait_for(&c, "Review the plan").await;
+    assert!(
+        text_of(&c, "#caution-administrator")
+            .await
+            .contains("TestRail administrator")
+    );
+    assert!(!exists(&c, "#caution-own_account").await);
+    c.find(Locator::Css("#acknowledge"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    click(&c, "#confirm").await;
+    wait_for(&c, "See the audit log").await;
+    assert!(text_of(&c, "#results").await.contains("done"));
+    assert!(!svc.sim.sim().snapshot().users[&admin.id].is_active);
+
+    // An ordinary deactivation from the list: no extra box.
+    c.goto(&url(&format!(
+        "/users?q={}",
+        target.email.replace('+', "%2B")
+    )))
+    .await
+    .unwrap();
+    click_link(&c, "Deactivate").await;
+    wait_for(&c, "Review the plan").await;
+    assert!(!exists(&c, "#acknowledge").await);
+    let plan = text_of(&c, "#plan").await;
+    assert!(
+        plan.contains("update user") || plan.contains("deactivate"),
+        "{plan}"
+    );
+    assert!(
+        svc.sim.sim().snapshot().users[&target.id].is_active,
+        "nothing changes before Confirm"
+    );
+    click(&c, "#confirm").await;
+    wait_for(&c, "See the audit log").await;
+    assert!(text_of(&c, "#results").await.contains("done"));
+    assert!(!svc.sim.sim().snapshot().users[&target.id].is_active);
+    // Back leads to the account, whose page now has its change and audit entry.
+    click(&c, "#back").await;
+    assert_eq!(path(&c).await, format!("/users/{}", target.id));
+    let history = text_of(&c, "#account-changes").await;
+    assert!(history.contains("account deactivated"), "{history}");
+    let audit = text_of(&c, "#account-audit").await;
+    assert!(
+        audit.contains("deactivate") && audit.contains("done"),
+        "{audit}"
+    );
+    shots_at_both_widths(&c, "user-history").await;
+
+    // Create a user from the console, with a role and a group.
+    let roles = svc.sim.sim().snapshot().roles.clone();
+    let role = roles
+        .iter()
+        .find(|r| !r.is_default)
+        .or_else(|| roles.first())
+        .unwrap()
+        .name
+        .clone();
+    let g1 = svc.sim.sim().snapshot().groups[&1].clone();
+    c.goto(&url("/users")).await.unwrap();
+    click(&c, "#create-user").await;
+    fill(&c, "#new-name", "Nova Newcomer").await;
+    fill(&c, "#new-email", "nova.newcomer@example.com").await;
+    c.find(Locator::Css(&format!("#new-role option[value='{role}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-groups input[value='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    shot(&c, "07-create-user-form").await;
+    click(&c, "#plan-create").await;
+    wait_for(&c, "Review the plan").await;
+    let plan = text_of(&c, "#plan").await;
+    assert!(
+        plan.contains("create user") && plan.contains("nova.newcomer@example.com"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&role) && plan.contains(g1.name.as_str()),
+        "{plan}"
+    );
+    shot(&c, "08-create-user-plan").await;
+    click(&c, "#confirm").await;
+    wait_for(&c, "See the audit log").await;
+    assert!(text_of(&c, "#results").await.contains("done"));
+    let created = svc
+        .sim
+        .sim()
+        .snapshot()
+        .users
+        .values()
+        .find(|u| u.email == "nova.newcomer@example.com")
+        .cloned()
+        .expect("the user was created in TestRail");
+    assert_eq!(created.name, "Nova Newcomer");
+    assert!(
+        svc.sim.sim().snapshot().groups[&1]
+            .user_ids
+            .contains(&created.id)
+    );
+    // Creating the same user again is nothing to do: no Confirm, a way back.
+    c.goto(&url(
+        "/provision/confirm?action=create_user&name=Nova&email=nova.newcomer%40example.com",
+    ))
+    .await
+    .unwrap();
+    wait_for(&c, "Nothing to do").await;
+    assert!(!exists(&c, "#confirm").await, "nothing to confirm");
+    shot(&c, "12-nothing-to-do").await;
+    click(&c, "#back").await;
+    assert_eq!(
+        path(&c).await,
+        format!("/users/{}", created.id),
+        "back to the account that exists"
+    );
+
+    // Change the new user's role from its page.
+    let other_role = roles.iter().find(|r| r.name != role).unwrap().name.clone();
+    c.goto(&url(&format!("/users/{}", created.id)))
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!(
+        "#new-role option[value='{other_role}']"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    click(&c, "#change-role").await;
+    wait_for(&c, "Review the plan").await;
+    click(&c, "#confirm").await;
+    wait_for(&c, "See the audit log").await;
+    let role_id = roles.iter().find(|r| r.name == other_role).unwrap().id;
+    assert_eq!(svc.sim.sim().snapshot().users[&created.id].role_id, role_id);
+
+    // A group: its members, and a search of accounts to add.
     c.goto(&url("/groups")).await.unwrap();
-    shot(&c, "06-groups").await;
-    click(&c, "#groups a").await;
+    shot(&c, "09-groups").await;
+    click(&c, "#groups a[href='/groups/1']").await;
     let members = text_of(&c, "#members").await;
     let g1 = svc.sim.sim().snapshot().groups[&1].clone();
     for uid in &g1.user_ids {
         let email = svc.sim.sim().snapshot().users[uid].email.clone();
         assert!(members.contains(&email), "{email} in {members}");
     }
-    shot(&c, "07-group").await;
-
-    // Add a member to the group through its confirmation page.
-    let conn = svc.engine.store().connections().await.unwrap().remove(0);
-    svc.engine
-        .store()
-        .set_provisioning(&conn.id, true)
-        .await
-        .unwrap();
     let newcomer = svc
         .sim
         .sim()
@@ -300,50 +732,54 @@ async fn console_in_headless_chromium() {
         .find(|u| u.is_active && u.id != 1 && !g1.user_ids.contains(&u.id) && u.email.contains('@'))
         .unwrap()
         .clone();
-    fill(&c, "#add-email", &newcomer.email).await;
-    click(&c, "#add-member").await;
+    let part: String = newcomer.email.split('@').next().unwrap().to_string();
+    fill(&c, "#find", &part).await;
+    click(&c, "#find-account").await;
+    let found = text_of(&c, "#candidates").await;
+    assert!(found.contains(&newcomer.email), "{found}");
+    shots_at_both_widths(&c, "group").await;
+    let add = format!(
+        "#candidates a[href*='email={}']",
+        testrail_client::encode_query_value(&newcomer.email)
+    );
+    click(&c, &add).await;
     wait_for(&c, "Review the plan").await;
-    let plan = text_of(&c, "#plan").await;
-    assert!(plan.contains("update_group/1"), "{plan}");
+    assert!(text_of(&c, "#plan").await.contains("update_group/1"));
     click(&c, "#confirm").await;
-    let results = text_of(&c, "#results").await;
-    assert!(results.contains("done"), "{results}");
+    assert!(text_of(&c, "#results").await.contains("done"));
     assert!(
         svc.sim.sim().snapshot().groups[&1]
             .user_ids
             .contains(&newcomer.id)
     );
+    // An unknown email: the error, and a way back to the group.
+    c.goto(&url("/groups/1")).await.unwrap();
+    fill(&c, "#add-email", "nobody-here@example.com").await;
+    click(&c, "#add-member").await;
+    let body = text(&c).await;
+    assert!(body.contains("no TestRail account has the email"), "{body}");
+    click(&c, "#back").await;
+    assert_eq!(path(&c).await, "/groups/1");
 
-    // Deactivate with its confirmation, then see it in the audit page.
-    let conn = svc.engine.store().connections().await.unwrap().remove(0);
-    svc.engine
-        .store()
-        .set_provisioning(&conn.id, true)
+    // Changes link to the account and to the audit entry behind them.
+    c.goto(&url("/changes")).await.unwrap();
+    let link = format!("#changes a[href='/users/{}']", target.id);
+    assert!(exists(&c, &link).await, "the change links to the account");
+    shots_at_both_widths(&c, "changes").await;
+    click(&c, "#changes a[href*='#audit-']").await;
+    assert!(path(&c).await.starts_with("/audit?before="));
+    let fragment = c
+        .current_url()
         .await
-        .unwrap();
-    c.goto(&url(&format!(
-        "/users?q={}",
-        target.email.replace('+', "%2B")
-    )))
-    .await
-    .unwrap();
-    click_link(&c, "Deactivate").await;
-    wait_for(&c, "Review the plan").await;
-    let plan = text_of(&c, "#plan").await;
+        .unwrap()
+        .fragment()
+        .unwrap()
+        .to_string();
     assert!(
-        plan.contains("update_user") && plan.contains("inactive"),
-        "{plan}"
+        exists(&c, &format!("#{fragment}")).await,
+        "the entry is on the page"
     );
-    assert!(
-        svc.sim.sim().snapshot().users[&target.id].is_active,
-        "nothing changes before Confirm"
-    );
-    shot(&c, "08-confirm").await;
-    click(&c, "#confirm").await;
-    wait_for(&c, "See the audit log").await;
-    let results = text_of(&c, "#results").await;
-    assert!(results.contains("done"), "{results}");
-    assert!(!svc.sim.sim().snapshot().users[&target.id].is_active);
+    // The audit log links to the account.
     c.goto(&url("/audit")).await.unwrap();
     let audit = text_of(&c, "#audit").await;
     assert!(
@@ -352,9 +788,22 @@ async fn console_in_headless_chromium() {
             && audit.contains("token:admin"),
         "{audit}"
     );
-    shot(&c, "09-audit").await;
-    c.goto(&url("/changes")).await.unwrap();
-    shot(&c, "10-changes").await;
+    shots_at_both_widths(&c, "audit").await;
+    let to_account = format!(
+        "#audit a[href='/users/find?email={}']",
+        testrail_client::encode_query_value(&target.email)
+    );
+    click(&c, &to_account).await;
+    assert_eq!(path(&c).await, format!("/users/{}", target.id));
+
+    // Scans are numbered on their own: provisioning in between leaves no gap.
+    let scans = scan_now(&c, &svc.base).await;
+    let n = scans.matches("succeeded").count();
+    assert_eq!(n, before + 1, "{scans}");
+    for k in 1..=n {
+        assert!(scans.contains(&format!("#{k} ")), "#{k} in {scans}");
+    }
+    assert!(!scans.contains(&format!("#{} ", n + 1)), "no gaps: {scans}");
 
     c.close().await.unwrap();
     let _ = chromedriver.kill().await;

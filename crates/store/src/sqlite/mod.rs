@@ -18,6 +18,7 @@ use accessrail_domain::{AuditRecord, Outcome, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+mod account;
 mod identities;
 mod listing;
 mod matches;
@@ -908,6 +909,35 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(ChangeRow::into_record).collect())
     }
 
+    async fn account(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+    ) -> StoreResult<Option<ListedAccount>> {
+        self.account_impl(connection_id, account_id).await
+    }
+
+    async fn account_changes(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        self.account_changes_impl(connection_id, account_id, limit)
+            .await
+    }
+
+    async fn account_audit(
+        &self,
+        connection_id: &str,
+        account_id: u64,
+        email: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        self.account_audit_impl(connection_id, account_id, email, limit)
+            .await
+    }
+
     async fn import_identities(
         &self,
         identities: Vec<Identity>,
@@ -1041,6 +1071,22 @@ impl Store for SqliteStore {
 
     async fn session_count(&self) -> StoreResult<u64> {
         self.session_count_impl().await
+    }
+
+    async fn keep_setup_key(&self, key: PendingSetupKey, expired_before: i64) -> StoreResult<()> {
+        self.keep_setup_key_impl(key, expired_before).await
+    }
+
+    async fn setup_key(
+        &self,
+        session_hash: &str,
+        not_before: i64,
+    ) -> StoreResult<Option<PendingSetupKey>> {
+        self.setup_key_impl(session_hash, not_before).await
+    }
+
+    async fn drop_setup_key(&self, session_hash: &str) -> StoreResult<()> {
+        self.drop_setup_key_impl(session_hash).await
     }
 
     async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {

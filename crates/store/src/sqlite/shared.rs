@@ -1,5 +1,5 @@
-//! What every process shares through the database: console sessions, kept provisioning plans,
-//! instance settings.
+//! What every process shares through the database: console sessions (and the key a session's
+//! Test passed, kept for its Save), kept provisioning plans, instance settings.
 
 use super::*;
 
@@ -112,6 +112,66 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u(n))
+    }
+
+    pub(super) async fn keep_setup_key_impl(
+        &self,
+        k: PendingSetupKey,
+        expired_before: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM session_setup_keys WHERE created_at < ?")
+            .bind(expired_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO session_setup_keys (session_hash, target, email, secret, secret_key_id, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(session_hash) DO UPDATE SET target = excluded.target, email = excluded.email,
+                secret = excluded.secret, secret_key_id = excluded.secret_key_id, created_at = excluded.created_at",
+        )
+        .bind(&k.session_hash)
+        .bind(&k.target)
+        .bind(&k.email)
+        .bind(&k.secret.bytes)
+        .bind(&k.secret.key_id)
+        .bind(k.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn setup_key_impl(
+        &self,
+        session_hash: &str,
+        not_before: i64,
+    ) -> StoreResult<Option<PendingSetupKey>> {
+        let row: Option<(String, String, String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT session_hash, target, email, secret, secret_key_id, created_at
+             FROM session_setup_keys WHERE session_hash = ? AND created_at >= ?",
+        )
+        .bind(session_hash)
+        .bind(not_before)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(session_hash, target, email, bytes, key_id, created_at)| PendingSetupKey {
+                session_hash,
+                target,
+                email,
+                secret: SealedSecret { key_id, bytes },
+                created_at,
+            },
+        ))
+    }
+
+    pub(super) async fn drop_setup_key_impl(&self, session_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM session_setup_keys WHERE session_hash = ?")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn insert_plan_impl(

@@ -54,6 +54,11 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn one_account_and_setup_keys() {
+            conformance::story::one_account_and_setup_keys(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_listing_query_equals_the_in_memory_reference() {
             conformance::listing::the_listing_query_equals_the_in_memory_reference(&$make).await;
         }

@@ -883,3 +883,234 @@ async fn futures_join_all<S: Store + Clone>(
     }
     out
 }
+
+/// What the console's page of an account reads: the account with its fields, groups and match;
+/// its changes and the audit entries about it, newest first. And the key a session's Test
+/// passed, kept for its Save: one per session, expiring, gone with the session.
+pub async fn one_account_and_setup_keys<B: Backend>(b: &B) {
+    use accessrail_store::{PendingSetupKey, SessionRecord};
+    let store = b.fresh().await;
+    store.insert_connection(new_conn()).await.unwrap();
+    let g = |id, members: &[u64]| GroupRecord {
+        id,
+        name: Some(format!("G{id}")),
+        member_ids: members.to_vec(),
+    };
+    let v1 = vec![account(1, "a@x.io", true, 3), account(2, "b@x.io", true, 3)];
+    scan(&store, "c1", 1000, &v1, &[g(1, &[1]), g(2, &[1, 2])]).await;
+    let one = store.account("c1", 1).await.unwrap().expect("account 1");
+    assert_eq!(one.account.email.as_deref(), Some("a@x.io"));
+    assert_eq!(
+        one.groups,
+        vec![(1, Some("G1".to_string())), (2, Some("G2".to_string()))]
+    );
+    assert_eq!(one.account.group_ids, vec![1, 2]);
+    assert_eq!(
+        one.account.fields.get("email").map(|v| v.to_string()),
+        Some("\"a@x.io\"".to_string()),
+        "the account's fields come with it"
+    );
+    assert_eq!(
+        one.matched.as_ref().map(|m| m.state),
+        Some(accessrail_domain::MatchState::Unmatched)
+    );
+    assert_eq!(store.account("c1", 99).await.unwrap(), None);
+    assert_eq!(store.account("other", 1).await.unwrap(), None);
+
+    // A scan deactivates a; provisioning then changes a's role and b's groups.
+    let v2 = vec![
+        account(1, "a@x.io", false, 3),
+        account(2, "b@x.io", true, 3),
+    ];
+    scan(&store, "c1", 2000, &v2, &[g(1, &[1]), g(2, &[1, 2])]).await;
+    let audit = |target: &str, conn: &str, outcome| accessrail_domain::AuditRecord {
+        at: 2100,
+        actor: "token:admin".into(),
+        connection: conn.into(),
+        action: "set_role".into(),
+        target: target.into(),
+        before: None,
+        after: None,
+        calls: vec![],
+        outcome,
+        message: None,
+    };
+    use accessrail_domain::Outcome;
+    let e1 = store
+        .append_audit(audit("A@X.io", "acme", Outcome::Done))
+        .await
+        .unwrap();
+    store
+        .record_provision(
+            "c1",
+            e1.id,
+            2101,
+            ProvisionUpdate {
+                account: Some(account(1, "a@x.io", false, 1)),
+                group: None,
+                joined: vec![],
+                changes: vec![NewChange {
+                    kind: ChangeKind::RoleChanged,
+                    user: Some(1),
+                    group: None,
+                    subject: Some("a@x.io".into()),
+                    before: Some("Tester".into()),
+                    after: Some("Lead".into()),
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    let e2 = store
+        .append_audit(audit("b@x.io", "acme", Outcome::Done))
+        .await
+        .unwrap();
+    store
+        .record_provision(
+            "c1",
+            e2.id,
+            2102,
+            ProvisionUpdate {
+                account: None,
+                group: Some(g(1, &[1, 2])),
+                joined: vec![],
+                changes: vec![NewChange {
+                    kind: ChangeKind::GroupJoined,
+                    user: Some(2),
+                    group: Some(1),
+                    subject: Some("b@x.io".into()),
+                    before: None,
+                    after: Some("G1".into()),
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    let e3 = store
+        .append_audit(audit("a@x.io", "elsewhere", Outcome::Done))
+        .await
+        .unwrap();
+    // A failed step changed nothing: it is found by its target alone.
+    let e4 = store
+        .append_audit(audit("a@x.io", "acme", Outcome::Failed))
+        .await
+        .unwrap();
+
+    let changes = store.account_changes("c1", 1, 10).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(),
+        vec!["role_changed", "account_deactivated"],
+        "newest first: {changes:?}"
+    );
+    assert!(changes.iter().all(|c| c.tr_user_id == Some(1)));
+    assert_eq!(changes[0].audit_id, Some(e1.id));
+    assert_eq!(store.account_changes("c1", 1, 1).await.unwrap().len(), 1);
+    assert!(store.account_changes("c1", 3, 10).await.unwrap().is_empty());
+    let one = store.account("c1", 1).await.unwrap().expect("account 1");
+    assert_eq!(
+        (one.account.is_active, one.account.role.as_deref()),
+        (false, Some("Lead")),
+        "the current version, provisioning included"
+    );
+
+    let ids = |v: Vec<accessrail_store::AuditEntry>| v.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .account_audit("c1", 1, Some("a@x.io"), 10)
+            .await
+            .unwrap()),
+        vec![e4.id, e1.id],
+        "by target (any case) and through its changes; not another account's, nor another connection's ({})",
+        e3.id
+    );
+    assert_eq!(
+        ids(store.account_audit("c1", 1, None, 10).await.unwrap()),
+        vec![e1.id],
+        "without an email: through its changes only"
+    );
+    assert_eq!(
+        ids(store
+            .account_audit("c1", 1, Some("a@x.io"), 1)
+            .await
+            .unwrap()),
+        vec![e4.id]
+    );
+    assert_eq!(
+        ids(store
+            .account_audit("c1", 2, Some("b@x.io"), 10)
+            .await
+            .unwrap()),
+        vec![e2.id]
+    );
+    assert!(
+        store
+            .account_audit("nope", 1, Some("a@x.io"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Setup keys: one per live session.
+    let session = |n: i64| SessionRecord {
+        id_hash: format!("hash{n}"),
+        csrf: format!("csrf{n}"),
+        token: "admin".into(),
+        token_hash: "th".into(),
+        created_at: 100 + n,
+    };
+    store.create_session(session(1), 0, 10).await.unwrap();
+    store.create_session(session(2), 0, 10).await.unwrap();
+    let key = |n: i64, target: &str, at: i64| PendingSetupKey {
+        session_hash: format!("hash{n}"),
+        target: target.into(),
+        email: "admin@acme.io".into(),
+        secret: SealedSecret {
+            key_id: "k".into(),
+            bytes: vec![n as u8, 9, 9],
+        },
+        created_at: at,
+    };
+    store.keep_setup_key(key(1, "acme", 1000), 0).await.unwrap();
+    assert_eq!(
+        store.setup_key("hash1", 900).await.unwrap(),
+        Some(key(1, "acme", 1000))
+    );
+    assert_eq!(
+        store.setup_key("hash1", 1001).await.unwrap(),
+        None,
+        "kept too long ago"
+    );
+    assert_eq!(store.setup_key("hash2", 0).await.unwrap(), None);
+    // A new Test replaces the session's key.
+    store
+        .keep_setup_key(key(1, "https://tr.example.com", 1010), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setup_key("hash1", 0).await.unwrap(),
+        Some(key(1, "https://tr.example.com", 1010))
+    );
+    assert!(
+        store.keep_setup_key(key(7, "acme", 1000), 0).await.is_err(),
+        "only a live session keeps a key"
+    );
+    // Expired keys go when another is kept.
+    store
+        .keep_setup_key(key(2, "acme", 2000), 1500)
+        .await
+        .unwrap();
+    assert_eq!(store.setup_key("hash1", 0).await.unwrap(), None);
+    assert!(store.setup_key("hash2", 0).await.unwrap().is_some());
+    store.drop_setup_key("hash2").await.unwrap();
+    assert_eq!(store.setup_key("hash2", 0).await.unwrap(), None);
+    // A key goes with its session.
+    store.keep_setup_key(key(2, "acme", 2001), 0).await.unwrap();
+    store.delete_session("hash2").await.unwrap();
+    assert_eq!(store.setup_key("hash2", 0).await.unwrap(), None);
+    store.create_session(session(2), 0, 10).await.unwrap();
+    assert_eq!(
+        store.setup_key("hash2", 0).await.unwrap(),
+        None,
+        "a new session with the same id has no key"
+    );
+}

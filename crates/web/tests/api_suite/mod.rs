@@ -200,6 +200,52 @@ pub async fn api_end_to_end(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{plan}");
     assert!(plan["fingerprint"].as_str().unwrap().len() >= 16);
+    // A deactivation is marked when it takes away an administrator, and only then.
+    assert_eq!(
+        plan["steps"][0].get("caution").and_then(|c| c.as_str()),
+        snap.users[&4].is_admin.then_some("administrator"),
+        "{plan}"
+    );
+    // Deactivating the connection's own account (or an administrator) is marked.
+    let (s, own) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": "ADMIN@example.com"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{own}");
+    assert_eq!(own["steps"][0]["caution"], "own_account", "{own}");
+    if let Some(plain) = snap
+        .users
+        .values()
+        .find(|u| !u.is_admin && u.is_active && u.id != 1 && u.email.contains('@'))
+    {
+        let (s, other) = svc
+            .post(
+                "/api/v1/connections/acme/plans",
+                json!({"actions": [{"action": "deactivate", "email": plain.email}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{other}");
+        assert!(
+            other["steps"][0].get("caution").is_none(),
+            "an ordinary deactivation needs no extra care: {other}"
+        );
+    }
+    if let Some(admin) = snap
+        .users
+        .values()
+        .find(|u| u.is_admin && u.is_active && u.id != 1 && u.email.contains('@'))
+    {
+        let (s, other) = svc
+            .post(
+                "/api/v1/connections/acme/plans",
+                json!({"actions": [{"action": "deactivate", "email": admin.email}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{other}");
+        assert_eq!(other["steps"][0]["caution"], "administrator", "{other}");
+    }
     let (s, body) = svc
         .post(
             &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
