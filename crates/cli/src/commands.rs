@@ -734,12 +734,18 @@ fn print_scan(o: &ScanOutcome, json: bool) {
 async fn scans(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure> {
     let conn = app.resolve(sel.connection.as_deref()).await?;
     let all = app.store().scans(&conn.id).await?;
+    // `#`: the scan's number among this connection's scans, as the console shows it. `id`: the
+    // revision id that `--at-scan` and `changes --scan` take (provisioning revisions share that
+    // counter, so ids have gaps).
+    let mut ids: Vec<i64> = all.iter().map(|s| s.id).collect();
+    ids.sort_unstable();
+    let number = |id: i64| ids.binary_search(&id).map_or(0, |i| i + 1);
     if json {
         let v: Vec<_> = all
             .iter()
             .map(|s| {
                 json!({
-                    "id": s.id, "status": s.status.as_str(), "started_at": time_fmt::rfc3339(s.started_at),
+                    "number": number(s.id), "id": s.id, "status": s.status.as_str(), "started_at": time_fmt::rfc3339(s.started_at),
                     "finished_at": s.finished_at.map(time_fmt::rfc3339), "users": s.users_seen, "groups": s.groups_seen,
                     "active_seats": s.active_seats, "requests": s.requests, "retries": s.retries, "changes": s.changes,
                     "error": s.error, "warnings": s.warnings,
@@ -750,7 +756,8 @@ async fn scans(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure>
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(&[
-        "scan",
+        "#",
+        "id",
         "started",
         "status",
         "duration",
@@ -762,6 +769,7 @@ async fn scans(app: &App, sel: ConnSel, json: bool) -> Result<ExitCode, Failure>
     ]);
     for s in &all {
         t.add_row(vec![
+            format!("#{}", number(s.id)),
             s.id.to_string(),
             time_fmt::short(s.started_at),
             s.status.as_str().to_string(),

@@ -107,13 +107,34 @@ pub fn table(headers: &[&str]) -> Table {
 /// Prints a table: on a limited width every row stays one line, long values cut with "…"
 /// (`--json` has them whole).
 pub fn print_table(mut t: Table) {
-    if t.width().is_some() {
+    if let Some(width) = t.width() {
         for row in t.row_iter_mut() {
             row.max_height(1);
+        }
+        // Short columns (ids, dates, states) keep their width; the long ones (emails, groups,
+        // messages) give way, as long as that leaves them room.
+        let widths = t.column_max_content_widths();
+        let short: Vec<bool> = widths.iter().map(|w| *w <= SHORT_COLUMN).collect();
+        let fixed: usize = widths
+            .iter()
+            .zip(&short)
+            .filter(|(_, s)| **s)
+            .map(|(w, _)| usize::from(*w) + 3)
+            .sum();
+        let flexible = short.iter().filter(|s| !**s).count();
+        if flexible > 0 && fixed + flexible * 8 <= usize::from(width) {
+            for (column, is_short) in t.column_iter_mut().zip(short) {
+                if is_short {
+                    column.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+                }
+            }
         }
     }
     println!("{t}");
 }
+
+/// Columns at most this wide (a date with its zone is 20) are never cut when a table is fitted.
+const SHORT_COLUMN: u16 = 22;
 
 pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref()

@@ -124,6 +124,33 @@ async fn global_options_anywhere_tables_fit_and_times_say_utc() {
     assert!(at.ends_with('Z') && at.contains('T'), "{at}");
     let scans = e.run(&["scans", "--json"]).await.json();
     assert!(scans[0]["started_at"].as_str().unwrap().ends_with('Z'));
+    // Scans are numbered per connection without gaps, whatever the revision ids: a
+    // provisioning revision between two scans leaves a gap in the ids only.
+    let e2 = e.run(&["provisioning", "enable"]).await;
+    assert_eq!(e2.code, 0, "{}", e2.stderr);
+    let someone = e.users(&[]).await[3]["email"].as_str().unwrap().to_string();
+    let out = e
+        .run(&["provision", "deactivate", "--email", &someone])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    e.scan().await;
+    let scans = e.run(&["scans", "--json"]).await.json();
+    let mut numbered: Vec<(i64, i64)> = scans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_i64().unwrap(), s["number"].as_i64().unwrap()))
+        .collect();
+    numbered.sort_unstable();
+    assert_eq!(
+        numbered.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        vec![1, 2],
+        "{numbered:?}"
+    );
+    assert!(
+        numbered[1].0 > 2,
+        "the ids have the provisioning revision's gap: {numbered:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
