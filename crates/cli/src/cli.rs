@@ -337,7 +337,8 @@ pub struct ProvOpts {
     /// Deactivations allowed in this run (default 10).
     #[arg(long)]
     pub max_deactivations: Option<u32>,
-    /// Go past the deactivation cap, and act on protected accounts.
+    /// Go past the deactivation cap, act on protected accounts, and confirm deactivating a
+    /// TestRail administrator or Accessrail's own account.
     #[arg(long)]
     pub force: bool,
 }

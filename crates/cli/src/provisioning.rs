@@ -143,6 +143,18 @@ pub async fn run_plan(
     }
     let plan = provision::plan(app, conn, requests, &rails).await?;
     print_plan(&plan, opts.dry_run, json);
+    let cautions: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| !s.is_noop())
+        .filter_map(|s| s.caution.map(|c| format!("{}: {}", s.target, c.message())))
+        .collect();
+    if !opts.dry_run && !opts.force && !cautions.is_empty() {
+        return Err(Failure::Usage(format!(
+            "not applied, nothing was changed:\n  {}\nRead the plan, then pass --force to confirm.",
+            cautions.join("\n  ")
+        )));
+    }
     if opts.dry_run {
         if json {
             print_json(&json!({ "dry_run": true, "plan": plan }));

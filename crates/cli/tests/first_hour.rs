@@ -207,6 +207,26 @@ async fn plans_and_audit_name_the_same_calls_and_errors_help() {
         actor.starts_with("cli:") && !actor.starts_with("cli:unknown@"),
         "{actor}"
     );
+    // Deactivating Accessrail's own account (or an administrator) needs --force: without it
+    // the plan is shown with its caution and nothing is sent.
+    let updates = || {
+        e.sim()
+            .stats()
+            .by_method
+            .get("update_user")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = updates();
+    let out = e.prov(&["deactivate", "--email", common::ADMIN]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("locks Accessrail out") && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    assert!(e.user(common::ADMIN).is_active);
+    assert_eq!(updates(), before, "nothing sent");
     // The audit table has a column for TestRail's calls.
     let table = e.run(&["audit"]).await;
     assert!(

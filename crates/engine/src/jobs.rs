@@ -63,7 +63,14 @@ pub enum Job {
     /// The connection's flows, after an identity import.
     Flows { connection: String, actor: String },
     /// Applies a kept plan that the request queueing this job claimed.
-    ApplyPlan { plan: String, actor: String },
+    ApplyPlan {
+        plan: String,
+        actor: String,
+        /// The requester confirmed the plan's cautions (deactivating an administrator or the
+        /// connection's own account); without it such a plan is refused.
+        #[serde(default)]
+        acknowledged: bool,
+    },
 }
 
 impl Job {
@@ -209,8 +216,12 @@ impl<S: Store> Runner<S> {
             Job::Flows { connection, actor } => run_flows(&self.engine, &connection, &actor)
                 .await
                 .map_err(|e| e.to_string()),
-            Job::ApplyPlan { plan, actor } => {
-                let outcome = apply_kept(&self.engine, &plan, &actor).await;
+            Job::ApplyPlan {
+                plan,
+                actor,
+                acknowledged,
+            } => {
+                let outcome = apply_kept(&self.engine, &plan, &actor, acknowledged).await;
                 let busy = matches!(&outcome, PlanOutcome::Refused { code, .. } if code == "busy");
                 let left_applying = self
                     .engine
@@ -358,7 +369,12 @@ pub async fn run_flows<S: Store>(
 /// run of the job while the first still runs (its worker was only slow) does nothing; a run
 /// that finds the apply started and the lease free knows the first run died, and ends the plan
 /// `interrupted` instead of applying it again.
-pub async fn apply_kept<S: Store>(engine: &Engine<S>, id: &str, actor: &str) -> PlanOutcome {
+pub async fn apply_kept<S: Store>(
+    engine: &Engine<S>,
+    id: &str,
+    actor: &str,
+    acknowledged: bool,
+) -> PlanOutcome {
     let name = format!("plan:{id}");
     let token = match lease::try_acquire(engine, &name, "apply").await {
         Ok(Some(t)) => t,
@@ -372,7 +388,7 @@ pub async fn apply_kept<S: Store>(engine: &Engine<S>, id: &str, actor: &str) -> 
     };
     let lost = std::sync::atomic::AtomicBool::new(false);
     let outcome = lease::hold(engine, std::slice::from_ref(&token), &lost, async {
-        match apply_kept_inner(engine, id, actor).await {
+        match apply_kept_inner(engine, id, actor, acknowledged).await {
             Ok(o) => o,
             Err(e) => refused(engine, id, e).await,
         }
@@ -429,6 +445,7 @@ async fn apply_kept_inner<S: Store>(
     engine: &Engine<S>,
     id: &str,
     actor: &str,
+    acknowledged: bool,
 ) -> EngineResult<PlanOutcome> {
     let store = engine.store();
     let Some(kept) = store.plan(id).await? else {
@@ -477,6 +494,21 @@ async fn apply_kept_inner<S: Store>(
             code: "stale_plan".into(),
             message: "TestRail changed since this plan was made; make a new plan and review it"
                 .into(),
+        };
+        finish(engine, id, PlanStatus::Ready, &o).await;
+        return Ok(o);
+    }
+    // Deactivating an administrator or Accessrail's own account needs the requester's explicit
+    // confirmation, whoever asks (console, API): nothing is sent without it.
+    if !acknowledged
+        && fresh
+            .steps
+            .iter()
+            .any(|s| s.caution.is_some() && !s.is_noop())
+    {
+        let o = PlanOutcome::Refused {
+            code: "needs_acknowledgement".into(),
+            message: "this plan deactivates a TestRail administrator or Accessrail's own account (see the plan's cautions): confirm it explicitly (API: apply with ?acknowledge=true; console: tick the box)".into(),
         };
         finish(engine, id, PlanStatus::Ready, &o).await;
         return Ok(o);

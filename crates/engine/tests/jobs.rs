@@ -292,7 +292,7 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
         e.store().claim_plan("p-ok", 0).await.unwrap(),
         accessrail_store::PlanClaim::Claimed(_)
     ));
-    let first = jobs::apply_kept(&e, "p-ok", "token:admin").await;
+    let first = jobs::apply_kept(&e, "p-ok", "token:admin", false).await;
     let PlanOutcome::Applied { done, results, .. } = &first else {
         panic!("applied: {first:?}");
     };
@@ -312,7 +312,7 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
     };
     let after_first = writes();
     assert_eq!(after_first, 1);
-    let again = jobs::apply_kept(&e, "p-ok", "token:admin").await;
+    let again = jobs::apply_kept(&e, "p-ok", "token:admin", false).await;
     assert_eq!(again, first, "a re-run reports the kept outcome");
     assert_eq!(writes(), after_first, "and sends nothing");
     let kept = e.store().plan("p-ok").await.unwrap().unwrap();
@@ -327,7 +327,7 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
     ));
     assert!(e.store().start_plan_apply("p-cut", e.now()).await.unwrap());
     let audit_before = e.store().audit_log().await.unwrap().len();
-    let rerun = jobs::apply_kept(&e, "p-cut", "token:admin").await;
+    let rerun = jobs::apply_kept(&e, "p-cut", "token:admin", false).await;
     assert!(
         matches!(rerun, PlanOutcome::Interrupted { .. }),
         "{rerun:?}"
@@ -361,7 +361,7 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
         .unwrap()
         .expect("the first run holds the plan's lease");
     assert!(e.store().start_plan_apply("p-live", e.now()).await.unwrap());
-    let second = jobs::apply_kept(&e, "p-live", "token:admin").await;
+    let second = jobs::apply_kept(&e, "p-live", "token:admin", false).await;
     assert!(
         matches!(&second, PlanOutcome::Refused { code, .. } if code == "busy"),
         "{second:?}"
@@ -371,7 +371,7 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
     // Once the first run is gone (its lease released or expired), a run ends it interrupted.
     accessrail_engine::lease::release(&e, &live).await;
     assert!(matches!(
-        jobs::apply_kept(&e, "p-live", "token:admin").await,
+        jobs::apply_kept(&e, "p-live", "token:admin", false).await,
         PlanOutcome::Interrupted { .. }
     ));
     assert_eq!(writes(), after_first, "nothing sent for either");
@@ -390,7 +390,7 @@ async fn a_plan_apply_cut_short_is_never_run_again() {
         e.store().claim_plan("p-stale", 0).await.unwrap(),
         accessrail_store::PlanClaim::Claimed(_)
     ));
-    let stale = jobs::apply_kept(&e, "p-stale", "token:admin").await;
+    let stale = jobs::apply_kept(&e, "p-stale", "token:admin", false).await;
     assert!(
         matches!(&stale, PlanOutcome::Refused { code, .. } if code == "stale_plan"),
         "{stale:?}"

@@ -1045,7 +1045,12 @@ pub struct AppliedPlan {
 /// replica's worker may run), then waits for its outcome. A second apply gets 409:
 /// `plan_being_applied` while the first runs, `plan_already_applied` after it. A client that
 /// goes away does not cut the apply short.
-pub async fn apply_stored(s: &Arc<AppState>, id: &str, actor: String) -> ApiResult<AppliedPlan> {
+pub async fn apply_stored(
+    s: &Arc<AppState>,
+    id: &str,
+    actor: String,
+    acknowledged: bool,
+) -> ApiResult<AppliedPlan> {
     // Claim and queue in a task of their own: a request cancelled in between (the client went
     // away) must not leave the plan claimed with no apply queued.
     let (st, plan) = (s.clone(), id.to_string());
@@ -1055,6 +1060,7 @@ pub async fn apply_stored(s: &Arc<AppState>, id: &str, actor: String) -> ApiResu
             .enqueue(Job::ApplyPlan {
                 plan: plan.clone(),
                 actor,
+                acknowledged,
             })
             .await;
         if let Err(e) = queued {
@@ -1128,6 +1134,7 @@ pub async fn apply_stored(s: &Arc<AppState>, id: &str, actor: String) -> ApiResu
 fn refused(code: &str) -> (StatusCode, &'static str) {
     match code {
         "stale_plan" => (StatusCode::CONFLICT, "stale_plan"),
+        "needs_acknowledgement" => (StatusCode::CONFLICT, "needs_acknowledgement"),
         "read_only" => (StatusCode::CONFLICT, "read_only"),
         "conflict" => (StatusCode::CONFLICT, "conflict"),
         "busy" => (StatusCode::CONFLICT, "busy"),
@@ -1137,6 +1144,14 @@ fn refused(code: &str) -> (StatusCode, &'static str) {
         "test_failed" => (StatusCode::UNPROCESSABLE_ENTITY, "test_failed"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ApplyQuery {
+    /// Confirms the plan's cautions (deactivating a TestRail administrator or Accessrail's own
+    /// account); such a plan is refused without it.
+    #[serde(default)]
+    acknowledge: bool,
 }
 
 /// A kept plan and, once its apply ended, how.
@@ -1183,14 +1198,17 @@ async fn get_plan(
 /// 409 codes: `read_only`, `stale_plan` (TestRail changed, or the plan is over an hour old),
 /// `plan_being_applied` (another request is applying it, or this one is still running after
 /// two minutes: follow it with `GET /api/v1/plans/{id}`), `plan_already_applied`,
-/// `plan_interrupted` (an apply was cut short; it is never run again).
-#[utoipa::path(post, path = "/api/v1/plans/{id}/apply", params(("id" = String, Path)), responses((status = 200, body = ApplyDto), (status = 409, body = ErrorBody)))]
+/// `plan_interrupted` (an apply was cut short; it is never run again), `needs_acknowledgement`
+/// (the plan deactivates an administrator or Accessrail's own account: read its `caution`s and
+/// apply with `?acknowledge=true`).
+#[utoipa::path(post, path = "/api/v1/plans/{id}/apply", params(("id" = String, Path), ApplyQuery), responses((status = 200, body = ApplyDto), (status = 409, body = ErrorBody)))]
 async fn apply_plan(
     c: Caller,
     State(s): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
 ) -> ApiResult<Json<ApplyDto>> {
-    let r = apply_stored(&s, &id, c.actor()).await?;
+    let r = apply_stored(&s, &id, c.actor(), q.acknowledge).await?;
     Ok(Json(ApplyDto {
         done: r.done,
         noop: r.noop,

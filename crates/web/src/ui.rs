@@ -723,7 +723,7 @@ async fn scans_page(
                 },
                 None,
             ),
-            None if now - asked < SCAN_START_PATIENCE => (
+            None if now.saturating_sub(asked) < SCAN_START_PATIENCE => (
                 Some(format!(
                     "Scan requested at {}: waiting for the background worker to start it (a scan already running is finished first). This page refreshes every few seconds.",
                     time_fmt::short(asked)
@@ -1254,7 +1254,8 @@ async fn apply(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<ApplyFo
             );
         }
     }
-    match crate::api::apply_stored(&s, &f.plan, format!("token:{token}")).await {
+    // The box was ticked for every caution (checked above), or the plan has none.
+    match crate::api::apply_stored(&s, &f.plan, format!("token:{token}"), true).await {
         Ok(r) => {
             let results: Vec<Value> = r
                 .results

@@ -268,15 +268,41 @@ pub async fn api_end_to_end(backend: Backend) {
         .set_provisioning(&conn.id, true)
         .await
         .unwrap();
+    // (Confirmed: whoever user 4 is, an administrator or not, the apply goes ahead.)
     let (s, body) = svc
         .post(
-            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            &format!(
+                "/api/v1/plans/{}/apply?acknowledge=true",
+                plan["id"].as_str().unwrap()
+            ),
             json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["done"], 1);
     assert!(!svc.sim.sim().snapshot().users[&4].is_active);
+    // Deactivating Accessrail's own account needs ?acknowledge=true: refused without it, and
+    // nothing is sent (the plan is handed back).
+    let (s, own) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "deactivate", "email": snap.users[&1].email}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{own}");
+    assert_eq!(own["steps"][0]["caution"], "own_account", "{own}");
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", own["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("needs_acknowledgement")),
+        "{body}"
+    );
+    assert!(svc.sim.sim().snapshot().users[&1].is_active);
     // The apply ran as a job; the plan keeps how it ended, and is never applied again.
     let applied_id = plan["id"].as_str().unwrap().to_string();
     let (s, kept) = svc.get(&format!("/api/v1/plans/{applied_id}")).await;
