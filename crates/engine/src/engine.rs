@@ -413,6 +413,9 @@ impl<S: Store> Engine<S> {
             sealed.push((id.clone(), self.keyring.seal(id, key)?));
         }
         self.store.reseal_secrets(sealed).await?;
+        // Keys kept between a console Test and its Save were sealed with the old master key:
+        // they could not be opened after the rotation (that Save asks for the key again).
+        self.store.forget_setup_keys(None).await?;
         self.store
             .set_setting(MASTER_KEY_SETTING, self.keyring.current_id())
             .await?;

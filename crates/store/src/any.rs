@@ -379,6 +379,9 @@ impl Store for AnyStore {
     async fn drop_setup_key(&self, session_hash: &str) -> StoreResult<()> {
         on_store!(self, s => s.drop_setup_key(session_hash))
     }
+    async fn forget_setup_keys(&self, kept_before: Option<i64>) -> StoreResult<u64> {
+        on_store!(self, s => s.forget_setup_keys(kept_before))
+    }
     async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {
         on_store!(self, s => s.insert_plan(p, forget_before))
     }

@@ -311,6 +311,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<PendingSetupKey>>> + Send;
     /// Forgets the key a session's Test passed (saved, or replaced by a failed Test).
     fn drop_setup_key(&self, session_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Forgets every kept setup key kept before `kept_before`, or all of them (`None`: a master
+    /// key rotation, after which they could not be opened). Returns how many went.
+    fn forget_setup_keys(
+        &self,
+        kept_before: Option<i64>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Keeps a plan; plans created before `forget_before` go, whatever their state (an apply
     /// takes minutes; a plan still `applying` hours later lost its request before its job was
     /// queued, and nothing was sent for it).

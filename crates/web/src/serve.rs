@@ -143,6 +143,12 @@ async fn scheduler(
                 Ok(n) => tracing::info!(jobs = n, "forgot finished jobs older than a week"),
                 Err(e) => tracing::warn!(error = %e, "cannot forget finished jobs"),
             }
+            // API keys kept between a console Test and its Save outlive their use by minutes,
+            // not by the session's hours.
+            let expired = state.engine.now() - crate::ui::SETUP_KEY_LIFETIME;
+            if let Err(e) = state.engine.store().forget_setup_keys(Some(expired)).await {
+                tracing::warn!(error = %e, "cannot forget expired setup keys");
+            }
         }
         match schedule::due_jobs(&state.engine, &state.schedule).await {
             Ok(due) => {

@@ -1018,6 +1018,10 @@ impl Store for PgStore {
         self.drop_setup_key_impl(session_hash).await
     }
 
+    async fn forget_setup_keys(&self, kept_before: Option<i64>) -> StoreResult<u64> {
+        self.forget_setup_keys_impl(kept_before).await
+    }
+
     async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {
         self.insert_plan_impl(p, forget_before).await
     }

@@ -1089,6 +1089,10 @@ impl Store for SqliteStore {
         self.drop_setup_key_impl(session_hash).await
     }
 
+    async fn forget_setup_keys(&self, kept_before: Option<i64>) -> StoreResult<u64> {
+        self.forget_setup_keys_impl(kept_before).await
+    }
+
     async fn insert_plan(&self, p: PlanRecord, forget_before: i64) -> StoreResult<()> {
         self.insert_plan_impl(p, forget_before).await
     }

@@ -166,6 +166,19 @@ impl SqliteStore {
         ))
     }
 
+    pub(super) async fn forget_setup_keys_impl(
+        &self,
+        kept_before: Option<i64>,
+    ) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM session_setup_keys WHERE created_at < ?")
+                .bind(kept_before.unwrap_or(i64::MAX))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     pub(super) async fn drop_setup_key_impl(&self, session_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM session_setup_keys WHERE session_hash = ?")
             .bind(session_hash)

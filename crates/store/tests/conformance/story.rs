@@ -1113,4 +1113,13 @@ pub async fn one_account_and_setup_keys<B: Backend>(b: &B) {
         None,
         "a new session with the same id has no key"
     );
+    // Expired keys are forgotten on their own (hourly), and every key on a key rotation.
+    store.keep_setup_key(key(1, "acme", 3000), 0).await.unwrap();
+    store.keep_setup_key(key(2, "acme", 3600), 0).await.unwrap();
+    assert_eq!(store.forget_setup_keys(Some(3000)).await.unwrap(), 0);
+    assert_eq!(store.forget_setup_keys(Some(3001)).await.unwrap(), 1);
+    assert_eq!(store.setup_key("hash1", 0).await.unwrap(), None);
+    assert!(store.setup_key("hash2", 0).await.unwrap().is_some());
+    assert_eq!(store.forget_setup_keys(None).await.unwrap(), 1);
+    assert_eq!(store.setup_key("hash2", 0).await.unwrap(), None);
 }
