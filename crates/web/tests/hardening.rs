@@ -1,6 +1,7 @@
 //! Regression tests for an outside review, over real HTTP on port 0: no server state before
 //! sign-in and a cap on sessions; the API's error envelope for every kind of bad request; Secure
-//! cookies and HSTS behind an https public URL; a plan applied at most once.
+//! cookies and HSTS behind an https public URL; a plan applied at most once; a cautioned
+//! deactivation refused by the server without its ticked box.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -708,5 +709,73 @@ async fn a_plan_applied_twice_at_once_runs_once() {
         .filter(|u| u["email"] == email)
         .count();
     assert_eq!(accounts, 1, "one account for {email}");
+    svc.stop().await.unwrap();
+}
+
+/// The console's confirmation of a cautioned deactivation (Accessrail's own account) is
+/// enforced by the server: an apply form posted without the ticked box changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cautioned_deactivation_needs_its_box_ticked_on_the_server() {
+    let svc = start(10, 2).await;
+    svc.connect().await;
+    svc.scan().await;
+    let conn = svc
+        .engine
+        .store()
+        .connection("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    let own = svc.sim.sim().snapshot().users[&1].email.clone();
+    let http = plain_client();
+    let (cookie, csrf) = login_form(&svc, &http).await;
+    let resp = sign_in(&svc, &http, &cookie, Some(&csrf), TOKEN).await;
+    let session = cookie_pair(resp.headers(), "accessrail_session");
+    let page = http
+        .get(format!("{}/provision/confirm", svc.base))
+        .query(&[("action", "deactivate"), ("email", own.as_str())])
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("locks Accessrail out"), "{page}");
+    let plan = page
+        .split("name=\"plan\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = http
+        .post(format!("{}/provision/apply", svc.base))
+        .header(COOKIE, &session)
+        .form(&[("csrf", csrf_of(&page)), ("plan", plan)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("confirmation box"), "{body}");
+    assert!(svc.sim.sim().snapshot().users[&1].is_active);
+    assert_eq!(
+        svc.sim
+            .sim()
+            .stats()
+            .by_method
+            .get("update_user")
+            .copied()
+            .unwrap_or(0),
+        0,
+        "nothing was sent to TestRail"
+    );
     svc.stop().await.unwrap();
 }
