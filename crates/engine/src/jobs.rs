@@ -244,61 +244,46 @@ impl<S: Store> Runner<S> {
     }
 
     async fn conn(&self, id: &str) -> Result<accessrail_store::Connection, String> {
-        let conns = self
-            .engine
-            .store()
-            .connections()
+        connection_by_id(&self.engine, id)
             .await
-            .map_err(|e| e.to_string())?;
-        conns
-            .into_iter()
-            .find(|c| c.id == id)
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("connection {id} was removed"))
     }
 
+    /// A scan the scheduler found due, if it still is once its lease is held.
     async fn scheduled_scan(&self, id: &str) -> Result<String, String> {
-        let conn = self.conn(id).await?;
-        let _slot = self.scan_slots.acquire().await.map_err(|e| e.to_string())?;
-        // Held elsewhere: by a live scan (which makes this one no longer due), or by a process
-        // that died (its lease expires within the lease time). Wait for either, then ask again.
-        let ttl = self.engine.lease_ttl_secs().max(1);
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2 * ttl as u64);
-        loop {
-            let now = self.engine.now();
-            match schedule::scan_if_still_due(&self.engine, conn.clone(), &self.schedule, now).await
-            {
-                Ok(Some(o)) => {
-                    return Ok(format!(
-                        "scanned {}: {} users, {} changes",
-                        conn.name, o.users, o.changes
-                    ));
-                }
-                Ok(None) => return Ok(format!("{} was scanned meanwhile", conn.name)),
-                Err(EngineError::ScanRunning(_)) if std::time::Instant::now() < give_up => {
-                    tokio::time::sleep(LEASE_RECHECK).await;
-                }
-                Err(EngineError::ScanRunning(_)) => {
-                    return Ok(format!("{} is being scanned elsewhere", conn.name));
-                }
-                Err(e) => return Err(format!("scan of {} failed: {e}", conn.name)),
-            }
-        }
+        self.scan_when_free(id, |conn| {
+            schedule::scan_if_still_due(&self.engine, conn, &self.schedule, self.engine.now())
+        })
+        .await
     }
 
-    /// A scan asked for: one that starts after the request. A scan already running (or the
-    /// lease of one whose process died, until it expires) is waited for, up to twice the lease
-    /// time; a scan that finished meanwhile, after the request was made, is enough.
+    /// A scan asked for: one that starts after the request (a scan that finished meanwhile,
+    /// after the request was made, is enough).
     async fn scan_now(&self, id: &str, asked: i64) -> Result<String, String> {
+        self.scan_when_free(id, |conn| {
+            scan::scan_if(&self.engine, conn, Arc::new(Quiet), move |_, h| {
+                !h.iter()
+                    .any(|s| s.started_at > asked && s.status == ScanStatus::Succeeded)
+            })
+        })
+        .await
+    }
+
+    /// Runs `attempt` (a scan that asks, under the connection's lease, whether it is still
+    /// wanted) in one of this process's scan slots. A lease held elsewhere, by a live scan or by
+    /// a process that died (until it expires), is waited for, up to twice the lease time.
+    async fn scan_when_free<F, Fut>(&self, id: &str, attempt: F) -> Result<String, String>
+    where
+        F: Fn(accessrail_store::Connection) -> Fut,
+        Fut: std::future::Future<Output = EngineResult<Option<crate::scan::ScanOutcome>>>,
+    {
         let conn = self.conn(id).await?;
         let _slot = self.scan_slots.acquire().await.map_err(|e| e.to_string())?;
         let ttl = self.engine.lease_ttl_secs().max(1);
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2 * ttl as u64);
         loop {
-            let wanted = |_: &accessrail_store::Connection, h: &[accessrail_store::ScanRecord]| {
-                !h.iter()
-                    .any(|s| s.started_at > asked && s.status == ScanStatus::Succeeded)
-            };
-            match scan::scan_if(&self.engine, conn.clone(), Arc::new(Quiet), wanted).await {
+            match attempt(conn.clone()).await {
                 Ok(Some(o)) => {
                     return Ok(format!(
                         "scanned {}: {} users, {} changes",
@@ -316,6 +301,19 @@ impl<S: Store> Runner<S> {
             }
         }
     }
+}
+
+/// The connection with this id (jobs name connections by id: a renamed one keeps its work).
+async fn connection_by_id<S: Store>(
+    engine: &Engine<S>,
+    id: &str,
+) -> EngineResult<Option<accessrail_store::Connection>> {
+    Ok(engine
+        .store()
+        .connections()
+        .await?
+        .into_iter()
+        .find(|c| c.id == id))
 }
 
 fn summary(o: &PlanOutcome) -> String {
@@ -334,8 +332,7 @@ pub async fn run_flows<S: Store>(
     connection_id: &str,
     actor: &str,
 ) -> EngineResult<String> {
-    let conns = engine.store().connections().await?;
-    let Some(conn) = conns.into_iter().find(|c| c.id == connection_id) else {
+    let Some(conn) = connection_by_id(engine, connection_id).await? else {
         return Ok(format!("connection {connection_id} was removed"));
     };
     let Some((file, _)) = crate::flows::load_for(engine, &conn).await? else {

@@ -129,6 +129,21 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Waits (up to `limit`) until the connection's scans satisfy `done`.
+async fn wait_for_scans(
+    store: &AnyStore,
+    id: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&[accessrail_store::ScanRecord]) -> bool,
+) {
+    let start = Instant::now();
+    while !done(&store.scans(id).await.unwrap()) {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
     let sim = sim().await;
@@ -148,17 +163,13 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
     let (stop, w) = stoppable_worker(&e, &storage);
     let store = e.store().clone();
     let id = conn.id.clone();
-    wait_until("the scheduled scan ran", Duration::from_secs(20), || {
-        let (store, id) = (store.clone(), id.clone());
-        async move {
-            store
-                .scans(&id)
-                .await
-                .unwrap()
-                .iter()
-                .any(|s| s.status == ScanStatus::Succeeded)
-        }
-    })
+    wait_for_scans(
+        &store,
+        &id,
+        "the scheduled scan ran",
+        Duration::from_secs(20),
+        |s| s.iter().any(|x| x.status == ScanStatus::Succeeded),
+    )
     .await;
     // Not due any more: a second scheduled job for the same connection (another round) finds
     // the fresh scan under the lease and does nothing.
@@ -185,19 +196,18 @@ async fn queued_scans_run_and_a_keyed_job_is_kept_once() {
         )
         .await
         .unwrap();
-    wait_until("the requested scan ran", Duration::from_secs(20), || {
-        let (store, id) = (store.clone(), id.clone());
-        async move {
-            store
-                .scans(&id)
-                .await
-                .unwrap()
-                .iter()
-                .filter(|s| s.status == ScanStatus::Succeeded)
+    wait_for_scans(
+        &store,
+        &id,
+        "the requested scan ran",
+        Duration::from_secs(20),
+        |s| {
+            s.iter()
+                .filter(|x| x.status == ScanStatus::Succeeded)
                 .count()
                 == 2
-        }
-    })
+        },
+    )
     .await;
     // Every job has run (the round-8 one too), and scanned nothing more.
     wait_until("every job ran", Duration::from_secs(20), || {
@@ -459,17 +469,13 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
     }
     let store = e.store().clone();
     let id = conn.id.clone();
-    wait_until("worker A started the scan", Duration::from_secs(20), || {
-        let (store, id) = (store.clone(), id.clone());
-        async move {
-            store
-                .scans(&id)
-                .await
-                .unwrap()
-                .iter()
-                .any(|s| s.status == ScanStatus::Running)
-        }
-    })
+    wait_for_scans(
+        &store,
+        &id,
+        "worker A started the scan",
+        Duration::from_secs(20),
+        |s| s.iter().any(|x| x.status == ScanStatus::Running),
+    )
     .await;
     // Worker A dies mid-scan: no heartbeats, no lease renewals, nothing cleaned up.
     a.shutdown_background();
@@ -478,20 +484,12 @@ async fn a_job_whose_worker_died_is_taken_over_and_its_scan_shows_interrupted() 
     // Worker B (another process's) takes the job over once A missed its heartbeats and the
     // scan lease expired, and completes the scan.
     let b = worker(&e, &storage);
-    wait_until(
+    wait_for_scans(
+        &store,
+        &id,
         "worker B completed the scan",
         Duration::from_secs(30),
-        || {
-            let (store, id) = (store.clone(), id.clone());
-            async move {
-                store
-                    .scans(&id)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|s| s.status == ScanStatus::Succeeded)
-            }
-        },
+        |s| s.iter().any(|x| x.status == ScanStatus::Succeeded),
     )
     .await;
     // A's jobs go to B once A's last heartbeat (up to one beat before the kill) is older than
