@@ -138,8 +138,15 @@ async fn wait_for_scans(
     done: impl Fn(&[accessrail_store::ScanRecord]) -> bool,
 ) {
     let start = Instant::now();
-    while !done(&store.scans(id).await.unwrap()) {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+    loop {
+        let scans = store.scans(id).await.unwrap();
+        if done(&scans) {
+            return;
+        }
+        if start.elapsed() >= limit {
+            let jobs = store.job_count(jobs::QUEUE, true).await;
+            panic!("{what}: not within {limit:?}; scans {scans:?}; unfinished jobs {jobs:?}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
