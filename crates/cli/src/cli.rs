@@ -69,6 +69,8 @@ impl Command {
             | Command::Roles(s)
             | Command::Changes { conn: s, .. }
             | Command::Users(UsersArgs { conn: s, .. })
+            | Command::Projects(ProjectsArgs { conn: s, .. })
+            | Command::Access(AccessArgs { conn: s, .. })
             | Command::Provisioning {
                 action: OnOff::Enable(s) | OnOff::Disable(s),
             } => s,
@@ -87,7 +89,9 @@ impl Command {
                 | ProvisionAction::Reactivate { opts, .. }
                 | ProvisionAction::SetRole { opts, .. }
                 | ProvisionAction::AddToGroup { opts, .. }
-                | ProvisionAction::RemoveFromGroup { opts, .. } => &mut opts.conn,
+                | ProvisionAction::RemoveFromGroup { opts, .. }
+                | ProvisionAction::SetProjectRole { opts, .. }
+                | ProvisionAction::SetGroupProjectRole { opts, .. } => &mut opts.conn,
             },
             Command::Protect { action } => match action {
                 ProtectAction::Add { conn, .. } | ProtectAction::Remove { conn, .. } => conn,
@@ -148,6 +152,11 @@ pub enum Command {
     Groups(ConnSel),
     /// Roles.
     Roles(ConnSel),
+    /// TestRail projects: default role, group and user project roles, who can reach each.
+    Projects(ProjectsArgs),
+    /// Effective project access with its source: one person's across projects (--email) or
+    /// who can reach one project (--project).
+    Access(AccessArgs),
     /// Reseal every stored API key with a new master key.
     RotateMasterKey,
     /// Change TestRail: every action is planned first (--dry-run shows the plan), then applied
@@ -310,6 +319,34 @@ pub struct UsersArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ProjectsArgs {
+    #[command(flatten)]
+    pub conn: ConnSel,
+    /// The projects as they were after this scan.
+    #[arg(long)]
+    pub at_scan: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("whose").required(true).args(["email", "project"])))]
+pub struct AccessArgs {
+    #[command(flatten)]
+    pub conn: ConnSel,
+    /// One person's access across every project (their TestRail email).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Who can reach this project (its name or id).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// With --project: list accounts without access too (and inactive ones).
+    #[arg(long, requires = "project")]
+    pub all: bool,
+    /// Access as it was after this scan.
+    #[arg(long)]
+    pub at_scan: Option<i64>,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// People in the simulated TestRail.
     #[arg(long, default_value_t = 120)]
@@ -401,6 +438,41 @@ pub enum ProvisionAction {
         email: String,
         #[arg(long)]
         group: String,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Set or clear an account's own role in a project (TestRail 7.3+; read back only where
+    /// TestRail reports users' project roles: Enterprise).
+    SetProjectRole {
+        #[arg(long)]
+        email: String,
+        /// Project name or id.
+        #[arg(long)]
+        project: String,
+        /// Role name or id, or `global` for the account's global role.
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        role: Option<String>,
+        /// Remove the account's own project role: its groups' roles or the project default
+        /// apply again.
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        opts: ProvOpts,
+    },
+    /// Set or clear a group's role in a project (TestRail 7.3+).
+    SetGroupProjectRole {
+        /// Group name or id.
+        #[arg(long)]
+        group: String,
+        /// Project name or id.
+        #[arg(long)]
+        project: String,
+        /// Role name or id, or `global` for each member's global role.
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        role: Option<String>,
+        /// Remove the group's project role.
+        #[arg(long)]
+        clear: bool,
         #[command(flatten)]
         opts: ProvOpts,
     },

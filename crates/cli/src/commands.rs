@@ -301,6 +301,8 @@ async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode
         }
         Command::Groups(sel) => groups(&app, sel, json).await,
         Command::Roles(sel) => roles(&app, sel, json).await,
+        Command::Projects(a) => crate::access::projects(&app, a, json).await,
+        Command::Access(a) => crate::access::access(&app, a, json).await,
         Command::RotateMasterKey => {
             let n = app.rotate_master_key().await?;
             if json {
@@ -813,6 +815,7 @@ async fn changes(
                     "id": c.id, "scan": c.scan_id, "at": time_fmt::rfc3339(c.at), "kind": c.kind,
                     "user_id": c.tr_user_id, "group_id": c.tr_group_id, "subject": c.subject,
                     "before": c.before, "after": c.after, "audit_id": c.audit_id,
+                    "project_id": c.tr_project_id, "project": c.project,
                 })
             })
             .collect();
@@ -825,11 +828,16 @@ async fn changes(
     }
     let mut t = table(&["scan", "at", "change", "who / group", "before", "after"]);
     for c in &all {
+        // Access changes name their project next to whom they are about.
+        let who = match (&c.subject, &c.project) {
+            (Some(s), Some(p)) if s != p => format!("{s} in {p}"),
+            (s, p) => s.clone().or_else(|| p.clone()).unwrap_or_default(),
+        };
         t.add_row(vec![
             c.scan_id.to_string(),
             time_fmt::short(c.at),
             c.kind.replace('_', " "),
-            c.subject.clone().unwrap_or_default(),
+            who,
             c.before.clone().unwrap_or_default(),
             c.after.clone().unwrap_or_default(),
         ]);
@@ -1021,19 +1029,29 @@ async fn match_cmd(app: &App, action: MatchAction, json: bool) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure> {
-    let conn = app.resolve(a.conn.connection.as_deref()).await?;
-    if let Some(scan_id) = a.at_scan {
+/// Refuses `--at-scan N` unless N is a successful scan of `conn`.
+pub(crate) async fn check_at_scan(
+    app: &App,
+    conn: &accessrail_store::Connection,
+    at_scan: Option<i64>,
+) -> Result<(), Failure> {
+    if let Some(scan_id) = at_scan {
         let scan = app.store().scan(scan_id).await?;
         if scan.as_ref().is_none_or(|s| {
             s.connection_id != conn.id || s.status != accessrail_store::ScanStatus::Succeeded
         }) {
             return Err(Failure::Usage(format!(
-                "scan {scan_id} is not a successful scan of {}",
+                "scan {scan_id} is not a successful scan of {} (see `accessrail scans`: the id column)",
                 conn.name
             )));
         }
     }
+    Ok(())
+}
+
+async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure> {
+    let conn = app.resolve(a.conn.connection.as_deref()).await?;
+    check_at_scan(app, &conn, a.at_scan).await?;
     // One store query, now or at a scan: every filter applies to both.
     let filter = UserFilter {
         unmatched: a.unmatched,

@@ -1,5 +1,6 @@
 //! `accessrail`: the command line.
 
+mod access;
 mod cli;
 mod commands;
 mod demo;

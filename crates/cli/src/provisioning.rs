@@ -201,6 +201,34 @@ pub async fn provision_cmd(
         ProvisionAction::RemoveFromGroup { email, group, opts } => {
             (Action::RemoveFromGroup { email, group }, opts)
         }
+        ProvisionAction::SetProjectRole {
+            email,
+            project,
+            role,
+            clear,
+            opts,
+        } => (
+            Action::SetProjectRole {
+                email,
+                project,
+                role: if clear { None } else { role },
+            },
+            opts,
+        ),
+        ProvisionAction::SetGroupProjectRole {
+            group,
+            project,
+            role,
+            clear,
+            opts,
+        } => (
+            Action::SetGroupProjectRole {
+                group,
+                project,
+                role: if clear { None } else { role },
+            },
+            opts,
+        ),
     };
     let conn = app.resolve(opts.conn.connection.as_deref()).await?;
     let req = Request {

@@ -97,6 +97,15 @@ pub enum ChangeKind {
     GroupCreated,
     GroupRenamed,
     GroupDeleted,
+    ProjectAdded,
+    ProjectCompleted,
+    ProjectReopened,
+    ProjectRenamed,
+    /// TestRail no longer lists the project (deleted).
+    ProjectRemoved,
+    ProjectAccessGranted,
+    ProjectAccessChanged,
+    ProjectAccessRevoked,
 }
 
 impl ChangeKind {
@@ -116,6 +125,14 @@ impl ChangeKind {
             Self::GroupCreated => "group_created",
             Self::GroupRenamed => "group_renamed",
             Self::GroupDeleted => "group_deleted",
+            Self::ProjectAdded => "project_added",
+            Self::ProjectCompleted => "project_completed",
+            Self::ProjectReopened => "project_reopened",
+            Self::ProjectRenamed => "project_renamed",
+            Self::ProjectRemoved => "project_removed",
+            Self::ProjectAccessGranted => "project_access_granted",
+            Self::ProjectAccessChanged => "project_access_changed",
+            Self::ProjectAccessRevoked => "project_access_revoked",
         }
     }
 
@@ -124,7 +141,7 @@ impl ChangeKind {
     }
 }
 
-const ALL: [ChangeKind; 14] = [
+const ALL: [ChangeKind; 22] = [
     ChangeKind::AccountAdded,
     ChangeKind::AccountDeactivated,
     ChangeKind::AccountReactivated,
@@ -139,6 +156,14 @@ const ALL: [ChangeKind; 14] = [
     ChangeKind::GroupCreated,
     ChangeKind::GroupRenamed,
     ChangeKind::GroupDeleted,
+    ChangeKind::ProjectAdded,
+    ChangeKind::ProjectCompleted,
+    ChangeKind::ProjectReopened,
+    ChangeKind::ProjectRenamed,
+    ChangeKind::ProjectRemoved,
+    ChangeKind::ProjectAccessGranted,
+    ChangeKind::ProjectAccessChanged,
+    ChangeKind::ProjectAccessRevoked,
 ];
 
 /// A change to one account attribute, with the value before and after.

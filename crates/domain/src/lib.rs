@@ -5,6 +5,7 @@
 //! - [`account`]: a TestRail account as a scan saw it, and what changed between two scans.
 //! - [`identity`]: the organisation's people.
 //! - [`matching`]: accounts matched to identities by email, with manual pins and exclusions.
+//! - [`project`]: projects, who can reach them (the one effective-access rule) and what changed.
 //! - [`text`]: text that may be written to TestRail (no hidden characters).
 
 pub mod account;
@@ -12,6 +13,7 @@ pub mod audit;
 pub mod email;
 pub mod identity;
 pub mod matching;
+pub mod project;
 pub mod text;
 
 pub use account::{Account, ChangeKind, Fields, account_changes};

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accessrail_domain::project::{Project as DomainProject, ProjectAccessFacts, ProjectGrant};
 use accessrail_domain::{Account, Fields};
 use accessrail_store::{GroupRecord, RoleRecord};
 use serde::Serialize;
-use testrail_client::{ApiKey, BaseUrl, Client, ErrorKind, Group, Role, User};
+use testrail_client::{ApiKey, BaseUrl, Client, ErrorKind, Group, Project, Role, User};
 
 use crate::error::{EngineError, EngineResult};
 
@@ -309,9 +310,128 @@ pub fn to_role(r: &Role) -> RoleRecord {
     }
 }
 
+/// A TestRail project as a domain project. Access is read only from a project object that
+/// carries TestRail 7.3's access fields (`default_role_id`, `groups`, `users`); an object without
+/// them gives `access: None` (unknown, never guessed). Entries whose role is null have no
+/// project role and are left out; a malformed access field makes the whole project's access
+/// unknown, with a warning.
+pub fn to_project(p: &Project, warnings: &mut Vec<String>) -> DomainProject {
+    let completed_on = p.extra.get("completed_on").and_then(|v| v.as_i64());
+    let mut project = DomainProject {
+        id: p.id,
+        name: p.name.clone(),
+        is_completed: p.is_completed.unwrap_or(false),
+        completed_on,
+        access: None,
+    };
+    let has = |k: &str| p.extra.contains_key(k);
+    if !(has("default_role_id") || has("groups") || has("users")) {
+        return project;
+    }
+    match project_access(p) {
+        Ok(access) => project.access = Some(access),
+        Err(field) => warnings.push(format!(
+            "project {} ({}) has a malformed `{field}`: its access is shown as unknown",
+            p.id,
+            p.name.as_deref().unwrap_or("no name")
+        )),
+    }
+    project
+}
+
+fn project_access(p: &Project) -> Result<ProjectAccessFacts, &'static str> {
+    use serde_json::Value;
+    let id_of = |v: Option<&Value>| -> Result<Option<u64>, ()> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or(()),
+        }
+    };
+    let text = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let default = match id_of(p.extra.get("default_role_id")) {
+        Ok(Some(role_id)) => Some(ProjectGrant {
+            id: 0,
+            role_id,
+            role: text(p.extra.get("default_role")),
+        }),
+        Ok(None) => None,
+        Err(()) => return Err("default_role_id"),
+    };
+    let list = |key: &'static str,
+                role_key: &str,
+                name_key: &str|
+     -> Result<Option<Vec<ProjectGrant>>, &'static str> {
+        let Some(v) = p.extra.get(key) else {
+            return Ok(None);
+        };
+        let Some(items) = v.as_array() else {
+            return Err(key);
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let id = item.get("id").and_then(Value::as_u64).ok_or(key)?;
+            match id_of(item.get(role_key)).map_err(|()| key)? {
+                Some(role_id) => out.push(ProjectGrant {
+                    id,
+                    role_id,
+                    role: text(item.get(name_key)),
+                }),
+                None => continue,
+            }
+        }
+        out.sort_by_key(|g| g.id);
+        out.dedup_by_key(|g| g.id);
+        Ok(Some(out))
+    };
+    Ok(ProjectAccessFacts {
+        default,
+        groups: list("groups", "role_id", "role")?.unwrap_or_default(),
+        users: list("users", "project_role_id", "project_role")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_access_is_read_only_where_testrail_reports_it() {
+        let p = |v: serde_json::Value| -> Project { serde_json::from_value(v).expect("project") };
+        let mut w = Vec::new();
+        let old = to_project(
+            &p(serde_json::json!({"id": 1, "name": "A", "is_completed": false})),
+            &mut w,
+        );
+        assert_eq!(old.access, None, "7.2: unknown");
+        let pro = to_project(
+            &p(
+                serde_json::json!({"id": 2, "name": "B", "is_completed": true, "completed_on": 1700000000,
+                "default_role_id": 3, "default_role": "Tester",
+                "groups": [{"id": 4, "role_id": 1, "role": "Lead"}, {"id": 5, "role_id": null, "role": null}]}),
+            ),
+            &mut w,
+        );
+        let a = pro.access.expect("known");
+        assert_eq!(a.default.map(|d| d.role_id), Some(3));
+        assert_eq!(a.groups.len(), 1, "a null role is no project role");
+        assert_eq!(a.users, None, "Professional: per-user roles unknown");
+        assert_eq!(pro.completed_on, Some(1_700_000_000));
+        let ent = to_project(
+            &p(
+                serde_json::json!({"id": 3, "default_role_id": 0, "groups": [],
+                "users": [{"id": 7, "global_role_id": 3, "project_role_id": 0, "project_role": "Global Role"},
+                          {"id": 8, "global_role_id": 3, "project_role_id": null}]}),
+            ),
+            &mut w,
+        );
+        let users = ent.access.expect("known").users.expect("enterprise");
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].role_id, 0);
+        assert!(w.is_empty());
+        let bad = to_project(&p(serde_json::json!({"id": 4, "groups": "x"})), &mut w);
+        assert_eq!(bad.access, None);
+        assert_eq!(w.len(), 1);
+    }
 
     #[test]
     fn caps_have_sane_defaults_and_errors_say_how_to_raise_them() {

@@ -1,6 +1,7 @@
 //! Accessrail's use cases: connect (Test then Save), scan, identity import, matching and the
 //! reports built on them. TestRail details stay in [`connector`]; SQL stays in the store.
 
+pub mod access;
 pub mod check;
 pub mod connector;
 mod engine;

@@ -7,10 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use accessrail_domain::project::{GLOBAL_ROLE, ProjectAccessFacts, ProjectGrant, role_label};
 use accessrail_domain::{Account, AuditRecord, ChangeKind, EmailKey, Outcome, account_changes};
 use accessrail_store::{Connection, GroupRecord, LeaseToken, NewChange, ProvisionUpdate, Store};
 use serde::Serialize;
-use testrail_client::{Client, ErrorKind, GroupUpdate, NewUser, User, UserUpdate};
+use testrail_client::{
+    Client, ErrorKind, GroupUpdate, NewUser, ProjectGroupRole, ProjectUpdate, ProjectUserRole,
+    User, UserUpdate,
+};
 
 use crate::connector::{self, FieldWarnings};
 use crate::engine::Engine;
@@ -49,6 +53,23 @@ pub enum Action {
     RemoveFromGroup {
         email: String,
         group: String,
+    },
+    /// Set or clear a user's own role in a project (TestRail 7.3+; read back only where
+    /// TestRail reports users' project roles, i.e. Enterprise). `role`: a role name or id,
+    /// `global` for "the user's global role" (TestRail's 0), or none to clear it (the user's
+    /// groups' roles or the project default apply again).
+    SetProjectRole {
+        email: String,
+        project: String,
+        #[serde(default)]
+        role: Option<String>,
+    },
+    /// Set or clear a group's role in a project (same `role` semantics).
+    SetGroupProjectRole {
+        group: String,
+        project: String,
+        #[serde(default)]
+        role: Option<String>,
     },
 }
 
@@ -107,6 +128,16 @@ pub enum StepKind {
         group_id: u64,
         group: String,
         user_id: u64,
+    },
+    /// Set (`role_id` Some; 0 = the user's global role) or clear (None) a user's or a group's
+    /// role in a project.
+    ProjectRole {
+        project_id: u64,
+        project: String,
+        /// `user` or `group`.
+        principal: &'static str,
+        principal_id: u64,
+        role_id: Option<u64>,
     },
 }
 
@@ -245,11 +276,30 @@ fn upstream(context: &str, e: testrail_client::Error) -> EngineError {
     EngineError::upstream(context, e)
 }
 
+/// A project's access as TestRail reports it, or why it cannot be changed through the API.
+fn project_access_of(p: &testrail_client::Project) -> EngineResult<ProjectAccessFacts> {
+    let mut warnings = Vec::new();
+    connector::to_project(p, &mut warnings).access.ok_or_else(|| {
+        EngineError::Conflict(format!(
+            "project {} reports no access (TestRail before 7.3, or the fields are missing): its roles cannot be set or read back through the API",
+            p.name.as_deref().unwrap_or("?")
+        ))
+    })
+}
+
+/// A project role as plans and the audit log show it.
+fn project_role_text(role: Option<&ProjectGrant>) -> String {
+    role.map_or("no project role".into(), role_label)
+}
+
 /// What the plan needs to know of TestRail, read fresh.
 struct Live {
     roles: Vec<(u64, String)>,
     groups: Option<Vec<testrail_client::Group>>,
     users: BTreeMap<EmailKey, Option<User>>,
+    /// Every project (only read when an action names one), and the named ones in full.
+    projects: Vec<testrail_client::Project>,
+    project_detail: BTreeMap<u64, testrail_client::Project>,
 }
 
 /// The names closest to what was typed ("did you mean"), or every name when there are few, or
@@ -323,6 +373,60 @@ impl Live {
         }
     }
 
+    /// A project by name (any case) or id, in full (with its access).
+    fn project(
+        &self,
+        input: &str,
+    ) -> EngineResult<(&testrail_client::Project, ProjectAccessFacts)> {
+        let t = input.trim();
+        let found: Vec<&testrail_client::Project> = self
+            .projects
+            .iter()
+            .filter(|p| {
+                p.name
+                    .as_deref()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(t))
+                    || t.parse::<u64>().ok() == Some(p.id)
+            })
+            .collect();
+        let p = match found.as_slice() {
+            [p] => *p,
+            [] => {
+                return Err(EngineError::NotFound(format!(
+                    "unknown project {t:?}; {}",
+                    did_you_mean(t, self.projects.iter().filter_map(|p| p.name.as_deref()))
+                        .replace(
+                            "accessrail groups` or `accessrail roles",
+                            "accessrail projects"
+                        )
+                )));
+            }
+            _ => {
+                return Err(EngineError::Conflict(format!(
+                    "several TestRail projects are named {t:?}: give the project id instead"
+                )));
+            }
+        };
+        let detail = self.project_detail.get(&p.id).unwrap_or(p);
+        let access = project_access_of(detail)?;
+        Ok((detail, access))
+    }
+
+    /// A project role as asked: none (clear), `global` (TestRail's 0), or a role name or id.
+    fn project_role(&self, input: Option<&str>) -> EngineResult<Option<(u64, String)>> {
+        match input.map(str::trim) {
+            None => Ok(None),
+            Some(r)
+                if r.eq_ignore_ascii_case("global")
+                    || r.eq_ignore_ascii_case("global role")
+                    || r == "0" =>
+            {
+                Ok(Some((GLOBAL_ROLE, "Global Role".into())))
+            }
+            Some(r) => self.role(r).map(Some),
+        }
+    }
+
     fn user(&self, email: &str) -> Option<&User> {
         EmailKey::parse(email)
             .and_then(|k| self.users.get(&k))
@@ -333,9 +437,25 @@ impl Live {
 async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> {
     let mut need_roles = false;
     let mut need_groups = false;
+    let mut projects_named: BTreeSet<String> = BTreeSet::new();
     let mut emails = BTreeSet::new();
     for r in requests {
         let email = match &r.action {
+            Action::SetProjectRole {
+                email,
+                project,
+                role,
+            } => {
+                need_roles |= role.is_some();
+                projects_named.insert(project.trim().to_lowercase());
+                email
+            }
+            Action::SetGroupProjectRole { project, role, .. } => {
+                need_roles |= role.is_some();
+                need_groups = true;
+                projects_named.insert(project.trim().to_lowercase());
+                continue;
+            }
             Action::CreateUser {
                 email,
                 role,
@@ -381,6 +501,31 @@ async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> 
     } else {
         None
     };
+    let mut projects = Vec::new();
+    let mut project_detail = BTreeMap::new();
+    if !projects_named.is_empty() {
+        projects = client
+            .get_projects()
+            .await
+            .map_err(|e| upstream("reading projects", e))?;
+        let wanted: Vec<u64> = projects
+            .iter()
+            .filter(|p| {
+                projects_named.contains(&p.id.to_string())
+                    || p.name
+                        .as_deref()
+                        .is_some_and(|n| projects_named.contains(&n.trim().to_lowercase()))
+            })
+            .map(|p| p.id)
+            .collect();
+        for id in wanted {
+            let p = client
+                .get_project(id)
+                .await
+                .map_err(|e| upstream("reading the project", e))?;
+            project_detail.insert(id, p);
+        }
+    }
     let mut users = BTreeMap::new();
     for key in emails {
         match client.get_user_by_email(key.as_str()).await {
@@ -397,6 +542,8 @@ async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> 
         roles,
         groups,
         users,
+        projects,
+        project_detail,
     })
 }
 
@@ -438,6 +585,28 @@ fn check_text(action: &Action) -> EngineResult<()> {
             fields.push(("email", email));
             fields.push(("group", group));
         }
+        Action::SetProjectRole {
+            email,
+            project,
+            role,
+        } => {
+            fields.push(("email", email));
+            fields.push(("project", project));
+            if let Some(r) = role {
+                fields.push(("role", r));
+            }
+        }
+        Action::SetGroupProjectRole {
+            group,
+            project,
+            role,
+        } => {
+            fields.push(("group", group));
+            fields.push(("project", project));
+            if let Some(r) = role {
+                fields.push(("role", r));
+            }
+        }
     }
     for (field, value) in fields {
         accessrail_domain::text::check_visible(field, value).map_err(EngineError::InvalidInput)?;
@@ -471,6 +640,28 @@ pub async fn plan<S: Store>(
     let mut skipped = Vec::new();
     for req in requests {
         let actor = req.origin.actor();
+        if let Action::SetGroupProjectRole {
+            group,
+            project,
+            role,
+        } = &req.action
+        {
+            let (gid, gname) = live.group(group)?;
+            let (p, access) = live.project(project)?;
+            let want = live.project_role(role.as_deref())?;
+            let current = access.groups.iter().find(|g| g.id == gid);
+            steps.push(project_role_step(
+                "set_group_project_role",
+                format!("group {gname}"),
+                None,
+                p,
+                ("group", gid),
+                current,
+                want,
+                actor,
+            ));
+            continue;
+        }
         let (action_name, email) = match &req.action {
             Action::CreateUser { email, .. } => ("create_user", email),
             Action::Deactivate { email } => ("deactivate", email),
@@ -478,6 +669,8 @@ pub async fn plan<S: Store>(
             Action::SetRole { email, .. } => ("set_role", email),
             Action::AddToGroup { email, .. } => ("add_to_group", email),
             Action::RemoveFromGroup { email, .. } => ("remove_from_group", email),
+            Action::SetProjectRole { email, .. } => ("set_project_role", email),
+            Action::SetGroupProjectRole { .. } => unreachable!("handled above"),
         };
         let key = EmailKey::parse(email).ok_or_else(|| {
             EngineError::InvalidInput(format!("{email:?} is not an email address"))
@@ -702,6 +895,29 @@ pub async fn plan<S: Store>(
                     ));
                 }
             }
+            Action::SetProjectRole { project, role, .. } => {
+                let u = existing.ok_or_else(unknown)?;
+                let (p, access) = live.project(project)?;
+                let Some(users) = &access.users else {
+                    return Err(EngineError::Conflict(format!(
+                        "this TestRail does not report users' own project roles (Professional edition), so a change to {shown}'s role in {} could not be read back; set it in TestRail, or give one of their groups a project role instead",
+                        p.name.as_deref().unwrap_or("the project")
+                    )));
+                };
+                let want = live.project_role(role.as_deref())?;
+                let current = users.iter().find(|g| g.id == u.id);
+                steps.push(project_role_step(
+                    action_name,
+                    shown.clone(),
+                    Some(u.id),
+                    p,
+                    ("user", u.id),
+                    current,
+                    want,
+                    actor.clone(),
+                ));
+            }
+            Action::SetGroupProjectRole { .. } => unreachable!("handled above"),
             Action::AddToGroup { group, .. } | Action::RemoveFromGroup { group, .. } => {
                 let u = existing.ok_or_else(unknown)?;
                 let (gid, gname) = live.group(group)?;
@@ -791,6 +1007,78 @@ pub async fn plan<S: Store>(
         steps,
         skipped,
     })
+}
+
+/// The step that sets or clears a project role (or a no-op when it is already so).
+#[allow(clippy::too_many_arguments)]
+fn project_role_step(
+    action: &'static str,
+    target: String,
+    user_id: Option<u64>,
+    p: &testrail_client::Project,
+    (principal, principal_id): (&'static str, u64),
+    current: Option<&ProjectGrant>,
+    want: Option<(u64, String)>,
+    actor: String,
+) -> Step {
+    let pname = p
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("project {}", p.id));
+    let before = format!("{} in {pname}", project_role_text(current));
+    let wanted = want.as_ref().map(|(id, name)| ProjectGrant {
+        id: principal_id,
+        role_id: *id,
+        role: Some(name.clone()),
+    });
+    let after = format!("{} in {pname}", project_role_text(wanted.as_ref()));
+    let same = current.map(|g| g.role_id) == want.as_ref().map(|w| w.0);
+    let calls = if same {
+        vec![]
+    } else {
+        vec![
+            format!("get_project/{}", p.id),
+            format!("update_project/{}", p.id),
+            format!("get_project/{}", p.id),
+        ]
+    };
+    Step {
+        action,
+        target,
+        user_id,
+        kind: if same {
+            StepKind::Noop
+        } else {
+            StepKind::ProjectRole {
+                project_id: p.id,
+                project: pname.clone(),
+                principal,
+                principal_id,
+                role_id: want.as_ref().map(|w| w.0),
+            }
+        },
+        calls,
+        before: Some(before.clone()),
+        after: Some(if same { before } else { after }),
+        note: Some(if same {
+            "already so".to_string()
+        } else if want.is_none() {
+            format!(
+                "clears the {principal}'s own role in {pname}: {} apply again",
+                if principal == "user" {
+                    "their groups' roles or the project default"
+                } else {
+                    "the members' own roles, other groups' roles or the project default"
+                }
+            )
+        } else {
+            format!(
+                "the project's whole {principal} list is sent with this one entry changed, under a per-project lease"
+            )
+        }),
+        actor,
+        caution: None,
+    }
 }
 
 /// A read-only connection cannot change TestRail.
@@ -1032,7 +1320,39 @@ async fn execute<S: Store>(
                 account: Some(new),
                 group: None,
                 changes,
+                ..Default::default()
             })))
+        }
+        StepKind::ProjectRole {
+            project_id,
+            project,
+            principal,
+            principal_id,
+            role_id,
+        } => {
+            let token = lease::wait_for(
+                engine,
+                &format!("project:{}:{project_id}", conn.id),
+                "project",
+                LEASE_WAIT,
+                || format!("project {project} is being changed by another run (still running); try again"),
+            )
+            .await?;
+            lease::held(
+                engine,
+                std::slice::from_ref(&token),
+                project_write(
+                    engine,
+                    client,
+                    &token,
+                    *project_id,
+                    principal,
+                    *principal_id,
+                    *role_id,
+                    calls,
+                ),
+            )
+            .await
         }
         StepKind::GroupAdd {
             group_id,
@@ -1094,9 +1414,110 @@ async fn execute<S: Store>(
                     member_ids: members,
                 }),
                 changes: vec![change],
+                ..Default::default()
             })))
         }
     }
+}
+
+/// Sets or clears one project role under the project's lease: a fresh read, the whole list
+/// of that kind sent with the one entry changed, then a read-back that must show the entry as
+/// asked and every other entry as it was.
+#[allow(clippy::too_many_arguments)]
+async fn project_write<S: Store>(
+    engine: &Engine<S>,
+    client: &Client,
+    token: &LeaseToken,
+    project_id: u64,
+    principal: &str,
+    principal_id: u64,
+    role_id: Option<u64>,
+    calls: &mut Vec<String>,
+) -> EngineResult<Executed> {
+    let entries = |a: &ProjectAccessFacts| -> EngineResult<BTreeMap<u64, u64>> {
+        let list = if principal == "user" {
+            a.users.as_ref().ok_or_else(|| {
+                EngineError::Conflict(
+                    "this TestRail does not report users' project roles: the change could not be read back".into(),
+                )
+            })?
+        } else {
+            &a.groups
+        };
+        Ok(list.iter().map(|g| (g.id, g.role_id)).collect())
+    };
+    calls.push(format!("get_project/{project_id}"));
+    let fresh = client
+        .get_project(project_id)
+        .await
+        .map_err(|e| upstream("reading the project", e))?;
+    let before = entries(&project_access_of(&fresh)?)?;
+    if before.get(&principal_id).copied() == role_id {
+        return Ok(Executed::Noop(
+            "already so (another run or someone in TestRail got there first)".into(),
+        ));
+    }
+    let mut want = before.clone();
+    match role_id {
+        Some(r) => {
+            want.insert(principal_id, r);
+        }
+        None => {
+            want.remove(&principal_id);
+        }
+    }
+    // Every current entry, plus the changed one (null to clear it).
+    let mut body: Vec<(u64, Option<u64>)> = want.iter().map(|(id, r)| (*id, Some(*r))).collect();
+    if role_id.is_none() {
+        body.push((principal_id, None));
+    }
+    let update = if principal == "user" {
+        ProjectUpdate {
+            users: Some(
+                body.iter()
+                    .map(|(id, r)| ProjectUserRole {
+                        user_id: *id,
+                        role_id: *r,
+                    })
+                    .collect(),
+            ),
+            groups: None,
+        }
+    } else {
+        ProjectUpdate {
+            users: None,
+            groups: Some(
+                body.iter()
+                    .map(|(id, r)| ProjectGroupRole {
+                        group_id: *id,
+                        role_id: *r,
+                    })
+                    .collect(),
+            ),
+        }
+    };
+    lease::fence(engine, token).await?;
+    calls.push(format!("update_project/{project_id}"));
+    client
+        .update_project(project_id, &update)
+        .await
+        .map_err(|e| upstream("updating the project", e))?;
+    calls.push(format!("get_project/{project_id}"));
+    let back = client
+        .get_project(project_id)
+        .await
+        .map_err(|e| upstream("reading the project back", e))?;
+    let after = entries(&project_access_of(&back)?)?;
+    if after != want {
+        return Err(EngineError::Conflict(format!(
+            "TestRail accepted the update of project {project_id} but its {principal} roles do not read back as sent"
+        )));
+    }
+    let mut warnings = Vec::new();
+    Ok(Executed::Done(Box::new(ProvisionUpdate {
+        project: Some(connector::to_project(&back, &mut warnings)),
+        ..Default::default()
+    })))
 }
 
 /// Creates a user under the email's lease (and its groups' leases): checks the email is free,
@@ -1176,6 +1597,7 @@ async fn create_user<S: Store>(
         account: Some(account),
         group: None,
         changes,
+        ..Default::default()
     })))
 }
 

@@ -1,5 +1,10 @@
-//! A scan: every user, group and role of a connection in ceil(U/250) + ceil(G/250) + 1
-//! requests, streamed page by page into the store, committed as one snapshot or not at all.
+//! A scan: every user, group, role and project of a connection, and each project's access, in
+//! ceil(U/250) + ceil(G/250) + 1 + ceil(P/250) + P requests, streamed page by page into the
+//! store, committed as one snapshot or not at all.
+//!
+//! Project access is part of every scan, not a step of its own: effective access combines
+//! accounts, memberships and project roles, and only facts read together give one consistent
+//! revision (what `--at-scan N` and a review's snapshot rely on).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -40,6 +45,10 @@ pub struct ScanOutcome {
     pub groups: u64,
     pub roles: u64,
     pub groups_fetched: bool,
+    /// Projects read, and whether their access was: `read`, `partly unknown` or
+    /// `unknown (TestRail before 7.3)`.
+    pub projects: u64,
+    pub project_access: String,
     pub requests: u64,
     pub minimum_requests: u64,
     pub retries: u64,
@@ -54,6 +63,76 @@ pub struct ScanOutcome {
 pub fn minimum_requests(users: u64, groups: u64, groups_fetched: bool) -> u64 {
     let pages = |n: u64| n.div_ceil(250).max(1);
     pages(users) + if groups_fetched { pages(groups) } else { 1 } + 1
+}
+
+/// ceil(P/250) + P: the project list, then each project's access (7.3+; before 7.3 the list
+/// only, since there is no access to read).
+pub fn minimum_project_requests(projects: u64, access_readable: bool) -> u64 {
+    projects.div_ceil(250).max(1) + if access_readable { projects } else { 0 }
+}
+
+/// Project reads in flight at once: enough to hide latency, few enough to leave TestRail's
+/// per-instance rate limit (and the request budget, which paces them all) to others.
+const PROJECT_READS_AT_ONCE: usize = 4;
+/// Projects per scan at most, so a hostile TestRail cannot make a scan run for ever.
+const MAX_PROJECTS: u64 = 100_000;
+
+/// Every project, and (7.3+) each one's access through `get_project/{id}`.
+async fn read_projects(
+    client: &testrail_client::Client,
+    access_readable: bool,
+    warnings: &mut Vec<String>,
+) -> EngineResult<Vec<accessrail_domain::project::Project>> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let listed = client
+        .projects()
+        .max_items(Some(MAX_PROJECTS))
+        .collect_all()
+        .await
+        .map_err(|e| EngineError::upstream("reading projects", e))?;
+    if !access_readable {
+        if !listed.is_empty() {
+            warnings.push(
+                "this TestRail reports no project access (before 7.3): who can reach each project is unknown".into(),
+            );
+        }
+        return Ok(listed
+            .iter()
+            .map(|p| {
+                let mut d = connector::to_project(p, warnings);
+                d.access = None;
+                d
+            })
+            .collect());
+    }
+    let ids: Vec<u64> = listed.iter().map(|p| p.id).collect();
+    // Each read owns its client handle: a future borrowing one is not `Send` for every
+    // lifetime, which a spawned scan needs.
+    let read: Vec<testrail_client::Project> = stream::iter(ids)
+        .map(|id| {
+            let client = client.clone();
+            async move {
+                client
+                    .get_project(id)
+                    .await
+                    .map_err(|e| EngineError::upstream(format!("reading project {id}"), e))
+            }
+        })
+        .buffered(PROJECT_READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let mut out: Vec<_> = read
+        .iter()
+        .map(|p| connector::to_project(p, warnings))
+        .collect();
+    let unknown = out.iter().filter(|p| p.access.is_none()).count();
+    if unknown > 0 {
+        warnings.push(format!(
+            "{unknown} project(s) came without access fields: who can reach them is unknown"
+        ));
+    }
+    out.sort_by_key(|p| p.id);
+    Ok(out)
 }
 
 /// Scans one connection. Only one scan of a connection runs at a time, across processes: the
@@ -241,19 +320,28 @@ async fn run<S: Store>(
         }
 
         observer.phase("roles");
-        match client.get_roles().await {
+        let roles = match client.get_roles().await {
             Ok(roles) => {
                 let roles: Vec<_> = roles.iter().map(connector::to_role).collect();
                 writer.stage_roles(&roles).await?;
                 report.roles_fetched = true;
-                Ok((roles.len() as u64, 0))
+                roles.len() as u64
             }
             Err(e) if e.kind() == ErrorKind::Unsupported => {
                 report.warnings.push("this TestRail has no get_roles (before 7.3): role names come from the users".into());
-                Ok((0, 0))
+                0
             }
-            Err(e) => Err(EngineError::upstream("reading roles", e)),
-        }
+            Err(e) => return Err(EngineError::upstream("reading roles", e)),
+        };
+        still_held()?;
+
+        observer.phase("projects");
+        let projects = read_projects(&client, report.roles_fetched, &mut report.warnings).await?;
+        let access_read = projects.iter().filter(|p| p.access.is_some()).count() as u64;
+        report.projects_seen = projects.len() as u64;
+        report.projects_fetched = true;
+        writer.stage_projects(projects).await?;
+        Ok((roles, access_read))
     }
     .await;
 
@@ -261,7 +349,7 @@ async fn run<S: Store>(
     report.requests = requests.load(Ordering::Relaxed);
     report.retries = retries.load(Ordering::Relaxed);
     match outcome {
-        Ok((roles, _)) => {
+        Ok((roles, project_reads)) => {
             observer.phase("saving");
             let groups_supported = report.groups_fetched;
             let summary = writer.commit(report.clone(), engine.now()).await?;
@@ -279,10 +367,22 @@ async fn run<S: Store>(
                 roles,
                 groups_fetched: report.groups_fetched,
                 requests: report.requests,
+                projects: report.projects_seen,
+                project_access: if !report.roles_fetched {
+                    "unknown (TestRail before 7.3)"
+                } else if project_reads == report.projects_seen {
+                    "read"
+                } else {
+                    "partly unknown"
+                }
+                .to_string(),
                 minimum_requests: minimum_requests(
                     report.users_seen,
                     report.groups_seen,
                     report.groups_fetched,
+                ) + minimum_project_requests(
+                    report.projects_seen,
+                    report.roles_fetched,
                 ),
                 retries: report.retries,
                 changes: summary.changes,

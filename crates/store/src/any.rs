@@ -256,6 +256,21 @@ impl Store for AnyStore {
     ) -> StoreResult<Option<ListedAccount>> {
         on_store!(self, s => s.account(connection_id, account_id))
     }
+    async fn projects(
+        &self,
+        connection_id: &str,
+        at_scan: Option<i64>,
+    ) -> StoreResult<Vec<accessrail_domain::project::Project>> {
+        on_store!(self, s => s.projects(connection_id, at_scan))
+    }
+    async fn project_changes(
+        &self,
+        connection_id: &str,
+        project_id: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        on_store!(self, s => s.project_changes(connection_id, project_id, limit))
+    }
     async fn account_changes(
         &self,
         connection_id: &str,
@@ -458,6 +473,12 @@ impl ScanWriter for AnyScan {
     }
     async fn stage_roles(&mut self, roles: &[RoleRecord]) -> StoreResult<()> {
         on_scan!(self, s => s.stage_roles(roles))
+    }
+    async fn stage_projects(
+        &mut self,
+        projects: Vec<accessrail_domain::project::Project>,
+    ) -> StoreResult<()> {
+        on_scan!(self, s => s.stage_projects(projects))
     }
     async fn commit(self, report: ScanReport, now: i64) -> StoreResult<CommitSummary> {
         on_scan!(self, s => s.commit(report, now))

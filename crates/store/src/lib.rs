@@ -13,6 +13,7 @@ mod jobs;
 mod migrate;
 mod model;
 mod postgres;
+mod projects;
 mod sqlite;
 
 use std::future::Future;
@@ -151,6 +152,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<RoleRecord>>> + Send;
+    /// The projects with their access facts (default role, group roles, users' own roles), now
+    /// or right after scan `at_scan` committed. Empty until a scan has read projects.
+    fn projects(
+        &self,
+        connection_id: &str,
+        at_scan: Option<i64>,
+    ) -> impl Future<Output = StoreResult<Vec<accessrail_domain::project::Project>>> + Send;
+    /// One project's changes (the project and its access), newest first: at most `limit`.
+    fn project_changes(
+        &self,
+        connection_id: &str,
+        project_id: u64,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send;
     /// One current account (as of the last revision), with its fields, groups and stored
     /// match: what the console's page of an account shows.
     fn account(
@@ -418,6 +433,12 @@ pub trait ScanWriter: Send {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     fn stage_roles(&mut self, roles: &[RoleRecord])
     -> impl Future<Output = StoreResult<()>> + Send;
+    /// Projects with their access, as read; kept until commit (compared only when the report
+    /// says `projects_fetched`).
+    fn stage_projects(
+        &mut self,
+        projects: Vec<accessrail_domain::project::Project>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn commit(
         self,
         report: ScanReport,

@@ -116,6 +116,7 @@ const TABLES: &[Table] = &[
             ("kind", Text),
             ("revision", Int),
             ("base_revision", Int),
+            ("projects_seen", Int),
         ],
     ),
     table(
@@ -169,6 +170,33 @@ const TABLES: &[Table] = &[
             ("is_project_admin", Bool),
         ],
     ),
+    table(
+        "project_versions",
+        &[
+            ("connection_id", Text),
+            ("tr_project_id", Int),
+            ("valid_from_rev", Int),
+            ("valid_to_rev", Int),
+            ("name", Text),
+            ("is_completed", Bool),
+            ("completed_on", Int),
+            ("access_known", Bool),
+            ("users_known", Bool),
+        ],
+    ),
+    table(
+        "project_grant_versions",
+        &[
+            ("connection_id", Text),
+            ("tr_project_id", Int),
+            ("principal", Text),
+            ("principal_id", Int),
+            ("role_id", Int),
+            ("role_name", Text),
+            ("valid_from_rev", Int),
+            ("valid_to_rev", Int),
+        ],
+    ),
     with_ids(
         "changes",
         &[
@@ -183,6 +211,8 @@ const TABLES: &[Table] = &[
             ("before", Text),
             ("after", Text),
             ("audit_id", Int),
+            ("tr_project_id", Int),
+            ("project_name", Text),
         ],
     ),
     table(

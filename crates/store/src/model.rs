@@ -117,6 +117,9 @@ pub struct ScanReport {
     /// memberships compared.
     pub groups_fetched: bool,
     pub roles_fetched: bool,
+    /// Projects were read in this scan: only then are projects and their access compared.
+    pub projects_fetched: bool,
+    pub projects_seen: u64,
     pub warnings: Vec<String>,
 }
 
@@ -144,6 +147,9 @@ pub struct ChangeRecord {
     pub after: Option<String>,
     /// The audit entry of the provisioning action behind this change (none for scans).
     pub audit_id: Option<i64>,
+    /// The project a project change is about, and its name then.
+    pub tr_project_id: Option<u64>,
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +213,7 @@ pub struct NewChange {
 }
 
 /// What one provisioning action did, as TestRail showed it on read-back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProvisionUpdate {
     /// The account's new state (group ids ignored: memberships come with `group`).
     pub account: Option<Account>,
@@ -216,6 +222,9 @@ pub struct ProvisionUpdate {
     /// Single memberships that now exist (group id, user id), e.g. a new user's groups.
     pub joined: Vec<(u64, u64)>,
     pub changes: Vec<NewChange>,
+    /// A project's whole access as read back after a project-role change: its grants replace
+    /// the stored ones, and the differences become change rows.
+    pub project: Option<accessrail_domain::project::Project>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

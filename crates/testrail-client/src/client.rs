@@ -812,6 +812,23 @@ impl Client {
         self.projects().collect_all().await
     }
 
+    /// `update_project/{id}` (7.3+, administrators). The body sets absolute roles, so a retry
+    /// after a lost answer writes the same state again.
+    pub async fn update_project(
+        &self,
+        project_id: u64,
+        update: &crate::models::ProjectUpdate,
+    ) -> Result<Project, Error> {
+        self.post_json(
+            "update_project",
+            &format!("update_project/{project_id}"),
+            update,
+            On400::NotFoundIfField("project_id"),
+            Retry::Safe,
+        )
+        .await
+    }
+
     pub async fn get_project(&self, project_id: u64) -> Result<Project, Error> {
         self.get_json(
             "get_project",

@@ -32,7 +32,10 @@ pub use client::{
 };
 pub use clock::{Clock, TokioClock};
 pub use error::{Error, ErrorKind};
-pub use models::{Group, GroupUpdate, NewGroup, NewUser, Project, Role, User, UserUpdate};
+pub use models::{
+    Group, GroupUpdate, NewGroup, NewUser, Project, ProjectGroupRole, ProjectUpdate,
+    ProjectUserRole, Role, User, UserUpdate,
+};
 pub use pager::{MAX_ID, PAGE_SIZE, Pager, pages_for};
 pub use retry::{Event, EventHook, RetryPolicy, SharedBudget};
 pub use secret::ApiKey;

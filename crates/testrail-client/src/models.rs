@@ -284,9 +284,56 @@ pub struct GroupUpdate {
     pub user_ids: Option<Vec<u64>>,
 }
 
+/// One entry of `update_project`'s `users` list. `role_id` 0 means "use the global role" and
+/// null clears the user's project role; it is always sent (null included).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectUserRole {
+    pub user_id: u64,
+    pub role_id: Option<u64>,
+}
+
+/// One entry of `update_project`'s `groups` list (same role semantics as users).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectGroupRole {
+    pub group_id: u64,
+    pub role_id: Option<u64>,
+}
+
+/// The body of `update_project` (7.3+) as Accessrail sends it: only the access lists, each
+/// complete (every entry the project has, with the one being changed), so the result is the
+/// same whether TestRail merges the entries or replaces the list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProjectUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<ProjectUserRole>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<ProjectGroupRole>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_updates_send_null_to_clear() {
+        let body = ProjectUpdate {
+            users: Some(vec![
+                ProjectUserRole {
+                    user_id: 4,
+                    role_id: None,
+                },
+                ProjectUserRole {
+                    user_id: 5,
+                    role_id: Some(0),
+                },
+            ]),
+            groups: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&body).expect("json"),
+            r#"{"users":[{"user_id":4,"role_id":null},{"user_id":5,"role_id":0}]}"#
+        );
+    }
 
     #[test]
     fn users_of_every_shape_decode() {

@@ -9,9 +9,11 @@ use base64::engine::general_purpose::STANDARD;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
-use crate::model::{Edition, Group, Project, Role, Settings, User, UsersPagination, Version};
+use crate::model::{
+    Edition, GLOBAL_ROLE, Group, Project, Role, Settings, User, UsersPagination, Version,
+};
 use crate::sim::{Sim, SimState};
-use crate::state::Instance;
+use crate::state::{Instance, ProjectPatch};
 
 /// Error texts, as TestRail sends them (see `docs/simulator.md` for which are TestRail's own and
 /// which are placeholders where TestRail's text is unknown).
@@ -32,6 +34,12 @@ pub mod texts {
     pub const EMAIL_IN_USE: &str = "Field :email is already in use by another user.";
     pub const INVALID_GROUP: &str = "Field :group_id is not a valid group.";
     pub const INVALID_PROJECT: &str = "Field :project_id is not a valid or accessible project.";
+    pub const INVALID_ROLE: &str = "Field :role_id is not a valid role.";
+    pub const INVALID_DEFAULT_ROLE: &str = "Field :default_role_id is not a valid role.";
+    pub const ROLE_REQUIRED: &str = "Field :role_id is a required field.";
+    pub const INVALID_PROJECT_USERS: &str = "Field :users contains an invalid user.";
+    pub const INVALID_PROJECT_GROUPS: &str = "Field :groups contains an invalid group.";
+    pub const NAME_REQUIRED: &str = "Field :name is a required field.";
     pub const INVALID_JSON: &str = "Bad request: the request body is not valid JSON.";
     pub const SERVER_ERROR: &str = "An internal error occurred (simulated server error).";
 }
@@ -84,6 +92,9 @@ pub(crate) struct ApiRequest<'a> {
     pub authorization: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
+    /// `http://host[/subpath]` as the request reached the front controller, for the `url` of
+    /// rendered projects; `None` when unknown.
+    pub base_url: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +178,11 @@ const METHODS: &[MethodSpec] = &[
     MethodSpec {
         name: "get_project",
         verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "update_project",
+        verb: Verb::Post,
         since: (1, 0),
     },
 ];
@@ -355,6 +371,8 @@ impl Sim {
             route: &route,
             body: &body,
             repeat,
+            base_url: req.base_url,
+            now: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
         };
         let result = dispatch(st, &ctx);
         match result {
@@ -380,6 +398,9 @@ struct Ctx<'a> {
     route: &'a Route,
     body: &'a Map<String, Value>,
     repeat: bool,
+    base_url: Option<&'a str>,
+    /// The simulator clock, Unix seconds.
+    now: i64,
 }
 
 type Res = Result<Option<Value>, ApiError>;
@@ -426,23 +447,17 @@ fn dispatch(st: &mut SimState, ctx: &Ctx<'_>) -> Res {
                 Err(bad(texts::INVALID_GROUP))
             }
         }
-        "get_projects" => {
-            let projects: Vec<&Project> = st
-                .inst
-                .projects
-                .values()
-                .filter(|p| {
-                    ctx.caller.is_admin || p.access.iter().any(|a| a.user_id == ctx.caller.id)
-                })
-                .collect();
-            paginate(&projects, "projects", "get_projects", ctx, |p| {
-                render_project(p, &st.inst, &st.settings)
-            })
-        }
+        "get_projects" => get_projects(st, ctx),
         "get_project" => {
             let p = project_for(st, ctx)?;
-            Ok(Some(render_project(p, &st.inst, &st.settings)))
+            Ok(Some(render_project(
+                p,
+                &st.inst,
+                &st.settings,
+                ctx.base_url,
+            )))
         }
+        "update_project" => update_project(st, ctx),
         other => Err(err(404, format!("Unknown method '{other}'"))),
     }
 }
@@ -470,10 +485,45 @@ fn project_for<'a>(st: &'a SimState, ctx: &Ctx<'_>) -> Result<&'a Project, ApiEr
         .projects
         .get(&id)
         .ok_or_else(|| bad(texts::INVALID_PROJECT))?;
-    if !ctx.caller.is_admin && !p.access.iter().any(|a| a.user_id == ctx.caller.id) {
+    if !reaches(st, p, ctx.caller) {
         return Err(bad(texts::INVALID_PROJECT));
     }
     Ok(p)
+}
+
+/// Groups (and so their project roles) exist from TestRail 7.5.
+fn groups_exist(settings: &Settings) -> bool {
+    settings.testrail_version.at_least(7, 5)
+}
+
+/// The caller can see the project: its effective role there is not "No Access".
+fn reaches(st: &SimState, p: &Project, user: &User) -> bool {
+    st.inst
+        .effective_project_role(p, user, groups_exist(&st.settings))
+        .is_some()
+}
+
+fn get_projects(st: &SimState, ctx: &Ctx<'_>) -> Res {
+    let completed = match ctx.route.params.get("is_completed").map(|v| v.trim()) {
+        None => None,
+        Some("1" | "true") => Some(true),
+        Some("0" | "false") => Some(false),
+        Some(_) => return Err(bad("Field :is_completed is not a valid boolean.")),
+    };
+    let projects: Vec<&Project> = st
+        .inst
+        .projects
+        .values()
+        .filter(|p| completed.is_none_or(|c| p.is_completed == c))
+        .filter(|p| reaches(st, p, ctx.caller))
+        .collect();
+    let link = match completed {
+        None => "get_projects".to_string(),
+        Some(c) => format!("get_projects&is_completed={}", u8::from(c)),
+    };
+    paginate(&projects, "projects", &link, ctx, |p| {
+        render_project(p, &st.inst, &st.settings, ctx.base_url)
+    })
 }
 
 fn get_user(st: &SimState, ctx: &Ctx<'_>) -> Res {
@@ -523,23 +573,20 @@ fn get_users(st: &SimState, ctx: &Ctx<'_>) -> Res {
         return paginate(ids, "users", "get_users", ctx, render);
     }
     let project = project_for(st, ctx)?;
-    let mut rows: Vec<(&User, Option<u64>)> = project
-        .access
-        .iter()
-        .filter_map(|a| st.inst.users.get(&a.user_id).map(|u| (u, a.role_id)))
-        .filter(|(u, _)| u.is_active)
+    // Active users whose effective project role is not "No Access", by id.
+    let rows: Vec<(&User, u64)> = st
+        .inst
+        .project_members(project.id, groups_exist(settings))
+        .into_iter()
+        .filter_map(|(id, role)| st.inst.users.get(&id).map(|u| (u, role)))
         .collect();
-    rows.sort_by_key(|(u, _)| u.id);
-    let render = |(u, role): &(&User, Option<u64>)| {
+    let render = |(u, role_id): &(&User, u64)| {
         let mut v = render_user(u, &st.inst, settings);
-        if let (Some(role_id), Value::Object(m)) = (role, &mut v)
+        if let Value::Object(m) = &mut v
             && settings.testrail_version.at_least(6, 4)
         {
             m.insert("role_id".into(), json!(role_id));
-            m.insert(
-                "role".into(),
-                json!(st.inst.role(*role_id).map(|r| r.name.clone())),
-            );
+            m.insert("role".into(), json!(st.inst.project_role_name(*role_id)));
         }
         v
     };
@@ -662,7 +709,7 @@ fn valid_email(email: &str) -> bool {
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() {
-        Err(bad("Field :name is a required field."))
+        Err(bad(texts::NAME_REQUIRED))
     } else if name.chars().count() > 250 {
         Err(bad("Field :name is too long (250 characters at most)."))
     } else {
@@ -713,7 +760,7 @@ fn parse_user_fields(
             let id = v
                 .as_u64()
                 .filter(|id| inst.role(*id).is_some())
-                .ok_or_else(|| bad("Field :role_id is not a valid role."))?;
+                .ok_or_else(|| bad(texts::INVALID_ROLE))?;
             Some(id)
         }
     };
@@ -760,7 +807,7 @@ fn parse_user_fields(
 fn add_user(st: &mut SimState, ctx: &Ctx<'_>) -> Res {
     require_admin(ctx)?;
     if field_string(ctx.body, "name")?.is_none() {
-        return Err(bad("Field :name is a required field."));
+        return Err(bad(texts::NAME_REQUIRED));
     }
     if field_string(ctx.body, "email")?.is_none() {
         return Err(bad("Field :email is a required field."));
@@ -853,8 +900,7 @@ fn member_ids(inst: &Instance, body: &Map<String, Value>) -> Result<Option<Vec<u
 
 fn add_group(st: &mut SimState, ctx: &Ctx<'_>) -> Res {
     require_admin(ctx)?;
-    let name =
-        field_string(ctx.body, "name")?.ok_or_else(|| bad("Field :name is a required field."))?;
+    let name = field_string(ctx.body, "name")?.ok_or_else(|| bad(texts::NAME_REQUIRED))?;
     check_name(&name)?;
     let members = member_ids(&st.inst, ctx.body)?.unwrap_or_default();
     let id = st.inst.insert_group(name, &members);
@@ -889,6 +935,125 @@ fn update_group(st: &mut SimState, ctx: &Ctx<'_>) -> Res {
         g.name = n;
     }
     Ok(Some(render_group(g)))
+}
+
+// ---- projects -------------------------------------------------------------------------------
+
+/// A project role id in a body: 0 ("the global role") or a role valid in a project.
+fn project_role_id(inst: &Instance, v: &Value, invalid: &str) -> Result<u64, ApiError> {
+    v.as_u64()
+        .filter(|r| *r == GLOBAL_ROLE || inst.project_role(*r).is_some())
+        .ok_or_else(|| bad(invalid))
+}
+
+/// `users` / `groups` of an `update_project` body: `[{<id_key> (or "id"), role_id}]`, where a
+/// role of 0 is "the global role" and null clears the entry.
+fn role_entries(
+    inst: &Instance,
+    body: &Map<String, Value>,
+    key: &str,
+    id_key: &str,
+    exists: impl Fn(u64) -> bool,
+    invalid: &str,
+) -> Result<Vec<(u64, Option<u64>)>, ApiError> {
+    let items = match body.get(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad(format!("Field :{key} is not a valid array."))),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Object(entry) = item else {
+                return Err(bad(invalid));
+            };
+            let id = entry
+                .get(id_key)
+                .or_else(|| entry.get("id"))
+                .and_then(Value::as_u64)
+                .filter(|id| exists(*id))
+                .ok_or_else(|| bad(invalid))?;
+            let role = match entry.get("role_id") {
+                None => return Err(bad(texts::ROLE_REQUIRED)),
+                Some(Value::Null) => None,
+                Some(v) => Some(project_role_id(inst, v, texts::INVALID_ROLE)?),
+            };
+            Ok((id, role))
+        })
+        .collect()
+}
+
+/// Validates an `update_project` body against the instance; nothing changes here. Access fields
+/// are read only when `with_access` (TestRail 7.3+), `groups` only when `with_groups` (7.5+);
+/// otherwise they are ignored like any unknown field.
+pub(crate) fn parse_project_patch(
+    inst: &Instance,
+    body: &Map<String, Value>,
+    with_access: bool,
+    with_groups: bool,
+) -> Result<ProjectPatch, ApiError> {
+    let name = field_string(body, "name")?;
+    if let Some(n) = &name {
+        check_name(n)?;
+    }
+    let mut patch = ProjectPatch {
+        name,
+        announcement: field_string(body, "announcement")?,
+        show_announcement: field_bool(body, "show_announcement")?,
+        is_completed: field_bool(body, "is_completed")?,
+        ..ProjectPatch::default()
+    };
+    if with_access {
+        patch.default_role_id = opt(body, "default_role_id")
+            .map(|v| project_role_id(inst, v, texts::INVALID_DEFAULT_ROLE))
+            .transpose()?;
+        patch.users = role_entries(
+            inst,
+            body,
+            "users",
+            "user_id",
+            |id| inst.users.contains_key(&id),
+            texts::INVALID_PROJECT_USERS,
+        )?;
+        if with_groups {
+            patch.groups = role_entries(
+                inst,
+                body,
+                "groups",
+                "group_id",
+                |id| inst.groups.contains_key(&id),
+                texts::INVALID_PROJECT_GROUPS,
+            )?;
+        }
+    }
+    Ok(patch)
+}
+
+fn update_project(st: &mut SimState, ctx: &Ctx<'_>) -> Res {
+    require_admin(ctx)?;
+    let id = path_id(ctx, "project_id", texts::INVALID_PROJECT)?;
+    if !st.inst.projects.contains_key(&id) {
+        return Err(bad(texts::INVALID_PROJECT));
+    }
+    let v = st.settings.testrail_version;
+    let patch = parse_project_patch(
+        &st.inst,
+        ctx.body,
+        v.at_least(7, 3),
+        groups_exist(&st.settings),
+    )?;
+    st.inst.update_project(id, &patch, ctx.now);
+    let p = st
+        .inst
+        .projects
+        .get(&id)
+        .ok_or_else(|| bad(texts::INVALID_PROJECT))?;
+    Ok(Some(render_project(
+        p,
+        &st.inst,
+        &st.settings,
+        ctx.base_url,
+    )))
 }
 
 // ---- rendering ------------------------------------------------------------------------------
@@ -936,38 +1101,56 @@ fn render_role(r: &&Role, settings: &Settings) -> Value {
     Value::Object(m)
 }
 
-fn render_project(p: &Project, inst: &Instance, settings: &Settings) -> Value {
+/// A project as `get_project` answers, with the access fields the version and edition have.
+pub(crate) fn render_project(
+    p: &Project,
+    inst: &Instance,
+    settings: &Settings,
+    base_url: Option<&str>,
+) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(p.id));
     m.insert("name".into(), json!(p.name));
     m.insert("announcement".into(), json!(p.announcement));
-    m.insert("show_announcement".into(), json!(false));
+    m.insert("show_announcement".into(), json!(p.show_announcement));
     m.insert("is_completed".into(), json!(p.is_completed));
-    m.insert("completed_on".into(), Value::Null);
+    m.insert("completed_on".into(), json!(p.completed_on));
     m.insert("suite_mode".into(), json!(p.suite_mode));
+    if let Some(base) = base_url {
+        m.insert(
+            "url".into(),
+            json!(format!("{base}/index.php?/projects/overview/{}", p.id)),
+        );
+    }
     if settings.testrail_version.at_least(7, 3) {
         m.insert("default_role_id".into(), json!(p.default_role_id));
         m.insert(
             "default_role".into(),
-            json!(
-                p.default_role_id
-                    .and_then(|r| inst.role(r))
-                    .map(|r| r.name.clone())
-            ),
+            json!(inst.project_role_name(p.default_role_id)),
         );
-        m.insert("groups".into(), json!([]));
+        let groups: Vec<Value> = if groups_exist(settings) {
+            p.group_roles
+                .iter()
+                .map(|(id, role_id)| {
+                    json!({ "id": id, "role_id": role_id, "role": inst.project_role_name(*role_id) })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        m.insert("groups".into(), Value::Array(groups));
         if settings.edition == Edition::Enterprise {
             let users: Vec<Value> = p
-                .access
+                .user_roles
                 .iter()
-                .filter_map(|a| inst.users.get(&a.user_id).map(|u| (a, u)))
-                .map(|(a, u)| {
+                .filter_map(|(id, role_id)| inst.users.get(id).map(|u| (u, role_id)))
+                .map(|(u, role_id)| {
                     json!({
                         "id": u.id,
                         "global_role_id": u.role_id,
                         "global_role": inst.role(u.role_id).map(|r| r.name.clone()),
-                        "project_role_id": a.role_id,
-                        "project_role": a.role_id.and_then(|r| inst.role(r)).map(|r| r.name.clone()),
+                        "project_role_id": role_id,
+                        "project_role": inst.project_role_name(*role_id),
                     })
                 })
                 .collect();

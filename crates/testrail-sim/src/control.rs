@@ -1,18 +1,20 @@
 //! The control API under `/__sim/`: outside TestRail's namespace, never rate-limited, faulted
 //! or counted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::render_user;
-use crate::model::{Edition, Faults, Project, ProjectAccess, Settings, User, Version};
+use crate::api::{parse_project_patch, render_user};
+use crate::model::{
+    Edition, Faults, GLOBAL_ROLE, NO_ACCESS_ROLE_ID, Project, Settings, User, Version,
+};
 use crate::sim::Sim;
 
 pub(crate) fn router() -> axum::Router<Sim> {
@@ -23,7 +25,8 @@ pub(crate) fn router() -> axum::Router<Sim> {
         .route("/__sim/stats", get(stats))
         .route("/__sim/users", get(list_users).post(create_user))
         .route("/__sim/groups", get(list_groups))
-        .route("/__sim/projects", post(create_project))
+        .route("/__sim/projects", get(list_projects).post(create_project))
+        .route("/__sim/projects/{id}", patch(patch_project))
 }
 
 fn control_error(message: impl Into<String>) -> Response {
@@ -227,6 +230,33 @@ async fn create_user(State(sim): State<Sim>, body: axum::body::Bytes) -> Respons
     }
 }
 
+/// A project with its raw access, as the simulator stores it.
+fn raw_project(p: &Project) -> Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "announcement": p.announcement,
+        "show_announcement": p.show_announcement,
+        "is_completed": p.is_completed,
+        "completed_on": p.completed_on,
+        "suite_mode": p.suite_mode,
+        "default_role_id": p.default_role_id,
+        "user_roles": p.user_roles.iter()
+            .map(|(id, r)| json!({ "user_id": id, "role_id": r }))
+            .collect::<Vec<_>>(),
+        "group_roles": p.group_roles.iter()
+            .map(|(id, r)| json!({ "group_id": id, "role_id": r }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+async fn list_projects(State(sim): State<Sim>) -> Json<Value> {
+    let inst = sim.snapshot();
+    Json(Value::Array(
+        inst.projects.values().map(raw_project).collect(),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewProject {
@@ -234,13 +264,32 @@ struct NewProject {
     #[serde(default)]
     is_completed: bool,
     #[serde(default)]
-    users: Vec<NewAccess>,
+    users: Vec<NewUserRole>,
+    /// Default: "No Access", so only the listed users and groups (and administrators) reach it.
+    default_role_id: Option<u64>,
+    #[serde(default)]
+    groups: Vec<NewGroupRole>,
+    announcement: Option<String>,
+    #[serde(default)]
+    show_announcement: bool,
+    suite_mode: Option<u8>,
 }
 
+/// A user's project role; a missing or null `role_id` is the user's global role (0).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewAccess {
+struct NewUserRole {
+    #[serde(alias = "id")]
     user_id: u64,
+    role_id: Option<u64>,
+}
+
+/// A group's project role; a missing or null `role_id` is each member's global role (0).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroupRole {
+    #[serde(alias = "id")]
+    group_id: u64,
     role_id: Option<u64>,
 }
 
@@ -249,41 +298,93 @@ async fn create_project(State(sim): State<Sim>, body: axum::body::Bytes) -> Resp
         Ok(n) => n,
         Err(e) => return control_error(format!("invalid project: {e}")),
     };
+    let now = i64::try_from(sim.clock().now().as_secs()).unwrap_or(i64::MAX);
     let result = sim.with_instance(|inst| {
+        if new.name.trim().is_empty() {
+            return Err("name is required".to_string());
+        }
+        let valid_role = |r: u64| r == GLOBAL_ROLE || inst.project_role(r).is_some();
+        let default_role_id = new.default_role_id.unwrap_or(NO_ACCESS_ROLE_ID);
+        if !valid_role(default_role_id) {
+            return Err(format!("unknown role {default_role_id}"));
+        }
+        let mut user_roles = BTreeMap::new();
         for a in &new.users {
             if !inst.users.contains_key(&a.user_id) {
                 return Err(format!("unknown user {}", a.user_id));
             }
-            if let Some(r) = a.role_id
-                && inst.role(r).is_none()
-            {
-                return Err(format!("unknown role {r}"));
+            let role = a.role_id.unwrap_or(GLOBAL_ROLE);
+            if !valid_role(role) {
+                return Err(format!("unknown role {role}"));
             }
+            user_roles.insert(a.user_id, role);
+        }
+        let mut group_roles = BTreeMap::new();
+        for g in &new.groups {
+            if !inst.groups.contains_key(&g.group_id) {
+                return Err(format!("unknown group {}", g.group_id));
+            }
+            let role = g.role_id.unwrap_or(GLOBAL_ROLE);
+            if !valid_role(role) {
+                return Err(format!("unknown role {role}"));
+            }
+            group_roles.insert(g.group_id, role);
         }
         let id = inst.insert_project(Project {
             id: 0,
             name: new.name.clone(),
-            announcement: None,
+            announcement: new.announcement.clone(),
+            show_announcement: new.show_announcement,
             is_completed: new.is_completed,
-            suite_mode: 1,
-            default_role_id: Some(inst.default_role_id()),
-            access: new
-                .users
-                .iter()
-                .map(|a| ProjectAccess {
-                    user_id: a.user_id,
-                    role_id: a.role_id,
-                })
-                .collect(),
+            completed_on: new.is_completed.then_some(now),
+            suite_mode: new.suite_mode.unwrap_or(1),
+            default_role_id,
+            user_roles,
+            group_roles,
         });
-        Ok(id)
+        Ok((id, default_role_id))
     });
     match result {
-        Ok(id) => (
+        Ok((id, default_role_id)) => (
             StatusCode::CREATED,
-            Json(json!({ "id": id, "name": new.name, "user_ids": new.users.iter().map(|a| a.user_id).collect::<Vec<_>>() })),
+            Json(json!({
+                "id": id,
+                "name": new.name,
+                "user_ids": new.users.iter().map(|a| a.user_id).collect::<Vec<_>>(),
+                "default_role_id": default_role_id,
+            })),
         )
             .into_response(),
         Err(e) => control_error(e),
+    }
+}
+
+/// Changes a project the way an administrator would, with `update_project`'s body and
+/// semantics (every field, whatever the version), without a counted API request.
+async fn patch_project(
+    State(sim): State<Sim>,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => return control_error("the body must be a JSON object"),
+    };
+    let now = i64::try_from(sim.clock().now().as_secs()).unwrap_or(i64::MAX);
+    let result = sim.with_instance(|inst| {
+        if !inst.projects.contains_key(&id) {
+            return Err((StatusCode::NOT_FOUND, format!("unknown project {id}")));
+        }
+        let patch = parse_project_patch(inst, &body, true, true)
+            .map_err(|e| (StatusCode::BAD_REQUEST, e.message))?;
+        inst.update_project(id, &patch, now);
+        inst.projects
+            .get(&id)
+            .map(raw_project)
+            .ok_or((StatusCode::NOT_FOUND, format!("unknown project {id}")))
+    });
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err((status, e)) => (status, Json(json!({ "error": e }))).into_response(),
     }
 }

@@ -25,8 +25,10 @@ pub mod state;
 
 pub use api::texts;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use model::{Edition, Faults, Settings, Stats, User, UsersPagination, Version};
+pub use model::{
+    Edition, Faults, NO_ACCESS_ROLE_ID, Project, Settings, Stats, User, UsersPagination, Version,
+};
 pub use seed::SeedConfig;
 pub use server::{SimServer, router};
 pub use sim::Sim;
-pub use state::Instance;
+pub use state::{Instance, ProjectPatch};

@@ -3,8 +3,10 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use clap::Parser;
-use testrail_sim::{Edition, SeedConfig, Settings, Sim, SimServer, Version};
+use testrail_sim::{Edition, SeedConfig, Settings, Sim, SimServer, SystemClock, Version};
 
 /// A simulated TestRail instance (API v2: users, roles, groups, projects).
 ///
@@ -32,6 +34,9 @@ struct Args {
     /// Seeded groups.
     #[arg(long, default_value_t = 4)]
     groups: u32,
+    /// Seeded projects [default: one per 25 users, 4 to 40].
+    #[arg(long)]
+    projects: Option<u32>,
     /// Seed of the generated data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -70,7 +75,10 @@ async fn main() -> std::process::ExitCode {
         rate_limit_per_minute: (args.rate_limit > 0).then_some(args.rate_limit),
         ..Settings::default()
     };
-    let sim = Sim::new(seed, settings);
+    let projects = args
+        .projects
+        .unwrap_or_else(|| testrail_sim::seed::default_project_count(&seed));
+    let sim = Sim::with_projects(seed, args.projects, settings, Arc::new(SystemClock));
     let server = match SimServer::start(args.listen, sim).await {
         Ok(s) => s,
         Err(e) => {
@@ -83,11 +91,12 @@ async fn main() -> std::process::ExitCode {
     let _ = out.flush();
     drop(out);
     eprintln!(
-        "testrail-sim: TestRail {} {:?} with {} users and {} groups; control API at {}/__sim/",
+        "testrail-sim: TestRail {} {:?} with {} users, {} groups and {} projects; control API at {}/__sim/",
         args.testrail_version,
         args.edition,
         args.users + 1,
         args.groups,
+        projects,
         server.base_url()
     );
     tokio::select! {

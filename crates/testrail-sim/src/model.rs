@@ -203,20 +203,40 @@ pub struct Role {
     pub is_project_admin: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProjectAccess {
-    pub user_id: u64,
-    /// Project-level role; `None` means the user's global role applies.
-    pub role_id: Option<u64>,
-}
+/// Project role id meaning "the user's global role" (a project's default, a user's or a group's
+/// project role).
+pub const GLOBAL_ROLE: u64 = 0;
 
+/// How TestRail names role 0 in project objects.
+pub const GLOBAL_ROLE_NAME: &str = "Global Role";
+
+/// The simulator's id for "No Access". TestRail does not document how it represents this, so
+/// this is our choice: a role named "No Access" that is valid only as a project role (a
+/// project's default, a user's or a group's project role), never as a global role, and not
+/// listed by `get_roles`.
+pub const NO_ACCESS_ROLE_ID: u64 = 7;
+
+/// The name of [`NO_ACCESS_ROLE_ID`].
+pub const NO_ACCESS_ROLE_NAME: &str = "No Access";
+
+/// A project and who can reach it (TestRail 7.3+ project access).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Project {
     pub id: u64,
     pub name: String,
     pub announcement: Option<String>,
+    pub show_announcement: bool,
     pub is_completed: bool,
+    /// Unix seconds; set when the project is completed, cleared when it is reopened.
+    pub completed_on: Option<i64>,
     pub suite_mode: u8,
-    pub default_role_id: Option<u64>,
-    pub access: Vec<ProjectAccess>,
+    /// The role everyone gets unless something more specific applies; [`GLOBAL_ROLE`] (0) gives
+    /// each user their global role, [`NO_ACCESS_ROLE_ID`] makes the project restricted.
+    pub default_role_id: u64,
+    /// Users with a project role of their own: user id → role id ([`GLOBAL_ROLE`]: their global
+    /// role).
+    pub user_roles: BTreeMap<u64, u64>,
+    /// Groups with a project role: group id → role id ([`GLOBAL_ROLE`]: each member's global
+    /// role).
+    pub group_roles: BTreeMap<u64, u64>,
 }

@@ -1,13 +1,13 @@
 //! Deterministic seeded data: realistic people, groups and projects.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Project, ProjectAccess, User};
+use crate::model::{GLOBAL_ROLE, NO_ACCESS_ROLE_ID, Project, User};
 use crate::state::{Instance, default_roles};
 
 /// What the simulator seeds on start and on every `POST /__sim/reset`.
@@ -149,7 +149,76 @@ const PROJECTS: &[&str] = &[
     "Internal Tools",
     "Partner Portal",
     "Checkout Revamp",
+    "Customer Portal",
+    "Billing Service",
+    "Search Platform",
+    "Mobile Banking",
+    "Identity & SSO",
+    "Admin Console",
+    "Reporting Dashboard",
+    "Notification Service",
+    "Loyalty Program",
+    "Inventory Management",
+    "Shipping Integration",
+    "Marketing Website",
+    "Public API v3",
+    "Desktop Client",
+    "Smart TV App",
+    "Point of Sale",
+    "Fraud Detection",
+    "Recommendations Engine",
+    "Help Center",
+    "Onboarding Flow",
+    "GDPR Compliance",
+    "Accessibility Audit",
+    "Legacy ERP Migration",
+    "Warehouse Scanner App",
+    "Subscription Management",
+    "Partner SDK",
+    "Release 2026.1 Regression",
+    "Performance Baseline",
+    "Security Hardening",
+    "Kiosk Firmware",
+    "Chat Support Widget",
+    "Analytics Pipeline",
 ];
+
+/// The project count when [`generate_with_projects`] is given none: one per 25 users, 4 to 40.
+pub fn default_project_count(cfg: &SeedConfig) -> u32 {
+    (cfg.users / 25).clamp(4, 40)
+}
+
+/// Group project roles in the seed: mostly Lead or Designer, some Tester, a few "the global
+/// role" (0).
+const GROUP_ROLE_MIX: &[(u64, u32)] = &[(1, 4), (2, 4), (3, 2), (GLOBAL_ROLE, 1)];
+
+/// Per-user project roles in the seed: sometimes the global role (0), sometimes "No Access".
+const USER_ROLE_MIX: &[(u64, u32)] = &[
+    (GLOBAL_ROLE, 3),
+    (NO_ACCESS_ROLE_ID, 2),
+    (1, 2),
+    (2, 2),
+    (3, 2),
+    (4, 1),
+    (5, 1),
+];
+
+fn weighted(rng: &mut ChaCha8Rng, mix: &[(u64, u32)]) -> u64 {
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.random_range(0..total.max(1));
+    for (id, w) in mix {
+        if pick < *w {
+            return *id;
+        }
+        pick -= w;
+    }
+    mix.first().map_or(GLOBAL_ROLE, |(id, _)| *id)
+}
+
+/// `n * num / den`, rounded to the nearest whole number.
+fn share(n: usize, num: usize, den: usize) -> usize {
+    (n * num + den / 2) / den
+}
 
 /// Role ids of the default roles, with the weights of a typical instance.
 const ROLE_MIX: &[(u64, u32)] = &[(3, 55), (2, 15), (1, 12), (4, 12), (5, 6)];
@@ -174,8 +243,15 @@ fn forgotten_placeholder(rng: &mut ChaCha8Rng) -> String {
     )
 }
 
-/// Builds the seeded instance. The same config always gives the same instance.
+/// Builds the seeded instance with [`default_project_count`] projects. The same config always
+/// gives the same instance.
 pub fn generate(cfg: &SeedConfig) -> Instance {
+    generate_with_projects(cfg, None)
+}
+
+/// Builds the seeded instance with `projects` projects (`None`: [`default_project_count`]).
+/// Users and groups do not depend on the project count.
+pub fn generate_with_projects(cfg: &SeedConfig, projects: Option<u32>) -> Instance {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut inst = Instance::new(default_roles());
 
@@ -271,25 +347,85 @@ pub fn generate(cfg: &SeedConfig) -> Instance {
         inst.insert_group(name, &members);
     }
 
-    // Projects with explicit access for some people, a few with a project-level role.
-    let project_count = (n / 40).clamp(1, PROJECTS.len());
-    for name in PROJECTS.iter().take(project_count) {
-        let mut access = Vec::new();
-        for &user_id in &people {
-            if rng.random_bool(0.3) {
-                let role_id = rng.random_bool(0.2).then(|| rng.random_range(1..=4u64));
-                access.push(ProjectAccess { user_id, role_id });
+    seed_projects(&mut inst, &mut rng, cfg, &people, projects);
+    inst
+}
+
+/// The projects, after users and groups (so the project count never changes who is seeded).
+/// Exact shares, shuffled: about 1 in 5 restricted (default "No Access"), 1 in 8 default "Global
+/// Role" (0), 3 in 20 Read-only, the rest Tester; about 1 in 3 give one or two groups a role
+/// (every restricted one does when there are groups); 0 to 3 users per project with a role of
+/// their own; about 1 in 6 completed at a past time drawn from the seed.
+fn seed_projects(
+    inst: &mut Instance,
+    rng: &mut ChaCha8Rng,
+    cfg: &SeedConfig,
+    people: &[u64],
+    count: Option<u32>,
+) {
+    let n = count.unwrap_or_else(|| default_project_count(cfg)) as usize;
+    let restricted = share(n, 1, 5);
+    let global = share(n, 1, 8).min(n - restricted);
+    let read_only = (n * 3 / 20).min(n - restricted - global);
+    let mut defaults: Vec<u64> = std::iter::repeat_n(NO_ACCESS_ROLE_ID, restricted)
+        .chain(std::iter::repeat_n(GLOBAL_ROLE, global))
+        .chain(std::iter::repeat_n(4, read_only))
+        .collect();
+    defaults.resize(n, 3);
+    defaults.shuffle(rng);
+
+    let mut completed = vec![false; n];
+    completed
+        .iter_mut()
+        .take(share(n, 1, 6))
+        .for_each(|c| *c = true);
+    completed.shuffle(rng);
+
+    let group_ids: Vec<u64> = inst.groups.keys().copied().collect();
+    let mut with_groups: Vec<bool> = defaults.iter().map(|d| *d == NO_ACCESS_ROLE_ID).collect();
+    let mut open: Vec<usize> = (0..n).filter(|i| !with_groups[*i]).collect();
+    open.shuffle(rng);
+    for i in open
+        .into_iter()
+        .take(share(n, 1, 3).saturating_sub(restricted))
+    {
+        with_groups[i] = true;
+    }
+
+    for i in 0..n {
+        let name = match PROJECTS.get(i) {
+            Some(p) => (*p).to_string(),
+            None => format!(
+                "{} {}",
+                PROJECTS[i % PROJECTS.len()],
+                i / PROJECTS.len() + 1
+            ),
+        };
+        let mut group_roles = BTreeMap::new();
+        if with_groups[i] && !group_ids.is_empty() {
+            let k = rng.random_range(1..=2usize).min(group_ids.len());
+            for g in group_ids.choose_multiple(rng, k) {
+                group_roles.insert(*g, weighted(rng, GROUP_ROLE_MIX));
             }
         }
+        let mut user_roles = BTreeMap::new();
+        let k = rng.random_range(0..=3usize).min(people.len());
+        for u in people.choose_multiple(rng, k) {
+            user_roles.insert(*u, weighted(rng, USER_ROLE_MIX));
+        }
+        // 2022-01-01 to 2024-01-01.
+        let completed_on = completed[i].then(|| 1_640_995_200 + rng.random_range(0..63_072_000));
         inst.insert_project(Project {
             id: 0,
-            name: (*name).to_string(),
+            name,
             announcement: None,
-            is_completed: false,
-            suite_mode: 1,
-            default_role_id: Some(3),
-            access,
+            show_announcement: false,
+            is_completed: completed[i],
+            completed_on,
+            suite_mode: if rng.random_bool(0.3) { 3 } else { 1 },
+            default_role_id: defaults[i],
+            user_roles,
+            group_roles,
         });
     }
-    inst
 }

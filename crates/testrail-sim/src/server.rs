@@ -56,12 +56,20 @@ async fn testrail(State(sim): State<Sim>, req: Request) -> Response {
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
+    // The address the client used, with any sub-path before `/index.php`, for rendered urls.
+    let base_url = header_str(header::HOST)
+        .filter(|h| !h.is_empty())
+        .map(|host| {
+            let prefix = parts.uri.path().strip_suffix("/index.php").unwrap_or("");
+            format!("http://{host}{prefix}")
+        });
     let req = ApiRequest {
         http_method: parts.method.as_str(),
         query: parts.uri.query().unwrap_or(""),
         authorization: header_str(header::AUTHORIZATION),
         content_type: header_str(header::CONTENT_TYPE),
         body: &body,
+        base_url: base_url.as_deref(),
     };
     match sim.handle(&req) {
         Answer::Err(e) => {

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Faults, Settings, Stats};
-use crate::seed::{SeedConfig, generate};
+use crate::seed::{SeedConfig, generate_with_projects};
 use crate::state::Instance;
 
 /// Everything that changes while the simulator runs.
@@ -29,6 +29,7 @@ struct Inner {
     state: Mutex<SimState>,
     clock: Arc<dyn Clock>,
     seed: SeedConfig,
+    seed_projects: Option<u32>,
     initial_settings: Settings,
     seeded: Instance,
 }
@@ -45,9 +46,21 @@ impl Sim {
         Self::with_clock(seed, settings, Arc::new(SystemClock))
     }
 
-    /// Like [`Sim::new`] with a replaceable clock for the rate-limit window.
+    /// Like [`Sim::new`] with a replaceable clock for the rate-limit window (and the time a
+    /// project is completed).
     pub fn with_clock(seed: SeedConfig, settings: Settings, clock: Arc<dyn Clock>) -> Self {
-        let seeded = generate(&seed);
+        Self::with_projects(seed, None, settings, clock)
+    }
+
+    /// Like [`Sim::with_clock`], seeding `projects` projects (`None`: the default count,
+    /// [`crate::seed::default_project_count`]).
+    pub fn with_projects(
+        seed: SeedConfig,
+        projects: Option<u32>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let seeded = generate_with_projects(&seed, projects);
         let state = SimState {
             inst: seeded.clone(),
             settings: settings.clone(),
@@ -62,6 +75,7 @@ impl Sim {
                 state: Mutex::new(state),
                 clock,
                 seed,
+                seed_projects: projects,
                 initial_settings: settings,
                 seeded,
             }),
@@ -81,6 +95,11 @@ impl Sim {
 
     pub fn seed_config(&self) -> &SeedConfig {
         &self.inner.seed
+    }
+
+    /// The project count the simulator was seeded with, when one was given.
+    pub fn seed_projects(&self) -> Option<u32> {
+        self.inner.seed_projects
     }
 
     /// Back to the seeded state; settings, faults and stats cleared.

@@ -1,8 +1,53 @@
 //! The in-memory TestRail instance and the invariants every mutation keeps.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
-use crate::model::{Group, Project, Role, User};
+use crate::model::{
+    GLOBAL_ROLE, GLOBAL_ROLE_NAME, Group, NO_ACCESS_ROLE_ID, NO_ACCESS_ROLE_NAME, Project, Role,
+    User,
+};
+
+/// "No Access": valid only as a project role (see [`NO_ACCESS_ROLE_ID`]).
+static NO_ACCESS: LazyLock<Role> = LazyLock::new(|| Role {
+    id: NO_ACCESS_ROLE_ID,
+    name: NO_ACCESS_ROLE_NAME.to_string(),
+    is_default: false,
+    is_project_admin: false,
+});
+
+/// A change to a project, as `update_project` and `PATCH /__sim/projects/{id}` take it: `None`
+/// leaves a field alone. In `users` / `groups`, a role of `Some(0)` means "the global role" and
+/// `None` clears the entry; ids not listed keep their roles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectPatch {
+    pub name: Option<String>,
+    pub announcement: Option<String>,
+    pub show_announcement: Option<bool>,
+    pub is_completed: Option<bool>,
+    pub default_role_id: Option<u64>,
+    pub users: Vec<(u64, Option<u64>)>,
+    pub groups: Vec<(u64, Option<u64>)>,
+}
+
+/// How permissive a role is, for choosing among several group project roles (our choice,
+/// TestRail does not document it): No Access < Guest < Read-only < Tester < Designer < Lead <
+/// any other role name < roles with `is_project_admin`.
+pub fn permissiveness(role: &Role) -> u8 {
+    if role.is_project_admin {
+        return 7;
+    }
+    match role.name.trim().to_ascii_lowercase().as_str() {
+        "no access" => 0,
+        "guest" => 1,
+        "read-only" => 2,
+        "tester" => 3,
+        "designer" => 4,
+        "lead" => 5,
+        _ => 6,
+    }
+}
 
 /// Users, groups, roles and projects of one TestRail instance.
 #[derive(Debug, Clone, Default)]
@@ -35,8 +80,133 @@ impl Instance {
         &self.user_ids
     }
 
+    /// A global role (what `get_roles` lists and users may have).
     pub fn role(&self, id: u64) -> Option<&Role> {
         self.roles.iter().find(|r| r.id == id)
+    }
+
+    /// A role valid in a project: a global role or "No Access" ([`NO_ACCESS_ROLE_ID`]). Role 0
+    /// ("the global role") is not a role; callers handle it.
+    pub fn project_role(&self, id: u64) -> Option<&Role> {
+        self.role(id)
+            .or_else(|| (id == NO_ACCESS_ROLE_ID).then(|| &*NO_ACCESS))
+    }
+
+    /// The name a project object shows for a project role id: "Global Role" for 0.
+    pub fn project_role_name(&self, id: u64) -> Option<String> {
+        if id == GLOBAL_ROLE {
+            Some(GLOBAL_ROLE_NAME.to_string())
+        } else {
+            self.project_role(id).map(|r| r.name.clone())
+        }
+    }
+
+    /// The one rule for a user's effective role in a project (our choice: TestRail does not
+    /// document how it combines user, group and default roles):
+    ///
+    /// 1. administrators reach every project with their global role;
+    /// 2. otherwise the user's own project role wins;
+    /// 3. otherwise the project roles of the groups the user belongs to, the most permissive
+    ///    ([`permissiveness`], ties to the lower role id) winning; only when `with_groups`
+    ///    (TestRail 7.5+, where groups exist);
+    /// 4. otherwise the project's default role.
+    ///
+    /// Role 0 anywhere is the user's global role. Returns the effective role id, or `None` when
+    /// it is "No Access" (the user cannot reach the project). Inactive users keep their roles.
+    pub fn effective_project_role(
+        &self,
+        project: &Project,
+        user: &User,
+        with_groups: bool,
+    ) -> Option<u64> {
+        let resolve = |role_id: u64| {
+            if role_id == GLOBAL_ROLE {
+                user.role_id
+            } else {
+                role_id
+            }
+        };
+        let role_id = if user.is_admin {
+            user.role_id
+        } else if let Some(own) = project.user_roles.get(&user.id) {
+            resolve(*own)
+        } else if let Some(best) = with_groups
+            .then(|| {
+                user.group_ids
+                    .iter()
+                    .filter(|g| self.groups.contains_key(g))
+                    .filter_map(|g| project.group_roles.get(g))
+                    .map(|r| resolve(*r))
+                    .max_by_key(|r| {
+                        let rank = self.project_role(*r).map_or(6, permissiveness);
+                        (rank, Reverse(*r))
+                    })
+            })
+            .flatten()
+        {
+            best
+        } else {
+            resolve(project.default_role_id)
+        };
+        (role_id != NO_ACCESS_ROLE_ID).then_some(role_id)
+    }
+
+    /// The active users who reach a project, by id, with their effective role: what
+    /// `get_users/{project_id}` lists.
+    pub fn project_members(&self, project_id: u64, with_groups: bool) -> Vec<(u64, u64)> {
+        let Some(project) = self.projects.get(&project_id) else {
+            return Vec::new();
+        };
+        self.user_ids
+            .iter()
+            .filter_map(|id| self.users.get(id))
+            .filter(|u| u.is_active)
+            .filter_map(|u| {
+                self.effective_project_role(project, u, with_groups)
+                    .map(|r| (u.id, r))
+            })
+            .collect()
+    }
+
+    /// Applies an already validated [`ProjectPatch`]; `now` (Unix seconds) becomes
+    /// `completed_on` when the project is completed. False when the project does not exist.
+    pub fn update_project(&mut self, project_id: u64, patch: &ProjectPatch, now: i64) -> bool {
+        let Some(p) = self.projects.get_mut(&project_id) else {
+            return false;
+        };
+        if let Some(v) = &patch.name {
+            p.name.clone_from(v);
+        }
+        if let Some(v) = &patch.announcement {
+            p.announcement = Some(v.clone());
+        }
+        if let Some(v) = patch.show_announcement {
+            p.show_announcement = v;
+        }
+        if let Some(done) = patch.is_completed {
+            if done && !p.is_completed {
+                p.completed_on = Some(now);
+            } else if !done {
+                p.completed_on = None;
+            }
+            p.is_completed = done;
+        }
+        if let Some(v) = patch.default_role_id {
+            p.default_role_id = v;
+        }
+        for (user_id, role) in &patch.users {
+            match role {
+                Some(r) => p.user_roles.insert(*user_id, *r),
+                None => p.user_roles.remove(user_id),
+            };
+        }
+        for (group_id, role) in &patch.groups {
+            match role {
+                Some(r) => p.group_roles.insert(*group_id, *r),
+                None => p.group_roles.remove(group_id),
+            };
+        }
+        true
     }
 
     pub fn default_role_id(&self) -> u64 {
@@ -160,6 +330,10 @@ impl Instance {
                 u.group_ids.remove(&group_id);
             }
         }
+        // The group's project roles go with it.
+        for p in self.projects.values_mut() {
+            p.group_roles.remove(&group_id);
+        }
         true
     }
 
@@ -183,7 +357,9 @@ impl Instance {
     }
 }
 
-/// TestRail's built-in roles, as a fresh instance has them.
+/// TestRail's built-in global roles, as a fresh instance has them (what `get_roles` lists).
+/// "No Access" ([`NO_ACCESS_ROLE_ID`]) is not among them: it is valid only as a project role
+/// and [`Instance::project_role`] resolves it.
 pub fn default_roles() -> Vec<Role> {
     let role = |id, name: &str, is_default, is_project_admin| Role {
         id,
@@ -203,7 +379,69 @@ pub fn default_roles() -> Vec<Role> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use super::{Instance, default_roles};
+    use crate::model::{NO_ACCESS_ROLE_ID, Project, Role};
     use crate::seed::{SeedConfig, generate};
+
+    /// A user in groups 1..=n, each group giving one of `group_roles` in a project whose default
+    /// is No Access; the effective role with groups on.
+    fn via_groups(inst: &mut Instance, group_roles: &[u64]) -> Option<u64> {
+        let mut user = inst.users[&1].clone();
+        user.is_admin = false;
+        user.role_id = 4;
+        user.email = format!("g{}@example.com", inst.users.len());
+        let uid = inst.insert_user(user);
+        let mut roles = BTreeMap::new();
+        for r in group_roles {
+            let gid = inst.insert_group(format!("g{r}"), &[uid]);
+            roles.insert(gid, *r);
+        }
+        let project = Project {
+            id: 0,
+            name: "p".into(),
+            announcement: None,
+            show_announcement: false,
+            is_completed: false,
+            completed_on: None,
+            suite_mode: 1,
+            default_role_id: NO_ACCESS_ROLE_ID,
+            user_roles: BTreeMap::new(),
+            group_roles: roles,
+        };
+        let user = inst.users[&uid].clone();
+        inst.effective_project_role(&project, &user, true)
+    }
+
+    #[test]
+    fn the_most_permissive_group_role_wins() {
+        let mut roles = default_roles();
+        let custom = |id, name: &str, is_project_admin| Role {
+            id,
+            name: name.into(),
+            is_default: false,
+            is_project_admin,
+        };
+        roles.push(custom(8, "Automation", false));
+        roles.push(custom(9, "Auditor", false));
+        let mut inst = Instance::new(roles);
+        inst.insert_user(generate(&SeedConfig::default()).users[&1].clone());
+        // The ladder: No Access < Guest < Read-only < Tester < Designer < Lead.
+        assert_eq!(via_groups(&mut inst, &[NO_ACCESS_ROLE_ID, 5]), Some(5));
+        assert_eq!(via_groups(&mut inst, &[5, 4, 3]), Some(3));
+        assert_eq!(via_groups(&mut inst, &[3, 2]), Some(2));
+        assert_eq!(via_groups(&mut inst, &[2, 1]), Some(1));
+        // A name off the ladder ranks above Lead; ties go to the lower role id.
+        assert_eq!(via_groups(&mut inst, &[1, 9]), Some(9));
+        assert_eq!(via_groups(&mut inst, &[9, 8]), Some(8));
+        // Project-administrator roles rank above everything.
+        assert_eq!(via_groups(&mut inst, &[8, 6, 1]), Some(6));
+        // Group role 0 is the user's global role (Read-only here), ranked as such.
+        assert_eq!(via_groups(&mut inst, &[0, 5]), Some(4));
+        // Only "No Access" from groups: no access, whatever the default.
+        assert_eq!(via_groups(&mut inst, &[NO_ACCESS_ROLE_ID]), None);
+    }
 
     #[test]
     fn user_ids_list_every_user_in_ascending_order() {

@@ -24,6 +24,10 @@ async fn start_with(seed: SeedConfig, settings: Settings, clock: Option<ManualCl
         Some(c) => Sim::with_clock(seed, settings, Arc::new(c)),
         None => Sim::new(seed, settings),
     };
+    start_sim(sim).await
+}
+
+async fn start_sim(sim: Sim) -> Env {
     let server = SimServer::start("127.0.0.1:0".parse().expect("addr"), sim)
         .await
         .expect("sim starts");
@@ -731,10 +735,15 @@ async fn project_users_are_explicit_active_and_project_roled() {
     assert_eq!(s, StatusCode::OK);
     let users = page["users"].as_array().expect("users");
     let ids: Vec<&Value> = users.iter().map(|u| &u["id"]).collect();
-    assert_eq!(ids, vec![&a["id"], &c["id"]], "inactive B is left out");
-    assert_eq!(users[0]["role"], "Lead", "project-level role");
+    // The administrator (1) reaches every project; the project's default is "No Access".
     assert_eq!(
-        users[1]["role"], "Tester",
+        ids,
+        vec![&json!(1), &a["id"], &c["id"]],
+        "inactive B is left out"
+    );
+    assert_eq!(users[1]["role"], "Lead", "project-level role");
+    assert_eq!(
+        users[2]["role"], "Tester",
         "global role when no project role"
     );
     let (s, body) = env.get("get_users/999").await;
@@ -1132,5 +1141,948 @@ async fn binary_prints_the_base_url_first() {
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["users"].as_array().map(Vec::len), Some(11));
+    child.kill().await.expect("kill");
+}
+
+// ---- projects and project access ------------------------------------------------------------
+
+impl Env {
+    /// Every project with its raw access (`GET /__sim/projects`).
+    async fn raw_projects(&self) -> Value {
+        let (s, v) = self.control(Method::GET, "projects", Value::Null).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+
+    async fn raw_project(&self, id: u64) -> Value {
+        self.raw_projects()
+            .await
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["id"] == id).cloned())
+            .expect("project in /__sim/projects")
+    }
+
+    async fn new_project(&self, body: Value) -> u64 {
+        let (s, p) = self.control(Method::POST, "projects", body).await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        p["id"].as_u64().expect("project id")
+    }
+
+    async fn patch_project(&self, id: u64, body: Value) -> Value {
+        let (s, p) = self
+            .control(Method::PATCH, &format!("projects/{id}"), body)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        p
+    }
+
+    /// `get_users/{project_id}` as the administrator: (id, role) of every listed user.
+    async fn project_users(&self, id: u64) -> Vec<(u64, String)> {
+        let (s, page) = self.get(&format!("get_users/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        page["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| {
+                (
+                    u["id"].as_u64().expect("id"),
+                    u["role"].as_str().unwrap_or("<none>").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn projects_render_per_version_and_edition() {
+    let env = start_with(
+        SeedConfig {
+            users: 4,
+            groups: 2,
+            ..SeedConfig::default()
+        },
+        Settings::default(),
+        Some(ManualClock::default()),
+    )
+    .await;
+    let id = env
+        .new_project(json!({
+            "name": "Access Matrix",
+            "announcement": "Release freeze on Friday",
+            "show_announcement": true,
+            "is_completed": true,
+            "default_role_id": 3,
+            "users": [
+                {"user_id": 4, "role_id": 1},
+                {"user_id": 2, "role_id": 0},
+                {"user_id": 3, "role_id": 7},
+            ],
+            "groups": [{"group_id": 2, "role_id": 1}, {"group_id": 1, "role_id": 0}],
+        }))
+        .await;
+    let base = json!({
+        "id": id,
+        "name": "Access Matrix",
+        "announcement": "Release freeze on Friday",
+        "show_announcement": true,
+        "is_completed": true,
+        "completed_on": 1_767_225_600,
+        "suite_mode": 1,
+        "url": format!("{}/index.php?/projects/overview/{id}", env.server.base_url()),
+    });
+    let route = format!("get_project/{id}");
+
+    // Before 7.3: no access fields at all.
+    env.settings(json!({"testrail_version": "7.2"})).await;
+    let (s, got) = env.get(&route).await;
+    assert_eq!((s, &got), (StatusCode::OK, &base));
+
+    // 7.3 and 7.4: the default role, and no groups yet.
+    let mut v73 = base.clone();
+    v73["default_role_id"] = json!(3);
+    v73["default_role"] = json!("Tester");
+    v73["groups"] = json!([]);
+    for version in ["7.3", "7.4"] {
+        env.settings(json!({"testrail_version": version})).await;
+        let (s, got) = env.get(&route).await;
+        assert_eq!((s, &got), (StatusCode::OK, &v73), "{version}");
+    }
+
+    // Latest Professional: groups by id, role 0 named "Global Role"; no users key.
+    env.settings(json!({"testrail_version": Version::LATEST.to_string()}))
+        .await;
+    let mut pro = v73.clone();
+    pro["groups"] = json!([
+        {"id": 1, "role_id": 0, "role": "Global Role"},
+        {"id": 2, "role_id": 1, "role": "Lead"},
+    ]);
+    let (s, got) = env.get(&route).await;
+    assert_eq!((s, &got), (StatusCode::OK, &pro));
+    assert!(got.get("users").is_none());
+
+    // Latest Enterprise: every user with a project role, by id.
+    env.settings(json!({"edition": "enterprise"})).await;
+    let mut users = Vec::new();
+    for (uid, role_id, role) in [(2, 0, "Global Role"), (3, 7, "No Access"), (4, 1, "Lead")] {
+        let (_, u) = env.get(&format!("get_user/{uid}")).await;
+        users.push(json!({
+            "id": uid,
+            "global_role_id": u["role_id"],
+            "global_role": u["role"],
+            "project_role_id": role_id,
+            "project_role": role,
+        }));
+    }
+    let mut ent = pro.clone();
+    ent["users"] = Value::Array(users);
+    let (s, got) = env.get(&route).await;
+    assert_eq!((s, &got), (StatusCode::OK, &ent));
+    // get_projects renders each item the same way.
+    let (s, list) = env.get("get_projects").await;
+    assert_eq!(s, StatusCode::OK);
+    let item = list["projects"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["id"] == id))
+        .expect("listed");
+    assert_eq!(item, &ent);
+
+    // Default roles 0 and "No Access" by name; a TestRail Server sub-path reaches the url.
+    env.patch_project(id, json!({"default_role_id": 0})).await;
+    let (_, got) = env.get(&route).await;
+    assert_eq!(
+        (&got["default_role_id"], &got["default_role"]),
+        (&json!(0), &json!("Global Role"))
+    );
+    env.patch_project(id, json!({"default_role_id": 7})).await;
+    let (_, got) = env.get(&route).await;
+    assert_eq!(got["default_role"], "No Access");
+    let resp = env
+        .http
+        .get(format!(
+            "{}/testrail/index.php?/api/v2/{route}",
+            env.server.base_url()
+        ))
+        .header("Authorization", basic(ADMIN, KEY))
+        .send()
+        .await
+        .expect("request");
+    let got: Value = resp.json().await.expect("json");
+    assert_eq!(
+        got["url"],
+        format!(
+            "{}/testrail/index.php?/projects/overview/{id}",
+            env.server.base_url()
+        )
+    );
+}
+
+#[tokio::test]
+async fn get_projects_filters_completed_and_pages() {
+    let sim = Sim::with_projects(
+        SeedConfig {
+            users: 10,
+            groups: 2,
+            ..SeedConfig::default()
+        },
+        Some(260),
+        Settings::default(),
+        Arc::new(ManualClock::default()),
+    );
+    let env = start_sim(sim).await;
+    let snap = env.server.sim().snapshot();
+    assert_eq!(snap.projects.len(), 260);
+
+    let (s, first) = env.get("get_projects").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            &first["offset"],
+            &first["limit"],
+            &first["size"],
+            &first["_links"]
+        ),
+        (
+            &json!(0),
+            &json!(250),
+            &json!(250),
+            &json!({"next": "/api/v2/get_projects&limit=250&offset=250", "prev": null})
+        )
+    );
+    let (_, second) = env.get("get_projects&limit=250&offset=250").await;
+    assert_eq!(second["size"], 10);
+    assert_eq!(
+        second["_links"],
+        json!({"next": null, "prev": "/api/v2/get_projects&limit=250&offset=0"})
+    );
+    let ids: Vec<u64> = first["projects"]
+        .as_array()
+        .into_iter()
+        .chain(second["projects"].as_array())
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    assert_eq!(ids, (1..=260).collect::<Vec<u64>>());
+    let (_, page) = env.get("get_projects&limit=100&offset=200").await;
+    assert_eq!(
+        (&page["size"], &page["_links"]["next"]),
+        (&json!(60), &Value::Null)
+    );
+
+    // Names: the list first, then numbered.
+    assert_eq!(first["projects"][0]["name"], "Web Storefront");
+    assert_eq!(first["projects"][40]["name"], "Web Storefront 2");
+
+    // is_completed=1|0 filters, and the filter stays in the links.
+    let done = snap.projects.values().filter(|p| p.is_completed).count();
+    assert!(done > 0 && done < 250);
+    let (s, page) = env.get("get_projects&is_completed=1").await;
+    assert_eq!(s, StatusCode::OK);
+    let items = page["projects"].as_array().expect("projects");
+    assert_eq!(items.len(), done);
+    assert!(
+        items
+            .iter()
+            .all(|p| p["is_completed"] == true && p["completed_on"].is_i64())
+    );
+    let (_, page) = env.get("get_projects&is_completed=0").await;
+    let items = page["projects"].as_array().expect("projects");
+    assert_eq!(items.len(), 260 - done);
+    assert!(
+        items
+            .iter()
+            .all(|p| p["is_completed"] == false && p["completed_on"].is_null())
+    );
+    let (_, page) = env.get("get_projects&is_completed=0&limit=100").await;
+    assert_eq!(
+        page["_links"]["next"],
+        "/api/v2/get_projects&is_completed=0&limit=100&offset=100"
+    );
+    let (s, body) = env.get("get_projects&is_completed=maybe").await;
+    assert_eq!(
+        (s, error_text(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Field :is_completed is not a valid boolean."
+        )
+    );
+}
+
+#[tokio::test]
+async fn update_project_sets_and_clears_roles() {
+    let clock = ManualClock::default();
+    let env = start_with(
+        SeedConfig {
+            users: 6,
+            groups: 2,
+            ..SeedConfig::default()
+        },
+        Settings {
+            edition: Edition::Enterprise,
+            ..Settings::default()
+        },
+        Some(clock.clone()),
+    )
+    .await;
+    let id = env
+        .new_project(json!({
+            "name": "Roles",
+            "default_role_id": 3,
+            "users": [{"user_id": 2, "role_id": 4}, {"user_id": 3, "role_id": 5}],
+            "groups": [{"group_id": 1, "role_id": 2}],
+        }))
+        .await;
+    let route = format!("update_project/{id}");
+    let roles_of = |p: &Value, key: &str, role_key: &str| -> Vec<(u64, u64)> {
+        p[key]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|e| (e["id"].as_u64().unwrap(), e[role_key].as_u64().unwrap()))
+            .collect()
+    };
+
+    // A user's project role; the other user is left alone.
+    let (s, p) = env
+        .post(&route, json!({"users": [{"user_id": 2, "role_id": 1}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(
+        roles_of(&p, "users", "project_role_id"),
+        vec![(2, 1), (3, 5)]
+    );
+    assert_eq!(p["users"][0]["project_role"], "Lead");
+    assert_eq!(p, env.get(&format!("get_project/{id}")).await.1);
+    // Role 0 is "use the global role" (kept, shown as "Global Role"); `id` works as the key.
+    let (_, p) = env
+        .post(&route, json!({"users": [{"id": 3, "role_id": 0}]}))
+        .await;
+    assert_eq!(
+        roles_of(&p, "users", "project_role_id"),
+        vec![(2, 1), (3, 0)]
+    );
+    assert_eq!(p["users"][1]["project_role"], "Global Role");
+    // null clears the user's project role.
+    let (_, p) = env
+        .post(&route, json!({"users": [{"user_id": 2, "role_id": null}]}))
+        .await;
+    assert_eq!(roles_of(&p, "users", "project_role_id"), vec![(3, 0)]);
+    // Group roles: set, then clear, the other group untouched.
+    let (_, p) = env
+        .post(&route, json!({"groups": [{"group_id": 2, "role_id": 1}]}))
+        .await;
+    assert_eq!(roles_of(&p, "groups", "role_id"), vec![(1, 2), (2, 1)]);
+    let (_, p) = env
+        .post(&route, json!({"groups": [{"id": 1, "role_id": null}]}))
+        .await;
+    assert_eq!(roles_of(&p, "groups", "role_id"), vec![(2, 1)]);
+    // The default role: No Access, then the global role.
+    let (_, p) = env.post(&route, json!({"default_role_id": 7})).await;
+    assert_eq!(
+        (&p["default_role_id"], &p["default_role"]),
+        (&json!(7), &json!("No Access"))
+    );
+    let (_, p) = env.post(&route, json!({"default_role_id": 0})).await;
+    assert_eq!(p["default_role"], "Global Role");
+
+    // A partial update leaves the access alone.
+    let before = env.raw_project(id).await;
+    let (s, p) = env
+        .post(
+            &route,
+            json!({"name": "Renamed", "announcement": "Read me", "show_announcement": true, "unknown_field": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (&p["name"], &p["announcement"], &p["show_announcement"]),
+        (&json!("Renamed"), &json!("Read me"), &json!(true))
+    );
+    let after = env.raw_project(id).await;
+    for key in [
+        "default_role_id",
+        "user_roles",
+        "group_roles",
+        "is_completed",
+    ] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+
+    // Completing sets completed_on to the simulator clock; completing again keeps it;
+    // reopening clears it.
+    let (_, p) = env.post(&route, json!({"is_completed": true})).await;
+    assert_eq!(
+        (&p["is_completed"], &p["completed_on"]),
+        (&json!(true), &json!(1_767_225_600))
+    );
+    clock.advance(Duration::from_secs(3600));
+    let (_, p) = env.post(&route, json!({"is_completed": 1})).await;
+    assert_eq!(p["completed_on"], 1_767_225_600);
+    let (_, p) = env.post(&route, json!({"is_completed": false})).await;
+    assert_eq!(
+        (&p["is_completed"], &p["completed_on"]),
+        (&json!(false), &Value::Null)
+    );
+
+    // The raw view, and the method is counted like every other.
+    let raw = env.raw_project(id).await;
+    assert_eq!(
+        (
+            &raw["user_roles"],
+            &raw["group_roles"],
+            &raw["default_role_id"]
+        ),
+        (
+            &json!([{"user_id": 3, "role_id": 0}]),
+            &json!([{"group_id": 2, "role_id": 1}]),
+            &json!(0)
+        )
+    );
+    assert_eq!(env.stats().await["by_method"]["update_project"], 11);
+
+    // Professional accepts users too; it only does not report them.
+    env.settings(json!({"edition": "professional"})).await;
+    let (s, p) = env
+        .post(&route, json!({"users": [{"user_id": 4, "role_id": 2}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(p.get("users").is_none());
+    assert_eq!(
+        env.raw_project(id).await["user_roles"],
+        json!([{"user_id": 3, "role_id": 0}, {"user_id": 4, "role_id": 2}])
+    );
+}
+
+#[tokio::test]
+async fn update_project_rejects_bad_requests_and_changes_nothing() {
+    let env = start(5, 2).await;
+    env.add_sim_user(
+        json!({"name": "Lead", "email": "lead@example.com", "role_id": 1, "api_key": "lk"}),
+    )
+    .await;
+    let id = env
+        .new_project(json!({
+            "name": "Guarded",
+            "default_role_id": 3,
+            "users": [{"user_id": 2, "role_id": 4}],
+            "groups": [{"group_id": 1, "role_id": 2}],
+        }))
+        .await;
+    let route = format!("update_project/{id}");
+    let before = env.raw_projects().await;
+
+    let cases = [
+        (json!({"name": ""}), texts::NAME_REQUIRED),
+        (
+            json!({"name": "ok", "users": [{"user_id": 999, "role_id": 1}]}),
+            texts::INVALID_PROJECT_USERS,
+        ),
+        (
+            json!({"users": [{"user_id": 2, "role_id": 1}, {"role_id": 1}]}),
+            texts::INVALID_PROJECT_USERS,
+        ),
+        (
+            json!({"users": [{"user_id": 2, "role_id": 1}], "groups": [{"group_id": 99, "role_id": 1}]}),
+            texts::INVALID_PROJECT_GROUPS,
+        ),
+        (
+            json!({"users": [{"user_id": 2, "role_id": 99}]}),
+            texts::INVALID_ROLE,
+        ),
+        (
+            json!({"name": "ok", "groups": [{"group_id": 1, "role_id": "3"}]}),
+            texts::INVALID_ROLE,
+        ),
+        (json!({"users": [{"user_id": 2}]}), texts::ROLE_REQUIRED),
+        (
+            json!({"name": "ok", "default_role_id": 99}),
+            texts::INVALID_DEFAULT_ROLE,
+        ),
+        (
+            json!({"users": {"user_id": 2, "role_id": 1}}),
+            "Field :users is not a valid array.",
+        ),
+        (
+            json!({"name": "ok", "is_completed": "yes"}),
+            "Field :is_completed is not a valid boolean.",
+        ),
+    ];
+    for (body, text) in cases {
+        let (s, got) = env.post(&route, body.clone()).await;
+        assert_eq!(
+            (s, error_text(&got)),
+            (StatusCode::BAD_REQUEST, text),
+            "{body}"
+        );
+    }
+    // Administrators only; unknown projects; the transport rules of every POST.
+    let (s, got) = env
+        .post_as(&route, "lead@example.com", "lk", json!({"name": "Mine"}))
+        .await;
+    assert_eq!(
+        (s, error_text(&got)),
+        (StatusCode::FORBIDDEN, texts::NOT_ADMIN)
+    );
+    for bad_route in ["update_project/999", "update_project/abc"] {
+        let (s, got) = env.post(bad_route, json!({"name": "x"})).await;
+        assert_eq!(
+            (s, error_text(&got)),
+            (StatusCode::BAD_REQUEST, texts::INVALID_PROJECT)
+        );
+    }
+    let q = format!("/api/v2/{route}");
+    let (s, _, b) = env
+        .call(
+            Method::POST,
+            &q,
+            Some((ADMIN, KEY)),
+            None,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b.contains(texts::CONTENT_MISSING)),
+        (StatusCode::BAD_REQUEST, true)
+    );
+    let (s, _, b) = env
+        .call(
+            Method::POST,
+            &q,
+            Some((ADMIN, KEY)),
+            Some("application/json"),
+            Some(json!("x")),
+        )
+        .await;
+    assert_eq!(
+        (s, b.contains(texts::INVALID_JSON)),
+        (StatusCode::BAD_REQUEST, true)
+    );
+    let (s, _) = env.get(&route).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Injected faults reach it like every method.
+    env.faults(json!({"error_rate": 1.0, "methods": ["update_project"]}))
+        .await;
+    let (s, _) = env.post(&route, json!({"name": "Faulted"})).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    env.faults(json!({})).await;
+    assert_eq!(env.raw_projects().await, before, "nothing changed");
+
+    // "No Access" is a project role only: not listed by get_roles, refused as a global role.
+    let (_, roles) = env.get("get_roles").await;
+    let names: Vec<&str> = roles["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 6);
+    assert!(!names.contains(&"No Access"));
+    let (s, got) = env
+        .post(
+            "add_user",
+            json!({"name": "N", "email": "n@example.com", "role_id": 7}),
+        )
+        .await;
+    assert_eq!(
+        (s, error_text(&got)),
+        (StatusCode::BAD_REQUEST, texts::INVALID_ROLE)
+    );
+    let (s, got) = env.post("update_user/2", json!({"role_id": 7})).await;
+    assert_eq!(
+        (s, error_text(&got)),
+        (StatusCode::BAD_REQUEST, texts::INVALID_ROLE)
+    );
+
+    // Before 7.3 the access fields are ignored like any unknown field; before 7.5 `groups` is.
+    env.settings(json!({"testrail_version": "7.2"})).await;
+    let (s, p) = env
+        .post(
+            &route,
+            json!({"name": "Old", "default_role_id": 99, "users": [{"user_id": 999, "role_id": 1}]}),
+        )
+        .await;
+    assert_eq!((s, &p["name"]), (StatusCode::OK, &json!("Old")));
+    env.settings(json!({"testrail_version": "7.4"})).await;
+    let (s, _) = env
+        .post(
+            &route,
+            json!({"users": [{"user_id": 3, "role_id": 1}], "groups": [{"group_id": 99, "role_id": 1}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let raw = env.raw_project(id).await;
+    assert_eq!(
+        (
+            &raw["default_role_id"],
+            &raw["user_roles"],
+            &raw["group_roles"]
+        ),
+        (
+            &json!(3),
+            &json!([{"user_id": 2, "role_id": 4}, {"user_id": 3, "role_id": 1}]),
+            &json!([{"group_id": 1, "role_id": 2}])
+        )
+    );
+}
+
+#[tokio::test]
+async fn project_users_follow_the_effective_role_rule() {
+    let env = start(0, 0).await;
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, role_id, is_admin, is_active) in [
+        ("own", 3, false, true),
+        ("own-na", 3, false, true),
+        ("groups", 3, false, true),
+        ("group-zero", 4, false, true),
+        ("none", 2, false, true),
+        ("inactive", 3, false, false),
+        ("admin2", 2, true, true),
+    ] {
+        let u = env
+            .add_sim_user(json!({
+                "name": name,
+                "email": format!("{name}@example.com"),
+                "role_id": role_id,
+                "is_admin": is_admin,
+                "is_active": is_active,
+                "api_key": name,
+            }))
+            .await;
+        ids.insert(name, u["id"].as_u64().expect("id"));
+    }
+    let id = |n: &str| ids[n];
+    let mut group = std::collections::BTreeMap::new();
+    for (name, members) in [
+        ("G1", vec![id("own"), id("own-na")]),
+        ("G2", vec![id("groups")]),
+        ("G3", vec![id("groups")]),
+        ("G4", vec![id("group-zero")]),
+    ] {
+        let (s, g) = env
+            .post("add_group", json!({"name": name, "user_ids": members}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{g}");
+        group.insert(name, g["id"].as_u64().expect("group id"));
+    }
+    let pid = env
+        .new_project(json!({
+            "name": "Restricted",
+            "default_role_id": 7,
+            "users": [
+                {"user_id": id("own"), "role_id": 4},
+                {"user_id": id("own-na"), "role_id": 7},
+                {"user_id": id("inactive"), "role_id": 1},
+                {"user_id": id("admin2"), "role_id": 7},
+            ],
+            "groups": [
+                {"group_id": group["G1"], "role_id": 1},
+                {"group_id": group["G2"], "role_id": 5},
+                {"group_id": group["G3"], "role_id": 2},
+                {"group_id": group["G4"], "role_id": 0},
+            ],
+        }))
+        .await;
+    let expected = |extra: Vec<(u64, &str)>| {
+        let mut rows: Vec<(u64, String)> = vec![
+            (1, "Lead".to_string()),                // the administrator: global role
+            (id("own"), "Read-only".into()),        // own role beats G1's Lead
+            (id("groups"), "Designer".into()),      // G3's Designer beats G2's Guest
+            (id("group-zero"), "Read-only".into()), // G4's 0: the global role
+            (id("admin2"), "Designer".into()),      // administrators ignore their No Access
+        ];
+        rows.extend(extra.into_iter().map(|(i, r)| (i, r.to_string())));
+        rows.sort();
+        rows
+    };
+    // Default No Access: "none" is left out, as are "own-na" (own No Access beats G1's Lead)
+    // and the inactive user.
+    assert_eq!(env.project_users(pid).await, expected(vec![]));
+
+    // Default "Global Role", then Tester: "none" gets in.
+    env.patch_project(pid, json!({"default_role_id": 0})).await;
+    assert_eq!(
+        env.project_users(pid).await,
+        expected(vec![(id("none"), "Designer")])
+    );
+    env.patch_project(pid, json!({"default_role_id": 3})).await;
+    assert_eq!(
+        env.project_users(pid).await,
+        expected(vec![(id("none"), "Tester")])
+    );
+    // Clearing "own-na"'s role leaves them to G1: Lead.
+    env.patch_project(
+        pid,
+        json!({"users": [{"user_id": id("own-na"), "role_id": null}]}),
+    )
+    .await;
+    assert_eq!(
+        env.project_users(pid).await,
+        expected(vec![(id("none"), "Tester"), (id("own-na"), "Lead")])
+    );
+
+    // Non-administrators see only projects they reach.
+    env.patch_project(
+        pid,
+        json!({"default_role_id": 7, "users": [{"user_id": id("own-na"), "role_id": 7}]}),
+    )
+    .await;
+    let listed = |v: &Value| {
+        v["projects"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["id"] == pid))
+    };
+    let (s, list) = env.get_as("get_projects", "none@example.com", "none").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!listed(&list));
+    for route in [format!("get_project/{pid}"), format!("get_users/{pid}")] {
+        let (s, body) = env.get_as(&route, "none@example.com", "none").await;
+        assert_eq!(
+            (s, error_text(&body)),
+            (StatusCode::BAD_REQUEST, texts::INVALID_PROJECT),
+            "{route}"
+        );
+    }
+    let (_, list) = env.get_as("get_projects", "own@example.com", "own").await;
+    assert!(listed(&list));
+    let (s, p) = env
+        .get_as(
+            &format!("get_project/{pid}"),
+            "groups@example.com",
+            "groups",
+        )
+        .await;
+    assert_eq!((s, &p["name"]), (StatusCode::OK, &json!("Restricted")));
+    let (s, _) = env
+        .get_as(&format!("get_users/{pid}"), "own@example.com", "own")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Before 7.5 there are no groups, so group roles do not apply.
+    env.settings(json!({"testrail_version": "7.4"})).await;
+    let rows = env.project_users(pid).await;
+    assert_eq!(
+        rows,
+        vec![
+            (1, "Lead".to_string()),
+            (id("own"), "Read-only".into()),
+            (id("admin2"), "Designer".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_group_drops_its_project_roles() {
+    let env = start(3, 0).await;
+    let (_, g) = env
+        .post("add_group", json!({"name": "Contractors", "user_ids": [2]}))
+        .await;
+    let gid = g["id"].as_u64().expect("group id");
+    let pid = env
+        .new_project(json!({
+            "name": "Vendor Portal",
+            "groups": [{"group_id": gid, "role_id": 1}],
+        }))
+        .await;
+    assert!(
+        env.project_users(pid)
+            .await
+            .contains(&(2, "Lead".to_string()))
+    );
+    let (s, _) = env.post(&format!("delete_group/{gid}"), json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(env.raw_project(pid).await["group_roles"], json!([]));
+    let (_, p) = env.get(&format!("get_project/{pid}")).await;
+    assert_eq!(p["groups"], json!([]));
+    assert_eq!(env.project_users(pid).await, vec![(1, "Lead".to_string())]);
+}
+
+#[tokio::test]
+async fn control_api_creates_lists_and_patches_projects() {
+    let env = start(3, 1).await;
+    // The body accepted before: users with or without a role; the default is No Access.
+    let (s, p) = env
+        .control(
+            Method::POST,
+            "projects",
+            json!({"name": "Plain", "users": [{"user_id": 2, "role_id": 1}, {"user_id": 3}], "is_completed": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let pid = p["id"].as_u64().expect("id");
+    assert_eq!(
+        p,
+        json!({"id": pid, "name": "Plain", "user_ids": [2, 3], "default_role_id": 7})
+    );
+    let raw = env.raw_project(pid).await;
+    assert_eq!(
+        (
+            &raw["user_roles"],
+            &raw["default_role_id"],
+            &raw["is_completed"]
+        ),
+        (
+            &json!([{"user_id": 2, "role_id": 1}, {"user_id": 3, "role_id": 0}]),
+            &json!(7),
+            &json!(true)
+        )
+    );
+    assert!(raw["completed_on"].is_i64());
+    // Bad bodies.
+    for body in [
+        json!({"name": "x", "users": [{"user_id": 99}]}),
+        json!({"name": "x", "groups": [{"group_id": 99}]}),
+        json!({"name": "x", "default_role_id": 99}),
+        json!({"name": "x", "colour": "red"}),
+        json!({"name": " "}),
+    ] {
+        let (s, _) = env.control(Method::POST, "projects", body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    }
+    // PATCH: update_project's semantics, not counted, whatever the version.
+    env.settings(json!({"testrail_version": "7.2"})).await;
+    let raw = env
+        .patch_project(
+            pid,
+            json!({"users": [{"user_id": 2, "role_id": null}, {"id": 3, "role_id": 7}], "groups": [{"group_id": 1, "role_id": 0}], "default_role_id": 4}),
+        )
+        .await;
+    assert_eq!(
+        (
+            &raw["user_roles"],
+            &raw["group_roles"],
+            &raw["default_role_id"]
+        ),
+        (
+            &json!([{"user_id": 3, "role_id": 7}]),
+            &json!([{"group_id": 1, "role_id": 0}]),
+            &json!(4)
+        )
+    );
+    let (s, body) = env
+        .control(
+            Method::PATCH,
+            &format!("projects/{pid}"),
+            json!({"users": [{"user_id": 2, "role_id": 99}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, error_text(&body)),
+        (StatusCode::BAD_REQUEST, texts::INVALID_ROLE)
+    );
+    let (s, _) = env
+        .control(Method::PATCH, "projects/999", json!({"name": "x"}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(env.stats().await["requests_total"], 0);
+}
+
+#[test]
+fn seeded_projects_have_a_realistic_spread() {
+    use testrail_sim::seed::{default_project_count, generate, generate_with_projects};
+    let cfg = SeedConfig {
+        users: 1000,
+        groups: 8,
+        seed: 5,
+        ..SeedConfig::default()
+    };
+    assert_eq!(default_project_count(&cfg), 40);
+    for (users, count) in [(0, 4), (25, 4), (250, 10), (5000, 40)] {
+        let c = SeedConfig {
+            users,
+            ..SeedConfig::default()
+        };
+        assert_eq!(default_project_count(&c), count, "{users} users");
+    }
+    let inst = generate(&cfg);
+    assert_eq!(inst.projects, generate(&cfg).projects, "deterministic");
+    let projects: Vec<_> = inst.projects.values().collect();
+    assert_eq!(projects.len(), 40);
+    let with_default = |r: u64| projects.iter().filter(|p| p.default_role_id == r).count();
+    assert_eq!(
+        (
+            with_default(7),
+            with_default(0),
+            with_default(4),
+            with_default(3)
+        ),
+        (8, 5, 6, 21),
+        "restricted, global role, read-only, tester"
+    );
+    assert!(
+        projects
+            .iter()
+            .filter(|p| p.default_role_id == 7)
+            .all(|p| !p.group_roles.is_empty()),
+        "restricted projects let a group in"
+    );
+    assert_eq!(
+        projects
+            .iter()
+            .filter(|p| !p.group_roles.is_empty())
+            .count(),
+        13
+    );
+    assert!(
+        projects
+            .iter()
+            .all(|p| p.group_roles.len() <= 2 && p.user_roles.len() <= 3)
+    );
+    let user_roles: Vec<u64> = projects
+        .iter()
+        .flat_map(|p| p.user_roles.values().copied())
+        .collect();
+    assert!(
+        user_roles.contains(&0) && user_roles.contains(&7),
+        "{user_roles:?}"
+    );
+    let completed: Vec<_> = projects.iter().filter(|p| p.is_completed).collect();
+    assert_eq!(completed.len(), 7);
+    assert!(completed.iter().all(|p| {
+        p.completed_on
+            .is_some_and(|t| (1_640_995_200..1_704_067_200).contains(&t))
+    }));
+    assert!(
+        projects
+            .iter()
+            .all(|p| p.is_completed || p.completed_on.is_none())
+    );
+    let names: std::collections::BTreeSet<&str> =
+        projects.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 40, "unique names");
+
+    // The project count never changes who is seeded.
+    let more = generate_with_projects(&cfg, Some(260));
+    assert_eq!(more.projects.len(), 260);
+    assert_eq!((&more.users, &more.groups), (&inst.users, &inst.groups));
+    assert_eq!(more.projects[&41].name, "Web Storefront 2");
+}
+
+#[tokio::test]
+async fn binary_takes_a_project_count() {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_testrail-sim"))
+        .args(["--listen", "127.0.0.1:0", "--users", "3", "--projects", "7"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn testrail-sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let base = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("prints in time")
+        .expect("read")
+        .expect("a line");
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/index.php?/api/v2/get_projects"))
+        .header("Authorization", basic(ADMIN, KEY))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["projects"].as_array().map(Vec::len), Some(7));
     child.kill().await.expect("kill");
 }

@@ -317,6 +317,9 @@ pub struct ChangeDto {
     before: Option<String>,
     after: Option<String>,
     audit_id: Option<i64>,
+    /// The project an access change is about.
+    project_id: Option<u64>,
+    project: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -737,6 +740,8 @@ async fn list_changes(
                 before: ch.before,
                 after: ch.after,
                 audit_id: ch.audit_id,
+                project_id: ch.tr_project_id,
+                project: ch.project,
             })
             .collect(),
     ))

@@ -26,6 +26,7 @@ mod account;
 mod identities;
 mod listing;
 mod matches;
+mod projects;
 mod provisioning;
 mod scan;
 mod shared;
@@ -298,7 +299,12 @@ struct ChangeRow {
     before: Option<String>,
     after: Option<String>,
     audit_id: Option<i64>,
+    tr_project_id: Option<i64>,
+    project_name: Option<String>,
 }
+
+/// The columns a [`ChangeRow`] reads.
+const CHANGE_COLS: &str = "id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id, tr_project_id, project_name";
 
 impl ChangeRow {
     fn into_record(self) -> ChangeRecord {
@@ -313,6 +319,8 @@ impl ChangeRow {
             before: self.before,
             after: self.after,
             audit_id: self.audit_id,
+            tr_project_id: self.tr_project_id.map(u),
+            project: self.project_name,
         }
     }
 }
@@ -804,11 +812,11 @@ impl Store for PgStore {
         since: Option<i64>,
         scan_id: Option<i64>,
     ) -> StoreResult<Vec<ChangeRecord>> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
+        let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHANGE_COLS} FROM changes
              WHERE connection_id = $1 AND ($2::BIGINT IS NULL OR at >= $2) AND ($3::BIGINT IS NULL OR scan_id = $3)
-             ORDER BY id",
-        )
+             ORDER BY id"
+        )))
         .bind(connection_id)
         .bind(since)
         .bind(scan_id)
@@ -823,10 +831,10 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u64,
     ) -> StoreResult<Vec<ChangeRecord>> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
-             WHERE connection_id = $1 AND ($2::BIGINT IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        )
+        let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHANGE_COLS} FROM changes
+             WHERE connection_id = $1 AND ($2::BIGINT IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+        )))
         .bind(connection_id)
         .bind(before)
         .bind(i(limit))
@@ -841,6 +849,24 @@ impl Store for PgStore {
         account_id: u64,
     ) -> StoreResult<Option<ListedAccount>> {
         self.account_impl(connection_id, account_id).await
+    }
+
+    async fn projects(
+        &self,
+        connection_id: &str,
+        at_scan: Option<i64>,
+    ) -> StoreResult<Vec<accessrail_domain::project::Project>> {
+        self.projects_impl(connection_id, at_scan).await
+    }
+
+    async fn project_changes(
+        &self,
+        connection_id: &str,
+        project_id: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        self.project_changes_impl(connection_id, project_id, limit)
+            .await
     }
 
     async fn account_changes(

@@ -245,6 +245,20 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        let mut changes = update.changes.len() as i64;
+        if let Some(project) = &update.project {
+            let n = super::projects::record(
+                &mut tx,
+                connection_id,
+                rev,
+                project,
+                row_id,
+                now,
+                audit_id,
+            )
+            .await?;
+            changes += i(n);
+        }
         if update.account.is_some() {
             matches::refresh(&mut tx, connection_id, matches::Rev::At(rev)).await?;
         }
@@ -256,7 +270,7 @@ impl PgStore {
                 .await?;
         sqlx::query("UPDATE scans SET active_seats = $1, changes = $2 WHERE id = $3")
             .bind(seats)
-            .bind(update.changes.len() as i64)
+            .bind(changes)
             .bind(row_id)
             .execute(&mut *tx)
             .await?;

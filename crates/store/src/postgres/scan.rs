@@ -29,6 +29,8 @@ pub struct PgScan {
     pub(super) groups_seen: std::collections::HashSet<i64>,
     /// Groups whose member list changed (their members were staged).
     pub(super) members_staged: std::collections::HashSet<i64>,
+    /// The projects read, kept in memory until commit (a few hundred at most).
+    pub(super) projects: Option<Vec<accessrail_domain::project::Project>>,
 }
 
 impl PgStore {
@@ -106,6 +108,7 @@ impl PgStore {
             known_members,
             groups_seen: std::collections::HashSet::new(),
             members_staged: std::collections::HashSet::new(),
+            projects: None,
         })
     }
 }
@@ -497,6 +500,30 @@ impl PgScan {
             apply_roles(&mut tx, &mut n, &cid, rev).await?;
         }
         write_changes(&mut tx, &mut n, &cid, scan, now, &pending).await?;
+        if report.projects_fetched
+            && let Some(staged) = self.projects.take()
+        {
+            // The first scan that reads projects is their baseline: versions, no change rows.
+            let baseline: bool = !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM scans WHERE connection_id = $1 AND status = 'succeeded'
+                   AND kind = 'scan' AND projects_seen IS NOT NULL)",
+            )
+            .bind(&cid)
+            .fetch_one(&mut *tx)
+            .await?;
+            let current = super::projects::load(&mut tx, &cid, None).await?;
+            let held = super::projects::held(&mut tx, &cid, base).await?;
+            let w = crate::projects::plan(&current, staged, &held, baseline);
+            let (rows, changes) =
+                super::projects::write(&mut tx, &cid, rev, &w, scan, now, None).await?;
+            n.rows += rows;
+            n.changes += changes;
+            sqlx::query("UPDATE scans SET projects_seen = $1 WHERE id = $2")
+                .bind(i(report.projects_seen))
+                .bind(scan)
+                .execute(&mut *tx)
+                .await?;
+        }
 
         // Counts change only with versions (or matches); a scan that wrote none keeps them.
         let counted: bool = sqlx::query_scalar(
@@ -839,6 +866,14 @@ impl ScanWriter for PgScan {
             );
             qb.build().execute(&mut *self.conn).await?;
         }
+        Ok(())
+    }
+
+    async fn stage_projects(
+        &mut self,
+        projects: Vec<accessrail_domain::project::Project>,
+    ) -> StoreResult<()> {
+        self.projects = Some(projects);
         Ok(())
     }
 

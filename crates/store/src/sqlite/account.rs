@@ -92,10 +92,10 @@ impl SqliteStore {
         account_id: u64,
         limit: u64,
     ) -> StoreResult<Vec<ChangeRecord>> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
-             WHERE connection_id = ?1 AND tr_user_id = ?2 ORDER BY id DESC LIMIT ?3",
-        )
+        let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHANGE_COLS} FROM changes
+             WHERE connection_id = ?1 AND tr_user_id = ?2 ORDER BY id DESC LIMIT ?3"
+        )))
         .bind(connection_id)
         .bind(i(account_id))
         .bind(i(limit))

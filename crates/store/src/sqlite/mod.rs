@@ -22,6 +22,7 @@ mod account;
 mod identities;
 mod listing;
 mod matches;
+mod projects;
 mod provisioning;
 mod scan;
 mod shared;
@@ -321,7 +322,12 @@ struct ChangeRow {
     before: Option<String>,
     after: Option<String>,
     audit_id: Option<i64>,
+    tr_project_id: Option<i64>,
+    project_name: Option<String>,
 }
+
+/// The columns a [`ChangeRow`] reads.
+const CHANGE_COLS: &str = "id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id, tr_project_id, project_name";
 
 impl ChangeRow {
     fn into_record(self) -> ChangeRecord {
@@ -336,6 +342,8 @@ impl ChangeRow {
             before: self.before,
             after: self.after,
             audit_id: self.audit_id,
+            tr_project_id: self.tr_project_id.map(u),
+            project: self.project_name,
         }
     }
 }
@@ -744,6 +752,7 @@ impl Store for SqliteStore {
             known_members,
             groups_seen: std::collections::HashSet::new(),
             members_staged: std::collections::HashSet::new(),
+            projects: None,
         })
     }
 
@@ -877,10 +886,10 @@ impl Store for SqliteStore {
         since: Option<i64>,
         scan_id: Option<i64>,
     ) -> StoreResult<Vec<ChangeRecord>> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
-             WHERE connection_id = ? AND (? IS NULL OR at >= ?) AND (? IS NULL OR scan_id = ?) ORDER BY id",
-        )
+        let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHANGE_COLS} FROM changes
+             WHERE connection_id = ? AND (? IS NULL OR at >= ?) AND (? IS NULL OR scan_id = ?) ORDER BY id"
+        )))
         .bind(connection_id)
         .bind(since)
         .bind(since)
@@ -897,10 +906,10 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u64,
     ) -> StoreResult<Vec<ChangeRecord>> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT id, scan_id, at, kind, tr_user_id, tr_group_id, subject, before, after, audit_id FROM changes
-             WHERE connection_id = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
-        )
+        let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHANGE_COLS} FROM changes
+             WHERE connection_id = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+        )))
         .bind(connection_id)
         .bind(before)
         .bind(i(limit))
@@ -915,6 +924,24 @@ impl Store for SqliteStore {
         account_id: u64,
     ) -> StoreResult<Option<ListedAccount>> {
         self.account_impl(connection_id, account_id).await
+    }
+
+    async fn projects(
+        &self,
+        connection_id: &str,
+        at_scan: Option<i64>,
+    ) -> StoreResult<Vec<accessrail_domain::project::Project>> {
+        self.projects_impl(connection_id, at_scan).await
+    }
+
+    async fn project_changes(
+        &self,
+        connection_id: &str,
+        project_id: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        self.project_changes_impl(connection_id, project_id, limit)
+            .await
     }
 
     async fn account_changes(

@@ -235,6 +235,20 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        let mut changes = update.changes.len() as i64;
+        if let Some(project) = &update.project {
+            let n = super::projects::record(
+                &mut tx,
+                connection_id,
+                rev,
+                project,
+                row_id,
+                now,
+                audit_id,
+            )
+            .await?;
+            changes += i(n);
+        }
         if update.account.is_some() {
             matches::refresh(&mut tx, connection_id, matches::Rev::At(rev)).await?;
         }
@@ -246,7 +260,7 @@ impl SqliteStore {
                 .await?;
         sqlx::query("UPDATE scans SET active_seats = ?, changes = ? WHERE id = ?")
             .bind(seats)
-            .bind(update.changes.len() as i64)
+            .bind(changes)
             .bind(row_id)
             .execute(&mut *tx)
             .await?;

@@ -165,6 +165,7 @@ async fn a_database_from_the_landed_build_is_upgraded() {
                 group: None,
                 joined: vec![],
                 changes: vec![],
+                ..Default::default()
             },
         )
         .await

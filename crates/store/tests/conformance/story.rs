@@ -358,6 +358,7 @@ pub async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated<B: Backen
                     before: Some("active".into()),
                     after: Some("inactive".into()),
                 }],
+                ..Default::default()
             },
         )
         .await
@@ -379,6 +380,7 @@ pub async fn provisioning_during_a_scan_is_neither_lost_nor_duplicated<B: Backen
                     before: Some("G7".into()),
                     after: None,
                 }],
+                ..Default::default()
             },
         )
         .await
@@ -470,6 +472,7 @@ pub async fn revisions_survive_a_removed_connection_and_provisioning_before_the_
                 group: None,
                 joined: vec![],
                 changes: vec![],
+                ..Default::default()
             },
         )
         .await
@@ -491,6 +494,7 @@ pub async fn revisions_survive_a_removed_connection_and_provisioning_before_the_
                 group: None,
                 joined: vec![],
                 changes: vec![],
+                ..Default::default()
             },
         )
         .await
@@ -957,6 +961,7 @@ pub async fn one_account_and_setup_keys<B: Backend>(b: &B) {
                     before: Some("Tester".into()),
                     after: Some("Lead".into()),
                 }],
+                ..Default::default()
             },
         )
         .await
@@ -982,6 +987,7 @@ pub async fn one_account_and_setup_keys<B: Backend>(b: &B) {
                     before: None,
                     after: Some("G1".into()),
                 }],
+                ..Default::default()
             },
         )
         .await

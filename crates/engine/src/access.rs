@@ -1,0 +1,310 @@
+//! Project access as an admin asks about it: the projects with counts, one person's effective
+//! access across projects, and who can reach one project, each with the source that decided it
+//! (`domain::project::effective_access`, the one rule), now or at a scan.
+
+use std::collections::BTreeMap;
+
+use accessrail_domain::Account;
+use accessrail_domain::email::EmailKey;
+use accessrail_domain::project::{
+    AccessSource, AccountFacts, EffectiveAccess, Knowledge, Project, RoleInfo, SourcedRole,
+    effective_access, role_label,
+};
+use accessrail_store::{Connection, Store};
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+use crate::provision::did_you_mean;
+
+/// The sentence shown wherever effective access is: TestRail does not document the rule.
+pub const RULE_NOTE: &str = "effective access is Accessrail's reading (TestRail does not document how it combines them): administrators reach every project; else the user's own project role; else the most permissive of their groups' project roles; else the project's default role";
+
+/// One source of access, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceView {
+    /// `administrator`, `user_role`, `group_role` or `project_default`.
+    pub kind: &'static str,
+    /// A readable label: `administrator`, `own project role`, `group QA`, `project default`.
+    pub label: String,
+    pub group_id: Option<u64>,
+    pub role_id: Option<u64>,
+    pub role: Option<String>,
+    /// The grant said "the user's global role".
+    pub via_global_role: bool,
+}
+
+/// One account's access to one project.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessRow {
+    pub project_id: u64,
+    pub project: String,
+    pub project_completed: bool,
+    pub account_id: u64,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub is_active: bool,
+    /// The account can reach the project; `None` when that is unknown.
+    pub can_access: Option<bool>,
+    pub role_id: Option<u64>,
+    pub role: Option<String>,
+    /// The source that decided; `None` when unknown.
+    pub source: Option<SourceView>,
+    /// Other sources that offered a role.
+    pub also: Vec<SourceView>,
+    /// `known`, `user_roles_unknown` (Professional: a user's own project role, if set, is not
+    /// reported and would win) or `unknown` (TestRail before 7.3).
+    pub knowledge: Knowledge,
+}
+
+/// One project with its counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectView {
+    pub id: u64,
+    pub name: String,
+    pub is_completed: bool,
+    pub completed_on: Option<i64>,
+    /// `known`, `user_roles_unknown` or `unknown`.
+    pub access: Knowledge,
+    pub default_role: Option<String>,
+    pub default_role_id: Option<u64>,
+    /// Groups with a project role here.
+    pub group_roles: u64,
+    /// Users with a project role of their own here (`None` when TestRail does not report them).
+    pub user_roles: Option<u64>,
+    /// Active accounts that can reach the project (`None` when unknown).
+    pub active_with_access: Option<u64>,
+}
+
+/// What the access views are computed from: one revision's accounts, projects, roles and
+/// group names.
+#[derive(Debug)]
+pub struct AccessFacts {
+    pub accounts: Vec<Account>,
+    pub projects: Vec<Project>,
+    roles: BTreeMap<u64, RoleInfo>,
+    group_names: BTreeMap<u64, String>,
+    /// A scan has read projects for this connection.
+    pub scanned: bool,
+}
+
+impl AccessFacts {
+    pub async fn load<S: Store>(
+        engine: &Engine<S>,
+        conn: &Connection,
+        at_scan: Option<i64>,
+    ) -> EngineResult<Self> {
+        let store = engine.store();
+        let accounts = match at_scan {
+            None => store.current_accounts(&conn.id).await?,
+            Some(s) => store.accounts_at_scan(&conn.id, s).await?,
+        };
+        let projects = store.projects(&conn.id, at_scan).await?;
+        let roles = store
+            .current_roles(&conn.id)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    RoleInfo {
+                        name: r.name,
+                        is_project_admin: r.is_project_admin.unwrap_or(false),
+                    },
+                )
+            })
+            .collect();
+        let group_names = store
+            .current_group_names(&conn.id)
+            .await?
+            .into_iter()
+            .map(|(id, n)| (id, n.unwrap_or_else(|| format!("group {id}"))))
+            .collect();
+        let scanned = store
+            .scans(&conn.id)
+            .await?
+            .iter()
+            .any(|s| s.status == accessrail_store::ScanStatus::Succeeded)
+            && !projects.is_empty();
+        Ok(Self {
+            accounts,
+            projects,
+            roles,
+            group_names,
+            scanned,
+        })
+    }
+
+    fn facts(a: &Account) -> AccountFacts {
+        AccountFacts {
+            id: a.id,
+            is_admin: a.is_admin.unwrap_or(false),
+            global_role_id: a.role_id,
+            global_role: a.role.clone(),
+            group_ids: a.group_ids.clone(),
+        }
+    }
+
+    fn source(&self, s: &SourcedRole) -> SourceView {
+        let (kind, label, group_id) = match &s.source {
+            AccessSource::Administrator => ("administrator", "administrator".to_string(), None),
+            AccessSource::UserRole => ("user_role", "own project role".to_string(), None),
+            AccessSource::GroupRole { group_id } => (
+                "group_role",
+                format!(
+                    "group {}",
+                    self.group_names
+                        .get(group_id)
+                        .cloned()
+                        .unwrap_or_else(|| group_id.to_string())
+                ),
+                Some(*group_id),
+            ),
+            AccessSource::ProjectDefault => {
+                ("project_default", "project default".to_string(), None)
+            }
+        };
+        SourceView {
+            kind,
+            label,
+            group_id,
+            role_id: s.role_id,
+            role: s.role.clone(),
+            via_global_role: s.via_global_role,
+        }
+    }
+
+    fn row(&self, a: &Account, p: &Project, e: EffectiveAccess) -> AccessRow {
+        let decided = e.decided_by.as_ref();
+        AccessRow {
+            project_id: p.id,
+            project: p.display_name(),
+            project_completed: p.is_completed,
+            account_id: a.id,
+            email: a.email.clone(),
+            name: a.name.clone(),
+            is_active: a.is_active,
+            can_access: (e.knowledge != Knowledge::Unknown).then_some(e.can_access),
+            role_id: decided.and_then(|d| d.role_id),
+            role: decided.and_then(|d| d.role.clone()),
+            source: decided.map(|d| self.source(d)),
+            also: e.also.iter().map(|s| self.source(s)).collect(),
+            knowledge: e.knowledge,
+        }
+    }
+
+    /// Every project with its counts.
+    pub fn projects(&self) -> Vec<ProjectView> {
+        self.projects
+            .iter()
+            .map(|p| {
+                let knowledge = match &p.access {
+                    None => Knowledge::Unknown,
+                    Some(a) if a.users.is_none() => Knowledge::UserRolesUnknown,
+                    Some(_) => Knowledge::Known,
+                };
+                let active_with_access = (knowledge != Knowledge::Unknown).then(|| {
+                    self.accounts
+                        .iter()
+                        .filter(|a| a.is_active)
+                        .filter(|a| effective_access(&Self::facts(a), p, &self.roles).can_access)
+                        .count() as u64
+                });
+                let default = p.access.as_ref().and_then(|a| a.default.as_ref());
+                ProjectView {
+                    id: p.id,
+                    name: p.display_name(),
+                    is_completed: p.is_completed,
+                    completed_on: p.completed_on,
+                    access: knowledge,
+                    default_role: default.map(role_label),
+                    default_role_id: default.map(|d| d.role_id),
+                    group_roles: p.access.as_ref().map_or(0, |a| a.groups.len() as u64),
+                    user_roles: p
+                        .access
+                        .as_ref()
+                        .and_then(|a| a.users.as_ref())
+                        .map(|u| u.len() as u64),
+                    active_with_access,
+                }
+            })
+            .collect()
+    }
+
+    /// The account with this email (any case), or a usage error naming close ones.
+    pub fn account_by_email(&self, email: &str) -> EngineResult<&Account> {
+        let key = EmailKey::parse(email);
+        self.accounts
+            .iter()
+            .find(|a| key.is_some() && a.email.as_deref().and_then(EmailKey::parse) == key)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "no TestRail account with email {email:?}{}",
+                    did_you_mean(
+                        email,
+                        self.accounts.iter().filter_map(|a| a.email.as_deref())
+                    )
+                ))
+            })
+    }
+
+    /// A project by id or name (any case), or a usage error naming close ones.
+    pub fn project(&self, wanted: &str) -> EngineResult<&Project> {
+        let w = wanted.trim();
+        let found = w
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| self.projects.iter().find(|p| p.id == id))
+            .or_else(|| {
+                self.projects.iter().find(|p| {
+                    p.name
+                        .as_deref()
+                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(w))
+                })
+            });
+        found.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "no project {w:?}{}{}",
+                did_you_mean(w, self.projects.iter().filter_map(|p| p.name.as_deref())),
+                if self.projects.is_empty() {
+                    " (no projects are known yet: run `accessrail scan`)"
+                } else {
+                    ""
+                }
+            ))
+        })
+    }
+
+    /// One account's access to every project (projects it cannot reach included, marked so).
+    pub fn for_account(&self, account: &Account) -> Vec<AccessRow> {
+        let f = Self::facts(account);
+        self.projects
+            .iter()
+            .map(|p| self.row(account, p, effective_access(&f, p, &self.roles)))
+            .collect()
+    }
+
+    /// Who can reach a project: every account whose access is not "no access" (and, when
+    /// `everyone`, the rest too), active ones first, then by email.
+    pub fn for_project(&self, project: &Project, everyone: bool) -> Vec<AccessRow> {
+        let mut rows: Vec<AccessRow> = self
+            .accounts
+            .iter()
+            .map(|a| {
+                self.row(
+                    a,
+                    project,
+                    effective_access(&Self::facts(a), project, &self.roles),
+                )
+            })
+            .filter(|r| everyone || r.can_access != Some(false))
+            .collect();
+        rows.sort_by(|a, b| {
+            b.is_active
+                .cmp(&a.is_active)
+                .then_with(|| a.email.cmp(&b.email))
+                .then(a.account_id.cmp(&b.account_id))
+        });
+        rows
+    }
+}
