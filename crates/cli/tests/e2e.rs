@@ -212,10 +212,15 @@ async fn scan_costs_the_minimum_requests_and_a_rescan_writes_no_account_rows() {
     assert_eq!(stats.by_method.get("get_users"), Some(&2));
     assert_eq!(stats.by_method.get("get_groups"), Some(&1));
     assert_eq!(stats.by_method.get("get_roles"), Some(&1));
-    assert_eq!(stats.requests_total, 4);
+    // Projects: ceil(P/250) pages of the list, then one read of each project's access.
+    let projects = e.sim().snapshot().projects.len() as u64;
+    assert!(projects > 0);
+    assert_eq!(stats.by_method.get("get_projects"), Some(&1));
+    assert_eq!(stats.by_method.get("get_project"), Some(&projects));
+    assert_eq!(stats.requests_total, 4 + 1 + projects);
     assert_eq!(
         (scan["requests"].clone(), scan["minimum_requests"].clone()),
-        (json!(4), json!(4))
+        (json!(5 + projects), json!(5 + projects))
     );
     assert_eq!(scan["account_rows_written"], 500);
     let again = e.scan().await;
@@ -229,9 +234,10 @@ async fn scan_costs_the_minimum_requests_and_a_rescan_writes_no_account_rows() {
     e2.connect().await;
     e2.sim().reset();
     let scan = e2.scan().await;
+    let projects = e2.sim().snapshot().projects.len() as u64;
     assert_eq!(
         (scan["requests"].clone(), scan["minimum_requests"].clone()),
-        (json!(5), json!(5))
+        (json!(6 + projects), json!(6 + projects))
     );
 }
 

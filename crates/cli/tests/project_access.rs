@@ -628,3 +628,66 @@ async fn before_7_3_project_access_is_unknown_and_never_guessed() {
         .any(|w| w.as_str().unwrap().contains("before 7.3"));
     assert!(warned, "{scan}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_flow_creates_the_account_and_gives_its_project_role() {
+    let e = env_with(30, 3, settings(Edition::Enterprise, Version::LATEST)).await;
+    let cast = stage(&e);
+    e.provisioned().await;
+    let flows = e.data().join("flows.toml");
+    std::fs::write(
+        &flows,
+        r#"
+[[rule]]
+name = "qa-joiners"
+when = "active"
+match = { department = "QA" }
+action = "create_user"
+role = "Tester"
+projects = [{ project = "Payments", role = "Designer" }]
+"#,
+    )
+    .unwrap();
+    let out = e.run(&["flows", "set", flows.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let hr = e.data().join("hr.csv");
+    std::fs::write(
+        &hr,
+        format!(
+            "id,name,email,other_emails,status,department\ne1,Ana,{},,active,QA\nn1,Nia Novak,nia.novak@example.com,,active,QA\n",
+            cast.ana
+        ),
+    )
+    .unwrap();
+    let out = e.run(&["flows", "run", "--dry-run", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan = out.json();
+    let kinds: Vec<&str> = plan["plan"]["steps"].as_array().map_or(vec![], |s| {
+        s.iter().map(|st| st["kind"].as_str().unwrap()).collect()
+    });
+    // No identities yet: nothing planned. Import them (flows run by themselves).
+    assert!(kinds.is_empty(), "{plan}");
+    let out = e.run(&["identities", "import", hr.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let nia = e.user("nia.novak@example.com");
+    assert!(nia.is_active);
+    let roles = &e.sim().snapshot().projects[&cast.payments].user_roles;
+    assert_eq!(roles.get(&nia.id), Some(&DESIGNER), "{roles:?}");
+    let access = access_of(&e, "nia.novak@example.com", &[]).await;
+    let p = row(&access, "Payments");
+    assert_eq!(
+        (p["role"].as_str(), p["source"]["kind"].as_str()),
+        (Some("Designer"), Some("user_role"))
+    );
+    let audit = e.run(&["audit", "--json"]).await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "set_project_role"
+                && a["actor"] == "flow:qa-joiners"
+                && a["outcome"] == "done"),
+        "{audit}"
+    );
+}

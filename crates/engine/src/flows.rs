@@ -44,12 +44,27 @@ pub struct Rule {
     /// For create_user: groups to join (names or ids).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// For create_user: project roles to give the new account, e.g.
+    /// `projects = [{ project = "Mobile", role = "Tester" }]` (TestRail 7.3+, read back only
+    /// where TestRail reports users' project roles: Enterprise).
+    #[serde(default)]
+    pub projects: Vec<ProjectRoleRule>,
     /// This rule may deactivate TestRail administrators.
     #[serde(default)]
     pub allow_admins: bool,
     /// This rule may deactivate the connection's own account.
     #[serde(default)]
     pub allow_own_account: bool,
+}
+
+/// A project role a joiner rule gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectRoleRule {
+    /// Project name or id.
+    pub project: String,
+    /// Role name or id, or `global` for the account's global role.
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +94,8 @@ name = "deactivate-leavers"
 when = "leaver"            # the identity's status is leaver
 action = "deactivate"      # deactivate its active TestRail accounts (frees the seats)
 
-# A joiner rule: active people in department QA get a TestRail account as Tester, in group QA.
+# A joiner rule: active people in department QA get a TestRail account as Tester, in group QA,
+# with the role Tester in project Mobile (project roles: TestRail Enterprise, 7.3+).
 # [[rule]]
 # name = "qa-joiners"
 # when = "active"
@@ -87,6 +103,7 @@ action = "deactivate"      # deactivate its active TestRail accounts (frees the 
 # action = "create_user"
 # role = "Tester"
 # groups = ["QA"]
+# projects = [{ project = "Mobile", role = "Tester" }]
 "#;
 
 /// Where a connection's rules were read from.
@@ -162,6 +179,12 @@ pub fn parse(text: &str) -> Result<FlowFile, String> {
                     r.name
                 ));
             }
+        }
+        if !r.projects.is_empty() && r.action != FlowAction::CreateUser {
+            return Err(format!(
+                "rule {:?}: projects only go with action = \"create_user\"",
+                r.name
+            ));
         }
     }
     Ok(f)
@@ -239,6 +262,17 @@ pub fn evaluate(file: &FlowFile, identities: &[Identity], users: &[UserView]) ->
                         },
                         origin: origin.clone(),
                     });
+                    // Then its project roles, planned against the account the step above creates.
+                    for p in &rule.projects {
+                        out.push(Request {
+                            action: Action::SetProjectRole {
+                                email: email.clone(),
+                                project: p.project.clone(),
+                                role: Some(p.role.clone()),
+                            },
+                            origin: origin.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -264,6 +298,11 @@ mod tests {
         assert_eq!(
             f.rules[1].matches.get("department").map(String::as_str),
             Some("QA")
+        );
+        assert_eq!(f.rules[1].projects[0].project, "Mobile");
+        assert!(
+            parse("[[rule]]\nname='x'\nwhen='leaver'\naction='deactivate'\nprojects=[{project='A', role='Lead'}]\n")
+                .is_err()
         );
         assert!(parse("[[rule]]\nname='x'\nwhen='leaver'\naction='create_user'\n").is_err());
         assert!(

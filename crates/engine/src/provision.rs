@@ -136,8 +136,11 @@ pub enum StepKind {
         project: String,
         /// `user` or `group`.
         principal: &'static str,
+        /// 0 for an account an earlier step of the plan creates: found by `email` when run.
         principal_id: u64,
         role_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
     },
 }
 
@@ -896,6 +899,38 @@ pub async fn plan<S: Store>(
                 }
             }
             Action::SetProjectRole { project, role, .. } => {
+                let created_here = existing.is_none()
+                    && steps.iter().any(|st: &Step| {
+                        matches!(&st.kind, StepKind::CreateUser { email: e, .. }
+                            if EmailKey::parse(e).as_ref() == Some(&key))
+                    });
+                if created_here {
+                    let (p, access) = live.project(project)?;
+                    if access.users.is_none() {
+                        return Err(EngineError::Conflict(format!(
+                            "this TestRail does not report users' own project roles (Professional edition), so {shown}'s role in {} could not be read back; give one of their groups a project role instead",
+                            p.name.as_deref().unwrap_or("the project")
+                        )));
+                    }
+                    let want = live.project_role(role.as_deref())?;
+                    let mut st = project_role_step(
+                        action_name,
+                        shown.clone(),
+                        None,
+                        p,
+                        ("user", 0),
+                        None,
+                        want,
+                        actor.clone(),
+                    );
+                    if let StepKind::ProjectRole { email, .. } = &mut st.kind {
+                        *email = Some(shown.clone());
+                    }
+                    st.calls.insert(0, "get_user_by_email".into());
+                    st.note = Some("for the account the step above creates".into());
+                    steps.push(st);
+                    continue;
+                }
                 let u = existing.ok_or_else(unknown)?;
                 let (p, access) = live.project(project)?;
                 let Some(users) = &access.users else {
@@ -1055,6 +1090,7 @@ fn project_role_step(
                 principal,
                 principal_id,
                 role_id: want.as_ref().map(|w| w.0),
+                email: None,
             }
         },
         calls,
@@ -1329,7 +1365,21 @@ async fn execute<S: Store>(
             principal,
             principal_id,
             role_id,
+            email,
         } => {
+            // An account created by an earlier step: its id is known only now.
+            let principal_id = match email {
+                Some(e) if *principal_id == 0 => {
+                    calls.push("get_user_by_email".into());
+                    client
+                        .get_user_by_email(e)
+                        .await
+                        .map_err(|err| upstream("looking up the new account", err))?
+                        .id
+                }
+                _ => *principal_id,
+            };
+            let principal_id = &principal_id;
             let token = lease::wait_for(
                 engine,
                 &format!("project:{}:{project_id}", conn.id),

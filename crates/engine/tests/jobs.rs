@@ -21,7 +21,7 @@ use testrail_sim::{Faults, SeedConfig, Settings, Sim, SimServer};
 
 const TIMING: JobTiming = JobTiming {
     heartbeat: Duration::from_secs(1),
-    missed_heartbeats: 2,
+    missed_heartbeats: 3,
     poll: Duration::from_millis(50),
 };
 
@@ -42,8 +42,10 @@ async fn sim() -> SimServer {
     .unwrap()
 }
 
-/// Leases last 1 s: shorter than a dead worker's orphan time (2 s), so a job taken over
-/// before its worker's heartbeats were missed would show.
+/// Leases last 2 s: shorter than a dead worker's orphan time (3 s), so a job taken over
+/// before its worker's heartbeats were missed would show. (Not 1 s: lease times are whole
+/// seconds, so a 1 s lease renewed early in a second can read as expired at the next second's
+/// start, and a scan committing then loses it.)
 async fn engine(dir: &std::path::Path, location: &StoreLocation) -> Arc<Engine<AnyStore>> {
     let store = AnyStore::open(location).await.unwrap();
     Arc::new(
@@ -57,7 +59,7 @@ async fn engine(dir: &std::path::Path, location: &StoreLocation) -> Arc<Engine<A
             },
             Arc::new(SystemClock),
         )
-        .with_lease_ttl(1),
+        .with_lease_ttl(2),
     )
 }
 

@@ -108,6 +108,8 @@ async fn fake() -> (Fake, String) {
                     list(offset(&line))
                 } else if line.contains("get_roles") {
                     page("roles", &[r#"{"id":1,"name":"Lead"}"#.into()], false)
+                } else if line.contains("get_projects") {
+                    page("projects", &[], false)
                 } else {
                     br#"{"error":"Unknown method"}"#.to_vec()
                 };

@@ -35,6 +35,8 @@ async fn scripted(users: Arc<Mutex<String>>) -> String {
                     r#"{"offset":0,"limit":250,"size":0,"_links":{"next":null,"prev":null},"groups":[]}"#.to_string()
                 } else if line.contains("get_roles") {
                     r#"{"offset":0,"limit":250,"size":1,"_links":{"next":null,"prev":null},"roles":[{"id":1,"name":"Lead","is_default":false}]}"#.to_string()
+                } else if line.contains("get_projects") {
+                    r#"{"offset":0,"limit":250,"size":0,"_links":{"next":null,"prev":null},"projects":[]}"#.to_string()
                 } else {
                     r#"{"error":"Unknown method"}"#.to_string()
                 };

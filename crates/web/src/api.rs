@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessrail_domain::MatchState;
+use accessrail_engine::access;
 use accessrail_engine::jobs::{self, Job, PLAN_LIFETIME};
 use accessrail_engine::provision::{self, Action, Origin, Rails, Request};
 use accessrail_engine::report::{self, AccountSort, UserFilter, UserView};
@@ -41,6 +42,9 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         list_roles,
         list_changes,
         access_at,
+        list_projects,
+        project_access,
+        account_projects,
         list_identities,
         import_identities,
         list_audit,
@@ -62,6 +66,11 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         GroupDto,
         RoleDto,
         ChangeDto,
+        ProjectDto,
+        AccessSourceDto,
+        AccessRowDto,
+        ProjectAccessDto,
+        AccountProjectsDto,
         IdentityDto,
         ImportResult,
         AuditDto,
@@ -104,6 +113,15 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/api/v1/connections/{name}/roles", get(list_roles))
         .route("/api/v1/connections/{name}/changes", get(list_changes))
         .route("/api/v1/connections/{name}/access", get(access_at))
+        .route("/api/v1/connections/{name}/projects", get(list_projects))
+        .route(
+            "/api/v1/connections/{name}/projects/{project}/access",
+            get(project_access),
+        )
+        .route(
+            "/api/v1/connections/{name}/accounts/{id}/projects",
+            get(account_projects),
+        )
         .route(
             "/api/v1/identities",
             get(list_identities).post(import_identities),
@@ -361,7 +379,9 @@ pub struct AuditDto {
 
 /// Actions such as `{"action": "deactivate", "email": "a@b.io"}`, `{"action": "create_user",
 /// "name": ..., "email": ..., "role": "Tester", "groups": ["QA"], "reconcile": false}`,
-/// `reactivate`, `set_role` (`role`), `add_to_group` / `remove_from_group` (`group`).
+/// `reactivate`, `set_role` (`role`), `add_to_group` / `remove_from_group` (`group`),
+/// `set_project_role` (`email`, `project`, `role`: a role, `global`, or null to clear) and
+/// `set_group_project_role` (`group`, `project`, `role`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
@@ -745,6 +765,229 @@ async fn list_changes(
             })
             .collect(),
     ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectDto {
+    id: u64,
+    name: String,
+    is_completed: bool,
+    /// RFC 3339, when TestRail gave it.
+    completed_on: Option<String>,
+    /// `known`, `user_roles_unknown` (TestRail Professional does not report users' own project
+    /// roles) or `unknown` (before 7.3).
+    access: String,
+    default_role: Option<String>,
+    default_role_id: Option<u64>,
+    group_roles: u64,
+    user_roles: Option<u64>,
+    /// Active accounts that can reach the project (null when unknown).
+    active_with_access: Option<u64>,
+}
+
+impl From<access::ProjectView> for ProjectDto {
+    fn from(p: access::ProjectView) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            is_completed: p.is_completed,
+            completed_on: p.completed_on.map(time_fmt::rfc3339),
+            access: knowledge(p.access).into(),
+            default_role: p.default_role,
+            default_role_id: p.default_role_id,
+            group_roles: p.group_roles,
+            user_roles: p.user_roles,
+            active_with_access: p.active_with_access,
+        }
+    }
+}
+
+fn knowledge(k: accessrail_domain::project::Knowledge) -> &'static str {
+    use accessrail_domain::project::Knowledge;
+    match k {
+        Knowledge::Known => "known",
+        Knowledge::UserRolesUnknown => "user_roles_unknown",
+        Knowledge::Unknown => "unknown",
+    }
+}
+
+/// Where a role comes from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessSourceDto {
+    /// `administrator`, `user_role`, `group_role` or `project_default`.
+    kind: String,
+    label: String,
+    group_id: Option<u64>,
+    role_id: Option<u64>,
+    role: Option<String>,
+    /// The grant said "the user's global role" (TestRail's role 0).
+    via_global_role: bool,
+}
+
+impl From<access::SourceView> for AccessSourceDto {
+    fn from(s: access::SourceView) -> Self {
+        Self {
+            kind: s.kind.into(),
+            label: s.label,
+            group_id: s.group_id,
+            role_id: s.role_id,
+            role: s.role,
+            via_global_role: s.via_global_role,
+        }
+    }
+}
+
+/// One account's effective access to one project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessRowDto {
+    project_id: u64,
+    project: String,
+    project_completed: bool,
+    account_id: u64,
+    email: Option<String>,
+    name: Option<String>,
+    is_active: bool,
+    /// Null when unknown.
+    can_access: Option<bool>,
+    role_id: Option<u64>,
+    role: Option<String>,
+    /// The source that decided (null when unknown).
+    source: Option<AccessSourceDto>,
+    /// Other sources that offered a role.
+    also: Vec<AccessSourceDto>,
+    /// `known`, `user_roles_unknown` or `unknown`.
+    knowledge: String,
+}
+
+impl From<access::AccessRow> for AccessRowDto {
+    fn from(r: access::AccessRow) -> Self {
+        Self {
+            project_id: r.project_id,
+            project: r.project,
+            project_completed: r.project_completed,
+            account_id: r.account_id,
+            email: r.email,
+            name: r.name,
+            is_active: r.is_active,
+            can_access: r.can_access,
+            role_id: r.role_id,
+            role: r.role,
+            source: r.source.map(Into::into),
+            also: r.also.into_iter().map(Into::into).collect(),
+            knowledge: knowledge(r.knowledge).into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectAccessDto {
+    project: ProjectDto,
+    /// How effective access is worked out (Accessrail's reading; TestRail does not document it).
+    rule: String,
+    accounts: Vec<AccessRowDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountProjectsDto {
+    account_id: u64,
+    email: Option<String>,
+    rule: String,
+    projects: Vec<AccessRowDto>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectQuery {
+    /// A scan id: the state right after it committed (default: now).
+    scan: Option<i64>,
+    /// With a project: also accounts without access, and inactive ones.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Refuses a scan that is not a successful scan of this connection.
+async fn check_scan(s: &AppState, c: &Connection, scan: Option<i64>) -> ApiResult<()> {
+    if let Some(id) = scan {
+        let found = s.engine.store().scan(id).await?;
+        if found.is_none_or(|x| {
+            x.connection_id != c.id || x.status != accessrail_store::ScanStatus::Succeeded
+        }) {
+            return Err(ApiError::not_found(format!(
+                "scan {id} is not a successful scan of {}",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The projects with their default role, group and user project roles, and how many active
+/// accounts can reach each; now or right after a scan.
+#[utoipa::path(get, path = "/api/v1/connections/{name}/projects", params(("name" = String, Path), ProjectQuery), responses((status = 200, body = Vec<ProjectDto>)))]
+async fn list_projects(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> ApiResult<Json<Vec<ProjectDto>>> {
+    let c = conn(&s, &name).await?;
+    check_scan(&s, &c, q.scan).await?;
+    let facts = access::AccessFacts::load(&s.engine, &c, q.scan).await?;
+    Ok(Json(facts.projects().into_iter().map(Into::into).collect()))
+}
+
+/// Who can reach a project (by id or name), with role and source: active accounts with access,
+/// or (`all=true`) every account.
+#[utoipa::path(get, path = "/api/v1/connections/{name}/projects/{project}/access", params(("name" = String, Path), ("project" = String, Path), ProjectQuery), responses((status = 200, body = ProjectAccessDto), (status = 404, body = ErrorBody)))]
+async fn project_access(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath((name, project)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> ApiResult<Json<ProjectAccessDto>> {
+    let c = conn(&s, &name).await?;
+    check_scan(&s, &c, q.scan).await?;
+    let facts = access::AccessFacts::load(&s.engine, &c, q.scan).await?;
+    let p = facts.project(&project)?;
+    let rows = facts
+        .for_project(p, q.all)
+        .into_iter()
+        .filter(|r| q.all || r.is_active)
+        .map(Into::into)
+        .collect();
+    let view = facts
+        .projects()
+        .into_iter()
+        .find(|v| v.id == p.id)
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    Ok(Json(ProjectAccessDto {
+        project: view.into(),
+        rule: access::RULE_NOTE.into(),
+        accounts: rows,
+    }))
+}
+
+/// One account's effective access across every project, with sources.
+#[utoipa::path(get, path = "/api/v1/connections/{name}/accounts/{id}/projects", params(("name" = String, Path), ("id" = u64, Path), ProjectQuery), responses((status = 200, body = AccountProjectsDto), (status = 404, body = ErrorBody)))]
+async fn account_projects(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath((name, id)): ApiPath<(String, u64)>,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> ApiResult<Json<AccountProjectsDto>> {
+    let c = conn(&s, &name).await?;
+    check_scan(&s, &c, q.scan).await?;
+    let facts = access::AccessFacts::load(&s.engine, &c, q.scan).await?;
+    let a =
+        facts.accounts.iter().find(|a| a.id == id).ok_or_else(|| {
+            ApiError::not_found(format!("no TestRail account {id} in {}", c.name))
+        })?;
+    Ok(Json(AccountProjectsDto {
+        account_id: a.id,
+        email: a.email.clone(),
+        rule: access::RULE_NOTE.into(),
+        projects: facts.for_account(a).into_iter().map(Into::into).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

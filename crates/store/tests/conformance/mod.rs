@@ -59,6 +59,12 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn project_access_history_and_a_change_made_during_a_scan() {
+            conformance::story::project_access_history_and_a_change_made_during_a_scan(&$make)
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_listing_query_equals_the_in_memory_reference() {
             conformance::listing::the_listing_query_equals_the_in_memory_reference(&$make).await;
         }

@@ -1129,3 +1129,182 @@ pub async fn one_account_and_setup_keys<B: Backend>(b: &B) {
     assert_eq!(store.forget_setup_keys(None).await.unwrap(), 1);
     assert_eq!(store.setup_key("hash2", 0).await.unwrap(), None);
 }
+
+fn project(
+    id: u64,
+    name: &str,
+    default: u64,
+    groups: &[(u64, u64)],
+    users: &[(u64, u64)],
+) -> accessrail_domain::project::Project {
+    use accessrail_domain::project::{Project, ProjectAccessFacts, ProjectGrant};
+    let g = |(id, role_id): &(u64, u64)| ProjectGrant {
+        id: *id,
+        role_id: *role_id,
+        role: Some(format!("R{role_id}")),
+    };
+    Project {
+        id,
+        name: Some(name.into()),
+        is_completed: false,
+        completed_on: None,
+        access: Some(ProjectAccessFacts {
+            default: Some(g(&(0, default))),
+            groups: groups.iter().map(g).collect(),
+            users: Some(users.iter().map(g).collect()),
+        }),
+    }
+}
+
+async fn scan_projects<S: Store>(
+    store: &S,
+    now: i64,
+    projects: Vec<accessrail_domain::project::Project>,
+) -> accessrail_store::CommitSummary {
+    let lease = take_lease(store, "c1", now).await;
+    let mut w = store.begin_scan("c1", now, lease).await.unwrap();
+    w.stage_accounts(&[
+        account(1, "ana@x.io", true, 2),
+        account(2, "bo@x.io", true, 2),
+    ])
+    .await
+    .unwrap();
+    w.stage_projects(projects).await.unwrap();
+    let report = ScanReport {
+        projects_fetched: true,
+        projects_seen: 2,
+        ..report()
+    };
+    let summary = w.commit(report, now).await.unwrap();
+    store.release_lease("scan:c1", "scanner").await.ok();
+    summary
+}
+
+/// Projects are versioned like accounts: history at a scan, change rows after the baseline,
+/// and a project-role change recorded while a scan ran is not undone by that scan's older read.
+pub async fn project_access_history_and_a_change_made_during_a_scan<B: Backend>(b: &B) {
+    let store = b.fresh().await;
+    store.insert_connection(new_conn()).await.unwrap();
+    let s1 = scan_projects(
+        &store,
+        1000,
+        vec![
+            project(10, "Mobile", 3, &[(7, 2)], &[]),
+            project(11, "Web", 4, &[], &[(2, 1)]),
+        ],
+    )
+    .await;
+    assert_eq!(s1.changes, 0, "the first sighting is a baseline");
+    let s2 = scan_projects(
+        &store,
+        2000,
+        vec![
+            project(10, "Mobile", 3, &[(7, 1)], &[(1, 0)]),
+            project(12, "Data", 3, &[], &[]),
+        ],
+    )
+    .await;
+    let changes = store.changes("c1", None, Some(s2.scan_id)).await.unwrap();
+    let mut kinds: Vec<(&str, Option<u64>)> = changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.tr_project_id))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("project_access_changed", Some(10)),
+            ("project_access_granted", Some(10)),
+            ("project_added", Some(12)),
+            ("project_removed", Some(11)),
+        ],
+        "{changes:?}"
+    );
+    let granted = changes
+        .iter()
+        .find(|c| c.kind == "project_access_granted")
+        .unwrap();
+    assert_eq!(
+        (
+            granted.tr_user_id,
+            granted.subject.as_deref(),
+            granted.after.as_deref(),
+            granted.project.as_deref()
+        ),
+        (
+            Some(1),
+            Some("ana@x.io"),
+            Some("Global Role"),
+            Some("Mobile")
+        )
+    );
+    // History: the projects as each scan saw them.
+    let then = store.projects("c1", Some(s1.scan_id)).await.unwrap();
+    assert_eq!(then.iter().map(|p| p.id).collect::<Vec<_>>(), vec![10, 11]);
+    assert_eq!(then[0].access.as_ref().unwrap().groups[0].role_id, 2);
+    let now = store.projects("c1", None).await.unwrap();
+    assert_eq!(now.iter().map(|p| p.id).collect::<Vec<_>>(), vec![10, 12]);
+    assert_eq!(store.project_changes("c1", 10, 10).await.unwrap().len(), 2);
+
+    // Scan 3 reads TestRail (Bo has no role in Mobile yet)...
+    let lease = take_lease(&store, "c1", 3000).await;
+    let mut w = store.begin_scan("c1", 3000, lease).await.unwrap();
+    w.stage_accounts(&[
+        account(1, "ana@x.io", true, 2),
+        account(2, "bo@x.io", true, 2),
+    ])
+    .await
+    .unwrap();
+    w.stage_projects(vec![
+        project(10, "Mobile", 3, &[(7, 1)], &[(1, 0)]),
+        project(12, "Data", 3, &[], &[]),
+    ])
+    .await
+    .unwrap();
+    // ...meanwhile provisioning gives Bo Lead in Mobile, read back from TestRail...
+    store
+        .record_provision(
+            "c1",
+            1,
+            3001,
+            ProvisionUpdate {
+                project: Some(project(10, "Mobile", 3, &[(7, 1)], &[(1, 0), (2, 1)])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let after_provision = store.changes("c1", Some(3001), None).await.unwrap();
+    assert_eq!(after_provision.len(), 1, "{after_provision:?}");
+    assert_eq!(after_provision[0].audit_id, Some(1));
+    // ...and scan 3 commits its older read: Bo's role stays, nothing is reported revoked.
+    let s3 = w
+        .commit(
+            ScanReport {
+                projects_fetched: true,
+                projects_seen: 2,
+                ..report()
+            },
+            3002,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s3.changes,
+        0,
+        "{:?}",
+        store.changes("c1", None, Some(s3.scan_id)).await
+    );
+    let mobile = store
+        .projects("c1", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == 10)
+        .unwrap();
+    let users = mobile.access.unwrap().users.unwrap();
+    assert_eq!(
+        users.iter().map(|g| (g.id, g.role_id)).collect::<Vec<_>>(),
+        vec![(1, 0), (2, 1)]
+    );
+}

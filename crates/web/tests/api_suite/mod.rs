@@ -46,6 +46,11 @@ macro_rules! api_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn project_access_over_the_api() {
+            api_suite::project_access_over_the_api($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn console_forms_need_csrf_and_cookies_are_strict() {
             api_suite::console_forms_need_csrf_and_cookies_are_strict($backend).await;
         }
@@ -528,4 +533,105 @@ pub async fn console_forms_need_csrf_and_cookies_are_strict(backend: Backend) {
         (StatusCode::SEE_OTHER, "/login")
     );
     svc.stop().await.unwrap();
+}
+
+/// Projects, who can reach one, and one account's access across projects, each row with its
+/// source; the same answer now and at the scan; a project-role change through a plan.
+pub async fn project_access_over_the_api(backend: Backend) {
+    let svc = backend.start(60, 4).await;
+    svc.sim.sim().set_settings(testrail_sim::Settings {
+        edition: testrail_sim::model::Edition::Enterprise,
+        ..testrail_sim::Settings::default()
+    });
+    svc.connect().await;
+    let scan = svc.scan().await;
+    let scan_id = scan["id"]
+        .as_i64()
+        .or_else(|| scan["scan_id"].as_i64())
+        .unwrap();
+    let snap = svc.sim.sim().snapshot();
+    let (s, projects) = svc.get("/api/v1/connections/acme/projects").await;
+    assert_eq!(s, StatusCode::OK, "{projects}");
+    let list = projects.as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        snap.projects.len(),
+        "every project TestRail has"
+    );
+    for p in list {
+        let raw = &snap.projects[&p["id"].as_u64().unwrap()];
+        assert_eq!(p["name"], raw.name.as_str());
+        assert_eq!(p["is_completed"], raw.is_completed);
+        assert_eq!(p["access"], "known");
+        assert_eq!(p["group_roles"], raw.group_roles.len() as u64);
+        assert_eq!(p["user_roles"], raw.user_roles.len() as u64);
+        assert_eq!(p["default_role_id"], raw.default_role_id);
+    }
+    // Who can reach each project agrees with the simulator's own rule (active accounts only).
+    for p in list {
+        let id = p["id"].as_u64().unwrap();
+        let (s, v) = svc
+            .get(&format!("/api/v1/connections/acme/projects/{id}/access"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let mut got: Vec<u64> = v["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["account_id"].as_u64().unwrap())
+            .collect();
+        got.sort_unstable();
+        let mut want: Vec<u64> = snap
+            .project_members(id, true)
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "project {id}: {v}");
+        assert_eq!(p["active_with_access"], want.len() as u64);
+        for a in v["accounts"].as_array().unwrap() {
+            assert!(
+                a["source"]["kind"].is_string(),
+                "every row has its source: {a}"
+            );
+        }
+    }
+    let (s, err) = svc
+        .get("/api/v1/connections/acme/projects/no-such-project/access")
+        .await;
+    assert_eq!(
+        (s, err["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    // One account across projects, now and at the scan.
+    let (s, mine) = svc
+        .get("/api/v1/connections/acme/accounts/1/projects")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    assert_eq!(mine["projects"].as_array().unwrap().len(), list.len());
+    assert!(
+        mine["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["source"]["kind"] == "administrator")
+    );
+    let (s, then) = svc
+        .get(&format!(
+            "/api/v1/connections/acme/accounts/1/projects?scan={scan_id}"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(then["projects"], mine["projects"]);
+    let (s, _) = svc
+        .get("/api/v1/connections/acme/projects?scan=999999")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The OpenAPI document lists the routes.
+    let (_, doc) = svc.get("/api/openapi.json").await;
+    assert!(
+        doc["paths"]
+            .get("/api/v1/connections/{name}/projects/{project}/access")
+            .is_some()
+    );
 }
