@@ -9,6 +9,7 @@ mod extract;
 mod serve;
 mod state;
 mod ui;
+mod ui_projects;
 mod ui_users;
 
 use axum::http::{StatusCode, Uri};

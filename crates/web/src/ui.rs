@@ -3,7 +3,8 @@
 //!
 //! This module has the frame (templates, cookies, sign-in), the integration form, scans,
 //! changes, the audit log and the confirmation of provisioning plans; `ui_users` has the
-//! accounts: the users list, an account's page, creating a user, and groups.
+//! accounts: the users list, an account's page, creating a user, and groups; `ui_projects` has
+//! the projects and who can reach them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use serde::Deserialize;
 use crate::auth::{CSRF_COOKIE, SESSION_COOKIE, Visitor, end_session, set_cookie, start_session};
 use crate::state::AppState;
 use crate::ui_users;
+
+use crate::ui_projects;
 
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
@@ -44,6 +47,8 @@ pub fn templates() -> Environment<'static> {
         ("user.html", include_str!("../templates/user.html")),
         ("user_new.html", include_str!("../templates/user_new.html")),
         ("groups.html", include_str!("../templates/groups.html")),
+        ("projects.html", include_str!("../templates/projects.html")),
+        ("project.html", include_str!("../templates/project.html")),
         ("scans.html", include_str!("../templates/scans.html")),
         ("changes.html", include_str!("../templates/changes.html")),
         ("audit.html", include_str!("../templates/audit.html")),
@@ -115,6 +120,8 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/users/{id}", get(ui_users::user_page))
         .route("/groups", get(ui_users::groups_page))
         .route("/groups/{id}", get(ui_users::group_page))
+        .route("/projects", get(ui_projects::projects_page))
+        .route("/projects/{id}", get(ui_projects::project_page))
         .route("/scans", get(scans_page))
         .route("/scans/run", post(scan_now))
         .route("/changes", get(changes_page))
@@ -1298,6 +1305,8 @@ mod tests {
             "user.html",
             "user_new.html",
             "groups.html",
+            "projects.html",
+            "project.html",
             "scans.html",
             "changes.html",
             "audit.html",

@@ -1,6 +1,6 @@
 //! The console's accounts: the users list, an account's page (its fields, identity, groups,
-//! project access when TestRail says, its changes and audit entries, and what can be changed),
-//! creating a user, and groups with a search of accounts to add.
+//! effective project access with its sources, its changes and audit entries, and what can be
+//! changed), creating a user, and groups with a search of accounts to add.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::ui::{
     audit_link, change_source, current_connection, message_page, page, plural, scan_numbers,
     to_login,
 };
+use crate::ui_projects;
 
 const PAGE: usize = 50;
 
@@ -343,7 +344,6 @@ fn other_fields(fields: &serde_json::Value) -> Vec<(String, String)> {
         "role",
         "is_admin",
         "group_ids",
-        "assigned_projects",
     ];
     let Some(map) = fields.as_object() else {
         return vec![];
@@ -354,6 +354,7 @@ fn other_fields(fields: &serde_json::Value) -> Vec<(String, String)> {
             let text = match v {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+                serde_json::Value::Array(a) if a.is_empty() => "none".to_string(),
                 serde_json::Value::Array(a) => a
                     .iter()
                     .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
@@ -406,10 +407,6 @@ pub(crate) async fn user_page(
         }
     };
     let fields = listed.account.fields.to_value();
-    let projects: Option<Vec<String>> = fields
-        .get("assigned_projects")
-        .and_then(|p| p.as_array())
-        .map(|a| a.iter().map(ToString::to_string).collect());
     let u = view(listed);
     let own_flags = flags(&conn, &u);
     let guard_now = u.is_active.then(|| guard(&conn, &u)).flatten();
@@ -483,6 +480,7 @@ pub(crate) async fn user_page(
         None => "not reported by TestRail",
     };
     let title = label(u.name.as_deref(), u.email.as_deref(), u.id);
+    let access = ui_projects::account_access(&s, &conn, id).await;
     page(
         &s,
         &v,
@@ -495,7 +493,7 @@ pub(crate) async fn user_page(
                 identity_status => u.identity_status, match_reason => u.match_reason, pinned => u.pinned,
                 candidates => u.candidates.join(", "),
             },
-            match_css, fields => other_fields(&fields), projects_known => projects.is_some(), projects => projects.unwrap_or_default(),
+            match_css, fields => other_fields(&fields), access,
             groups, addable, roles, can_act, toggle_link,
             toggle_label => if u.is_active { "Deactivate…" } else { "Reactivate…" },
             guard => guard_now.map(Caution::message),

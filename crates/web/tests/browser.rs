@@ -7,8 +7,9 @@
 //! `ACCESSRAIL_CHROMIUM` and `ACCESSRAIL_CHROMEDRIVER` name the programs where they are not
 //! Debian's.
 //!
-//! Screenshots of the pages go to `target/screenshots/` (the users list, an account's page and
-//! a confirmation page at 1366 and 390 pixels wide, among others).
+//! Screenshots of the pages go to `target/screenshots/` (the users list, an account's page, a
+//! confirmation page, the projects list and a project's page at 1366 and 390 pixels wide, among
+//! others).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,13 +19,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use accessrail_engine::tokens;
+use accessrail_domain::project::Project;
+use accessrail_engine::access::{AccessFacts, RULE_NOTE};
+use accessrail_engine::{time_fmt, tokens};
 use accessrail_store::Store;
-use common::{KEY, TOKEN, start};
+use common::{KEY, Service, TOKEN, start};
 use fantoccini::{Client, ClientBuilder, Locator};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use testrail_sim::{Edition, Settings, Version};
 
 const NAME: &str = "console_in_headless_chromium";
+const PROJECTS: &str = "projects_in_headless_chromium";
 
 /// A program: the path in `env_var` if that is set (and nothing else), or the first
 /// candidate that exists, or `bin` on the PATH.
@@ -76,36 +81,51 @@ fn under_ci() -> bool {
 }
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // Each test drives a Chromium of its own: one at a time, unless asked otherwise.
+    args.test_threads.get_or_insert(1);
     let found = browser();
+    let trials = vec![
+        trial(NAME, found.clone(), console_in_headless_chromium),
+        trial(PROJECTS, found, projects_in_headless_chromium),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// One browser test: run where Chromium and chromedriver are found, else ignored with the
+/// reason (outside CI) or failed (under CI).
+fn trial<F, Fut>(name: &'static str, found: Result<(PathBuf, PathBuf), String>, run: F) -> Trial
+where
+    F: FnOnce(PathBuf, PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     // Without a browser the test is listed as ignored (outside CI), so runners count it as
     // skipped; run anyway (`--ignored`), it ignores itself with the reason.
     if let Err(why) = &found
         && !under_ci()
     {
-        eprintln!("SKIPPED {NAME}: {why}");
+        eprintln!("SKIPPED {name}: {why}");
     }
     let ignored = found.is_err() && !under_ci();
-    let trial = Trial::ignorable_test(NAME, move || match found {
+    Trial::ignorable_test(name, move || match found {
         Ok((chromium, driver)) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .map_err(|e| Failed::from(format!("a runtime: {e}")))?;
-            rt.block_on(console_in_headless_chromium(chromium, driver));
+            rt.block_on(run(chromium, driver));
             Ok(Completion::Completed)
         }
         Err(why) if under_ci() => Err(Failed::from(format!(
             "Chromium and chromedriver are required under CI: {why}"
         ))),
         Err(why) => {
-            eprintln!("SKIPPED {NAME}: {why}");
+            eprintln!("SKIPPED {name}: {why}");
             Ok(Completion::ignored_with(why))
         }
     })
-    .with_ignored_flag(ignored);
-    libtest_mimic::run(&args, vec![trial]).exit();
+    .with_ignored_flag(ignored)
 }
 
 fn shots() -> PathBuf {
@@ -308,9 +328,16 @@ async fn path(c: &Client) -> String {
 }
 
 /// Clicks Scan now and waits on the page it leads to (which follows the scan asked for) until
-/// that scan has succeeded; returns the scans table.
+/// a scan listed after the click has succeeded; returns the scans table. (Times are whole
+/// seconds: a scan that started in the second of the click, before it, is not the one asked
+/// for, and the worker runs another.)
 async fn scan_now(c: &Client, base: &str) -> String {
     c.goto(&format!("{base}/scans")).await.unwrap();
+    let listed = c
+        .find_all(Locator::Css("#scans tr[id^='scan-']"))
+        .await
+        .unwrap()
+        .len();
     click(c, "#scan-now").await;
     let asked = path(c).await;
     assert!(asked.starts_with("/scans?requested="), "{asked}");
@@ -318,7 +345,11 @@ async fn scan_now(c: &Client, base: &str) -> String {
     for _ in 0..600 {
         c.goto(&format!("{base}{asked}")).await.unwrap();
         notice = text_of(c, "#scan-notice").await;
-        if notice.contains(" succeeded") {
+        let number = notice
+            .strip_prefix("Scan #")
+            .and_then(|n| n.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if notice.contains(" succeeded") && number.is_some_and(|n| n > listed) {
             return text_of(c, "#scans").await;
         }
         assert!(!notice.contains("failed"), "{notice}");
@@ -327,12 +358,17 @@ async fn scan_now(c: &Client, base: &str) -> String {
     panic!("the scan asked for did not succeed: {notice}");
 }
 
-async fn console_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
+/// Chromedriver on a free port and a headless Chromium session through it, with a profile of
+/// its own (kept until the returned directory is dropped).
+async fn open_browser(
+    chromium: &Path,
+    driver: &Path,
+) -> (Client, tokio::process::Child, tempfile::TempDir) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut chromedriver = tokio::process::Command::new(&driver)
+    let chromedriver = tokio::process::Command::new(driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -349,21 +385,21 @@ async fn console_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
         }
     }))
     .unwrap();
-    let mut client = None;
     for _ in 0..100 {
         match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps.clone())
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(c) => {
-                client = Some(c);
-                break;
-            }
+            Ok(c) => return (c, chromedriver, profile),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let c = client.expect("chromedriver answers");
+    panic!("chromedriver does not answer");
+}
+
+async fn console_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
+    let (c, mut chromedriver, _profile) = open_browser(&chromium, &driver).await;
     let svc = start(30, 3).await;
     let url = |p: &str| format!("{}{p}", svc.base);
     let store = svc.engine.store().clone();
@@ -804,6 +840,355 @@ async fn console_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
         assert!(scans.contains(&format!("#{k} ")), "#{k} in {scans}");
     }
     assert!(!scans.contains(&format!("#{} ", n + 1)), "no gaps: {scans}");
+
+    c.close().await.unwrap();
+    let _ = chromedriver.kill().await;
+    svc.stop().await.unwrap();
+}
+
+/// Signs in with the admin token (the console leads to its sign-in form first).
+async fn sign_in(c: &Client, base: &str) {
+    c.goto(&format!("{base}/users")).await.unwrap();
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
+    fill(c, "#token", TOKEN).await;
+    click(c, "#sign-in").await;
+    wait_for(c, "Sign out").await;
+}
+
+/// The texts of the elements matching `css`.
+async fn texts_of(c: &Client, css: &str) -> Vec<String> {
+    let mut out = vec![];
+    for el in c.find_all(Locator::Css(css)).await.unwrap() {
+        out.push(el.text().await.unwrap());
+    }
+    out
+}
+
+/// Scans through the API until every project in the store is as `seen` expects (a scan asked
+/// for right after another may be answered by that one, which read TestRail before a change).
+async fn scan_until(svc: &Service, connection: &str, seen: impl Fn(&Project) -> bool) {
+    for _ in 0..5 {
+        let scan = svc.scan().await;
+        assert_eq!(scan["status"], "succeeded", "{scan}");
+        let projects = svc.engine.store().projects(connection, None).await.unwrap();
+        if !projects.is_empty() && projects.iter().all(&seen) {
+            return;
+        }
+    }
+    panic!("no scan saw the change");
+}
+
+/// Projects and who can reach them, on an Enterprise TestRail (per-user project roles
+/// reported): the list against the store, one project's accounts with their sources, and an
+/// account's project access.
+async fn projects_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
+    let (c, mut chromedriver, _profile) = open_browser(&chromium, &driver).await;
+    let svc = start(30, 3).await;
+    let url = |p: &str| format!("{}{p}", svc.base);
+    let sim = svc.sim.sim();
+    sim.set_settings(Settings {
+        edition: Edition::Enterprise,
+        ..sim.settings()
+    });
+    svc.connect().await;
+    let scan = svc.scan().await;
+    assert_eq!(scan["status"], "succeeded", "{scan}");
+    let store = svc.engine.store().clone();
+    let conn = store.connections().await.unwrap().remove(0);
+    let projects = store.projects(&conn.id, None).await.unwrap();
+    assert!(!projects.is_empty(), "the scan read the seeded projects");
+    assert_eq!(projects.len(), sim.snapshot().projects.len());
+    let facts = AccessFacts::load(&svc.engine, &conn, None).await.unwrap();
+    let views = facts.projects();
+
+    // Signed out, the projects lead to the sign-in form.
+    c.goto(&url("/projects")).await.unwrap();
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
+    sign_in(&c, &svc.base).await;
+
+    // The projects list, from the navigation: one row per project the store has.
+    click(&c, "nav a[href='/projects']").await;
+    assert_eq!(path(&c).await, "/projects");
+    assert!(exists(&c, "nav a.on[href='/projects']").await);
+    let rows = texts_of(&c, "#projects tr.project-row").await;
+    assert_eq!(rows.len(), projects.len(), "{rows:?}");
+    for p in &views {
+        let row = text_of(&c, &format!("#projects tr[data-project='{}']", p.id)).await;
+        assert!(row.contains(&p.name), "{} in {row}", p.name);
+        assert!(
+            exists(
+                &c,
+                &format!(
+                    "#projects tr[data-project='{}'] a[href='/projects/{}']",
+                    p.id, p.id
+                )
+            )
+            .await
+        );
+        assert_eq!(
+            row.contains("completed"),
+            p.is_completed,
+            "the completed badge and status: {row}"
+        );
+        let default = p
+            .default_role
+            .clone()
+            .expect("the seed gives a default role");
+        assert!(row.contains(&default), "{default} in {row}");
+        // Enterprise reports users' own roles: counts, not "not reported".
+        let users = p.user_roles.expect("Enterprise reports user roles");
+        let with_access = p.active_with_access.expect("access is known");
+        let cells = texts_of(&c, &format!("#projects tr[data-project='{}'] td.num", p.id)).await;
+        assert_eq!(
+            cells,
+            vec![
+                p.group_roles.to_string(),
+                users.to_string(),
+                with_access.to_string()
+            ],
+            "{row}"
+        );
+        assert!(
+            row.contains("known") && !row.contains("not reported"),
+            "{row}"
+        );
+    }
+    assert!(
+        views.iter().any(|p| p.is_completed),
+        "the seed completes some project"
+    );
+    assert!(text_of(&c, "#rule-note").await.contains(RULE_NOTE));
+    assert!(!exists(&c, ".caveat").await, "no caveat on Enterprise");
+    shots_at_both_widths(&c, "projects").await;
+
+    // One project: its facts and the active accounts that can reach it, each with a source.
+    let p = views
+        .iter()
+        .filter(|p| p.active_with_access.unwrap_or(0) > 0)
+        .max_by_key(|p| (p.group_roles, std::cmp::Reverse(p.id)))
+        .unwrap()
+        .clone();
+    let project = facts.project(&p.id.to_string()).unwrap();
+    click(&c, &format!("#projects a[href='/projects/{}']", p.id)).await;
+    assert_eq!(path(&c).await, format!("/projects/{}", p.id));
+    assert!(text_of(&c, "#project-heading").await.contains(&p.name));
+    assert_eq!(
+        text_of(&c, "#default-role").await,
+        p.default_role.clone().unwrap()
+    );
+    let expected: Vec<_> = facts
+        .for_project(project, false)
+        .into_iter()
+        .filter(|r| r.is_active)
+        .collect();
+    let shown = texts_of(&c, "#access tr.access-row").await;
+    assert_eq!(shown.len(), expected.len(), "{shown:?}");
+    for r in &expected {
+        let row = text_of(&c, &format!("#access tr[data-account='{}']", r.account_id)).await;
+        let source = text_of(
+            &c,
+            &format!("#access tr[data-account='{}'] td.source", r.account_id),
+        )
+        .await;
+        let s = r.source.as_ref().expect("known access has a source");
+        assert!(source.starts_with(&s.label), "{} in {row}", s.label);
+        assert_eq!(
+            source.contains("(global role)"),
+            s.via_global_role && s.kind != "administrator",
+            "{row}"
+        );
+        assert!(row.contains(r.role.as_deref().unwrap()), "{row}");
+        if let Some(email) = &r.email {
+            assert!(row.contains(email.as_str()), "{email} in {row}");
+        }
+    }
+    assert!(
+        expected
+            .iter()
+            .any(|r| r.source.as_ref().is_some_and(|s| s.kind != "administrator")),
+        "someone reaches {} other than as an administrator",
+        p.name
+    );
+    assert!(text_of(&c, "#rule-note").await.contains(RULE_NOTE));
+    shots_at_both_widths(&c, "project").await;
+    // Everyone: accounts without access and inactive ones too.
+    click(&c, "#toggle-everyone").await;
+    assert_eq!(path(&c).await, format!("/projects/{}?all=1", p.id));
+    let everyone = facts.for_project(project, true);
+    assert_eq!(everyone.len(), facts.accounts.len());
+    assert_eq!(
+        texts_of(&c, "#access tr.access-row").await.len(),
+        everyone.len()
+    );
+    if let Some(r) = everyone.iter().find(|r| r.can_access == Some(false)) {
+        let row = text_of(&c, &format!("#access tr[data-account='{}']", r.account_id)).await;
+        assert!(row.contains("no access"), "{row}");
+    }
+    click(&c, "#toggle-everyone").await;
+    assert_eq!(path(&c).await, format!("/projects/{}", p.id));
+    // A completed project: the badge and when.
+    let done = views.iter().find(|p| p.is_completed).unwrap();
+    c.goto(&url(&format!("/projects/{}", done.id)))
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#project-heading").await.contains("completed"));
+    let facts_card = text_of(&c, "#project").await;
+    let when = time_fmt::short(done.completed_on.expect("the seed dates completions"));
+    assert!(
+        facts_card.contains("completed") && facts_card.contains(&when),
+        "{when} in {facts_card}"
+    );
+    // An unknown project.
+    c.goto(&url("/projects/987654")).await.unwrap();
+    let body = text(&c).await;
+    assert!(
+        body.contains("No such project") && body.contains("#987654"),
+        "{body}"
+    );
+
+    // An account's page, from the project: its access to every project, with the role there.
+    c.goto(&url(&format!("/projects/{}", p.id))).await.unwrap();
+    let person = expected
+        .iter()
+        .find(|r| r.source.as_ref().is_some_and(|s| s.kind != "administrator"))
+        .unwrap()
+        .clone();
+    click(
+        &c,
+        &format!("#access a[href='/users/{}']", person.account_id),
+    )
+    .await;
+    assert_eq!(path(&c).await, format!("/users/{}", person.account_id));
+    assert!(
+        text_of(&c, "#project-access-heading")
+            .await
+            .contains("Project access")
+    );
+    let account = facts
+        .accounts
+        .iter()
+        .find(|a| a.id == person.account_id)
+        .unwrap();
+    let access = facts.for_account(account);
+    assert_eq!(
+        texts_of(&c, "#account-projects tr.access-row").await.len(),
+        projects.len()
+    );
+    let here = text_of(
+        &c,
+        &format!("#account-projects tr[data-project='{}']", p.id),
+    )
+    .await;
+    assert!(
+        here.contains(person.role.as_deref().unwrap())
+            && here.contains(&person.source.as_ref().unwrap().label),
+        "{here}"
+    );
+    assert!(
+        exists(
+            &c,
+            &format!("#account-projects a[href='/projects/{}']", p.id)
+        )
+        .await
+    );
+    for r in &access {
+        let css = format!("#account-projects tr[data-project='{}']", r.project_id);
+        let row = text_of(&c, &css).await;
+        match r.can_access {
+            Some(false) => {
+                assert!(row.contains("no access"), "{row}");
+                assert!(
+                    exists(&c, &format!("{css}.muted")).await,
+                    "no access is muted: {row}"
+                );
+            }
+            Some(true) => assert!(row.contains(r.role.as_deref().unwrap()), "{row}"),
+            None => assert!(row.contains("unknown"), "{row}"),
+        }
+    }
+    assert!(
+        text_of(&c, "#project-access #rule-note")
+            .await
+            .contains(RULE_NOTE)
+    );
+    shots_at_both_widths(&c, "user-projects").await;
+    // An active account kept out of a project (a restricted project's default is No Access):
+    // "no access", muted, on its page.
+    let (kept_out, closed) = facts
+        .accounts
+        .iter()
+        .filter(|a| a.is_active)
+        .find_map(|a| {
+            facts
+                .for_account(a)
+                .into_iter()
+                .find(|r| r.can_access == Some(false))
+                .map(|r| (a.id, r.project_id))
+        })
+        .expect("the seed restricts some project");
+    c.goto(&url(&format!("/users/{kept_out}"))).await.unwrap();
+    let css = format!("#account-projects tr[data-project='{closed}']");
+    assert!(text_of(&c, &css).await.contains("no access"));
+    assert!(exists(&c, &format!("{css}.muted")).await);
+
+    // Professional: users' own project roles are not reported, and every page says so.
+    sim.set_settings(Settings {
+        edition: Edition::Professional,
+        ..sim.settings()
+    });
+    scan_until(&svc, &conn.id, |p| {
+        p.access.as_ref().is_some_and(|a| a.users.is_none())
+    })
+    .await;
+    c.goto(&url("/projects")).await.unwrap();
+    let table = text_of(&c, "#projects").await;
+    assert_eq!(
+        table.matches("not reported").count(),
+        2 * projects.len(),
+        "user roles and the access column say so: {table}"
+    );
+    assert!(text_of(&c, ".caveat").await.contains("Professional"));
+    shots_at_both_widths(&c, "projects-professional").await;
+    c.goto(&url(&format!("/projects/{}", p.id))).await.unwrap();
+    assert!(text_of(&c, ".caveat").await.contains("Professional"));
+    assert!(text_of(&c, "#access").await.contains("would win"));
+    c.goto(&url(&format!("/users/{}", person.account_id)))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&c, "#project-access .caveat")
+            .await
+            .contains("Professional")
+    );
+
+    // Before 7.3: no project access at all; nothing is guessed.
+    sim.set_settings(Settings {
+        testrail_version: Version(7, 2, 0),
+        ..sim.settings()
+    });
+    scan_until(&svc, &conn.id, |p| p.access.is_none()).await;
+    c.goto(&url("/projects")).await.unwrap();
+    let table = text_of(&c, "#projects").await;
+    assert_eq!(
+        table.matches("unknown (before 7.3)").count(),
+        projects.len(),
+        "{table}"
+    );
+    assert!(
+        texts_of(&c, ".caveat")
+            .await
+            .iter()
+            .any(|t| t.contains("before 7.3"))
+    );
+    c.goto(&url(&format!("/users/{}", person.account_id)))
+        .await
+        .unwrap();
+    let rows = texts_of(&c, "#account-projects tr.access-row").await;
+    assert!(
+        rows.iter().all(|r| r.contains("unknown")),
+        "a non-administrator's access is unknown: {rows:?}"
+    );
+    shots_at_both_widths(&c, "user-projects-before-7-3").await;
 
     c.close().await.unwrap();
     let _ = chromedriver.kill().await;
