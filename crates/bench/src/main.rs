@@ -4,7 +4,8 @@
 //! wrote. Then an identity import (100,000 rows by default, by the `accessrail` binary: time and
 //! memory), and the service
 //! in this process on port 0: p50/p99 latency of the API's accounts listing and of the
-//! console's users page over a mix of filters, sorts and pages, and of the groups pages. Run it
+//! console's users page over a mix of filters, sorts and pages, of the groups pages, and of the
+//! projects API and pages (the access rule over every account). Run it
 //! with `scripts/bench.sh` (release build).
 
 use std::path::PathBuf;
@@ -95,7 +96,10 @@ fn report(label: &str, o: &ScanOutcome, served: u64, wall: Duration, cpu: Durati
         "  requests            {} (simulator served {served}; minimum {})",
         o.requests, o.minimum_requests
     );
-    println!("  users / groups      {} / {}", o.users, o.groups);
+    println!(
+        "  users / groups / projects  {} / {} / {} (project access {})",
+        o.users, o.groups, o.projects, o.project_access
+    );
     println!("  wall time           {:.2} s", wall.as_secs_f64());
     println!(
         "  users per second    {:.0}",
@@ -404,6 +408,13 @@ async fn listing_latency(engine: Arc<App>, repeat: usize, verbose: bool) -> Resu
         .max_by_key(|g| g.member_ids.len())
         .ok_or("no groups")?;
     let group_name = group.name.clone().unwrap_or_default();
+    // A project for its pages (the projects list covers every project).
+    let projects = engine
+        .store()
+        .projects(&conn.id, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let project = projects.first().map(|p| p.id).ok_or("no projects")?;
     let total = engine
         .store()
         .account_counts(&conn.id)
@@ -501,6 +512,12 @@ async fn listing_latency(engine: Arc<App>, repeat: usize, verbose: bool) -> Resu
     .map(|q| format!("/users?{q}"))
     .collect();
     let groups_pages = vec!["/groups".to_string(), format!("/groups/{}", group.id)];
+    let projects_api = vec![
+        "/api/v1/connections/bench/projects".to_string(),
+        format!("/api/v1/connections/bench/projects/{project}/access"),
+        "/api/v1/connections/bench/accounts/2/projects".to_string(),
+    ];
+    let projects_pages = vec!["/projects".to_string(), format!("/projects/{project}")];
 
     let time = |paths: Vec<String>, bearer: bool| {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
@@ -540,6 +557,18 @@ async fn listing_latency(engine: Arc<App>, repeat: usize, verbose: bool) -> Resu
     print_latency(
         "console groups page and a group",
         time(groups_pages, false).await?,
+    );
+    println!(
+        "  ({} projects: the projects list evaluates the access rule for every account of each)",
+        projects.len()
+    );
+    print_latency(
+        "API projects, a project's access, an account's",
+        time(projects_api, true).await?,
+    );
+    print_latency(
+        "console projects page and a project",
+        time(projects_pages, false).await?,
     );
     Ok(())
 }

@@ -691,3 +691,118 @@ projects = [{ project = "Payments", role = "Designer" }]
         "{audit}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_update_project_answer_is_not_sent_again_and_ends_done() {
+    let e = env_with(30, 3, settings(Edition::Enterprise, Version::LATEST)).await;
+    let cast = stage(&e);
+    e.provisioned().await;
+    // TestRail applies the update, then the connection is cut before the answer.
+    e.sim().set_faults(testrail_sim::model::Faults {
+        drop_rate: 1.0,
+        methods: vec!["update_project".into()],
+        ..Default::default()
+    });
+    let out = e
+        .prov(&[
+            "set-project-role",
+            "--email",
+            &cast.bo,
+            "--project",
+            "Legacy",
+            "--role",
+            "Lead",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let v = out.json();
+    assert_eq!(v["result"]["done"], 1, "{v}");
+    // One write: the retry is a fresh read that finds it done, never the old list sent again.
+    assert_eq!(method_count(&e, "update_project"), 1);
+    let calls: Vec<&str> = v["result"]["results"][0]["calls_made"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let pid = cast.legacy;
+    assert_eq!(
+        calls,
+        vec![
+            format!("get_project/{pid}"),
+            format!("update_project/{pid}"),
+            format!("get_project/{pid}")
+        ],
+        "{v}"
+    );
+    let bo = e.user(&cast.bo).id;
+    assert_eq!(
+        e.sim().snapshot().projects[&pid].user_roles.get(&bo),
+        Some(&LEAD)
+    );
+    let row = row(&access_of(&e, &cast.bo, &[]).await, "Legacy").clone();
+    assert_eq!(
+        (row["role"].as_str(), row["source"]["kind"].as_str()),
+        (Some("Lead"), Some("user_role"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_deleted_while_a_scan_reads_it_is_recorded_as_removed() {
+    let e = env_with(30, 3, settings(Edition::Enterprise, Version::LATEST)).await;
+    let cast = stage(&e);
+    e.connect().await;
+    e.scan().await;
+    // Each project read waits 400 ms; Payments is deleted after the list was read.
+    e.sim().set_faults(testrail_sim::model::Faults {
+        latency_ms: 400,
+        methods: vec!["get_project".into()],
+        ..Default::default()
+    });
+    let sim = e.sim().clone();
+    // Once the list has been read (and before the project reads are answered).
+    let deleter = tokio::spawn(async move {
+        let lists = |sim: &testrail_sim::Sim| {
+            sim.stats()
+                .by_method
+                .get("get_projects")
+                .copied()
+                .unwrap_or(0)
+        };
+        let before = lists(&sim);
+        for _ in 0..500 {
+            if lists(&sim) > before {
+                sim.with_instance(|inst| inst.projects.remove(&cast.payments));
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    });
+    let scan = e.scan().await;
+    assert!(
+        deleter.await.unwrap(),
+        "the deletion happened during the reads"
+    );
+    assert!(
+        scan["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("deleted while the scan read them")),
+        "{scan}"
+    );
+    let changes = e
+        .run(&["changes", "--json", "--scan", &scan["scan_id"].to_string()])
+        .await
+        .json();
+    assert!(
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "project_removed" && c["project"] == "Payments"),
+        "{changes}"
+    );
+    assert_eq!(e.scan().await["changes"], 0, "the next scan agrees");
+}

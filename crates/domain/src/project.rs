@@ -85,7 +85,7 @@ pub struct AccountFacts {
 }
 
 /// Where a piece of access comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AccessSource {
     /// TestRail administrators reach every project.
@@ -161,152 +161,225 @@ pub fn permissiveness(role: Option<&str>, is_project_admin: bool) -> u8 {
         return 100;
     }
     let Some(name) = role else { return 50 };
-    match name.trim().to_ascii_lowercase().as_str() {
-        "no access" => 0,
-        "guest" => 10,
-        "read-only" | "read only" | "readonly" => 20,
-        "tester" => 30,
-        "designer" => 40,
-        "lead" => 45,
-        _ => 50,
+    let name = name.trim();
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    if is("no access") {
+        0
+    } else if is("guest") {
+        10
+    } else if is("read-only") || is("read only") || is("readonly") {
+        20
+    } else if is("tester") {
+        30
+    } else if is("designer") {
+        40
+    } else if is("lead") {
+        45
+    } else {
+        50
     }
 }
 
-fn resolve(
+/// One source's offer for one account, borrowed (the decision allocates nothing: it runs for
+/// every account of every project when counting who can reach them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Offer<'a> {
     source: AccessSource,
-    grant: &ProjectGrant,
-    account: &AccountFacts,
-    roles: &BTreeMap<u64, RoleInfo>,
-) -> SourcedRole {
-    if grant.role_id == GLOBAL_ROLE {
+    role_id: Option<u64>,
+    role: Option<&'a str>,
+    via_global_role: bool,
+}
+
+impl Offer<'_> {
+    fn owned(&self) -> SourcedRole {
         SourcedRole {
+            source: self.source,
+            role_id: self.role_id,
+            role: self.role.map(str::to_string),
+            via_global_role: self.via_global_role,
+        }
+    }
+}
+
+fn offer<'a>(
+    source: AccessSource,
+    grant: &'a ProjectGrant,
+    account: &'a AccountFacts,
+    roles: &'a BTreeMap<u64, RoleInfo>,
+) -> Offer<'a> {
+    let name_of = |id: u64| roles.get(&id).and_then(|r| r.name.as_deref());
+    if grant.role_id == GLOBAL_ROLE {
+        Offer {
             source,
             role_id: account.global_role_id,
-            role: account.global_role.clone().or_else(|| {
-                account
-                    .global_role_id
-                    .and_then(|r| roles.get(&r))
-                    .and_then(|r| r.name.clone())
-            }),
+            role: account
+                .global_role
+                .as_deref()
+                .or_else(|| account.global_role_id.and_then(name_of)),
             via_global_role: true,
         }
     } else {
-        SourcedRole {
+        Offer {
             source,
             role_id: Some(grant.role_id),
-            role: grant
-                .role
-                .clone()
-                .or_else(|| roles.get(&grant.role_id).and_then(|r| r.name.clone())),
+            role: grant.role.as_deref().or_else(|| name_of(grant.role_id)),
             via_global_role: false,
         }
     }
 }
 
-fn rank(r: &SourcedRole, roles: &BTreeMap<u64, RoleInfo>) -> (u8, std::cmp::Reverse<u64>) {
-    let pa = r
+fn rank(o: &Offer<'_>, roles: &BTreeMap<u64, RoleInfo>) -> (u8, std::cmp::Reverse<u64>) {
+    let pa = o
         .role_id
         .and_then(|id| roles.get(&id))
         .is_some_and(|i| i.is_project_admin);
     (
-        permissiveness(r.role.as_deref(), pa),
-        std::cmp::Reverse(r.role_id.unwrap_or(u64::MAX)),
+        permissiveness(o.role, pa),
+        std::cmp::Reverse(o.role_id.unwrap_or(u64::MAX)),
     )
 }
 
-/// The one rule (see the module docs): an account's effective access to a project.
-pub fn effective_access(
-    account: &AccountFacts,
-    project: &Project,
-    roles: &BTreeMap<u64, RoleInfo>,
-) -> EffectiveAccess {
+/// A user's own grant in a list sorted by user id (as the connector and the store keep it),
+/// found by binary search, else by a walk (an unsorted list from elsewhere).
+fn own_grant(users: &[ProjectGrant], id: u64) -> Option<&ProjectGrant> {
+    match users.binary_search_by_key(&id, |g| g.id) {
+        Ok(i) => users.get(i),
+        Err(_) if users.is_sorted_by_key(|g| g.id) => None,
+        Err(_) => users.iter().find(|g| g.id == id),
+    }
+}
+
+/// The rule's decision: the deciding offer (if any) and how much is known. A deciding role
+/// whose name is unknown (role 0 with no global role, an id missing from the role list) makes
+/// the answer unknown: whether it is "No Access" cannot be told.
+fn decide<'a>(
+    account: &'a AccountFacts,
+    project: &'a Project,
+    roles: &'a BTreeMap<u64, RoleInfo>,
+) -> (Option<Offer<'a>>, Knowledge) {
+    let admin = || Offer {
+        source: AccessSource::Administrator,
+        role_id: account.global_role_id,
+        role: account.global_role.as_deref(),
+        via_global_role: true,
+    };
+    if account.is_admin {
+        return (Some(admin()), Knowledge::Known);
+    }
     let Some(access) = &project.access else {
-        return EffectiveAccess {
-            project_id: project.id,
-            knowledge: if account.is_admin {
-                Knowledge::Known
-            } else {
-                Knowledge::Unknown
-            },
-            decided_by: account.is_admin.then(|| admin_role(account)),
-            also: Vec::new(),
-            can_access: account.is_admin,
-        };
+        return (None, Knowledge::Unknown);
     };
     let knowledge = if access.users.is_some() {
         Knowledge::Known
     } else {
         Knowledge::UserRolesUnknown
     };
-    let mut offered: Vec<SourcedRole> = Vec::new();
     let own = access
         .users
-        .as_ref()
-        .and_then(|users| users.iter().find(|g| g.id == account.id))
-        .map(|g| resolve(AccessSource::UserRole, g, account, roles));
-    let mut groups: Vec<SourcedRole> = access
+        .as_deref()
+        .and_then(|users| own_grant(users, account.id));
+    if let Some(g) = own {
+        return named(offer(AccessSource::UserRole, g, account, roles), knowledge);
+    }
+    // The most permissive of the account's groups' roles; ties by the lower role id.
+    let best_group = access
         .groups
         .iter()
         .filter(|g| account.group_ids.contains(&g.id))
         .map(|g| {
-            resolve(
+            offer(
                 AccessSource::GroupRole { group_id: g.id },
                 g,
                 account,
                 roles,
             )
         })
-        .collect();
-    // Most permissive first; ties by the lower role id.
-    groups.sort_by_key(|r| std::cmp::Reverse(rank(r, roles)));
-    let default = access
-        .default
-        .as_ref()
-        .map(|g| resolve(AccessSource::ProjectDefault, g, account, roles));
-
-    let decided = if account.is_admin {
-        Some(admin_role(account))
-    } else if let Some(own) = own.clone() {
-        Some(own)
-    } else if !groups.is_empty() {
-        Some(groups[0].clone())
-    } else {
-        default.clone()
-    };
-    // Everything else that offered a role, for the record.
-    offered.extend(own);
-    offered.extend(groups);
-    offered.extend(default);
-    if let Some(d) = &decided
-        && let Some(pos) = offered.iter().position(|o| o == d)
-    {
-        offered.remove(pos);
+        // The first of equally ranked groups (groups are sorted by id), as the full view lists.
+        .fold(None::<Offer<'_>>, |best, o| match best {
+            Some(b) if rank(&b, roles) >= rank(&o, roles) => Some(b),
+            _ => Some(o),
+        });
+    if let Some(o) = best_group {
+        return named(o, knowledge);
     }
-    let can_access = decided
-        .as_ref()
-        .is_some_and(|d| !is_no_access(d.role.as_deref()));
-    EffectiveAccess {
-        project_id: project.id,
-        knowledge: if account.is_admin {
-            Knowledge::Known
-        } else if decided.is_none() {
-            // Nothing applies and TestRail sent no default: not "no access", unknown.
-            Knowledge::Unknown
-        } else {
-            knowledge
-        },
-        decided_by: decided,
-        also: offered,
-        can_access,
+    match &access.default {
+        Some(g) => named(
+            offer(AccessSource::ProjectDefault, g, account, roles),
+            knowledge,
+        ),
+        // Nothing applies and TestRail sent no default: not "no access", unknown.
+        None => (None, Knowledge::Unknown),
     }
 }
 
-fn admin_role(account: &AccountFacts) -> SourcedRole {
-    SourcedRole {
-        source: AccessSource::Administrator,
-        role_id: account.global_role_id,
-        role: account.global_role.clone(),
-        via_global_role: true,
+/// An offer that decides, and the knowledge: unknown when its role has no name.
+fn named(o: Offer<'_>, knowledge: Knowledge) -> (Option<Offer<'_>>, Knowledge) {
+    if o.role.is_none() {
+        (Some(o), Knowledge::Unknown)
+    } else {
+        (Some(o), knowledge)
+    }
+}
+
+/// Whether the account can reach the project by [`effective_access`]'s rule (`None`: unknown),
+/// without building the sources: for counting over every account.
+pub fn can_access(
+    account: &AccountFacts,
+    project: &Project,
+    roles: &BTreeMap<u64, RoleInfo>,
+) -> Option<bool> {
+    let (decided, knowledge) = decide(account, project, roles);
+    (knowledge != Knowledge::Unknown).then(|| decided.is_some_and(|d| !is_no_access(d.role)))
+}
+
+/// The one rule (see the module docs): an account's effective access to a project, with the
+/// source that decided and every other source that offered a role.
+pub fn effective_access(
+    account: &AccountFacts,
+    project: &Project,
+    roles: &BTreeMap<u64, RoleInfo>,
+) -> EffectiveAccess {
+    let (decided, knowledge) = decide(account, project, roles);
+    let mut offers: Vec<Offer<'_>> = Vec::new();
+    if let Some(access) = &project.access {
+        if let Some(g) = access
+            .users
+            .as_deref()
+            .and_then(|users| own_grant(users, account.id))
+        {
+            offers.push(offer(AccessSource::UserRole, g, account, roles));
+        }
+        let mut groups: Vec<Offer<'_>> = access
+            .groups
+            .iter()
+            .filter(|g| account.group_ids.contains(&g.id))
+            .map(|g| {
+                offer(
+                    AccessSource::GroupRole { group_id: g.id },
+                    g,
+                    account,
+                    roles,
+                )
+            })
+            .collect();
+        groups.sort_by_key(|o| std::cmp::Reverse(rank(o, roles)));
+        offers.extend(groups);
+        if let Some(g) = &access.default {
+            offers.push(offer(AccessSource::ProjectDefault, g, account, roles));
+        }
+    }
+    // Everything else that offered a role, for the record.
+    if let Some(d) = &decided
+        && let Some(pos) = offers.iter().position(|o| o == d)
+    {
+        offers.remove(pos);
+    }
+    EffectiveAccess {
+        project_id: project.id,
+        knowledge,
+        decided_by: decided.map(|d| d.owned()),
+        also: offers.iter().map(Offer::owned).collect(),
+        can_access: decided.is_some_and(|d| !is_no_access(d.role)),
     }
 }
 
@@ -564,6 +637,39 @@ mod tests {
         // A user's own No Access beats a group's Lead.
         let p = project(3, vec![g(1, 1)], Some(vec![g(8, 7)]));
         assert!(!effective_access(&person(8, &[1]), &p, &r).can_access);
+    }
+
+    #[test]
+    fn the_quick_check_agrees_with_the_full_rule() {
+        let r = roles();
+        let projects = [
+            project(7, vec![g(1, 0), g(2, 1)], Some(vec![g(3, 7)])),
+            project(3, vec![g(1, 7)], None),
+            Project {
+                access: None,
+                ..project(3, vec![], None)
+            },
+            Project {
+                access: Some(ProjectAccessFacts {
+                    default: None,
+                    groups: vec![],
+                    users: Some(vec![]),
+                }),
+                ..project(3, vec![], None)
+            },
+        ];
+        for p in &projects {
+            for (id, groups) in [(1, vec![]), (2, vec![1]), (3, vec![1, 2]), (4, vec![2])] {
+                for admin in [false, true] {
+                    let mut a = person(id, &groups);
+                    a.is_admin = admin;
+                    let full = effective_access(&a, p, &r);
+                    let quick = can_access(&a, p, &r);
+                    let want = (full.knowledge != Knowledge::Unknown).then_some(full.can_access);
+                    assert_eq!(quick, want, "{a:?} {p:?}");
+                }
+            }
+        }
     }
 
     #[test]

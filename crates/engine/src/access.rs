@@ -8,7 +8,7 @@ use accessrail_domain::Account;
 use accessrail_domain::email::EmailKey;
 use accessrail_domain::project::{
     AccessSource, AccountFacts, EffectiveAccess, Knowledge, Project, RoleInfo, SourcedRole,
-    effective_access, role_label,
+    can_access, effective_access, role_label,
 };
 use accessrail_store::{Connection, Store};
 use serde::Serialize;
@@ -195,40 +195,56 @@ impl AccessFacts {
 
     /// Every project with its counts.
     pub fn projects(&self) -> Vec<ProjectView> {
+        // Each active account's facts once, not once per project.
+        let active = self.active_facts();
         self.projects
             .iter()
-            .map(|p| {
-                let knowledge = match &p.access {
-                    None => Knowledge::Unknown,
-                    Some(a) if a.users.is_none() => Knowledge::UserRolesUnknown,
-                    Some(_) => Knowledge::Known,
-                };
-                let active_with_access = (knowledge != Knowledge::Unknown).then(|| {
-                    self.accounts
-                        .iter()
-                        .filter(|a| a.is_active)
-                        .filter(|a| effective_access(&Self::facts(a), p, &self.roles).can_access)
-                        .count() as u64
-                });
-                let default = p.access.as_ref().and_then(|a| a.default.as_ref());
-                ProjectView {
-                    id: p.id,
-                    name: p.display_name(),
-                    is_completed: p.is_completed,
-                    completed_on: p.completed_on,
-                    access: knowledge,
-                    default_role: default.map(role_label),
-                    default_role_id: default.map(|d| d.role_id),
-                    group_roles: p.access.as_ref().map_or(0, |a| a.groups.len() as u64),
-                    user_roles: p
-                        .access
-                        .as_ref()
-                        .and_then(|a| a.users.as_ref())
-                        .map(|u| u.len() as u64),
-                    active_with_access,
-                }
-            })
+            .map(|p| self.view(p, &active))
             .collect()
+    }
+
+    /// One project with its counts (a project's page needs no other project's).
+    pub fn project_view(&self, p: &Project) -> ProjectView {
+        self.view(p, &self.active_facts())
+    }
+
+    fn active_facts(&self) -> Vec<AccountFacts> {
+        self.accounts
+            .iter()
+            .filter(|a| a.is_active)
+            .map(Self::facts)
+            .collect()
+    }
+
+    fn view(&self, p: &Project, active: &[AccountFacts]) -> ProjectView {
+        let knowledge = match &p.access {
+            None => Knowledge::Unknown,
+            Some(a) if a.users.is_none() => Knowledge::UserRolesUnknown,
+            Some(_) => Knowledge::Known,
+        };
+        let active_with_access = (knowledge != Knowledge::Unknown).then(|| {
+            active
+                .iter()
+                .filter(|f| can_access(f, p, &self.roles) == Some(true))
+                .count() as u64
+        });
+        let default = p.access.as_ref().and_then(|a| a.default.as_ref());
+        ProjectView {
+            id: p.id,
+            name: p.display_name(),
+            is_completed: p.is_completed,
+            completed_on: p.completed_on,
+            access: knowledge,
+            default_role: default.map(role_label),
+            default_role_id: default.map(|d| d.role_id),
+            group_roles: p.access.as_ref().map_or(0, |a| a.groups.len() as u64),
+            user_roles: p
+                .access
+                .as_ref()
+                .and_then(|a| a.users.as_ref())
+                .map(|u| u.len() as u64),
+            active_with_access,
+        }
     }
 
     /// The account with this email (any case), or a usage error naming close ones.
@@ -287,17 +303,17 @@ impl AccessFacts {
     /// Who can reach a project: every account whose access is not "no access" (and, when
     /// `everyone`, the rest too), active ones first, then by email.
     pub fn for_project(&self, project: &Project, everyone: bool) -> Vec<AccessRow> {
+        // The quick check first: rows (with their sources) only for the accounts listed.
         let mut rows: Vec<AccessRow> = self
             .accounts
             .iter()
-            .map(|a| {
-                self.row(
-                    a,
-                    project,
-                    effective_access(&Self::facts(a), project, &self.roles),
-                )
+            .filter_map(|a| {
+                let f = Self::facts(a);
+                if !everyone && can_access(&f, project, &self.roles) == Some(false) {
+                    return None;
+                }
+                Some(self.row(a, project, effective_access(&f, project, &self.roles)))
             })
-            .filter(|r| everyone || r.can_access != Some(false))
             .collect();
         rows.sort_by(|a, b| {
             b.is_active

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use accessrail_domain::project::{GLOBAL_ROLE, ProjectAccessFacts, ProjectGrant, role_label};
+use accessrail_domain::project::{
+    GLOBAL_ROLE, Principal, ProjectAccessFacts, ProjectGrant, role_label,
+};
 use accessrail_domain::{Account, AuditRecord, ChangeKind, EmailKey, Outcome, account_changes};
 use accessrail_store::{Connection, GroupRecord, LeaseToken, NewChange, ProvisionUpdate, Store};
 use serde::Serialize;
@@ -279,6 +281,15 @@ fn upstream(context: &str, e: testrail_client::Error) -> EngineError {
     EngineError::upstream(context, e)
 }
 
+/// Is `typed` this project's id or name (any case)? The one test, for reading and planning.
+fn project_named(p: &testrail_client::Project, typed: &str) -> bool {
+    let t = typed.trim();
+    t.parse::<u64>().ok() == Some(p.id)
+        || p.name
+            .as_deref()
+            .is_some_and(|n| n.trim().to_lowercase() == t.to_lowercase())
+}
+
 /// A project's access as TestRail reports it, or why it cannot be changed through the API.
 fn project_access_of(p: &testrail_client::Project) -> EngineResult<ProjectAccessFacts> {
     let mut warnings = Vec::new();
@@ -385,12 +396,7 @@ impl Live {
         let found: Vec<&testrail_client::Project> = self
             .projects
             .iter()
-            .filter(|p| {
-                p.name
-                    .as_deref()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(t))
-                    || t.parse::<u64>().ok() == Some(p.id)
-            })
+            .filter(|p| project_named(p, t))
             .collect();
         let p = match found.as_slice() {
             [p] => *p,
@@ -450,13 +456,13 @@ async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> 
                 role,
             } => {
                 need_roles |= role.is_some();
-                projects_named.insert(project.trim().to_lowercase());
+                projects_named.insert(project.clone());
                 email
             }
             Action::SetGroupProjectRole { project, role, .. } => {
                 need_roles |= role.is_some();
                 need_groups = true;
-                projects_named.insert(project.trim().to_lowercase());
+                projects_named.insert(project.clone());
                 continue;
             }
             Action::CreateUser {
@@ -513,12 +519,7 @@ async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> 
             .map_err(|e| upstream("reading projects", e))?;
         let wanted: Vec<u64> = projects
             .iter()
-            .filter(|p| {
-                projects_named.contains(&p.id.to_string())
-                    || p.name
-                        .as_deref()
-                        .is_some_and(|n| projects_named.contains(&n.trim().to_lowercase()))
-            })
+            .filter(|p| projects_named.iter().any(|t| project_named(p, t)))
             .map(|p| p.id)
             .collect();
         for id in wanted {
@@ -1472,7 +1473,8 @@ async fn execute<S: Store>(
 
 /// Sets or clears one project role under the project's lease: a fresh read, the whole list
 /// of that kind sent with the one entry changed, then a read-back that must show the entry as
-/// asked and every other entry as it was.
+/// asked and every other entry as it was. `update_project` is never retried blind (its list may
+/// be stale by then): every attempt starts from a fresh read, as group writes do.
 #[allow(clippy::too_many_arguments)]
 async fn project_write<S: Store>(
     engine: &Engine<S>,
@@ -1496,78 +1498,122 @@ async fn project_write<S: Store>(
         };
         Ok(list.iter().map(|g| (g.id, g.role_id)).collect())
     };
-    calls.push(format!("get_project/{project_id}"));
-    let fresh = client
-        .get_project(project_id)
-        .await
-        .map_err(|e| upstream("reading the project", e))?;
-    let before = entries(&project_access_of(&fresh)?)?;
-    if before.get(&principal_id).copied() == role_id {
-        return Ok(Executed::Noop(
-            "already so (another run or someone in TestRail got there first)".into(),
-        ));
-    }
-    let mut want = before.clone();
-    match role_id {
-        Some(r) => {
-            want.insert(principal_id, r);
-        }
-        None => {
-            want.remove(&principal_id);
-        }
-    }
-    // Every current entry, plus the changed one (null to clear it).
-    let mut body: Vec<(u64, Option<u64>)> = want.iter().map(|(id, r)| (*id, Some(*r))).collect();
-    if role_id.is_none() {
-        body.push((principal_id, None));
-    }
-    let update = if principal == "user" {
-        ProjectUpdate {
-            users: Some(
-                body.iter()
-                    .map(|(id, r)| ProjectUserRole {
-                        user_id: *id,
-                        role_id: *r,
-                    })
-                    .collect(),
-            ),
-            groups: None,
-        }
+    let who = if principal == "user" {
+        Principal::User(principal_id)
     } else {
-        ProjectUpdate {
-            users: None,
-            groups: Some(
-                body.iter()
-                    .map(|(id, r)| ProjectGroupRole {
-                        group_id: *id,
-                        role_id: *r,
-                    })
-                    .collect(),
-            ),
-        }
+        Principal::Group(principal_id)
     };
-    lease::fence(engine, token).await?;
-    calls.push(format!("update_project/{project_id}"));
-    client
-        .update_project(project_id, &update)
-        .await
-        .map_err(|e| upstream("updating the project", e))?;
-    calls.push(format!("get_project/{project_id}"));
-    let back = client
-        .get_project(project_id)
-        .await
-        .map_err(|e| upstream("reading the project back", e))?;
-    let after = entries(&project_access_of(&back)?)?;
-    if after != want {
-        return Err(EngineError::Conflict(format!(
-            "TestRail accepted the update of project {project_id} but its {principal} roles do not read back as sent"
+    let done = |back: &testrail_client::Project| {
+        let mut warnings = Vec::new();
+        Executed::Done(Box::new(ProvisionUpdate {
+            project: Some(connector::to_project(back, &mut warnings)),
+            project_principal: Some(who),
+            ..Default::default()
+        }))
+    };
+    let mut wrote = false;
+    let mut last_error = None;
+    for attempt in 1..=GROUP_WRITE_ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        calls.push(format!("get_project/{project_id}"));
+        let fresh = match client.get_project(project_id).await {
+            Ok(p) => p,
+            Err(e) if e.is_retryable() => {
+                last_error = Some(upstream("reading the project", e));
+                continue;
+            }
+            Err(e) => return Err(upstream("reading the project", e)),
+        };
+        let before = entries(&project_access_of(&fresh)?)?;
+        if before.get(&principal_id).copied() == role_id {
+            // Made so by an earlier attempt of ours whose answer was lost, or by someone else.
+            return Ok(if wrote {
+                done(&fresh)
+            } else {
+                Executed::Noop(
+                    "already so (another run or someone in TestRail got there first)".into(),
+                )
+            });
+        }
+        let mut want = before.clone();
+        match role_id {
+            Some(r) => {
+                want.insert(principal_id, r);
+            }
+            None => {
+                want.remove(&principal_id);
+            }
+        }
+        // Every current entry, plus the changed one (null to clear it).
+        let mut body: Vec<(u64, Option<u64>)> =
+            want.iter().map(|(id, r)| (*id, Some(*r))).collect();
+        if role_id.is_none() {
+            body.push((principal_id, None));
+        }
+        let update = if principal == "user" {
+            ProjectUpdate {
+                users: Some(
+                    body.iter()
+                        .map(|(id, r)| ProjectUserRole {
+                            user_id: *id,
+                            role_id: *r,
+                        })
+                        .collect(),
+                ),
+                groups: None,
+            }
+        } else {
+            ProjectUpdate {
+                users: None,
+                groups: Some(
+                    body.iter()
+                        .map(|(id, r)| ProjectGroupRole {
+                            group_id: *id,
+                            role_id: *r,
+                        })
+                        .collect(),
+                ),
+            }
+        };
+        lease::fence(engine, token).await?;
+        calls.push(format!("update_project/{project_id}"));
+        match client.update_project(project_id, &update).await {
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => {
+                // It may or may not have taken effect: the next attempt reads again.
+                wrote = true;
+                last_error = Some(upstream("updating the project", e));
+                continue;
+            }
+            Err(e) => return Err(upstream("updating the project", e)),
+        }
+        wrote = true;
+        calls.push(format!("get_project/{project_id}"));
+        let back = match client.get_project(project_id).await {
+            Ok(p) => p,
+            Err(e) if e.is_retryable() => {
+                last_error = Some(upstream("reading the project back", e));
+                continue;
+            }
+            Err(e) => return Err(upstream("reading the project back", e)),
+        };
+        if entries(&project_access_of(&back)?)? == want {
+            return Ok(done(&back));
+        }
+        // Someone outside Accessrail changed the project between our read and our write (our
+        // own writers are serialised by the lease): start again from a fresh read.
+        last_error = Some(EngineError::Conflict(format!(
+            "project {project_id}'s {principal} roles did not read back as written"
         )));
     }
-    let mut warnings = Vec::new();
-    Ok(Executed::Done(Box::new(ProvisionUpdate {
-        project: Some(connector::to_project(&back, &mut warnings)),
-        ..Default::default()
-    })))
+    Err(match last_error {
+        Some(EngineError::Conflict(_)) | None => EngineError::Conflict(format!(
+            "project {project_id} kept changing under us; the {principal} role was not verified after {GROUP_WRITE_ATTEMPTS} attempts"
+        )),
+        Some(e) => e,
+    })
 }
 
 /// Creates a user under the email's lease (and its groups' leases): checks the email is free,

@@ -107,24 +107,46 @@ async fn read_projects(
     }
     let ids: Vec<u64> = listed.iter().map(|p| p.id).collect();
     // Each read owns its client handle: a future borrowing one is not `Send` for every
-    // lifetime, which a spawned scan needs.
-    let read: Vec<testrail_client::Project> = stream::iter(ids)
+    // lifetime, which a spawned scan needs. Each answer becomes a domain project at once (an
+    // Enterprise answer lists users, and there may be many).
+    type Read = Option<(accessrail_domain::project::Project, Vec<String>)>;
+    let read: Vec<Read> = stream::iter(ids)
         .map(|id| {
             let client = client.clone();
             async move {
-                client
-                    .get_project(id)
-                    .await
-                    .map_err(|e| EngineError::upstream(format!("reading project {id}"), e))
+                match client.get_project(id).await {
+                    Ok(p) if p.id != id => Err(EngineError::upstream(
+                        format!("reading project {id}"),
+                        testrail_client::Error::upstream_bug(
+                            "get_project",
+                            format!("asked for project {id}, TestRail answered project {}", p.id),
+                        ),
+                    )),
+                    Ok(p) => {
+                        let mut w = Vec::new();
+                        let d = connector::to_project(&p, &mut w);
+                        Ok(Some((d, w)))
+                    }
+                    // Deleted since the list was read: it is gone, as the next list will say.
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(EngineError::upstream(format!("reading project {id}"), e)),
+                }
             }
         })
         .buffered(PROJECT_READS_AT_ONCE)
         .try_collect()
         .await?;
-    let mut out: Vec<_> = read
-        .iter()
-        .map(|p| connector::to_project(p, warnings))
-        .collect();
+    let gone = read.iter().filter(|r| r.is_none()).count();
+    if gone > 0 {
+        warnings.push(format!(
+            "{gone} project(s) were deleted while the scan read them: recorded as removed"
+        ));
+    }
+    let mut out = Vec::new();
+    for (p, w) in read.into_iter().flatten() {
+        warnings.extend(w);
+        out.push(p);
+    }
     let unknown = out.iter().filter(|p| p.access.is_none()).count();
     if unknown > 0 {
         warnings.push(format!(

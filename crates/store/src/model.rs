@@ -225,6 +225,9 @@ pub struct ProvisionUpdate {
     /// A project's whole access as read back after a project-role change: its grants replace
     /// the stored ones, and the differences become change rows.
     pub project: Option<accessrail_domain::project::Project>,
+    /// Whose role in `project` the action changed: only that change row points at the audit
+    /// entry (other differences found in the read-back are TestRail's own).
+    pub project_principal: Option<accessrail_domain::project::Principal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

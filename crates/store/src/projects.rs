@@ -149,71 +149,82 @@ impl Writes {
     }
 }
 
-/// Replaces, in `staged`, every grant in `held` (written by a revision committed after the scan
-/// began) by what is current: the scan read TestRail before that write and must not undo it.
-fn keep_held(current: &[Project], staged: &mut [Project], held: &HashSet<GrantKey>) {
-    if held.is_empty() {
-        return;
-    }
-    let current_rows: BTreeMap<GrantKey, GrantRow> = current
+/// The stored projects as last known: a project whose access a later read did not report
+/// keeps the grants it had (carried, see [`plan`]), and they are what the next read that does
+/// report access is compared with. (Views use [`assemble`], which shows such access as unknown.)
+pub(crate) fn assemble_last_known(projects: &[ProjectRow], grants: &[GrantRow]) -> Vec<Project> {
+    let with_grants: HashSet<(i64, &str)> = grants
         .iter()
-        .flat_map(grant_rows)
-        .map(|g| (g.key(), g))
+        .map(|g| (g.tr_project_id, g.principal.as_str()))
         .collect();
-    for p in staged.iter_mut() {
-        let Some(access) = p.access.as_mut() else {
-            continue;
-        };
-        let pid = i(p.id);
-        for (kind, list) in [
-            (GROUP, Some(&mut access.groups)),
-            (USER, access.users.as_mut()),
-        ] {
-            let Some(list) = list else { continue };
-            list.retain(|g| !held.contains(&(pid, kind.to_string(), i(g.id))));
-            for key in held.iter().filter(|k| k.0 == pid && k.1 == kind) {
-                if let Some(row) = current_rows.get(key) {
-                    list.push(ProjectGrant {
-                        id: u(row.principal_id),
-                        role_id: u(row.role_id),
-                        role: row.role_name.clone(),
-                    });
-                }
-            }
-            list.sort_by_key(|g| g.id);
-        }
-    }
+    let rows: Vec<ProjectRow> = projects
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let id = r.tr_project_id;
+            r.users_known |= with_grants.contains(&(id, USER));
+            r.access_known |= r.users_known
+                || with_grants.contains(&(id, GROUP))
+                || with_grants.contains(&(id, DEFAULT));
+            r
+        })
+        .collect();
+    assemble(rows, grants.to_vec())
 }
 
-/// What to write so that the stored projects become `staged`, and the change rows to report
-/// (none for a baseline, the first sighting of a connection's projects).
+/// What a provisioning revision written after a scan began has touched: the scan leaves those
+/// projects exactly as stored (its read is older); the next scan reads them again.
+pub(crate) type Held = HashSet<i64>;
+
+/// What to write so that the stored projects become what `staged` reports, and the change rows
+/// (none for a baseline, the first sighting of a connection's projects). What a read does not
+/// report is carried, not closed: a project whose access came back unknown keeps its grants
+/// (hidden from views, which say "unknown", but compared with when access is reported again),
+/// and so do users' own roles when the `users` list is missing; neither reports a change.
 pub(crate) fn plan(
-    current: &[Project],
-    mut staged: Vec<Project>,
-    held: &HashSet<GrantKey>,
+    rows: &[ProjectRow],
+    grants: &[GrantRow],
+    staged: Vec<Project>,
+    held: &Held,
     baseline: bool,
 ) -> Writes {
-    keep_held(current, &mut staged, held);
     let mut w = Writes::default();
-    let cur: BTreeMap<u64, &Project> = current.iter().map(|p| (p.id, p)).collect();
+    let last_known = assemble_last_known(rows, grants);
+    let cur_rows: BTreeMap<i64, &ProjectRow> = rows.iter().map(|r| (r.tr_project_id, r)).collect();
+    let cur: BTreeMap<u64, &Project> = last_known.iter().map(|p| (p.id, p)).collect();
     let staged_ids: HashSet<u64> = staged.iter().map(|p| p.id).collect();
-    for p in &staged {
-        let row = project_row(p);
-        let old = cur.get(&p.id);
-        if old.map(|o| project_row(o)) != Some(row.clone()) {
-            if old.is_some() {
+    let mut compared_old: Vec<Project> = Vec::new();
+    let mut compared_new: Vec<Project> = Vec::new();
+    for p in staged {
+        if held.contains(&i(p.id)) {
+            continue;
+        }
+        let old = cur.get(&p.id).copied();
+        // The row records what this read reported.
+        let row = project_row(&p);
+        if cur_rows.get(&row.tr_project_id).copied() != Some(&row) {
+            if cur_rows.contains_key(&row.tr_project_id) {
                 w.close_projects.push(row.tr_project_id);
             }
             w.open_projects.push(row);
         }
+        // The grants: what was reported, and what was not, carried.
+        let mut eff = p;
+        match (eff.access.as_mut(), old.and_then(|o| o.access.as_ref())) {
+            (None, Some(oa)) => eff.access = Some(oa.clone()),
+            (Some(na), Some(oa)) if na.users.is_none() && oa.users.is_some() => {
+                na.users = oa.users.clone();
+            }
+            _ => {}
+        }
         let old_grants: BTreeMap<GrantKey, GrantRow> = old
-            .map(|o| grant_rows(o))
+            .map(grant_rows)
             .unwrap_or_default()
             .into_iter()
             .map(|g| (g.key(), g))
             .collect();
         let new_grants: BTreeMap<GrantKey, GrantRow> =
-            grant_rows(p).into_iter().map(|g| (g.key(), g)).collect();
+            grant_rows(&eff).into_iter().map(|g| (g.key(), g)).collect();
         for (k, g) in &new_grants {
             match old_grants.get(k) {
                 Some(o) if o == g => {}
@@ -229,16 +240,21 @@ pub(crate) fn plan(
                 w.close_grants.push(k.clone());
             }
         }
+        if let Some(o) = old {
+            compared_old.push(o.clone());
+        }
+        compared_new.push(eff);
     }
-    for o in current {
-        if !staged_ids.contains(&o.id) {
+    for o in &last_known {
+        if !staged_ids.contains(&o.id) && !held.contains(&i(o.id)) {
             w.close_projects.push(i(o.id));
             w.close_grants
                 .extend(grant_rows(o).into_iter().map(|g| g.key()));
+            compared_old.push(o.clone());
         }
     }
     if !baseline {
-        w.changes = project_changes(current, &staged);
+        w.changes = project_changes(&compared_old, &compared_new);
     }
     w
 }
@@ -264,7 +280,7 @@ mod tests {
         }
     }
 
-    fn project(users: Vec<ProjectGrant>) -> Project {
+    fn project(users: Option<Vec<ProjectGrant>>) -> Project {
         Project {
             id: 1,
             name: Some("P".into()),
@@ -273,52 +289,91 @@ mod tests {
             access: Some(ProjectAccessFacts {
                 default: Some(grant(0, 3)),
                 groups: vec![grant(4, 1)],
-                users: Some(users),
+                users,
             }),
         }
     }
 
+    fn rows(p: &[Project]) -> (Vec<ProjectRow>, Vec<GrantRow>) {
+        (
+            p.iter().map(project_row).collect(),
+            p.iter().flat_map(grant_rows).collect(),
+        )
+    }
+
     #[test]
     fn rows_round_trip_and_unchanged_writes_nothing() {
-        let p = project(vec![grant(9, 2)]);
-        let back = assemble(vec![project_row(&p)], grant_rows(&p));
-        assert_eq!(back, vec![p.clone()]);
-        let w = plan(
-            std::slice::from_ref(&p),
-            vec![p.clone()],
-            &HashSet::new(),
-            false,
-        );
+        let p = project(Some(vec![grant(9, 2)]));
+        let (r, g) = rows(std::slice::from_ref(&p));
+        assert_eq!(assemble(r.clone(), g.clone()), vec![p.clone()]);
+        let w = plan(&r, &g, vec![p], &Held::new(), false);
         assert_eq!(w.rows(), 0);
         assert!(w.changes.is_empty());
     }
 
     #[test]
-    fn a_held_grant_is_left_as_the_newer_revision_wrote_it() {
+    fn a_project_a_newer_revision_touched_is_left_as_stored() {
         // A provisioning revision gave user 9 role 2 after the scan read TestRail (without it).
-        let current = project(vec![grant(9, 2)]);
-        let staged = project(vec![]);
-        let held: HashSet<GrantKey> = [(1, USER.to_string(), 9)].into_iter().collect();
-        let w = plan(
-            std::slice::from_ref(&current),
-            vec![staged.clone()],
-            &held,
-            false,
-        );
+        let (r, g) = rows(&[project(Some(vec![grant(9, 2)]))]);
+        let staged = project(Some(vec![]));
+        let held: Held = [1].into_iter().collect();
+        let w = plan(&r, &g, vec![staged.clone()], &held, false);
+        assert_eq!(w.rows(), 0, "{w:?}");
+        assert!(w.changes.is_empty());
+        // Held and not listed by the scan (created after it read the list): kept too.
+        let w = plan(&r, &g, vec![], &held, false);
         assert_eq!(w.rows(), 0, "{w:?}");
         // Without the hold the scan would revoke it.
-        let w = plan(&[current], vec![staged], &HashSet::new(), false);
+        let w = plan(&r, &g, vec![staged], &Held::new(), false);
         assert_eq!(w.close_grants, vec![(1, USER.to_string(), 9)]);
         assert_eq!(w.changes.len(), 1);
     }
 
     #[test]
+    fn what_a_read_does_not_report_is_carried_and_compared_later() {
+        let before = project(Some(vec![grant(9, 2)]));
+        let (r, g) = rows(std::slice::from_ref(&before));
+        // This read reports no access: nothing closed, nothing reported; views say unknown.
+        let mut unknown = before.clone();
+        unknown.access = None;
+        let w = plan(&r, &g, vec![unknown.clone()], &Held::new(), false);
+        assert!(
+            w.close_grants.is_empty() && w.open_grants.is_empty(),
+            "{w:?}"
+        );
+        assert!(w.changes.is_empty());
+        assert_eq!(
+            w.open_projects.len(),
+            1,
+            "the row says access was not reported"
+        );
+        let r2: Vec<ProjectRow> = vec![project_row(&unknown)];
+        assert_eq!(assemble(r2.clone(), g.clone())[0].access, None);
+        // Reported again without user 9: the revocation is found against the carried grants.
+        let after = project(Some(vec![]));
+        let w = plan(&r2, &g, vec![after], &Held::new(), false);
+        assert_eq!(w.close_grants, vec![(1, USER.to_string(), 9)]);
+        assert_eq!(w.changes.len(), 1);
+        assert_eq!(
+            w.changes[0].kind,
+            accessrail_domain::ChangeKind::ProjectAccessRevoked
+        );
+        // The users list missing: users' roles carried, no change.
+        let w = plan(&r, &g, vec![project(None)], &Held::new(), false);
+        assert!(w.close_grants.is_empty() && w.changes.is_empty(), "{w:?}");
+    }
+
+    #[test]
     fn a_removed_project_closes_its_grants() {
-        let p = project(vec![grant(9, 2)]);
-        let w = plan(&[p], vec![], &HashSet::new(), false);
+        let (r, g) = rows(&[project(Some(vec![grant(9, 2)]))]);
+        let w = plan(&r, &g, vec![], &Held::new(), false);
         assert_eq!(w.close_projects, vec![1]);
         assert_eq!(w.close_grants.len(), 3);
-        let w = plan(&[], vec![project(vec![])], &HashSet::new(), true);
+        assert_eq!(
+            w.changes[0].kind,
+            accessrail_domain::ChangeKind::ProjectRemoved
+        );
+        let w = plan(&[], &[], vec![project(Some(vec![]))], &Held::new(), true);
         assert_eq!((w.open_projects.len(), w.open_grants.len()), (1, 2));
         assert!(w.changes.is_empty(), "a baseline reports nothing");
     }

@@ -812,8 +812,8 @@ impl Client {
         self.projects().collect_all().await
     }
 
-    /// `update_project/{id}` (7.3+, administrators). The body sets absolute roles, so a retry
-    /// after a lost answer writes the same state again.
+    /// `update_project/{id}` (7.3+, administrators). Never retried here: a body that carries a
+    /// whole access list may be stale by the time of a retry; the caller re-reads and decides.
     pub async fn update_project(
         &self,
         project_id: u64,
@@ -824,7 +824,7 @@ impl Client {
             &format!("update_project/{project_id}"),
             update,
             On400::NotFoundIfField("project_id"),
-            Retry::Safe,
+            Retry::Never,
         )
         .await
     }

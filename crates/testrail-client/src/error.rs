@@ -93,6 +93,11 @@ impl Error {
         }
     }
 
+    /// An answer the caller found inconsistent (e.g. `get_project/5` answering project 6).
+    pub fn upstream_bug(method: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UpstreamBug, method).with_detail(detail)
+    }
+
     pub(crate) fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
         self

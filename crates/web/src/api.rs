@@ -955,13 +955,8 @@ async fn project_access(
         .filter(|r| q.all || r.is_active)
         .map(Into::into)
         .collect();
-    let view = facts
-        .projects()
-        .into_iter()
-        .find(|v| v.id == p.id)
-        .ok_or_else(|| ApiError::not_found("project"))?;
     Ok(Json(ProjectAccessDto {
-        project: view.into(),
+        project: facts.project_view(p).into(),
         rule: access::RULE_NOTE.into(),
         accounts: rows,
     }))

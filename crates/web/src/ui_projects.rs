@@ -214,10 +214,7 @@ pub(crate) async fn project_page(
         .parse::<u64>()
         .ok()
         .and_then(|n| facts.projects.iter().find(|p| p.id == n));
-    let (Some(project), Some(view)) = (
-        found,
-        found.and_then(|p| facts.projects().into_iter().find(|v| v.id == p.id)),
-    ) else {
+    let (Some(project), Some(view)) = (found, found.map(|p| facts.project_view(p))) else {
         let which = if wanted.parse::<u64>().is_ok() {
             format!("project #{wanted}")
         } else {

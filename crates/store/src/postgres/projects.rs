@@ -1,11 +1,9 @@
 //! Projects and their access grants (see `crate::projects` for what is decided where).
 
-use std::collections::HashSet;
-
 use accessrail_domain::project::{Principal, Project};
 
 use super::*;
-use crate::projects::{self as shared, GrantKey, GrantRow, ProjectRow, Writes};
+use crate::projects::{self as shared, GrantRow, ProjectRow, Writes};
 
 /// The revision right after scan `at_scan` committed (`None`: now).
 pub(super) async fn revision_of(
@@ -28,12 +26,12 @@ pub(super) async fn revision_of(
     }
 }
 
-/// The projects as of revision `rev` (`None`: the current versions).
-pub(super) async fn load(
+/// The project and grant rows as of revision `rev` (`None`: the current versions).
+pub(super) async fn load_rows(
     conn: &mut PgConnection,
     cid: &str,
     rev: Option<i64>,
-) -> StoreResult<Vec<Project>> {
+) -> StoreResult<(Vec<ProjectRow>, Vec<GrantRow>)> {
     const VALID: &str =
         "connection_id = $1 AND (CASE WHEN $2::BIGINT IS NULL THEN valid_to_rev IS NULL
         ELSE valid_from_rev <= $2 AND (valid_to_rev IS NULL OR valid_to_rev > $2) END)";
@@ -53,17 +51,29 @@ pub(super) async fn load(
     .bind(rev)
     .fetch_all(&mut *conn)
     .await?;
+    Ok((projects, grants))
+}
+
+/// The projects as of revision `rev` (`None`: the current versions), as views show them.
+pub(super) async fn load(
+    conn: &mut PgConnection,
+    cid: &str,
+    rev: Option<i64>,
+) -> StoreResult<Vec<Project>> {
+    let (projects, grants) = load_rows(conn, cid, rev).await?;
     Ok(shared::assemble(projects, grants))
 }
 
-/// Grants that a revision after `base` wrote (provisioning while a scan ran).
+/// Projects that a revision after `base` wrote (provisioning while a scan ran).
 pub(super) async fn held(
     conn: &mut PgConnection,
     cid: &str,
     base: i64,
-) -> StoreResult<HashSet<GrantKey>> {
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-        "SELECT DISTINCT tr_project_id, principal, principal_id FROM project_grant_versions
+) -> StoreResult<shared::Held> {
+    let rows: Vec<i64> = sqlx::query_scalar(
+        "SELECT tr_project_id FROM project_grant_versions
+         WHERE connection_id = $1 AND (valid_from_rev > $2 OR valid_to_rev > $2)
+         UNION SELECT tr_project_id FROM project_versions
          WHERE connection_id = $1 AND (valid_from_rev > $2 OR valid_to_rev > $2)",
     )
     .bind(cid)
@@ -73,8 +83,9 @@ pub(super) async fn held(
     Ok(rows.into_iter().collect())
 }
 
-/// Executes `w` at revision `rev` and writes its change rows (for `scan_row`, with the audit
-/// entry if any). Returns (rows written, change rows).
+/// Executes `w` at revision `rev` and writes its change rows (for `scan_row`). With `audit`,
+/// the change of that principal points at that audit entry (the others, found on the way,
+/// are TestRail's own). Returns (rows written, change rows).
 pub(super) async fn write(
     conn: &mut PgConnection,
     cid: &str,
@@ -82,7 +93,7 @@ pub(super) async fn write(
     w: &Writes,
     scan_row: i64,
     now: i64,
-    audit_id: Option<i64>,
+    audit: Option<(i64, Principal)>,
 ) -> StoreResult<(u64, u64)> {
     for pid in &w.close_projects {
         sqlx::query("UPDATE project_versions SET valid_to_rev = $1 WHERE connection_id = $2 AND tr_project_id = $3 AND valid_to_rev IS NULL")
@@ -133,6 +144,9 @@ pub(super) async fn write(
         .await?;
     }
     for c in &w.changes {
+        let audit_id = audit
+            .filter(|(_, who)| c.principal == Some(*who))
+            .map(|(id, _)| id);
         let (user, group) = shared::principal_ids(c.principal);
         let subject: Option<String> = match c.principal {
             Some(Principal::User(_)) => sqlx::query_scalar(
@@ -211,23 +225,38 @@ impl PgStore {
     }
 }
 
-/// The project facts of a provisioning read-back, written as revision `rev`.
+/// The project facts of a provisioning read-back, written as revision `rev`; the change of
+/// `principal` is credited to audit entry `audit_id`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn record(
     conn: &mut PgConnection,
     cid: &str,
     rev: i64,
     project: &Project,
+    principal: Option<Principal>,
     scan_row: i64,
     now: i64,
     audit_id: i64,
 ) -> StoreResult<u64> {
-    let current: Vec<Project> = load(conn, cid, None)
-        .await?
+    let (rows, grants) = load_rows(conn, cid, None).await?;
+    let pid = i(project.id);
+    // Only this project: `plan` closes projects it is not given.
+    let rows: Vec<ProjectRow> = rows
         .into_iter()
-        .filter(|p| p.id == project.id)
+        .filter(|r| r.tr_project_id == pid)
         .collect();
-    let w = shared::plan(&current, vec![project.clone()], &HashSet::new(), false);
-    // Only this project: `plan` would close every other project as "gone".
-    let (_, changes) = write(conn, cid, rev, &w, scan_row, now, Some(audit_id)).await?;
+    let grants: Vec<GrantRow> = grants
+        .into_iter()
+        .filter(|g| g.tr_project_id == pid)
+        .collect();
+    let w = shared::plan(
+        &rows,
+        &grants,
+        vec![project.clone()],
+        &shared::Held::new(),
+        false,
+    );
+    let audit = principal.map(|p| (audit_id, p));
+    let (_, changes) = write(conn, cid, rev, &w, scan_row, now, audit).await?;
     Ok(changes)
 }

@@ -252,6 +252,7 @@ impl PgStore {
                 connection_id,
                 rev,
                 project,
+                update.project_principal,
                 row_id,
                 now,
                 audit_id,

@@ -511,9 +511,9 @@ impl PgScan {
             .bind(&cid)
             .fetch_one(&mut *tx)
             .await?;
-            let current = super::projects::load(&mut tx, &cid, None).await?;
+            let (rows, grants) = super::projects::load_rows(&mut tx, &cid, None).await?;
             let held = super::projects::held(&mut tx, &cid, base).await?;
-            let w = crate::projects::plan(&current, staged, &held, baseline);
+            let w = crate::projects::plan(&rows, &grants, staged, &held, baseline);
             let (rows, changes) =
                 super::projects::write(&mut tx, &cid, rev, &w, scan, now, None).await?;
             n.rows += rows;

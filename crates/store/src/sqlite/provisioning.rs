@@ -242,6 +242,7 @@ impl SqliteStore {
                 connection_id,
                 rev,
                 project,
+                update.project_principal,
                 row_id,
                 now,
                 audit_id,
