@@ -3,6 +3,7 @@
 //! (`domain::project::effective_access`, the one rule), now or at a scan.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use accessrail_domain::Account;
 use accessrail_domain::email::EmailKey;
@@ -300,27 +301,112 @@ impl AccessFacts {
             .collect()
     }
 
-    /// Who can reach a project: every account whose access is not "no access" (and, when
-    /// `everyone`, the rest too), active ones first, then by email.
+    /// Who can reach a project: every active account whose access is not "no access" (with
+    /// `everyone`, every account), active ones first, then by email.
     pub fn for_project(&self, project: &Project, everyone: bool) -> Vec<AccessRow> {
-        // The quick check first: rows (with their sources) only for the accounts listed.
-        let mut rows: Vec<AccessRow> = self
+        self.project_page(project, everyone, 0, usize::MAX).rows
+    }
+
+    /// One page of [`Self::for_project`], with counts over every account it lists. The quick
+    /// check decides who is listed; rows (with their sources) are built for the page only.
+    pub fn project_page(
+        &self,
+        project: &Project,
+        everyone: bool,
+        offset: usize,
+        limit: usize,
+    ) -> ProjectAccessPage {
+        let mut listed: Vec<(&Account, AccountFacts, Option<bool>)> = self
             .accounts
             .iter()
+            .filter(|a| everyone || a.is_active)
             .filter_map(|a| {
                 let f = Self::facts(a);
-                if !everyone && can_access(&f, project, &self.roles) == Some(false) {
-                    return None;
-                }
-                Some(self.row(a, project, effective_access(&f, project, &self.roles)))
+                let can = can_access(&f, project, &self.roles);
+                (everyone || can != Some(false)).then_some((a, f, can))
             })
             .collect();
-        rows.sort_by(|a, b| {
+        listed.sort_by(|(a, ..), (b, ..)| {
             b.is_active
                 .cmp(&a.is_active)
                 .then_with(|| a.email.cmp(&b.email))
-                .then(a.account_id.cmp(&b.account_id))
+                .then(a.id.cmp(&b.id))
         });
-        rows
+        let reach = listed.iter().filter(|(.., c)| *c == Some(true)).count() as u64;
+        let unknown = listed.iter().filter(|(.., c)| c.is_none()).count() as u64;
+        let rows = listed
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(a, f, _)| self.row(a, project, effective_access(f, project, &self.roles)))
+            .collect();
+        ProjectAccessPage {
+            total: listed.len() as u64,
+            reach,
+            unknown,
+            rows,
+        }
+    }
+}
+
+/// One page of who can reach a project.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectAccessPage {
+    /// Accounts listed in all (every page).
+    pub total: u64,
+    /// Of those, how many can reach the project, and how many are unknown.
+    pub reach: u64,
+    pub unknown: u64,
+    pub rows: Vec<AccessRow>,
+}
+
+/// The current revision's access facts and project counts, kept until a new revision (a scan,
+/// a provisioning action, a change of matches) commits: a page of the console or the API then
+/// costs a lookup, not a load of every account and the rule over every account and project.
+/// Views at a past scan are loaded each time.
+#[derive(Debug, Default)]
+pub struct AccessCache {
+    current: tokio::sync::Mutex<Option<Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    connection: String,
+    revision: Option<i64>,
+    facts: Arc<AccessFacts>,
+    views: Arc<Vec<ProjectView>>,
+}
+
+impl AccessCache {
+    /// The facts and project counts now (`at_scan` `None`) or at a scan.
+    pub async fn get<S: Store>(
+        &self,
+        engine: &Engine<S>,
+        conn: &Connection,
+        at_scan: Option<i64>,
+    ) -> EngineResult<(Arc<AccessFacts>, Arc<Vec<ProjectView>>)> {
+        if at_scan.is_some() {
+            let facts = AccessFacts::load(engine, conn, at_scan).await?;
+            let views = facts.projects();
+            return Ok((Arc::new(facts), Arc::new(views)));
+        }
+        // One load at a time: concurrent first requests wait for it instead of repeating it.
+        let mut slot = self.current.lock().await;
+        let revision = engine.store().latest_revision(&conn.id).await?;
+        if let Some(c) = slot.as_ref()
+            && c.connection == conn.id
+            && c.revision == revision
+        {
+            return Ok((c.facts.clone(), c.views.clone()));
+        }
+        let facts = Arc::new(AccessFacts::load(engine, conn, None).await?);
+        let views = Arc::new(facts.projects());
+        *slot = Some(Cached {
+            connection: conn.id.clone(),
+            revision,
+            facts: facts.clone(),
+            views: views.clone(),
+        });
+        Ok((facts, views))
     }
 }

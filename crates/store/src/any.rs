@@ -256,6 +256,9 @@ impl Store for AnyStore {
     ) -> StoreResult<Option<ListedAccount>> {
         on_store!(self, s => s.account(connection_id, account_id))
     }
+    async fn latest_revision(&self, connection_id: &str) -> StoreResult<Option<i64>> {
+        on_store!(self, s => s.latest_revision(connection_id))
+    }
     async fn projects(
         &self,
         connection_id: &str,

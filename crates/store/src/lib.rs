@@ -110,6 +110,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<ScanRecord>>> + Send;
     fn scan(&self, scan_id: i64) -> impl Future<Output = StoreResult<Option<ScanRecord>>> + Send;
+    /// The newest committed revision of a connection (a scan, a provisioning action, a change of
+    /// matches): anything derived from the current state holds until it changes.
+    fn latest_revision(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
     /// The current accounts (as of the last good scan), with their group ids.
     fn current_accounts(
         &self,

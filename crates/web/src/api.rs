@@ -884,8 +884,15 @@ pub struct ProjectAccessDto {
     project: ProjectDto,
     /// How effective access is worked out (Accessrail's reading; TestRail does not document it).
     rule: String,
+    /// Accounts listed in all pages; this page starts at `offset`.
+    total: u64,
+    offset: u64,
     accounts: Vec<AccessRowDto>,
 }
+
+/// Accounts per page of a project's access, by default and at most.
+const DEFAULT_ACCESS_PAGE: u64 = 100;
+const MAX_ACCESS_PAGE: u64 = 1000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountProjectsDto {
@@ -903,6 +910,11 @@ pub struct ProjectQuery {
     /// With a project: also accounts without access, and inactive ones.
     #[serde(default)]
     all: bool,
+    /// With a project: accounts per page (default 100, at most 1000).
+    limit: Option<u64>,
+    /// With a project: accounts to skip.
+    #[serde(default)]
+    offset: u64,
 }
 
 /// Refuses a scan that is not a successful scan of this connection.
@@ -932,8 +944,8 @@ async fn list_projects(
 ) -> ApiResult<Json<Vec<ProjectDto>>> {
     let c = conn(&s, &name).await?;
     check_scan(&s, &c, q.scan).await?;
-    let facts = access::AccessFacts::load(&s.engine, &c, q.scan).await?;
-    Ok(Json(facts.projects().into_iter().map(Into::into).collect()))
+    let (_, views) = s.access.get(&s.engine, &c, q.scan).await?;
+    Ok(Json(views.iter().cloned().map(Into::into).collect()))
 }
 
 /// Who can reach a project (by id or name), with role and source: active accounts with access,
@@ -947,18 +959,29 @@ async fn project_access(
 ) -> ApiResult<Json<ProjectAccessDto>> {
     let c = conn(&s, &name).await?;
     check_scan(&s, &c, q.scan).await?;
-    let facts = access::AccessFacts::load(&s.engine, &c, q.scan).await?;
+    let (facts, views) = s.access.get(&s.engine, &c, q.scan).await?;
     let p = facts.project(&project)?;
-    let rows = facts
-        .for_project(p, q.all)
-        .into_iter()
-        .filter(|r| q.all || r.is_active)
-        .map(Into::into)
-        .collect();
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_ACCESS_PAGE)
+        .clamp(1, MAX_ACCESS_PAGE);
+    let page = facts.project_page(
+        p,
+        q.all,
+        usize::try_from(q.offset).unwrap_or(usize::MAX),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    let view = views
+        .iter()
+        .find(|v| v.id == p.id)
+        .cloned()
+        .unwrap_or_else(|| facts.project_view(p));
     Ok(Json(ProjectAccessDto {
-        project: facts.project_view(p).into(),
+        project: view.into(),
         rule: access::RULE_NOTE.into(),
-        accounts: rows,
+        total: page.total,
+        offset: q.offset,
+        accounts: page.rows.into_iter().map(Into::into).collect(),
     }))
 }
 
@@ -972,7 +995,7 @@ async fn account_projects(
 ) -> ApiResult<Json<AccountProjectsDto>> {
     let c = conn(&s, &name).await?;
     check_scan(&s, &c, q.scan).await?;
-    let facts = access::AccessFacts::load(&s.engine, &c, q.scan).await?;
+    let (facts, _) = s.access.get(&s.engine, &c, q.scan).await?;
     let a =
         facts.accounts.iter().find(|a| a.id == id).ok_or_else(|| {
             ApiError::not_found(format!("no TestRail account {id} in {}", c.name))

@@ -50,6 +50,8 @@ pub struct AppState {
     pub(crate) job_timing: JobTiming,
     /// What this process's worker runs jobs with.
     pub(crate) runner: Arc<Runner<AnyStore>>,
+    /// Project access of the current revision, kept until the next one commits.
+    pub(crate) access: accessrail_engine::access::AccessCache,
 }
 
 /// Scans one process runs at once; each holds a database connection for its whole run, so
@@ -101,6 +103,7 @@ impl AppState {
             jobs,
             job_timing,
             runner,
+            access: accessrail_engine::access::AccessCache::default(),
             csrf_key,
             templates: crate::ui::templates(),
         }))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use accessrail_domain::project::Knowledge;
-use accessrail_engine::access::{AccessFacts, AccessRow, RULE_NOTE, SourceView};
+use accessrail_engine::access::{AccessFacts, AccessRow, ProjectView, RULE_NOTE, SourceView};
 use accessrail_engine::time_fmt;
 use accessrail_store::Connection;
 use axum::extract::{Path, Query, State};
@@ -115,9 +115,13 @@ fn caveats(rows: &[AccessRow]) -> Vec<&'static str> {
     out
 }
 
-async fn load(s: &AppState, conn: &Connection) -> Option<AccessFacts> {
+/// The current revision's facts and project counts (cached until the next revision).
+async fn load(
+    s: &AppState,
+    conn: &Connection,
+) -> Option<(Arc<AccessFacts>, Arc<Vec<ProjectView>>)> {
     let engine: &App = &s.engine;
-    match AccessFacts::load(engine, conn, None).await {
+    match s.access.get(engine, conn, None).await {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::error!("reading project access: {e}");
@@ -146,10 +150,9 @@ pub(crate) async fn projects_page(State(s): State<Arc<AppState>>, v: Visitor) ->
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let Some(facts) = load(&s, &conn).await else {
+    let Some((_, list)) = load(&s, &conn).await else {
         return unavailable(&s, &v, "Projects");
     };
-    let list = facts.projects();
     let projects: Vec<Value> = list
         .iter()
         .map(|p| {
@@ -192,6 +195,19 @@ pub(crate) struct ProjectQuery {
     /// `1`: everyone, accounts without access and inactive ones included.
     #[serde(default)]
     all: String,
+    /// Which page of accounts (from 0).
+    #[serde(default)]
+    page: usize,
+}
+
+/// Accounts per page of a project's access (a project everyone reaches lists every account).
+const PAGE: usize = 50;
+
+fn page_link(id: u64, everyone: bool, page: usize) -> String {
+    format!(
+        "/projects/{id}?{}page={page}",
+        if everyone { "all=1&" } else { "" }
+    )
 }
 
 pub(crate) async fn project_page(
@@ -206,7 +222,7 @@ pub(crate) async fn project_page(
     let Some(conn) = current_connection(&s).await else {
         return Redirect::to("/setup").into_response();
     };
-    let Some(facts) = load(&s, &conn).await else {
+    let Some((facts, views)) = load(&s, &conn).await else {
         return unavailable(&s, &v, "Project");
     };
     let wanted = id.trim();
@@ -214,7 +230,10 @@ pub(crate) async fn project_page(
         .parse::<u64>()
         .ok()
         .and_then(|n| facts.projects.iter().find(|p| p.id == n));
-    let (Some(project), Some(view)) = (found, found.map(|p| facts.project_view(p))) else {
+    let (Some(project), Some(view)) = (
+        found,
+        found.and_then(|p| views.iter().find(|v| v.id == p.id).cloned()),
+    ) else {
         let which = if wanted.parse::<u64>().is_ok() {
             format!("project #{wanted}")
         } else {
@@ -230,12 +249,10 @@ pub(crate) async fn project_page(
         );
     };
     let everyone = !q.all.is_empty() && q.all != "0";
-    let rows: Vec<AccessRow> = facts
-        .for_project(project, everyone)
-        .into_iter()
-        .filter(|r| everyone || r.is_active)
-        .collect();
-    let mut notes = caveats(&rows);
+    // A page of the listed accounts; the counts cover them all.
+    let listed = facts.project_page(project, everyone, q.page * PAGE, PAGE);
+    let rows = &listed.rows;
+    let mut notes = caveats(rows);
     // The project's own caveats hold even when no row shows them (no account listed).
     let own = match view.access {
         Knowledge::Known => None,
@@ -247,12 +264,11 @@ pub(crate) async fn project_page(
     {
         notes.push(n);
     }
-    let reach = rows.iter().filter(|r| r.can_access == Some(true)).count() as u64;
-    let unknown = rows.iter().filter(|r| r.can_access.is_none()).count() as u64;
+    let (reach, unknown) = (listed.reach, listed.unknown);
     let shown = if everyone {
         format!(
             "{} listed, {reach} can reach it{}",
-            plural(rows.len() as u64, "account", "accounts"),
+            plural(listed.total, "account", "accounts"),
             if unknown > 0 {
                 format!(", {unknown} unknown")
             } else {
@@ -290,6 +306,15 @@ pub(crate) async fn project_page(
             },
             everyone, shown, accounts, notes, rule => rule_note(),
             toggle_link => if everyone { format!("/projects/{}", view.id) } else { format!("/projects/{}?all=1", view.id) },
+            prev_link => (q.page > 0).then(|| page_link(view.id, everyone, q.page - 1)),
+            next_link => ((q.page + 1) * PAGE < usize::try_from(listed.total).unwrap_or(usize::MAX))
+                .then(|| page_link(view.id, everyone, q.page + 1)),
+            range => (listed.total > 0).then(|| format!(
+                "{}–{} of {}",
+                q.page * PAGE + 1,
+                (q.page * PAGE + rows.len()).max(q.page * PAGE + 1),
+                listed.total
+            )),
             toggle_label => if everyone { "Only active accounts with access" } else { "Everyone, without access and inactive included" },
         },
     )
@@ -300,7 +325,7 @@ pub(crate) async fn project_page(
 /// An account's access to every project, for its page (`None`: the account is not among the
 /// current accounts).
 pub(crate) async fn account_access(s: &AppState, conn: &Connection, id: u64) -> Option<Value> {
-    let Some(facts) = load(s, conn).await else {
+    let Some((facts, _)) = load(s, conn).await else {
         return Some(context! { error => true });
     };
     let account = facts.accounts.iter().find(|a| a.id == id)?;

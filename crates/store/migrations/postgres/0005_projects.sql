@@ -35,3 +35,5 @@ ALTER TABLE scans ADD COLUMN projects_seen BIGINT;
 ALTER TABLE changes ADD COLUMN tr_project_id BIGINT;
 ALTER TABLE changes ADD COLUMN project_name TEXT;
 CREATE INDEX changes_by_project ON changes(connection_id, tr_project_id, id) WHERE tr_project_id IS NOT NULL;
+-- The newest revision of a connection, asked by every view that is cached until it changes.
+CREATE INDEX revisions_by_connection ON revisions(connection_id, id);

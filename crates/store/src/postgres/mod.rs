@@ -851,6 +851,15 @@ impl Store for PgStore {
         self.account_impl(connection_id, account_id).await
     }
 
+    async fn latest_revision(&self, connection_id: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(id) FROM revisions WHERE connection_id = $1")
+                .bind(connection_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn projects(
         &self,
         connection_id: &str,

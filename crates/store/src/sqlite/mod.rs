@@ -926,6 +926,15 @@ impl Store for SqliteStore {
         self.account_impl(connection_id, account_id).await
     }
 
+    async fn latest_revision(&self, connection_id: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(id) FROM revisions WHERE connection_id = ?")
+                .bind(connection_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn projects(
         &self,
         connection_id: &str,

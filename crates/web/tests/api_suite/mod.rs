@@ -589,6 +589,21 @@ pub async fn project_access_over_the_api(backend: Backend) {
         want.sort_unstable();
         assert_eq!(got, want, "project {id}: {v}");
         assert_eq!(p["active_with_access"], want.len() as u64);
+        assert_eq!(v["total"], want.len() as u64);
+        // Pages: the same order, `limit` at a time from `offset`.
+        if want.len() >= 3 {
+            let (s, page) = svc
+                .get(&format!(
+                    "/api/v1/connections/acme/projects/{id}/access?limit=2&offset=1"
+                ))
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(page["total"], v["total"]);
+            assert_eq!(
+                page["accounts"].as_array().unwrap()[..],
+                v["accounts"].as_array().unwrap()[1..3]
+            );
+        }
         for a in v["accounts"].as_array().unwrap() {
             assert!(
                 a["source"]["kind"].is_string(),
