@@ -642,6 +642,86 @@ pub async fn project_access_over_the_api(backend: Backend) {
         .get("/api/v1/connections/acme/projects?scan=999999")
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A user's project role through a plan: planned, applied, read back, shown, audited.
+    let conn = svc
+        .engine
+        .store()
+        .connection("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    let target = snap
+        .users
+        .values()
+        .find(|u| u.is_active && !u.is_admin && u.email.contains('@'))
+        .unwrap();
+    let pid = list[0]["id"].as_u64().unwrap();
+    let (s, plan) = svc
+        .post(
+            "/api/v1/connections/acme/plans",
+            json!({"actions": [{"action": "set_project_role", "email": target.email,
+                                "project": pid.to_string(), "role": "Lead"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{plan}");
+    assert_eq!(
+        plan["steps"][0]["calls"],
+        json!([
+            format!("get_project/{pid}"),
+            format!("update_project/{pid}"),
+            format!("get_project/{pid}")
+        ]),
+        "{plan}"
+    );
+    let (s, body) = svc
+        .post(
+            &format!("/api/v1/plans/{}/apply", plan["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["done"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    assert_eq!(
+        svc.sim.sim().snapshot().projects[&pid]
+            .user_roles
+            .get(&target.id),
+        Some(&1),
+        "TestRail has it"
+    );
+    let (_, mine) = svc
+        .get(&format!(
+            "/api/v1/connections/acme/accounts/{}/projects",
+            target.id
+        ))
+        .await;
+    let row = mine["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["project_id"] == pid)
+        .unwrap();
+    assert_eq!(
+        (row["role"].as_str(), row["source"]["kind"].as_str()),
+        (Some("Lead"), Some("user_role")),
+        "{row}"
+    );
+    let (_, audit) = svc.get("/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "set_project_role" && a["outcome"] == "done"),
+        "{audit}"
+    );
     // The OpenAPI document lists the routes.
     let (_, doc) = svc.get("/api/openapi.json").await;
     assert!(
