@@ -276,6 +276,25 @@ pub async fn run(
             u.email.clone().unwrap_or_default()
         );
     }
+    // Projects: the most restricted first (the fewest active accounts can reach them).
+    let facts = accessrail_engine::access::AccessFacts::load(&app, &conn, None).await?;
+    let mut projects = facts.projects();
+    projects.sort_by_key(|p| (p.active_with_access.unwrap_or(u64::MAX), p.id));
+    println!(
+        "\n== Projects ({}), the fewest people first",
+        projects.len()
+    );
+    for p in projects.iter().take(5) {
+        println!(
+            "  #{:<4} {:<28} default {:<12} {} active account(s) can reach it{}",
+            p.id,
+            p.name,
+            p.default_role.clone().unwrap_or_else(|| "-".into()),
+            p.active_with_access
+                .map_or("unknown".to_string(), |n| n.to_string()),
+            if p.is_completed { " (completed)" } else { "" }
+        );
+    }
     println!("\nTestRail has no last-login data, so Accessrail shows none.");
     let me = invocation();
     let d = shell_word(&dir);
@@ -292,8 +311,14 @@ pub async fn run(
             u.email.clone().unwrap_or_default()
         );
     }
+    if let Some(p) = projects.first() {
+        println!(
+            "See who can reach a project, and why (the source of each role):\n  {me} --data-dir {d} access --project {}",
+            p.id
+        );
+    }
     println!(
-        "Explore the data:\n  {me} --data-dir {d} users    (also: groups, roles, scans, changes, summary, audit)"
+        "Explore the data:\n  {me} --data-dir {d} users    (also: groups, roles, projects, scans, changes, summary, audit)"
     );
     if args.no_serve {
         server.shutdown().await;
@@ -378,6 +403,25 @@ async fn resume(args: &DemoArgs, dir: &std::path::Path) -> Result<ExitCode, Fail
             }
             let groups: std::collections::BTreeSet<u64> = u.group_ids.iter().copied().collect();
             inst.set_user_groups(id, &groups);
+        }
+    });
+    // And each project's access as last seen (a project role set during the demo included).
+    let projects = accessrail_store::Store::projects(app.store(), &conn.id, None).await?;
+    sim.with_instance(|inst| {
+        for p in &projects {
+            let Some(sp) = inst.projects.get_mut(&p.id) else {
+                continue;
+            };
+            sp.is_completed = p.is_completed;
+            if let Some(a) = &p.access {
+                if let Some(d) = &a.default {
+                    sp.default_role_id = d.role_id;
+                }
+                sp.group_roles = a.groups.iter().map(|g| (g.id, g.role_id)).collect();
+                if let Some(users) = &a.users {
+                    sp.user_roles = users.iter().map(|g| (g.id, g.role_id)).collect();
+                }
+            }
         }
     });
     let server = SimServer::start(([127, 0, 0, 1], marker.port).into(), sim)
