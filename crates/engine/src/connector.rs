@@ -344,7 +344,12 @@ fn project_access(p: &Project) -> Result<ProjectAccessFacts, &'static str> {
     let id_of = |v: Option<&Value>| -> Result<Option<u64>, ()> {
         match v {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or(()),
+            // Ids Accessrail cannot store exactly are refused, not clamped.
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= testrail_client::MAX_ID)
+                .map(Some)
+                .ok_or(()),
         }
     };
     let text = |v: Option<&Value>| v.and_then(|v| v.as_str()).map(str::to_string);
@@ -369,7 +374,11 @@ fn project_access(p: &Project) -> Result<ProjectAccessFacts, &'static str> {
         };
         let mut out = Vec::new();
         for item in items {
-            let id = item.get("id").and_then(Value::as_u64).ok_or(key)?;
+            let id = item
+                .get("id")
+                .and_then(Value::as_u64)
+                .filter(|n| (1..=testrail_client::MAX_ID).contains(n))
+                .ok_or(key)?;
             match id_of(item.get(role_key)).map_err(|()| key)? {
                 Some(role_id) => out.push(ProjectGrant {
                     id,
@@ -431,6 +440,15 @@ mod tests {
         let bad = to_project(&p(serde_json::json!({"id": 4, "groups": "x"})), &mut w);
         assert_eq!(bad.access, None);
         assert_eq!(w.len(), 1);
+        // Ids that cannot be stored exactly make the access unknown, never clamped together.
+        for huge in [
+            serde_json::json!({"id": 5, "groups": [{"id": u64::MAX, "role_id": 1}]}),
+            serde_json::json!({"id": 5, "users": [{"id": 0, "project_role_id": 1}]}),
+            serde_json::json!({"id": 5, "default_role_id": u64::MAX}),
+        ] {
+            assert_eq!(to_project(&p(huge), &mut w).access, None);
+        }
+        assert_eq!(w.len(), 4);
     }
 
     #[test]
