@@ -10,14 +10,6 @@ use crate::cli::{AccessArgs, ProjectsArgs};
 use crate::commands::{App, check_at_scan};
 use crate::output::{Failure, print_json, table};
 
-fn knowledge(k: Knowledge) -> &'static str {
-    match k {
-        Knowledge::Known => "known",
-        Knowledge::UserRolesUnknown => "user roles not reported",
-        Knowledge::Unknown => "unknown (before 7.3)",
-    }
-}
-
 fn source(s: &Option<SourceView>) -> String {
     match s {
         None => "unknown".into(),
@@ -26,14 +18,6 @@ fn source(s: &Option<SourceView>) -> String {
         }
         Some(s) => s.label.clone(),
     }
-}
-
-fn also(r: &AccessRow) -> String {
-    r.also
-        .iter()
-        .map(|s| format!("{}: {}", s.label, s.role.as_deref().unwrap_or("?")))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn role(r: &AccessRow) -> String {
@@ -91,7 +75,7 @@ pub async fn projects(app: &App, a: ProjectsArgs, json: bool) -> Result<ExitCode
                 .map_or("not reported".into(), |n| n.to_string()),
             p.active_with_access
                 .map_or("unknown".into(), |n| n.to_string()),
-            knowledge(p.access).into(),
+            p.access.label().into(),
         ]);
     }
     crate::output::print_table(t);
@@ -152,7 +136,7 @@ pub async fn access(app: &App, a: AccessArgs, json: bool) -> Result<ExitCode, Fa
                 .into(),
                 role(r),
                 source(&r.source),
-                also(r),
+                r.also_text(),
             ]);
         }
         crate::output::print_table(t);
@@ -164,11 +148,6 @@ pub async fn access(app: &App, a: AccessArgs, json: bool) -> Result<ExitCode, Fa
     let wanted = a.project.as_deref().unwrap_or_default();
     let project = facts.project(wanted)?;
     let rows = facts.for_project(project, a.all);
-    let rows: Vec<AccessRow> = if a.all {
-        rows
-    } else {
-        rows.into_iter().filter(|r| r.is_active).collect()
-    };
     if json {
         print_json(&json!({
             "project": { "id": project.id, "name": project.display_name(),
@@ -196,7 +175,7 @@ pub async fn access(app: &App, a: AccessArgs, json: bool) -> Result<ExitCode, Fa
             if r.is_active { "yes" } else { "no" }.into(),
             role(r),
             source(&r.source),
-            also(r),
+            r.also_text(),
         ]);
     }
     crate::output::print_table(t);

@@ -134,6 +134,26 @@ pub enum Knowledge {
     Unknown,
 }
 
+impl Knowledge {
+    /// The code the API and `--json` use: `known`, `user_roles_unknown`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Known => "known",
+            Self::UserRolesUnknown => "user_roles_unknown",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// In words, for tables and pages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Known => "known",
+            Self::UserRolesUnknown => "user roles not reported",
+            Self::Unknown => "unknown (before 7.3)",
+        }
+    }
+}
+
 /// An account's effective access to one project, with the source that decided it and every
 /// other source that offered a role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

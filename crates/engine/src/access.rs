@@ -58,6 +58,17 @@ pub struct AccessRow {
     pub knowledge: Knowledge,
 }
 
+impl AccessRow {
+    /// The other sources that offered a role: `group QA: Designer; project default: Tester`.
+    pub fn also_text(&self) -> String {
+        self.also
+            .iter()
+            .map(|s| format!("{}: {}", s.label, s.role.as_deref().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// One project with its counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectView {
@@ -85,8 +96,6 @@ pub struct AccessFacts {
     pub projects: Vec<Project>,
     roles: BTreeMap<u64, RoleInfo>,
     group_names: BTreeMap<u64, String>,
-    /// A scan has read projects for this connection.
-    pub scanned: bool,
 }
 
 impl AccessFacts {
@@ -121,18 +130,11 @@ impl AccessFacts {
             .into_iter()
             .map(|(id, n)| (id, n.unwrap_or_else(|| format!("group {id}"))))
             .collect();
-        let scanned = store
-            .scans(&conn.id)
-            .await?
-            .iter()
-            .any(|s| s.status == accessrail_store::ScanStatus::Succeeded)
-            && !projects.is_empty();
         Ok(Self {
             accounts,
             projects,
             roles,
             group_names,
-            scanned,
         })
     }
 

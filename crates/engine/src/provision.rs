@@ -900,39 +900,18 @@ pub async fn plan<S: Store>(
                 }
             }
             Action::SetProjectRole { project, role, .. } => {
+                // An account an earlier step of this plan creates has no id yet: its step finds
+                // it by email when it runs.
                 let created_here = existing.is_none()
                     && steps.iter().any(|st: &Step| {
                         matches!(&st.kind, StepKind::CreateUser { email: e, .. }
                             if EmailKey::parse(e).as_ref() == Some(&key))
                     });
-                if created_here {
-                    let (p, access) = live.project(project)?;
-                    if access.users.is_none() {
-                        return Err(EngineError::Conflict(format!(
-                            "this TestRail does not report users' own project roles (Professional edition), so {shown}'s role in {} could not be read back; give one of their groups a project role instead",
-                            p.name.as_deref().unwrap_or("the project")
-                        )));
-                    }
-                    let want = live.project_role(role.as_deref())?;
-                    let mut st = project_role_step(
-                        action_name,
-                        shown.clone(),
-                        None,
-                        p,
-                        ("user", 0),
-                        None,
-                        want,
-                        actor.clone(),
-                    );
-                    if let StepKind::ProjectRole { email, .. } = &mut st.kind {
-                        *email = Some(shown.clone());
-                    }
-                    st.calls.insert(0, "get_user_by_email".into());
-                    st.note = Some("for the account the step above creates".into());
-                    steps.push(st);
-                    continue;
-                }
-                let u = existing.ok_or_else(unknown)?;
+                let user_id = match existing {
+                    Some(u) => Some(u.id),
+                    None if created_here => None,
+                    None => return Err(unknown()),
+                };
                 let (p, access) = live.project(project)?;
                 let Some(users) = &access.users else {
                     return Err(EngineError::Conflict(format!(
@@ -941,17 +920,26 @@ pub async fn plan<S: Store>(
                     )));
                 };
                 let want = live.project_role(role.as_deref())?;
-                let current = users.iter().find(|g| g.id == u.id);
-                steps.push(project_role_step(
+                let id = user_id.unwrap_or(0);
+                let current = user_id.and_then(|u| users.iter().find(|g| g.id == u));
+                let mut st = project_role_step(
                     action_name,
                     shown.clone(),
-                    Some(u.id),
+                    user_id,
                     p,
-                    ("user", u.id),
+                    ("user", id),
                     current,
                     want,
                     actor.clone(),
-                ));
+                );
+                if created_here {
+                    if let StepKind::ProjectRole { email, .. } = &mut st.kind {
+                        *email = Some(shown.clone());
+                    }
+                    st.calls.insert(0, "get_user_by_email".into());
+                    st.note = Some("for the account the step above creates".into());
+                }
+                steps.push(st);
             }
             Action::SetGroupProjectRole { .. } => unreachable!("handled above"),
             Action::AddToGroup { group, .. } | Action::RemoveFromGroup { group, .. } => {

@@ -259,6 +259,25 @@ pub(crate) fn plan(
     w
 }
 
+/// What to write for one project as a provisioning action read it back: that project alone
+/// (the others are not in the read-back), nothing held.
+pub(crate) fn plan_read_back(
+    rows: Vec<ProjectRow>,
+    grants: Vec<GrantRow>,
+    project: &Project,
+) -> Writes {
+    let pid = i(project.id);
+    let rows: Vec<ProjectRow> = rows
+        .into_iter()
+        .filter(|r| r.tr_project_id == pid)
+        .collect();
+    let grants: Vec<GrantRow> = grants
+        .into_iter()
+        .filter(|g| g.tr_project_id == pid)
+        .collect();
+    plan(&rows, &grants, vec![project.clone()], &Held::new(), false)
+}
+
 /// The principal columns of a change row: (user id, group id).
 pub(crate) fn principal_ids(p: Option<Principal>) -> (Option<i64>, Option<i64>) {
     match p {

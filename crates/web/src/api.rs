@@ -792,22 +792,13 @@ impl From<access::ProjectView> for ProjectDto {
             name: p.name,
             is_completed: p.is_completed,
             completed_on: p.completed_on.map(time_fmt::rfc3339),
-            access: knowledge(p.access).into(),
+            access: p.access.as_str().into(),
             default_role: p.default_role,
             default_role_id: p.default_role_id,
             group_roles: p.group_roles,
             user_roles: p.user_roles,
             active_with_access: p.active_with_access,
         }
-    }
-}
-
-fn knowledge(k: accessrail_domain::project::Knowledge) -> &'static str {
-    use accessrail_domain::project::Knowledge;
-    match k {
-        Knowledge::Known => "known",
-        Knowledge::UserRolesUnknown => "user_roles_unknown",
-        Knowledge::Unknown => "unknown",
     }
 }
 
@@ -874,7 +865,7 @@ impl From<access::AccessRow> for AccessRowDto {
             role: r.role,
             source: r.source.map(Into::into),
             also: r.also.into_iter().map(Into::into).collect(),
-            knowledge: knowledge(r.knowledge).into(),
+            knowledge: r.knowledge.as_str().into(),
         }
     }
 }

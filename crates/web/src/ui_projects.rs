@@ -30,15 +30,6 @@ pub(crate) const PROFESSIONAL_NOTE: &str = "This TestRail (Professional) does no
 /// What TestRail before 7.3 leaves out, in words.
 pub(crate) const BEFORE_7_3_NOTE: &str = "This TestRail reports no project access (before 7.3): who can reach these projects is unknown, and nothing is guessed. Administrators reach every project.";
 
-/// How much is known about a project's access, in words.
-fn knowledge(k: Knowledge) -> &'static str {
-    match k {
-        Knowledge::Known => "known",
-        Knowledge::UserRolesUnknown => "user roles not reported",
-        Knowledge::Unknown => "unknown (before 7.3)",
-    }
-}
-
 fn knowledge_css(k: Knowledge) -> &'static str {
     match k {
         Knowledge::Known => "ok",
@@ -69,15 +60,6 @@ fn source(s: Option<&SourceView>) -> Value {
     }
 }
 
-/// The other sources that offered a role: `group QA: Designer; project default: Tester`.
-fn also(r: &AccessRow) -> String {
-    r.also
-        .iter()
-        .map(|s| format!("{}: {}", s.label, s.role.as_deref().unwrap_or("?")))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// The role an account has in a project: `unknown`, `no access`, or the role's name.
 fn role(r: &AccessRow) -> String {
     match (r.can_access, &r.role) {
@@ -96,7 +78,7 @@ fn row(r: &AccessRow) -> Value {
             .or_else(|| r.email.clone().filter(|e| !e.trim().is_empty()))
             .unwrap_or_else(|| format!("TestRail user #{}", r.account_id)),
         role => role(r), no_access => r.can_access == Some(false), unknown => r.can_access.is_none(),
-        source => source(r.source.as_ref()), also => also(r), caveat => caveat(r.knowledge),
+        source => source(r.source.as_ref()), also => r.also_text(), caveat => caveat(r.knowledge),
     }
 }
 
@@ -163,7 +145,7 @@ pub(crate) async fn projects_page(State(s): State<Arc<AppState>>, v: Visitor) ->
                 user_roles_known => p.user_roles.is_some(),
                 active_with_access => p.active_with_access.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
                 access_known => p.active_with_access.is_some(),
-                access => knowledge(p.access), access_css => knowledge_css(p.access),
+                access => p.access.label(), access_css => knowledge_css(p.access),
             }
         })
         .collect();
@@ -302,7 +284,7 @@ pub(crate) async fn project_page(
                 group_roles => view.group_roles,
                 user_roles => view.user_roles.map_or_else(|| "not reported".to_string(), |n| n.to_string()),
                 active_with_access => view.active_with_access.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
-                access => knowledge(view.access), access_css => knowledge_css(view.access),
+                access => view.access.label(), access_css => knowledge_css(view.access),
             },
             everyone, shown, accounts, notes, rule => rule_note(),
             toggle_link => if everyone { format!("/projects/{}", view.id) } else { format!("/projects/{}?all=1", view.id) },
@@ -386,7 +368,7 @@ mod tests {
         assert_eq!(role(&access(Some(false), Some("No Access"))), "no access");
         assert_eq!(role(&access(Some(true), Some("Lead"))), "Lead");
         assert_eq!(
-            also(&access(Some(true), None)),
+            access(Some(true), None).also_text(),
             "group QA: Tester; project default: Tester"
         );
         let s = source(Some(&src("group_role", "group QA", true)));

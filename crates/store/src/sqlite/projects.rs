@@ -238,23 +238,7 @@ pub(super) async fn record(
     audit_id: i64,
 ) -> StoreResult<u64> {
     let (rows, grants) = load_rows(conn, cid, None).await?;
-    let pid = i(project.id);
-    // Only this project: `plan` closes projects it is not given.
-    let rows: Vec<ProjectRow> = rows
-        .into_iter()
-        .filter(|r| r.tr_project_id == pid)
-        .collect();
-    let grants: Vec<GrantRow> = grants
-        .into_iter()
-        .filter(|g| g.tr_project_id == pid)
-        .collect();
-    let w = shared::plan(
-        &rows,
-        &grants,
-        vec![project.clone()],
-        &shared::Held::new(),
-        false,
-    );
+    let w = shared::plan_read_back(rows, grants, project);
     let audit = principal.map(|p| (audit_id, p));
     let (_, changes) = write(conn, cid, rev, &w, scan_row, now, audit).await?;
     Ok(changes)
