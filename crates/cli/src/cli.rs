@@ -97,6 +97,13 @@ impl Command {
                 ProtectAction::Add { conn, .. } | ProtectAction::Remove { conn, .. } => conn,
                 ProtectAction::List(s) => s,
             },
+            Command::Reviews {
+                action:
+                    ReviewsAction::Start { conn, .. }
+                    | ReviewsAction::List { conn }
+                    | ReviewsAction::Owner { conn, .. }
+                    | ReviewsAction::Owners { conn },
+            } => conn,
             Command::Flows { action } => match action {
                 FlowsAction::Init(s) | FlowsAction::Show(s) | FlowsAction::Get(s) => s,
                 FlowsAction::Set { sel, .. } => sel,
@@ -187,6 +194,12 @@ pub enum Command {
     },
     /// Run the JSON API, the web console and the scan scheduler.
     Serve(ServeArgs),
+    /// Access reviews: certify who has access to TestRail, revoke what nobody vouches for
+    /// (through a provisioning plan), and export the evidence.
+    Reviews {
+        #[command(subcommand)]
+        action: ReviewsAction,
+    },
     /// API tokens for the JSON API and the console.
     Tokens {
         #[command(subcommand)]
@@ -567,10 +580,144 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TokensAction {
-    /// Create a token; it is shown once and stored hashed.
-    Create { name: String },
+    /// Create a token; it is shown once and stored hashed. With --reviewer, a reviewer
+    /// sign-in: it reaches only the review pages and that reviewer's own items.
+    Create {
+        name: String,
+        /// Bind the token to this reviewer (an email): not an administrator token.
+        #[arg(long, value_name = "EMAIL")]
+        reviewer: Option<String>,
+    },
     /// Revoke a token.
     Revoke { name: String },
     /// List tokens (names and dates only).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewsAction {
+    /// Start a review at the latest scan: every account in scope becomes an item, routed to
+    /// its reviewer (the owner of the scope's group or project, else the identity's
+    /// manager_email, else an owner of one of the account's groups, else the fallback).
+    Start {
+        #[command(flatten)]
+        conn: ConnSel,
+        /// Reviews unmatched accounts and anyone's own access; give it twice so the first
+        /// fallback's own account has a reviewer too.
+        #[arg(long = "fallback-reviewer", value_name = "EMAIL", required = true)]
+        fallback_reviewer: Vec<String>,
+        /// Due date (YYYY-MM-DD, end of that day UTC, or RFC 3339); default in 14 days.
+        #[arg(long, value_name = "DATE")]
+        due: Option<String>,
+        /// What closing does with items nobody decided (or whose decisions were not approved).
+        #[arg(long, value_name = "keep|revoke", default_value = "keep")]
+        undecided: String,
+        /// active (default), all, role:R, group:G, project:P, admins or unmatched.
+        #[arg(long, default_value = "active")]
+        scope: String,
+        /// Start the next round this long after this one starts (e.g. 3mo, 90d, 1y).
+        #[arg(long, value_name = "PERIOD")]
+        every: Option<String>,
+    },
+    /// Reviews with their progress.
+    List {
+        #[command(flatten)]
+        conn: ConnSel,
+    },
+    /// One review: progress per reviewer and its items (one reviewer's with --reviewer).
+    Show {
+        id: i64,
+        #[arg(long, value_name = "EMAIL")]
+        reviewer: Option<String>,
+    },
+    /// Decide one item (reviewers can change a decision until they submit).
+    Decide {
+        id: i64,
+        /// The account under review (its email, or #ITEM).
+        #[arg(long)]
+        account: String,
+        /// keep, revoke, out-of-scope or already-removed.
+        #[arg(long)]
+        decision: String,
+        /// With revoke: deactivate (default), remove-group:GROUP or role:ROLE.
+        #[arg(long)]
+        action: Option<String>,
+        /// Required for revoke and out-of-scope.
+        #[arg(long)]
+        comment: Option<String>,
+        /// The reviewer deciding (the item's reviewer).
+        #[arg(long = "as", value_name = "EMAIL")]
+        as_reviewer: String,
+    },
+    /// Submit a reviewer's decisions for approval (every item decided).
+    Submit {
+        id: i64,
+        #[arg(long, value_name = "EMAIL")]
+        reviewer: String,
+    },
+    /// Approve a reviewer's submission (an administrator; nobody approves their own).
+    Approve {
+        id: i64,
+        #[arg(long, value_name = "EMAIL")]
+        reviewer: String,
+        /// The approving administrator's email (recorded; must not be the reviewer).
+        #[arg(long = "as", value_name = "EMAIL")]
+        approver: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Send a reviewer's submission back so they can change their decisions.
+    SendBack {
+        id: i64,
+        #[arg(long, value_name = "EMAIL")]
+        reviewer: String,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        #[arg(long = "as", value_name = "EMAIL")]
+        approver: Option<String>,
+    },
+    /// Close: undecided items by the review's setting; revocations become one provisioning
+    /// plan (shown first; applied with --yes), each outcome audited with the review and item.
+    Close {
+        id: i64,
+        /// Show what closing would do and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply the plan shown (deactivating an administrator included).
+        #[arg(long)]
+        yes: bool,
+        /// Deactivations allowed (default 10).
+        #[arg(long)]
+        max_deactivations: Option<u32>,
+    },
+    /// Export the evidence: every item with its snapshot, reviewer, decision, approval and
+    /// outcome, and the audit chain's head hash.
+    Export {
+        id: i64,
+        #[arg(long, value_name = "csv|json|html")]
+        format: String,
+        #[arg(long, value_name = "PATH")]
+        output: std::path::PathBuf,
+    },
+    /// Set or clear who reviews access to a group or a project.
+    Owner {
+        #[command(flatten)]
+        conn: ConnSel,
+        #[arg(long, conflicts_with = "project")]
+        group: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, value_name = "EMAIL", conflicts_with = "clear")]
+        owner: Option<String>,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Group and project owners.
+    Owners {
+        #[command(flatten)]
+        conn: ConnSel,
+    },
+    /// Start the next round of recurring reviews that are due (`serve` does this itself).
+    StartDue,
 }

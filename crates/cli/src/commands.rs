@@ -326,6 +326,7 @@ async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode
         Command::Flows { action } => crate::provisioning::flows_cmd(&app, action, json).await,
         Command::Serve(a) => serve_cmd(app, a, json).await,
         Command::Tokens { action } => tokens_cmd(&app, action, json).await,
+        Command::Reviews { action } => crate::reviews::run(&app, action, json).await,
         Command::Demo(_) | Command::MigrateStore { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -1338,18 +1339,40 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
 async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitCode, Failure> {
     use accessrail_engine::tokens;
     match action {
-        TokensAction::Create { name } => {
+        TokensAction::Create { name, reviewer } => {
             if !tokens::valid_name(&name) {
                 return Err(Failure::Usage(format!(
                     "{name:?} is not a usable token name (letters, digits, '-', '_', '.')"
                 )));
             }
+            let reviewer = reviewer
+                .map(|r| {
+                    accessrail_domain::EmailKey::parse(&r).ok_or_else(|| {
+                        Failure::Usage(format!("--reviewer {r:?} is not an email address"))
+                    })
+                })
+                .transpose()?;
             let token = tokens::generate();
-            app.store()
-                .create_token(&name, &tokens::hash(&token), app.now())
-                .await?;
+            match &reviewer {
+                Some(r) => {
+                    app.store()
+                        .create_reviewer_token(&name, &tokens::hash(&token), r.as_str(), app.now())
+                        .await?
+                }
+                None => {
+                    app.store()
+                        .create_token(&name, &tokens::hash(&token), app.now())
+                        .await?
+                }
+            }
             if json {
-                print_json(&json!({ "name": name, "token": token }));
+                print_json(
+                    &json!({ "name": name, "token": token, "reviewer": reviewer.as_ref().map(|r| r.as_str()) }),
+                );
+            } else if let Some(r) = &reviewer {
+                println!(
+                    "Reviewer sign-in {name} for {r} (shown only now; Accessrail keeps only its hash). It opens the console's review pages with {r}'s own items, nothing else:\n{token}"
+                );
             } else {
                 println!("Token {name} (shown only now; Accessrail keeps only its hash):\n{token}");
             }
@@ -1367,13 +1390,16 @@ async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitC
         TokensAction::List => {
             let all = app.store().tokens().await?;
             if json {
-                let v: Vec<_> = all.iter().map(|t| json!({ "name": t.name, "created_at": time_fmt::rfc3339(t.created_at), "revoked_at": t.revoked_at.map(time_fmt::rfc3339) })).collect();
+                let v: Vec<_> = all.iter().map(|t| json!({ "name": t.name, "reviewer": t.reviewer, "created_at": time_fmt::rfc3339(t.created_at), "revoked_at": t.revoked_at.map(time_fmt::rfc3339) })).collect();
                 print_json(&v);
             } else {
-                let mut t = table(&["name", "created", "revoked"]);
+                let mut t = table(&["name", "kind", "created", "revoked"]);
                 for x in &all {
                     t.add_row(vec![
                         x.name.clone(),
+                        x.reviewer
+                            .as_ref()
+                            .map_or("administrator".to_string(), |r| format!("reviewer {r}")),
                         time_fmt::short(x.created_at),
                         x.revoked_at.map(time_fmt::short).unwrap_or_default(),
                     ]);

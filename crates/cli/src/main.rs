@@ -6,6 +6,7 @@ mod commands;
 mod demo;
 mod output;
 mod provisioning;
+mod reviews;
 
 use std::process::ExitCode;
 

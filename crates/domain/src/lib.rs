@@ -6,6 +6,7 @@
 //! - [`identity`]: the organisation's people.
 //! - [`matching`]: accounts matched to identities by email, with manual pins and exclusions.
 //! - [`project`]: projects, who can reach them (the one effective-access rule) and what changed.
+//! - [`review`]: access reviews: the reviewer routing rule, decisions and what closing does.
 //! - [`text`]: text that may be written to TestRail (no hidden characters).
 
 pub mod account;
@@ -14,6 +15,7 @@ pub mod email;
 pub mod identity;
 pub mod matching;
 pub mod project;
+pub mod review;
 pub mod text;
 
 pub use account::{Account, ChangeKind, Fields, account_changes};

@@ -13,6 +13,7 @@ pub enum ErrorCode {
     Store,
     Secret,
     ReadOnly,
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -27,6 +28,7 @@ impl ErrorCode {
             Self::Store => "store",
             Self::Secret => "secret",
             Self::ReadOnly => "read_only",
+            Self::Forbidden => "forbidden",
         }
     }
 }
@@ -68,6 +70,10 @@ pub enum EngineError {
         "provisioning is off for connection {0} (read-only); enable it with `accessrail provisioning enable --connection {0}` (--dry-run works without it)"
     )]
     ReadOnly(String),
+    /// The caller may not do this (a reviewer acting on another reviewer's items, or on their
+    /// own access; approving one's own submission).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl EngineError {
@@ -84,6 +90,7 @@ impl EngineError {
             Self::Store(_) => ErrorCode::Store,
             Self::Secret(_) => ErrorCode::Secret,
             Self::ReadOnly(_) => ErrorCode::ReadOnly,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 

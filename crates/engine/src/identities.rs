@@ -1,5 +1,6 @@
 //! Identity files: CSV with a header row `id,name,email,other_emails,status` (further columns
-//! become free attributes), or JSON: an array of objects with the same keys. Every malformed
+//! become free attributes; `manager_email`, if present, must be an email: that manager reviews
+//! the person's access in access reviews), or JSON: an array of objects with the same keys. Every malformed
 //! row is reported with its line (or entry) number, and then nothing is imported.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -274,6 +275,9 @@ fn parse_json(bytes: &[u8]) -> Result<Parsed, Vec<RowError>> {
     Ok((out, errors))
 }
 
+/// The optional column naming a person's manager (an email): their access reviewer.
+pub const MANAGER_EMAIL: &str = "manager_email";
+
 fn validate(raws: Vec<Raw>) -> Result<Vec<Identity>, Vec<RowError>> {
     let mut errors = Vec::new();
     let mut ids = BTreeMap::new();
@@ -294,6 +298,12 @@ fn validate(raws: Vec<Raw>) -> Result<Vec<Identity>, Vec<RowError>> {
             if EmailKey::parse(e).is_none() {
                 problems.push(format!("other_emails: {e:?} is not an email address"));
             }
+        }
+        // The manager reviews this person's access in access reviews.
+        if let Some(m) = raw.attributes.get(MANAGER_EMAIL)
+            && EmailKey::parse(m).is_none()
+        {
+            problems.push(format!("{MANAGER_EMAIL}: {m:?} is not an email address"));
         }
         let status = IdentityStatus::parse(&raw.status);
         if status.is_none() {
@@ -339,6 +349,25 @@ fn validate(raws: Vec<Raw>) -> Result<Vec<Identity>, Vec<RowError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manager_email_must_be_an_email() {
+        let ok = parse(
+            b"id,name,email,other_emails,status,manager_email\n1,Ana,ana@x.io,,active,boss@x.io\n",
+            Format::Csv,
+        )
+        .unwrap();
+        assert_eq!(
+            ok[0].attributes.get(MANAGER_EMAIL).map(String::as_str),
+            Some("boss@x.io")
+        );
+        let errs = parse(
+            b"id,name,email,other_emails,status,manager_email\n1,Ana,ana@x.io,,active,the boss\n",
+            Format::Csv,
+        )
+        .expect_err("not an email");
+        assert!(errs[0].message.contains("manager_email"), "{errs:?}");
+    }
 
     #[test]
     fn csv_with_attributes_and_aliases() {

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lease;
 pub mod provision;
 pub mod report;
+pub mod reviews;
 pub mod scan;
 pub mod schedule;
 pub mod secrets;

@@ -14,6 +14,7 @@ mod migrate;
 mod model;
 mod postgres;
 mod projects;
+mod reviews;
 mod sqlite;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ pub use model::{
     CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, LeaseToken, ListedAccount,
     NewChange, NewConnection, OverrideRecord, PendingSetupKey, PlanClaim, PlanRecord, PlanStatus,
     ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord, ScanReport, ScanStatus,
-    SealedSecret, SessionRecord, StoredMatch, TokenRecord,
+    SealedSecret, SessionRecord, StoredMatch, TokenRecord, TokenAuth, OwnerRecord, NewReview, ReviewRecord, ReviewItemRecord, ReviewDecision, SubmissionRecord, ReviewerProgress, ItemOutcome, ReviewClose,
 };
 pub use postgres::PgScan;
 pub use postgres::PgStore;
@@ -302,6 +303,99 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The name of the live token with this hash.
     fn token_by_hash(&self, hash: &str)
     -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// Creates a reviewer sign-in: a token bound to `reviewer` (an email, lower case).
+    fn create_reviewer_token(
+        &self,
+        name: &str,
+        hash: &str,
+        reviewer: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The live token with this hash, administrator or reviewer. (`token_by_hash` finds
+    /// administrator tokens only, so every route that asks it refuses reviewer sign-ins.)
+    fn token_auth_by_hash(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<TokenAuth>>> + Send;
+
+    // ---- access reviews ----
+    /// Sets (or, with `owner: None`, removes) the owner of a group or project. `false` when
+    /// there was nothing to remove.
+    fn set_owner(
+        &self,
+        connection_id: &str,
+        kind: &str,
+        target_id: u64,
+        target_name: &str,
+        owner: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn owners(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<OwnerRecord>>> + Send;
+    /// Starts a review with its items, in one transaction. A second review recurring from the
+    /// same `previous_id` is refused (`Conflict`), so replicas never start it twice.
+    fn create_review(
+        &self,
+        review: NewReview,
+        items: Vec<ReviewItemRecord>,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Reviews, newest first (of one connection, or all).
+    fn reviews(
+        &self,
+        connection_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<ReviewRecord>>> + Send;
+    fn review(&self, id: i64) -> impl Future<Output = StoreResult<Option<ReviewRecord>>> + Send;
+    /// A review's items in item order (all, or one reviewer's).
+    fn review_items(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<ReviewItemRecord>>> + Send;
+    fn review_progress(
+        &self,
+        review_id: i64,
+    ) -> impl Future<Output = StoreResult<Vec<ReviewerProgress>>> + Send;
+    /// Records decisions of one reviewer, in one transaction: refused (`Conflict`) when the
+    /// review is closed or the reviewer's submission is waiting or approved, or when an item
+    /// is not this reviewer's.
+    fn decide_review_items(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        decisions: Vec<ReviewDecision>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn review_submissions(
+        &self,
+        review_id: i64,
+    ) -> impl Future<Output = StoreResult<Vec<SubmissionRecord>>> + Send;
+    /// Submits a reviewer's decisions (first time, or again after being sent back); returns
+    /// the digest of the decisions as submitted, computed in the same transaction.
+    fn submit_review(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
+    /// Approves or sends back a submitted submission (`Conflict` when it is not waiting).
+    fn judge_submission(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records what closing did with items, and (with `close`) closes the review.
+    fn record_review_outcomes(
+        &self,
+        review_id: i64,
+        outcomes: Vec<ItemOutcome>,
+        close: Option<ReviewClose>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     // ---- what every replica shares: console sessions, kept plans, instance settings ----
     /// Keeps a new session. Expired sessions (created before `expired_before`) go first; then,
     /// while `max` or more are kept, the oldest.

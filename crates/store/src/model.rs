@@ -235,6 +235,8 @@ pub struct TokenRecord {
     pub name: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// A reviewer sign-in: the reviewer's email.
+    pub reviewer: Option<String>,
 }
 
 /// A stored match result for one account (see `domain::match_accounts`), as of a revision.
@@ -423,4 +425,142 @@ impl fmt::Debug for PendingSetupKey {
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
     }
+}
+
+/// What a live token may do: an administrator token (`reviewer` none) or a reviewer sign-in
+/// bound to one reviewer's email (review pages and the review API, own items only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuth {
+    pub name: String,
+    pub reviewer: Option<String>,
+}
+
+/// Who reviews access to one group or project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// `group` or `project`.
+    pub kind: String,
+    pub target_id: u64,
+    pub target_name: String,
+    pub owner_email: String,
+    pub set_at: i64,
+}
+
+/// A review to start (its items come with it).
+#[derive(Debug, Clone)]
+pub struct NewReview {
+    pub connection_id: String,
+    pub scope: String,
+    pub scan_id: i64,
+    pub undecided: String,
+    pub every: Option<String>,
+    pub fallbacks: Vec<String>,
+    pub due_at: Option<i64>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub previous_id: Option<i64>,
+    pub next_start_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRecord {
+    pub id: i64,
+    pub connection_id: String,
+    pub scope: String,
+    pub scan_id: i64,
+    pub undecided: String,
+    pub every: Option<String>,
+    pub fallbacks: Vec<String>,
+    pub due_at: Option<i64>,
+    /// `open` or `closed`.
+    pub status: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub closed_at: Option<i64>,
+    pub closed_by: Option<String>,
+    /// JSON summary of the close.
+    pub outcome: Option<String>,
+    pub previous_id: Option<i64>,
+    pub next_start_at: Option<i64>,
+    pub items: u64,
+    pub decided: u64,
+}
+
+/// One item of a review: an account as the snapshot had it, its reviewer, decision and
+/// (after close) what was done.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReviewItemRecord {
+    pub review_id: i64,
+    pub item: i64,
+    pub tr_user_id: u64,
+    pub email: String,
+    pub name: String,
+    pub reviewer: String,
+    pub route: String,
+    /// JSON `domain::review::Entitlements`.
+    pub snapshot: String,
+    /// JSON of the matched identity then, if any.
+    pub identity: Option<String>,
+    pub decision: Option<String>,
+    pub action: Option<String>,
+    pub comment: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub final_decision: Option<String>,
+    pub final_source: Option<String>,
+    pub outcome: Option<String>,
+    pub outcome_audit_id: Option<i64>,
+    pub outcome_at: Option<i64>,
+}
+
+/// A decision on one item (`decision: None` clears it).
+#[derive(Debug, Clone)]
+pub struct ReviewDecision {
+    pub item: i64,
+    pub decision: Option<String>,
+    pub action: Option<String>,
+    pub comment: Option<String>,
+    pub by: String,
+    pub at: i64,
+}
+
+/// A reviewer's submission and its approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionRecord {
+    pub review_id: i64,
+    pub reviewer: String,
+    /// `submitted`, `approved` or `sent_back`.
+    pub status: String,
+    pub submitted_at: i64,
+    pub digest: String,
+    pub judged_by: Option<String>,
+    pub judged_at: Option<i64>,
+    pub comment: Option<String>,
+}
+
+/// Items and decided items of one reviewer in a review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewerProgress {
+    pub reviewer: String,
+    pub items: u64,
+    pub decided: u64,
+}
+
+/// What closing did with one item.
+#[derive(Debug, Clone)]
+pub struct ItemOutcome {
+    pub item: i64,
+    pub final_decision: String,
+    pub final_source: String,
+    pub outcome: String,
+    pub audit_id: Option<i64>,
+    pub at: i64,
+}
+
+/// The review's close, recorded with the last outcomes.
+#[derive(Debug, Clone)]
+pub struct ReviewClose {
+    pub at: i64,
+    pub by: String,
+    pub outcome: String,
 }

@@ -24,7 +24,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Stable: unauthorized, invalid_input, not_found, method_not_allowed, payload_too_large, unsupported_media_type, conflict, test_failed, upstream, busy, store, secret, internal, read_only, stale_plan, plan_already_applied, plan_being_applied, plan_interrupted.
+    /// Stable: unauthorized, invalid_input, not_found, method_not_allowed, payload_too_large, unsupported_media_type, conflict, test_failed, upstream, busy, store, secret, internal, read_only, forbidden, stale_plan, plan_already_applied, plan_being_applied, plan_interrupted.
     pub code: String,
     pub message: String,
     /// Internal errors (500) only: quote it to the operator, whose log has the details.
@@ -96,6 +96,7 @@ impl From<EngineError> for ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict | ErrorCode::Busy | ErrorCode::ReadOnly => StatusCode::CONFLICT,
             ErrorCode::TestFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::Upstream => StatusCode::BAD_GATEWAY,
             ErrorCode::Store | ErrorCode::Secret => {
                 return Self::internal(e.code().as_str(), &e);

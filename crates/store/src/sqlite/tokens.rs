@@ -11,7 +11,7 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         let res = sqlx::query(
             "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, revoked_at = NULL
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, revoked_at = NULL, reviewer = NULL
              WHERE api_tokens.revoked_at IS NOT NULL",
         )
         .bind(name)
@@ -35,7 +35,7 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, revoked_at = NULL",
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, revoked_at = NULL, reviewer = NULL",
         )
         .bind(name)
         .bind(hash)
@@ -57,23 +57,24 @@ impl SqliteStore {
     }
 
     pub(super) async fn tokens_impl(&self) -> StoreResult<Vec<TokenRecord>> {
-        let rows: Vec<(String, i64, Option<i64>)> =
-            sqlx::query_as("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")
+        let rows: Vec<(String, i64, Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT name, created_at, revoked_at, reviewer FROM api_tokens ORDER BY name")
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, created_at, revoked_at)| TokenRecord {
+            .map(|(name, created_at, revoked_at, reviewer)| TokenRecord {
                 name,
                 created_at,
                 revoked_at,
+                reviewer,
             })
             .collect())
     }
 
     pub(super) async fn token_by_hash_impl(&self, hash: &str) -> StoreResult<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT name FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
+            sqlx::query_scalar("SELECT name FROM api_tokens WHERE hash = ? AND revoked_at IS NULL AND reviewer IS NULL")
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?,
