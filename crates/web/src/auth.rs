@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use accessrail_domain::EmailKey;
+use accessrail_engine::reviews::Actor;
 use accessrail_engine::tokens;
 use accessrail_store::Store;
 use axum::extract::FromRequestParts;
@@ -64,13 +66,52 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
-        let name = state
+        let auth = state
             .engine
             .store()
-            .token_by_hash(&tokens::hash(raw))
+            .token_auth_by_hash(&tokens::hash(raw))
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        Ok(Caller { token: name })
+        if auth.reviewer.is_some() {
+            return Err(ApiError::reviewer_only());
+        }
+        Ok(Caller { token: auth.name })
+    }
+}
+
+/// The caller of the review API: an administrator token or a reviewer sign-in (which sees and
+/// decides only its reviewer's items).
+#[derive(Debug, Clone)]
+pub struct ReviewCaller(pub Actor);
+
+impl FromRequestParts<Arc<AppState>> for ReviewCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let raw = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        let auth = state
+            .engine
+            .store()
+            .token_auth_by_hash(&tokens::hash(raw))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(ReviewCaller(match auth.reviewer {
+            None => Actor::Admin {
+                actor: format!("token:{}", auth.name),
+            },
+            Some(r) => Actor::Reviewer {
+                actor: format!("reviewer:{} ({r})", auth.name),
+                email: EmailKey::parse(&r).ok_or_else(ApiError::unauthorized)?,
+            },
+        }))
     }
 }
 
@@ -147,6 +188,8 @@ enum Kind {
     SignedIn {
         id: String,
         session: Session,
+        /// A reviewer sign-in: the reviewer's email (review pages only, own items only).
+        reviewer: Option<String>,
     },
     /// `cookie` is the CSRF cookie's value; `fresh`: it was made now and must be set.
     Anonymous {
@@ -167,9 +210,48 @@ pub struct Visitor {
 }
 
 impl Visitor {
+    /// The administrator token behind the session. `None` for anonymous visitors and for
+    /// reviewer sign-ins: every console page but the review pages asks this, so a reviewer
+    /// reaches none of them.
     pub fn signed_in(&self) -> Option<&str> {
         match &self.kind {
-            Kind::SignedIn { session, .. } => Some(&session.token),
+            Kind::SignedIn {
+                session,
+                reviewer: None,
+                ..
+            } => Some(&session.token),
+            _ => None,
+        }
+    }
+
+    /// A reviewer sign-in's reviewer (an email).
+    pub fn reviewer(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::SignedIn {
+                reviewer: Some(r), ..
+            } => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Who acts on the review pages: an administrator or a reviewer; `None` when anonymous.
+    pub fn review_actor(&self) -> Option<Actor> {
+        match &self.kind {
+            Kind::SignedIn {
+                session,
+                reviewer: None,
+                ..
+            } => Some(Actor::Admin {
+                actor: format!("token:{}", session.token),
+            }),
+            Kind::SignedIn {
+                session,
+                reviewer: Some(r),
+                ..
+            } => Some(Actor::Reviewer {
+                actor: format!("reviewer:{} ({r})", session.token),
+                email: EmailKey::parse(r)?,
+            }),
             Kind::Anonymous { .. } => None,
         }
     }
@@ -245,20 +327,22 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
             match found {
                 Some(s) if now - s.created_at < SESSION_LIFETIME => {
                     // A session whose token was revoked is signed out.
-                    let live = match state.engine.store().token_by_hash(&s.token_hash).await {
-                        Ok(name) => name.as_ref() == Some(&s.token),
+                    let live = match state.engine.store().token_auth_by_hash(&s.token_hash).await
+                    {
+                        Ok(auth) => auth.filter(|a| a.name == s.token),
                         Err(e) => {
                             tracing::error!("checking a console session's token: {e}");
                             store_failed = true;
-                            false
+                            None
                         }
                     };
-                    if live {
+                    if let Some(auth) = live {
                         return Ok(Visitor {
                             csrf: s.csrf.clone(),
                             kind: Kind::SignedIn {
                                 id: id.clone(),
                                 session: s,
+                                reviewer: auth.reviewer,
                             },
                             stale_session_cookie: false,
                             secure,

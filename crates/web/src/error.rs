@@ -50,6 +50,15 @@ impl ApiError {
         )
     }
 
+    /// A reviewer sign-in used outside the review API.
+    pub fn reviewer_only() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a reviewer sign-in reaches only the review API (/api/v1/reviews); an administrator token is needed here",
+        )
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
     }

@@ -188,7 +188,7 @@ pub(crate) fn with_cookies(mut resp: Response, v: &Visitor) -> Response {
 
 /// A rendered page, with the visitor's cookies.
 pub(crate) fn page(state: &AppState, v: &Visitor, name: &str, ctx: Value) -> Response {
-    let base = context! { signed_in => v.signed_in(), csrf => v.csrf() };
+    let base = context! { signed_in => v.signed_in(), reviewer => v.reviewer(), csrf => v.csrf() };
     let html = state
         .templates
         .get_template(name)
@@ -205,8 +205,15 @@ pub(crate) fn page(state: &AppState, v: &Visitor, name: &str, ctx: Value) -> Res
     with_cookies(resp, v)
 }
 
+/// Where a visitor who may not see a page goes: anonymous visitors sign in; a reviewer
+/// sign-in goes back to the review pages, the only ones it reaches.
 pub(crate) fn to_login(v: &Visitor) -> Response {
-    with_cookies(Redirect::to("/login").into_response(), v)
+    let to = if v.reviewer().is_some() {
+        "/reviews"
+    } else {
+        "/login"
+    };
+    with_cookies(Redirect::to(to).into_response(), v)
 }
 
 pub(crate) fn forbidden(state: &AppState, v: &Visitor) -> Response {
@@ -236,6 +243,9 @@ async fn login_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
     if v.signed_in().is_some() {
         return Redirect::to("/users").into_response();
     }
+    if v.reviewer().is_some() {
+        return Redirect::to("/reviews").into_response();
+    }
     page(&s, &v, "login.html", context! { title => "Sign in" })
 }
 
@@ -250,8 +260,14 @@ async fn login(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<LoginFo
         return forbidden(&s, &v);
     }
     let hash = tokens::hash(&f.token);
-    match s.engine.store().token_by_hash(&hash).await {
-        Ok(Some(name)) => {
+    match s.engine.store().token_auth_by_hash(&hash).await {
+        Ok(Some(auth)) => {
+            let name = auth.name;
+            let landing = if auth.reviewer.is_some() {
+                "/reviews"
+            } else {
+                "/users"
+            };
             // The first server-side state for this visitor; a new session id on every sign-in.
             if let Some(old) = v.session_id() {
                 end_session(&s, old).await;
@@ -270,7 +286,7 @@ async fn login(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<LoginFo
                     return r;
                 }
             };
-            let mut resp = Redirect::to("/users").into_response();
+            let mut resp = Redirect::to(landing).into_response();
             for c in [
                 set_cookie(SESSION_COOKIE, &id, v.secure, None),
                 set_cookie(CSRF_COOKIE, "", v.secure, Some(0)),
