@@ -87,6 +87,8 @@ impl EngineError {
             Self::ScanRunning(_) | Self::Busy(_) | Self::LeaseLost(_) => ErrorCode::Busy,
             Self::Store(StoreError::Busy) => ErrorCode::Busy,
             Self::Store(StoreError::Invalid(_)) => ErrorCode::InvalidInput,
+            Self::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
+            Self::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
             Self::Store(_) => ErrorCode::Store,
             Self::Secret(_) => ErrorCode::Secret,
             Self::ReadOnly(_) => ErrorCode::ReadOnly,

@@ -27,7 +27,7 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
 #[openapi(
     info(
         title = "Accessrail API",
-        description = "Who has access to TestRail: connections, scans, accounts matched to identities, changes, provisioning and its audit log. Every /api/v1 route needs `Authorization: Bearer <token>` (accessrail tokens create NAME)."
+        description = "Who has access to TestRail: connections, scans, accounts matched to identities, changes, provisioning and its audit log, access reviews. Every /api/v1 route needs `Authorization: Bearer <token>` (accessrail tokens create NAME). A reviewer sign-in (accessrail tokens create NAME --reviewer EMAIL) reaches only GET /api/v1/reviews, GET /api/v1/reviews/{id} and the decisions and submit routes, for its own items; everything else answers it 403."
     ),
     paths(
         list_connections,
@@ -50,7 +50,17 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         list_audit,
         create_plan,
         get_plan,
-        apply_plan
+        apply_plan,
+        crate::api_reviews::list_reviews,
+        crate::api_reviews::start_review,
+        crate::api_reviews::get_review,
+        crate::api_reviews::decide,
+        crate::api_reviews::submit,
+        crate::api_reviews::approve,
+        crate::api_reviews::close,
+        crate::api_reviews::export,
+        crate::api_reviews::list_owners,
+        crate::api_reviews::set_owner
     ),
     components(schemas(
         ErrorBody,
@@ -79,7 +89,25 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         StepDto,
         ApplyDto,
         StepResultDto,
-        PlanStatusDto
+        PlanStatusDto,
+        crate::api_reviews::ReviewDto,
+        crate::api_reviews::ReviewerDto,
+        crate::api_reviews::ItemDto,
+        crate::api_reviews::EntitlementsDto,
+        crate::api_reviews::ProjectEntitlementDto,
+        crate::api_reviews::ReviewDetailDto,
+        crate::api_reviews::StartReview,
+        crate::api_reviews::DecisionDto,
+        crate::api_reviews::DecideBody,
+        crate::api_reviews::SubmitBody,
+        crate::api_reviews::ApproveBody,
+        crate::api_reviews::CloseBody,
+        crate::api_reviews::CloseLineDto,
+        crate::api_reviews::CloseStepDto,
+        crate::api_reviews::CloseResultDto,
+        crate::api_reviews::CloseDto,
+        crate::api_reviews::OwnerDto,
+        crate::api_reviews::SetOwnerBody
     ))
 )]
 struct ApiDoc;
@@ -130,6 +158,7 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/api/v1/connections/{name}/plans", post(create_plan))
         .route("/api/v1/plans/{id}", get(get_plan))
         .route("/api/v1/plans/{id}/apply", post(apply_plan))
+        .merge(crate::api_reviews::routes())
 }
 
 // ---- DTOs -------------------------------------------------------------------------------------
@@ -439,7 +468,7 @@ pub struct ApplyDto {
 
 // ---- handlers ---------------------------------------------------------------------------------
 
-async fn conn(state: &AppState, name: &str) -> ApiResult<Connection> {
+pub(crate) async fn conn(state: &AppState, name: &str) -> ApiResult<Connection> {
     state
         .engine
         .store()

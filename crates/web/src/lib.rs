@@ -3,6 +3,7 @@
 //! the scan scheduler. `serve` runs them in one process.
 
 mod api;
+mod api_reviews;
 mod auth;
 mod error;
 mod extract;

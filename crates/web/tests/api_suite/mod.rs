@@ -51,6 +51,11 @@ macro_rules! api_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn reviews_over_the_api() {
+            api_suite::reviews_over_the_api($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn console_forms_need_csrf_and_cookies_are_strict() {
             api_suite::console_forms_need_csrf_and_cookies_are_strict($backend).await;
         }
@@ -729,4 +734,227 @@ pub async fn project_access_over_the_api(backend: Backend) {
             .get("/api/v1/connections/{name}/projects/{project}/access")
             .is_some()
     );
+}
+
+/// An access review through the API: an administrator starts it, a reviewer sign-in sees and
+/// decides only its own items and reaches nothing else, an administrator approves (never the
+/// reviewer's own submission) and closes it (dry run first), and the export carries the audit
+/// head hash.
+pub async fn reviews_over_the_api(backend: Backend) {
+    const MGR: &str = "mgr@corp.example";
+    const FALLBACK: &str = "audit@corp.example";
+    let svc = backend.start(30, 3).await;
+    svc.connect().await;
+    svc.scan().await;
+    let conn = svc
+        .engine
+        .store()
+        .connection("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    // Two active, non-administrator accounts report to the manager.
+    let (_, accounts) = svc
+        .get("/api/v1/connections/acme/accounts?active=true&limit=1000")
+        .await;
+    let people: Vec<String> = accounts["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["is_admin"] != true && a["email"].as_str().is_some_and(|e| e.contains('@')))
+        .map(|a| a["email"].as_str().unwrap().to_string())
+        .take(2)
+        .collect();
+    let (a, b) = (people[0].clone(), people[1].clone());
+    let (s, body) = svc
+        .post(
+            "/api/v1/identities",
+            json!([
+                {"id": "1", "name": "A", "email": a, "status": "active", "manager_email": MGR},
+                {"id": "2", "name": "B", "email": b, "status": "active", "manager_email": MGR},
+            ]),
+        )
+        .await;
+    assert!(s.is_success(), "{body}");
+
+    // Start: bad input changes nothing; then a review of every active account.
+    let (s, body) = svc
+        .post("/api/v1/connections/acme/reviews", json!({"fallback_reviewers": [FALLBACK], "scope": "everyone"}))
+        .await;
+    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_input")));
+    let (_, list) = svc.get("/api/v1/reviews").await;
+    assert_eq!(list, json!([]));
+    let (s, review) = svc
+        .post(
+            "/api/v1/connections/acme/reviews",
+            json!({"fallback_reviewers": [FALLBACK], "undecided": "keep", "due": "2099-12-31"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{review}");
+    let id = review["id"].as_i64().unwrap();
+    let total = review["items"].as_u64().unwrap();
+    assert!(total > 2);
+
+    // The reviewer's sign-in.
+    let mgr_token = accessrail_engine::tokens::generate();
+    svc.engine
+        .store()
+        .create_reviewer_token("mgr", &accessrail_engine::tokens::hash(&mgr_token), MGR, 0)
+        .await
+        .unwrap();
+    let as_mgr = |m: reqwest::Method, path: String, body: Option<Value>| {
+        let tok = mgr_token.clone();
+        let svc = &svc;
+        async move { svc.call(m, &path, Some(&tok), body).await }
+    };
+    let (s, mine) = as_mgr(reqwest::Method::GET, "/api/v1/reviews".into(), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(mine[0]["items"], 2, "its own items only: {mine}");
+    let (_, detail) = as_mgr(reqwest::Method::GET, format!("/api/v1/reviews/{id}"), None).await;
+    let emails: Vec<&str> = detail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails.len(), 2, "{detail}");
+    assert!(emails.iter().all(|e| *e == a || *e == b));
+    assert_eq!(detail["reviewers"].as_array().unwrap().len(), 1);
+    // Another reviewer's items, and everything else, are out of reach.
+    let (s, _) = as_mgr(reqwest::Method::GET, format!("/api/v1/reviews/{id}?reviewer={FALLBACK}"), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, all) = svc.get(&format!("/api/v1/reviews/{id}?limit=5000")).await;
+    let theirs = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reviewer"] == FALLBACK)
+        .unwrap()["email"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, body) = as_mgr(
+        reqwest::Method::POST,
+        format!("/api/v1/reviews/{id}/decisions"),
+        Some(json!({"decisions": [{"account": theirs, "decision": "keep"}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.to_string().contains(&theirs), "names nobody else's account: {body}");
+    for (m, path) in [
+        (reqwest::Method::GET, "/api/v1/connections".to_string()),
+        (reqwest::Method::GET, "/api/v1/connections/acme/accounts".to_string()),
+        (reqwest::Method::GET, "/api/v1/audit".to_string()),
+        (reqwest::Method::GET, "/api/v1/identities".to_string()),
+        (reqwest::Method::GET, format!("/api/v1/reviews/{id}/export?format=csv")),
+        (reqwest::Method::POST, format!("/api/v1/reviews/{id}/close")),
+        (reqwest::Method::POST, format!("/api/v1/reviews/{id}/approve")),
+        (reqwest::Method::POST, "/api/v1/connections/acme/reviews".to_string()),
+        (reqwest::Method::POST, "/api/v1/connections/acme/plans".to_string()),
+    ] {
+        let (s, body) = as_mgr(m.clone(), path.clone(), Some(json!({}))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{m} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+
+    // Decisions: a revoke needs a comment; decisions change until submitted.
+    let decide = |body: Value| as_mgr(reqwest::Method::POST, format!("/api/v1/reviews/{id}/decisions"), Some(body));
+    let (s, _) = decide(json!({"decisions": [{"account": b, "decision": "revoke"}]})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, body) = decide(json!({"decisions": [
+        {"account": a, "decision": "keep"},
+        {"account": b, "decision": "revoke", "comment": "left the company"}
+    ]}))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body[1]["action"], "deactivate");
+    let (s, body) = as_mgr(reqwest::Method::POST, format!("/api/v1/reviews/{id}/submit"), Some(json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["submission"], "submitted");
+    let (s, _) = decide(json!({"decisions": [{"account": a, "decision": "revoke", "comment": "x"}]})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "submitted decisions are final until sent back");
+
+    // Approval: never the reviewer's own.
+    let (s, _) = svc
+        .post(&format!("/api/v1/reviews/{id}/approve"), json!({"reviewer": MGR, "approver": MGR}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body) = svc
+        .post(&format!("/api/v1/reviews/{id}/approve"), json!({"reviewer": MGR, "approver": "ciso@corp.example"}))
+        .await;
+    assert_eq!((s, body["submission"].as_str()), (StatusCode::OK, Some("approved")), "{body}");
+
+    // Close: the dry run first (the default), then applied.
+    let (s, dry) = svc.post(&format!("/api/v1/reviews/{id}/close"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["revoke"], 1, "{dry}");
+    assert_eq!(dry["keep"].as_u64().unwrap(), total - 1, "undecided items are kept");
+    assert_eq!(dry["steps"][0]["action"], "deactivate");
+    let user_b = || svc.sim.sim().snapshot().user_by_email(&b).cloned().unwrap();
+    assert!(user_b().is_active, "a dry run changes nothing");
+    let (s, done) = svc
+        .post(&format!("/api/v1/reviews/{id}/close"), json!({"dry_run": false}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["result"]["closed"], true);
+    assert_eq!(done["result"]["revoked"], 1);
+    assert!(!user_b().is_active);
+    let (_, closed) = svc.get(&format!("/api/v1/reviews/{id}?reviewer={MGR}")).await;
+    assert_eq!(closed["review"]["status"], "closed");
+    let item_b = closed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["email"] == b.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item_b["outcome"], "done: deactivate");
+    let (_, audit) = svc.get("/api/v1/audit?limit=500").await;
+    let entries = audit
+        .as_array()
+        .cloned()
+        .or_else(|| audit["entries"].as_array().cloned())
+        .unwrap();
+    let entry = entries
+        .iter()
+        .find(|e| e["id"] == item_b["outcome_audit_id"])
+        .expect("the outcome's audit entry");
+    assert!(entry["actor"].as_str().unwrap().starts_with(&format!("review:{id} item ")));
+    assert_eq!(entry["action"], "deactivate");
+
+    // The export: rows match the decisions; the head hash is the export's own audit entry.
+    let resp = svc
+        .http
+        .get(format!("{}/api/v1/reviews/{id}/export?format=csv", svc.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let head = resp.headers()["x-accessrail-audit-head"].to_str().unwrap().to_string();
+    let csv = resp.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len() as u64, total + 1, "a header and one row per item");
+    let row_b = lines.iter().find(|l| l.contains(b.as_str())).unwrap();
+    assert!(row_b.contains("revoke") && row_b.contains("left the company") && row_b.contains(&head));
+    let (_, audit) = svc.get("/api/v1/audit?limit=5").await;
+    let entries = audit
+        .as_array()
+        .cloned()
+        .or_else(|| audit["entries"].as_array().cloned())
+        .unwrap();
+    let newest = entries
+        .iter()
+        .find(|e| e["action"] == "review_export")
+        .unwrap();
+    assert_eq!(newest["hash"], head.as_str());
+    let (s, _) = svc.get(&format!("/api/v1/reviews/{id}/export?format=pdf")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 }
