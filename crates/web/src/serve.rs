@@ -150,6 +150,15 @@ async fn scheduler(
                 tracing::warn!(error = %e, "cannot forget expired setup keys");
             }
         }
+        // Recurring access reviews whose next round is due start here; every replica may
+        // try, the store keeps one next round per review.
+        match accessrail_engine::reviews::start_due(&state.engine).await {
+            Ok(started) if !started.is_empty() => {
+                tracing::info!(reviews = ?started, "started the next round of recurring reviews")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot start recurring reviews"),
+        }
         match schedule::due_jobs(&state.engine, &state.schedule).await {
             Ok(due) => {
                 failures = 0;

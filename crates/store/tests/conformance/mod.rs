@@ -7,6 +7,7 @@ use std::future::Future;
 use accessrail_store::Store;
 
 pub mod listing;
+pub mod reviews;
 pub mod story;
 
 /// How the suite gets stores of one back end.
@@ -62,6 +63,11 @@ macro_rules! conformance_suite {
         async fn project_access_history_and_a_change_made_during_a_scan() {
             conformance::story::project_access_history_and_a_change_made_during_a_scan(&$make)
                 .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn review_records_and_their_rules() {
+            conformance::reviews::review_records_and_their_rules(&$make).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
