@@ -156,6 +156,16 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(bo["entitlements"]["active"], true);
     assert_eq!(bo["identity"]["manager_email"], MIA);
 
+    // Mia gets a reviewer sign-in (shown once, kept hashed, listed as a reviewer's).
+    let tok = ok(&e, &["tokens", "create", "mia", "--reviewer", "Mia@Corp.example"]).await;
+    let secret = tok["token"].as_str().unwrap().to_string();
+    assert_eq!(tok["reviewer"], MIA);
+    let list = ok(&e, &["tokens", "list"]).await;
+    assert_eq!(list[0]["reviewer"], MIA);
+    assert!(!list.to_string().contains(&secret));
+    let out = e.run(&["tokens", "create", "x", "--reviewer", "nobody"]).await;
+    assert_eq!(out.code, 2);
+
     // A reviewer sees only their own items.
     let mine = ok(&e, &["reviews", "show", &id, "--reviewer", MIA]).await;
     let emails: Vec<&str> = mine["items"]
@@ -383,4 +393,40 @@ async fn starting_refuses_what_it_cannot_do_and_changes_nothing() {
     assert_eq!(u["items"], 1, "only Eve matches nobody");
     let a = ok(&e, &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "admins"]).await;
     assert!(a["items"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn two_closes_at_once_apply_the_revocations_once() {
+    let e = env(12, 3).await;
+    let c = stage(&e).await;
+    // Only Eve (unmatched) is in scope; nobody decides, so closing revokes her.
+    let started = ok(
+        &e,
+        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "unmatched", "--undecided", "revoke"],
+    )
+    .await;
+    let id = started["id"].to_string();
+    let updates_before = e.stat("update_user");
+    let args = ["reviews", "close", id.as_str(), "--yes", "--json"];
+    let (a, b) = tokio::join!(e.run(&args), e.run(&args));
+    let codes = [a.code, b.code];
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "one close wins: {}{}\n{}{}", a.stdout, a.stderr, b.stdout, b.stderr);
+    let loser = if a.code == 0 { &b } else { &a };
+    assert!(
+        loser.stderr.contains("already closed") || loser.stderr.contains("being closed"),
+        "{}",
+        loser.stderr
+    );
+    assert!(!e.user(&c.eve).is_active);
+    assert_eq!(e.stat("update_user") - updates_before, 1, "deactivated once");
+    let audit = ok(&e, &["audit"]).await;
+    let done: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["action"] == "deactivate" && x["outcome"] == "done")
+        .collect();
+    assert_eq!(done.len(), 1);
+    let closes = audit.as_array().unwrap().iter().filter(|x| x["action"] == "review_close").count();
+    assert_eq!(closes, 1);
 }
