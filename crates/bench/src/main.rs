@@ -264,6 +264,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
 
         listing_latency(engine.clone(), args.repeat, args.verbose).await?;
+        review_cost(&engine).await?;
     }
 
     let ok = first.requests == first.minimum_requests && second.account_rows_written == 0;
@@ -282,6 +283,80 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 type App = Engine<AnyStore>;
+
+/// An access review of every active account: starting it (the snapshot with project access,
+/// routing, one transaction), one reviewer's page of items (the fallback reviews everyone the
+/// bench's identities name no manager for: the worst case), keeping everything in one
+/// transaction, and the CSV export.
+async fn review_cost(engine: &App) -> Result<(), String> {
+    use accessrail_domain::review::{Scope, Undecided};
+    use accessrail_engine::reviews::{self, Actor, StartOptions};
+    let conn = engine.resolve(Some("bench")).await.map_err(|e| e.to_string())?;
+    let admin = Actor::Admin {
+        actor: "bench".into(),
+    };
+    let (c0, t0) = (cpu(), Instant::now());
+    let v = reviews::start(
+        engine,
+        &conn,
+        StartOptions {
+            scope: Scope::Active,
+            fallbacks: vec!["audit@bench.example".into()],
+            due_at: None,
+            undecided: Undecided::Keep,
+            every: None,
+        },
+        "bench",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let (start_wall, start_cpu) = (t0.elapsed(), cpu() - c0);
+    let t1 = Instant::now();
+    let d = reviews::show(engine, v.id, Some("audit@bench.example"), &admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let show_wall = t1.elapsed();
+    let mine = Actor::Reviewer {
+        actor: "bench-reviewer".into(),
+        email: accessrail_domain::EmailKey::parse("audit@bench.example").ok_or("email")?,
+    };
+    let t2 = Instant::now();
+    let kept = reviews::keep_undecided(engine, v.id, None, &mine)
+        .await
+        .map_err(|e| e.to_string())?;
+    let keep_wall = t2.elapsed();
+    let t3 = Instant::now();
+    let e = reviews::evidence(engine, v.id, "csv", &admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let csv = reviews::to_csv(&e).map_err(|e| e.to_string())?;
+    let export_wall = t3.elapsed();
+    println!("access review of every active account ({} items)", v.items);
+    println!(
+        "  start (snapshot, routing, one transaction)  {:.2} s wall, {:.2} s CPU",
+        start_wall.as_secs_f64(),
+        start_cpu.as_secs_f64()
+    );
+    println!(
+        "  one reviewer's items ({})                  {:.2} s",
+        d.items.len(),
+        show_wall.as_secs_f64()
+    );
+    println!(
+        "  keep all undecided ({kept})                   {:.2} s",
+        keep_wall.as_secs_f64()
+    );
+    println!(
+        "  CSV export ({:.1} MB)                        {:.2} s",
+        csv.len() as f64 / 1e6,
+        export_wall.as_secs_f64()
+    );
+    println!(
+        "  peak memory so far (this process, max RSS) {:.1} MB",
+        peak_rss_mb()
+    );
+    Ok(())
+}
 
 /// An identity file of `rows` rows (CSV, as an admin would export it), imported by the
 /// `accessrail` binary as its own process (`identities import`, flows included), the way an

@@ -778,18 +778,19 @@ pub async fn decide<S: Store>(
     }
     let store = engine.store();
     let all = store.review_items(id, None).await?;
+    let by_number: BTreeMap<i64, &ReviewItemRecord> = all.iter().map(|i| (i.item, i)).collect();
+    let by_email: BTreeMap<EmailKey, &ReviewItemRecord> = all
+        .iter()
+        .filter_map(|i| Some((EmailKey::parse(&i.email)?, i)))
+        .collect();
     let now = engine.now();
     let mut decisions = Vec::new();
-    let mut touched = Vec::new();
+    let mut touched = BTreeSet::new();
     for req in &requests {
         let wanted = req.account.trim();
         let item = match wanted.strip_prefix('#').and_then(|n| n.parse::<i64>().ok()) {
-            Some(n) => all.iter().find(|i| i.item == n),
-            None => {
-                let key = EmailKey::parse(wanted);
-                all.iter()
-                    .find(|i| key.is_some() && EmailKey::parse(&i.email) == key)
-            }
+            Some(n) => by_number.get(&n).copied(),
+            None => EmailKey::parse(wanted).and_then(|k| by_email.get(&k).copied()),
         }
         .ok_or_else(|| EngineError::NotFound(format!("review {id} has no item for {wanted:?}")))?;
         if item.reviewer != reviewer.as_str() {
@@ -824,7 +825,7 @@ pub async fn decide<S: Store>(
             by: actor.audit_name().to_string(),
             at: now,
         });
-        touched.push(item.item);
+        touched.insert(item.item);
     }
     store
         .decide_review_items(id, reviewer.as_str(), decisions)
@@ -1213,6 +1214,17 @@ async fn close_inner<S: Store>(
         Some(provision::apply(engine, conn, &planned.plan).await?)
     };
     let now = engine.now();
+    let results: BTreeMap<EmailKey, &provision::StepResult> = report
+        .iter()
+        .flat_map(|r| r.results.iter())
+        .filter_map(|s| Some((EmailKey::parse(&s.target)?, s)))
+        .collect();
+    let skipped: BTreeMap<EmailKey, &provision::Skipped> = planned
+        .plan
+        .skipped
+        .iter()
+        .filter_map(|s| Some((EmailKey::parse(&s.target)?, s)))
+        .collect();
     let mut outcomes = Vec::new();
     let (mut kept, mut revoked, mut failed, mut refused) = (0, 0, 0, 0);
     for l in &planned.lines {
@@ -1233,11 +1245,7 @@ async fn close_inner<S: Store>(
             (format!("refused: {why}"), Some(a))
         } else {
             let key = EmailKey::parse(&l.email);
-            let step = report.as_ref().and_then(|r| {
-                r.results
-                    .iter()
-                    .find(|s| EmailKey::parse(&s.target) == key && key.is_some())
-            });
+            let step = key.as_ref().and_then(|k| results.get(k).copied());
             match step {
                 Some(s) => match s.outcome {
                     Outcome::Done => {
@@ -1268,11 +1276,7 @@ async fn close_inner<S: Store>(
                 },
                 None => {
                     // A rail of the plan skipped it.
-                    let skip = planned
-                        .plan
-                        .skipped
-                        .iter()
-                        .find(|s| EmailKey::parse(&s.target) == key && key.is_some());
+                    let skip = key.as_ref().and_then(|k| skipped.get(k).copied());
                     refused += 1;
                     (
                         format!(
