@@ -430,3 +430,83 @@ async fn two_closes_at_once_apply_the_revocations_once() {
     let closes = audit.as_array().unwrap().iter().filter(|x| x["action"] == "review_close").count();
     assert_eq!(closes, 1);
 }
+
+#[tokio::test]
+async fn closing_keeps_to_the_rails_and_project_owners_review_their_projects() {
+    let e = env(40, 3).await;
+    let c = stage(&e).await;
+    // A protected account is refused, recorded as such, and the review still closes.
+    let out = e
+        .run(&["protect", "add", &c.eve, "--owner", "platform", "--reason", "CI uploads"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = ok(
+        &e,
+        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "unmatched", "--undecided", "revoke"],
+    )
+    .await;
+    let id = r["id"].to_string();
+    let closed = ok(&e, &["reviews", "close", &id, "--yes"]).await;
+    assert_eq!((closed["closed"].as_bool(), closed["refused"].as_u64()), (Some(true), Some(1)), "{closed:#}");
+    assert!(e.user(&c.eve).is_active, "protected: never sent");
+    let show = ok(&e, &["reviews", "show", &id]).await;
+    let outcome = item(&show, &c.eve)["outcome"].as_str().unwrap().to_string();
+    assert!(outcome.starts_with("refused: protected account"), "{outcome}");
+
+    // Over the deactivation cap: refused before anything is sent, the review stays open.
+    e.sim().with_instance(|inst| {
+        for u in inst.users.values_mut() {
+            if u.email.contains('@') {
+                u.is_active = true;
+            }
+        }
+    });
+    e.scan().await;
+    let r = ok(
+        &e,
+        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--fallback-reviewer", "second@corp.example", "--scope", "all", "--undecided", "revoke"],
+    )
+    .await;
+    let id = r["id"].to_string();
+    let updates = e.stat("update_user");
+    let out = e.run(&["reviews", "close", &id, "--yes"]).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("more than the cap"), "{}", out.stderr);
+    assert_eq!(e.stat("update_user"), updates, "nothing was sent");
+    let shown = ok(&e, &["reviews", "show", &id]).await;
+    assert_eq!(shown["review"]["status"], "open");
+
+    // A project's owner reviews who can reach it.
+    let projects = ok(&e, &["projects"]).await;
+    let reachable = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["active_with_access"].as_u64().unwrap_or(0) > 1 || p["accounts_with_access"].as_u64().unwrap_or(0) > 1)
+        .unwrap_or_else(|| panic!("a project several can reach: {projects:#}"));
+    let name = reachable["name"].as_str().unwrap().to_string();
+    let out = e
+        .run(&["reviews", "owner", "--project", &name, "--owner", "pm@corp.example"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let owners = ok(&e, &["reviews", "owners"]).await;
+    assert!(owners.as_array().unwrap().iter().any(|o| o["kind"] == "project" && o["owner"] == "pm@corp.example"));
+    let r = ok(
+        &e,
+        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", &format!("project:{name}")],
+    )
+    .await;
+    let show = ok(&e, &["reviews", "show", &r["id"].to_string()]).await;
+    let items = show["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    for i in items {
+        let projects = i["entitlements"]["projects"].as_array().unwrap();
+        assert!(projects.iter().any(|p| p["name"] == name.as_str()), "in scope: can reach {name}");
+        if i["identity"].is_object() {
+            assert_eq!(i["reviewer"], "pm@corp.example", "{i:#}");
+            assert_eq!(i["route"], format!("owner of project {name}"));
+        } else {
+            assert_eq!(i["reviewer"], FALLBACK);
+        }
+    }
+}

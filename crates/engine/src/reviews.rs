@@ -1101,7 +1101,12 @@ pub async fn plan_close<S: Store>(
         let f = review::final_decision(decided, approved.contains(it.reviewer.as_str()), undecided);
         let key = EmailKey::parse(&it.email);
         let refused = f.revocation.as_ref().and_then(|_| {
-            if key.is_some() && key == own {
+            if key.is_none() {
+                Some(format!(
+                    "{:?} is not an email address (a forgotten TestRail user?): nothing can be sent for it",
+                    it.email
+                ))
+            } else if key == own {
                 Some("the connection's own account (Accessrail signs in with it)".to_string())
             } else {
                 key.as_ref()
