@@ -77,7 +77,10 @@ const DEPARTMENTS: [&str; 5] = ["QA", "Engineering", "Mobile", "Support", "Data"
 /// under a different primary address, and a few TestRail accounts nobody knows.
 fn sample_identities(sim: &Sim) -> String {
     let inst = sim.snapshot();
-    let mut csv = String::from("id,name,email,other_emails,status,department\n");
+    let mut csv = String::from("id,name,email,other_emails,status,department,manager_email\n");
+    // Each department's first person heads it (reporting to the admin); the rest report to
+    // their head: the managers who review their people's access.
+    let mut heads: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
     let people: Vec<_> = inst
         .users
         .values()
@@ -101,14 +104,21 @@ fn sample_identities(sim: &Sim) -> String {
         } else {
             "active"
         };
+        let manager = match heads.get(dept) {
+            Some(head) => head.clone(),
+            None => {
+                heads.insert(dept, email.clone());
+                ADMIN_EMAIL.to_string()
+            }
+        };
         let _ = writeln!(
             csv,
-            "E{:04},\"{}\",{email},{other},{status},{dept}",
+            "E{:04},\"{}\",{email},{other},{status},{dept},{manager}",
             n + 1,
             u.name.replace('"', "'")
         );
     }
-    let _ = writeln!(csv, "E9999,Pat Admin,{ADMIN_EMAIL},,active,IT");
+    let _ = writeln!(csv, "E9999,Pat Admin,{ADMIN_EMAIL},,active,IT,");
     csv
 }
 
@@ -318,7 +328,10 @@ pub async fn run(
         );
     }
     println!(
-        "Explore the data:\n  {me} --data-dir {d} users    (also: groups, roles, projects, scans, changes, summary, audit)"
+        "Certify who has access: start a review (each person's manager from the identity file reviews them; the rest go to you), then close it through a plan:\n  {me} --data-dir {d} reviews start --fallback-reviewer you@example.com"
+    );
+    println!(
+        "Explore the data:\n  {me} --data-dir {d} users    (also: groups, roles, projects, scans, changes, summary, audit, reviews)"
     );
     if args.no_serve {
         server.shutdown().await;
