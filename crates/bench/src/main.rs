@@ -291,7 +291,10 @@ type App = Engine<AnyStore>;
 async fn review_cost(engine: &App) -> Result<(), String> {
     use accessrail_domain::review::{Scope, Undecided};
     use accessrail_engine::reviews::{self, Actor, StartOptions};
-    let conn = engine.resolve(Some("bench")).await.map_err(|e| e.to_string())?;
+    let conn = engine
+        .resolve(Some("bench"))
+        .await
+        .map_err(|e| e.to_string())?;
     let admin = Actor::Admin {
         actor: "bench".into(),
     };

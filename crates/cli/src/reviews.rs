@@ -22,7 +22,9 @@ fn t(x: Option<i64>) -> String {
 /// A due date: a plain date means the end of that day (UTC).
 fn parse_due(s: &str) -> Result<i64, Failure> {
     let at = time_fmt::parse_time(s).ok_or_else(|| {
-        Failure::Usage(format!("--due {s:?}: give a date (2026-12-31) or an RFC 3339 time"))
+        Failure::Usage(format!(
+            "--due {s:?}: give a date (2026-12-31) or an RFC 3339 time"
+        ))
     })?;
     Ok(if s.contains('T') { at } else { at + 86_399 })
 }
@@ -86,10 +88,19 @@ pub async fn run(app: &App, action: ReviewsAction, json: bool) -> Result<ExitCod
             if json {
                 print_json(&all);
             } else if all.is_empty() {
-                println!("No reviews yet: start one with `accessrail reviews start --fallback-reviewer EMAIL`.");
+                println!(
+                    "No reviews yet: start one with `accessrail reviews start --fallback-reviewer EMAIL`."
+                );
             } else {
                 let mut tb = table(&[
-                    "id", "connection", "scope", "status", "decided", "due", "every", "started",
+                    "id",
+                    "connection",
+                    "scope",
+                    "status",
+                    "decided",
+                    "due",
+                    "every",
+                    "started",
                 ]);
                 for r in &all {
                     tb.add_row(vec![
@@ -186,7 +197,10 @@ pub async fn run(app: &App, action: ReviewsAction, json: bool) -> Result<ExitCod
                         i.item,
                         i.email,
                         i.decision.as_deref().unwrap_or("undecided"),
-                        i.action.as_ref().map(|a| format!(" ({a})")).unwrap_or_default()
+                        i.action
+                            .as_ref()
+                            .map(|a| format!(" ({a})"))
+                            .unwrap_or_default()
                     );
                 }
             }

@@ -145,8 +145,16 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(reviewer(&c.cy), c.ana.to_lowercase(), "Cy's manager is Ana");
     assert_eq!(reviewer(&c.fay), c.dee.to_lowercase(), "owner of group QA");
     assert_eq!(route(&c.fay), "owner of group QA");
-    assert_eq!(reviewer(&c.dee), FALLBACK, "Dee owns QA: never her own reviewer");
-    assert!(route(&c.dee).contains("self-review rerouted"), "{}", route(&c.dee));
+    assert_eq!(
+        reviewer(&c.dee),
+        FALLBACK,
+        "Dee owns QA: never her own reviewer"
+    );
+    assert!(
+        route(&c.dee).contains("self-review rerouted"),
+        "{}",
+        route(&c.dee)
+    );
     assert_eq!(reviewer(&c.eve), FALLBACK);
     assert!(route(&c.eve).contains("matches no identity"));
     assert_eq!(reviewer(ADMIN), FALLBACK);
@@ -157,13 +165,19 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(bo["identity"]["manager_email"], MIA);
 
     // Mia gets a reviewer sign-in (shown once, kept hashed, listed as a reviewer's).
-    let tok = ok(&e, &["tokens", "create", "mia", "--reviewer", "Mia@Corp.example"]).await;
+    let tok = ok(
+        &e,
+        &["tokens", "create", "mia", "--reviewer", "Mia@Corp.example"],
+    )
+    .await;
     let secret = tok["token"].as_str().unwrap().to_string();
     assert_eq!(tok["reviewer"], MIA);
     let list = ok(&e, &["tokens", "list"]).await;
     assert_eq!(list[0]["reviewer"], MIA);
     assert!(!list.to_string().contains(&secret));
-    let out = e.run(&["tokens", "create", "x", "--reviewer", "nobody"]).await;
+    let out = e
+        .run(&["tokens", "create", "x", "--reviewer", "nobody"])
+        .await;
     assert_eq!(out.code, 2);
 
     // A reviewer sees only their own items.
@@ -179,34 +193,142 @@ async fn a_review_from_start_to_evidence() {
     // Decisions. Mia cannot decide Ana's item (Cy); a revoke needs a comment.
     let out = e
         .run(&[
-            "reviews", "decide", &id, "--account", &c.cy, "--decision", "keep", "--as", MIA,
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.cy,
+            "--decision",
+            "keep",
+            "--as",
+            MIA,
             "--json",
         ])
         .await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stderr.contains("forbidden") || out.stdout.contains("forbidden"), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("forbidden") || out.stdout.contains("forbidden"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
     let out = e
-        .run(&["reviews", "decide", &id, "--account", &c.bo, "--decision", "revoke", "--as", MIA])
+        .run(&[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.bo,
+            "--decision",
+            "revoke",
+            "--as",
+            MIA,
+        ])
         .await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("comment"), "{}", out.stderr);
-    ok(&e, &["reviews", "decide", &id, "--account", &c.ana, "--decision", "keep", "--as", MIA]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.ana,
+            "--decision",
+            "keep",
+            "--as",
+            MIA,
+        ],
+    )
+    .await;
     // Changed before submitting: keep, then revoke (remove from Leads).
-    ok(&e, &["reviews", "decide", &id, "--account", &c.bo, "--decision", "keep", "--as", MIA]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.bo,
+            "--decision",
+            "keep",
+            "--as",
+            MIA,
+        ],
+    )
+    .await;
     let d = ok(
         &e,
         &[
-            "reviews", "decide", &id, "--account", &c.bo, "--decision", "revoke", "--action",
-            &format!("remove-group:{}", c.leads), "--comment", "moved to sales", "--as", MIA,
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.bo,
+            "--decision",
+            "revoke",
+            "--action",
+            &format!("remove-group:{}", c.leads),
+            "--comment",
+            "moved to sales",
+            "--as",
+            MIA,
         ],
     )
     .await;
     assert_eq!(d[0]["action"], "remove-group:Leads");
-    ok(&e, &["reviews", "decide", &id, "--account", &c.cy, "--decision", "revoke", "--comment", "left the team", "--as", &c.ana]).await;
-    ok(&e, &["reviews", "decide", &id, "--account", &c.fay, "--decision", "keep", "--as", &c.dee]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.cy,
+            "--decision",
+            "revoke",
+            "--comment",
+            "left the team",
+            "--as",
+            &c.ana,
+        ],
+    )
+    .await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.fay,
+            "--decision",
+            "keep",
+            "--as",
+            &c.dee,
+        ],
+    )
+    .await;
     // The fallback decides Dee but leaves Eve and the admin open (and cannot submit).
-    ok(&e, &["reviews", "decide", &id, "--account", &c.dee, "--decision", "keep", "--as", FALLBACK]).await;
-    let out = e.run(&["reviews", "submit", &id, "--reviewer", FALLBACK]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.dee,
+            "--decision",
+            "keep",
+            "--as",
+            FALLBACK,
+        ],
+    )
+    .await;
+    let out = e
+        .run(&["reviews", "submit", &id, "--reviewer", FALLBACK])
+        .await;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("undecided"), "{}", out.stderr);
 
@@ -215,7 +337,19 @@ async fn a_review_from_start_to_evidence() {
         ok(&e, &["reviews", "submit", &id, "--reviewer", r]).await;
     }
     let out = e
-        .run(&["reviews", "decide", &id, "--account", &c.ana, "--decision", "revoke", "--comment", "x", "--as", MIA])
+        .run(&[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.ana,
+            "--decision",
+            "revoke",
+            "--comment",
+            "x",
+            "--as",
+            MIA,
+        ])
         .await;
     assert_ne!(out.code, 0, "a submitted decision cannot change");
     // Approval: nobody approves their own; a submission can be sent back and redone.
@@ -224,14 +358,49 @@ async fn a_review_from_start_to_evidence() {
         .await;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("own submission"), "{}", out.stderr);
-    ok(&e, &["reviews", "approve", &id, "--reviewer", MIA, "--as", "ciso@corp.example"]).await;
-    ok(&e, &["reviews", "approve", &id, "--reviewer", &c.ana]).await;
-    ok(&e, &["reviews", "send-back", &id, "--reviewer", &c.dee, "--comment", "Fay moved to support"]).await;
     ok(
         &e,
         &[
-            "reviews", "decide", &id, "--account", &c.fay, "--decision", "revoke", "--action",
-            "role:Read-only", "--comment", "support needs read access only", "--as", &c.dee,
+            "reviews",
+            "approve",
+            &id,
+            "--reviewer",
+            MIA,
+            "--as",
+            "ciso@corp.example",
+        ],
+    )
+    .await;
+    ok(&e, &["reviews", "approve", &id, "--reviewer", &c.ana]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "send-back",
+            &id,
+            "--reviewer",
+            &c.dee,
+            "--comment",
+            "Fay moved to support",
+        ],
+    )
+    .await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "decide",
+            &id,
+            "--account",
+            &c.fay,
+            "--decision",
+            "revoke",
+            "--action",
+            "role:Read-only",
+            "--comment",
+            "support needs read access only",
+            "--as",
+            &c.dee,
         ],
     )
     .await;
@@ -242,10 +411,21 @@ async fn a_review_from_start_to_evidence() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["reviewer"].as_str().unwrap().to_string(), r["submission"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["reviewer"].as_str().unwrap().to_string(),
+                r["submission"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(subs.contains(&(FALLBACK.to_string(), "open".to_string())), "{subs:?}");
-    assert!(subs.contains(&(MIA.to_string(), "approved".to_string())), "{subs:?}");
+    assert!(
+        subs.contains(&(FALLBACK.to_string(), "open".to_string())),
+        "{subs:?}"
+    );
+    assert!(
+        subs.contains(&(MIA.to_string(), "approved".to_string())),
+        "{subs:?}"
+    );
 
     // Close: the dry run changes nothing; without --yes nothing either.
     let requests_before = e.sim().stats().requests_total;
@@ -261,10 +441,21 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(line(&c.ana)["final_decision"], "keep");
     assert_eq!(line(&c.eve)["action"], "deactivate", "undecided: revoke");
     assert_eq!(line(&c.eve)["source"], "undecided (review setting: revoke)");
-    assert_eq!(line(&c.dee)["source"], "not approved (review setting: revoke)");
-    assert!(line(ADMIN)["refused"].as_str().unwrap().contains("own account"));
+    assert_eq!(
+        line(&c.dee)["source"],
+        "not approved (review setting: revoke)"
+    );
+    assert!(
+        line(ADMIN)["refused"]
+            .as_str()
+            .unwrap()
+            .contains("own account")
+    );
     assert!(e.user(&c.cy).is_active, "a dry run changes nothing");
-    assert!(e.sim().stats().requests_total > requests_before, "the plan reads TestRail fresh");
+    assert!(
+        e.sim().stats().requests_total > requests_before,
+        "the plan reads TestRail fresh"
+    );
     let out = e.run(&["reviews", "close", &id]).await;
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(e.user(&c.cy).is_active);
@@ -276,7 +467,11 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(closed["refused"], 1);
     // TestRail now: Bo out of Leads, Cy, Dee and Eve deactivated, Fay Read-only, Ana and the
     // admin untouched.
-    assert!(e.user(&c.bo).group_ids.is_empty(), "{:?}", e.user(&c.bo).group_ids);
+    assert!(
+        e.user(&c.bo).group_ids.is_empty(),
+        "{:?}",
+        e.user(&c.bo).group_ids
+    );
     assert!(e.user(&c.bo).is_active);
     assert!(!e.user(&c.cy).is_active);
     assert!(!e.user(&c.dee).is_active);
@@ -292,7 +487,10 @@ async fn a_review_from_start_to_evidence() {
     let show = ok(&e, &["reviews", "show", &id]).await;
     for email in [&c.bo, &c.cy, &c.dee, &c.eve, &c.fay] {
         let it = item(&show, email);
-        assert!(it["outcome"].as_str().unwrap().starts_with("done"), "{it:#}");
+        assert!(
+            it["outcome"].as_str().unwrap().starts_with("done"),
+            "{it:#}"
+        );
         let aid = it["outcome_audit_id"].as_i64().unwrap();
         let entry = entries.iter().find(|x| x["id"] == aid).unwrap();
         let actor = entry["actor"].as_str().unwrap();
@@ -304,14 +502,40 @@ async fn a_review_from_start_to_evidence() {
         assert_eq!(entry["outcome"], "done");
     }
     assert_eq!(item(&show, &c.ana)["outcome"], "kept");
-    assert!(item(&show, ADMIN)["outcome"].as_str().unwrap().starts_with("refused"));
-    for action in ["review_start", "review_submit", "review_approve", "review_send_back", "review_close"] {
-        assert!(entries.iter().any(|x| x["action"] == action), "no {action} entry");
+    assert!(
+        item(&show, ADMIN)["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused")
+    );
+    for action in [
+        "review_start",
+        "review_submit",
+        "review_approve",
+        "review_send_back",
+        "review_close",
+    ] {
+        assert!(
+            entries.iter().any(|x| x["action"] == action),
+            "no {action} entry"
+        );
     }
 
     // Evidence: CSV rows match the decisions; the head hash is in a chain that verifies.
     let csv_path = e.data().join("review.csv");
-    let out = ok(&e, &["reviews", "export", &id, "--format", "csv", "--output", csv_path.to_str().unwrap()]).await;
+    let out = ok(
+        &e,
+        &[
+            "reviews",
+            "export",
+            &id,
+            "--format",
+            "csv",
+            "--output",
+            csv_path.to_str().unwrap(),
+        ],
+    )
+    .await;
     let head_id = out["audit_head_id"].as_i64().unwrap();
     let head_hash = out["audit_head_hash"].as_str().unwrap().to_string();
     let mut rdr = csv::Reader::from_path(&csv_path).unwrap();
@@ -326,7 +550,10 @@ async fn a_review_from_start_to_evidence() {
         assert_eq!(&r[col("outcome")], it["outcome"].as_str().unwrap());
         assert_eq!(&r[col("audit_head_hash")], head_hash);
     }
-    let bo_row = rows.iter().find(|r| r[col("email")].eq_ignore_ascii_case(&c.bo)).unwrap();
+    let bo_row = rows
+        .iter()
+        .find(|r| r[col("email")].eq_ignore_ascii_case(&c.bo))
+        .unwrap();
     assert_eq!(&bo_row[col("comment")], "moved to sales");
     assert_eq!(&bo_row[col("groups")], "Leads");
     assert_eq!(&bo_row[col("submission")], "approved");
@@ -344,12 +571,36 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(head["action"], "review_export");
 
     let json_path = e.data().join("review.json");
-    ok(&e, &["reviews", "export", &id, "--format", "json", "--output", json_path.to_str().unwrap()]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "export",
+            &id,
+            "--format",
+            "json",
+            "--output",
+            json_path.to_str().unwrap(),
+        ],
+    )
+    .await;
     let ev: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(ev["items"].as_array().unwrap().len(), 7);
     assert_eq!(ev["review"]["status"], "closed");
     let html_path = e.data().join("review.html");
-    let out = ok(&e, &["reviews", "export", &id, "--format", "html", "--output", html_path.to_str().unwrap()]).await;
+    let out = ok(
+        &e,
+        &[
+            "reviews",
+            "export",
+            &id,
+            "--format",
+            "html",
+            "--output",
+            html_path.to_str().unwrap(),
+        ],
+    )
+    .await;
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("moved to sales") && html.contains("accessrail audit verify"));
     // Each export is audited: its own entry is the head it carries.
@@ -367,11 +618,46 @@ async fn starting_refuses_what_it_cannot_do_and_changes_nothing() {
     let c = stage(&e).await;
     let bad = [
         vec!["reviews", "start", "--fallback-reviewer", "not-an-email"],
-        vec!["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "role:Nobody"],
-        vec!["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "everyone"],
-        vec!["reviews", "start", "--fallback-reviewer", FALLBACK, "--undecided", "maybe"],
-        vec!["reviews", "start", "--fallback-reviewer", FALLBACK, "--every", "3m"],
-        vec!["reviews", "start", "--fallback-reviewer", FALLBACK, "--due", "2001-01-01"],
+        vec![
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "role:Nobody",
+        ],
+        vec![
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "everyone",
+        ],
+        vec![
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--undecided",
+            "maybe",
+        ],
+        vec![
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--every",
+            "3m",
+        ],
+        vec![
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--due",
+            "2001-01-01",
+        ],
         // The only fallback would review their own account.
         vec!["reviews", "start", "--fallback-reviewer", ADMIN],
     ];
@@ -383,15 +669,48 @@ async fn starting_refuses_what_it_cannot_do_and_changes_nothing() {
     let list = ok(&e, &["reviews", "list"]).await;
     assert_eq!(list, serde_json::json!([]), "nothing was started");
     // Scopes narrow the items.
-    let g = ok(&e, &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "group:qa"]).await;
+    let g = ok(
+        &e,
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "group:qa",
+        ],
+    )
+    .await;
     assert_eq!(g["items"], 2);
     let show = ok(&e, &["reviews", "show", &g["id"].to_string()]).await;
     // The scope's group owner reviews; Dee's own membership goes to the fallback.
     assert_eq!(item(&show, &c.fay)["reviewer"], c.dee.to_lowercase());
     assert_eq!(item(&show, &c.dee)["reviewer"], FALLBACK);
-    let u = ok(&e, &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "unmatched"]).await;
+    let u = ok(
+        &e,
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "unmatched",
+        ],
+    )
+    .await;
     assert_eq!(u["items"], 1, "only Eve matches nobody");
-    let a = ok(&e, &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "admins"]).await;
+    let a = ok(
+        &e,
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "admins",
+        ],
+    )
+    .await;
     assert!(a["items"].as_u64().unwrap() >= 1);
 }
 
@@ -402,7 +721,16 @@ async fn two_closes_at_once_apply_the_revocations_once() {
     // Only Eve (unmatched) is in scope; nobody decides, so closing revokes her.
     let started = ok(
         &e,
-        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "unmatched", "--undecided", "revoke"],
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "unmatched",
+            "--undecided",
+            "revoke",
+        ],
     )
     .await;
     let id = started["id"].to_string();
@@ -410,7 +738,15 @@ async fn two_closes_at_once_apply_the_revocations_once() {
     let args = ["reviews", "close", id.as_str(), "--yes", "--json"];
     let (a, b) = tokio::join!(e.run(&args), e.run(&args));
     let codes = [a.code, b.code];
-    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "one close wins: {}{}\n{}{}", a.stdout, a.stderr, b.stdout, b.stderr);
+    assert_eq!(
+        codes.iter().filter(|c| **c == 0).count(),
+        1,
+        "one close wins: {}{}\n{}{}",
+        a.stdout,
+        a.stderr,
+        b.stdout,
+        b.stderr
+    );
     let loser = if a.code == 0 { &b } else { &a };
     assert!(
         loser.stderr.contains("already closed") || loser.stderr.contains("being closed"),
@@ -418,7 +754,11 @@ async fn two_closes_at_once_apply_the_revocations_once() {
         loser.stderr
     );
     assert!(!e.user(&c.eve).is_active);
-    assert_eq!(e.stat("update_user") - updates_before, 1, "deactivated once");
+    assert_eq!(
+        e.stat("update_user") - updates_before,
+        1,
+        "deactivated once"
+    );
     let audit = ok(&e, &["audit"]).await;
     let done: Vec<&Value> = audit
         .as_array()
@@ -427,7 +767,12 @@ async fn two_closes_at_once_apply_the_revocations_once() {
         .filter(|x| x["action"] == "deactivate" && x["outcome"] == "done")
         .collect();
     assert_eq!(done.len(), 1);
-    let closes = audit.as_array().unwrap().iter().filter(|x| x["action"] == "review_close").count();
+    let closes = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["action"] == "review_close")
+        .count();
     assert_eq!(closes, 1);
 }
 
@@ -437,21 +782,45 @@ async fn closing_keeps_to_the_rails_and_project_owners_review_their_projects() {
     let c = stage(&e).await;
     // A protected account is refused, recorded as such, and the review still closes.
     let out = e
-        .run(&["protect", "add", &c.eve, "--owner", "platform", "--reason", "CI uploads"])
+        .run(&[
+            "protect",
+            "add",
+            &c.eve,
+            "--owner",
+            "platform",
+            "--reason",
+            "CI uploads",
+        ])
         .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let r = ok(
         &e,
-        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", "unmatched", "--undecided", "revoke"],
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "unmatched",
+            "--undecided",
+            "revoke",
+        ],
     )
     .await;
     let id = r["id"].to_string();
     let closed = ok(&e, &["reviews", "close", &id, "--yes"]).await;
-    assert_eq!((closed["closed"].as_bool(), closed["refused"].as_u64()), (Some(true), Some(1)), "{closed:#}");
+    assert_eq!(
+        (closed["closed"].as_bool(), closed["refused"].as_u64()),
+        (Some(true), Some(1)),
+        "{closed:#}"
+    );
     assert!(e.user(&c.eve).is_active, "protected: never sent");
     let show = ok(&e, &["reviews", "show", &id]).await;
     let outcome = item(&show, &c.eve)["outcome"].as_str().unwrap().to_string();
-    assert!(outcome.starts_with("refused: protected account"), "{outcome}");
+    assert!(
+        outcome.starts_with("refused: protected account"),
+        "{outcome}"
+    );
 
     // Over the deactivation cap: refused before anything is sent, the review stays open.
     e.sim().with_instance(|inst| {
@@ -464,7 +833,18 @@ async fn closing_keeps_to_the_rails_and_project_owners_review_their_projects() {
     e.scan().await;
     let r = ok(
         &e,
-        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--fallback-reviewer", "second@corp.example", "--scope", "all", "--undecided", "revoke"],
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--fallback-reviewer",
+            "second@corp.example",
+            "--scope",
+            "all",
+            "--undecided",
+            "revoke",
+        ],
     )
     .await;
     let id = r["id"].to_string();
@@ -482,18 +862,41 @@ async fn closing_keeps_to_the_rails_and_project_owners_review_their_projects() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["active_with_access"].as_u64().unwrap_or(0) > 1 || p["accounts_with_access"].as_u64().unwrap_or(0) > 1)
+        .find(|p| {
+            p["active_with_access"].as_u64().unwrap_or(0) > 1
+                || p["accounts_with_access"].as_u64().unwrap_or(0) > 1
+        })
         .unwrap_or_else(|| panic!("a project several can reach: {projects:#}"));
     let name = reachable["name"].as_str().unwrap().to_string();
     let out = e
-        .run(&["reviews", "owner", "--project", &name, "--owner", "pm@corp.example"])
+        .run(&[
+            "reviews",
+            "owner",
+            "--project",
+            &name,
+            "--owner",
+            "pm@corp.example",
+        ])
         .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let owners = ok(&e, &["reviews", "owners"]).await;
-    assert!(owners.as_array().unwrap().iter().any(|o| o["kind"] == "project" && o["owner"] == "pm@corp.example"));
+    assert!(
+        owners
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "project" && o["owner"] == "pm@corp.example")
+    );
     let r = ok(
         &e,
-        &["reviews", "start", "--fallback-reviewer", FALLBACK, "--scope", &format!("project:{name}")],
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            &format!("project:{name}"),
+        ],
     )
     .await;
     let show = ok(&e, &["reviews", "show", &r["id"].to_string()]).await;
@@ -501,7 +904,10 @@ async fn closing_keeps_to_the_rails_and_project_owners_review_their_projects() {
     assert!(!items.is_empty());
     for i in items {
         let projects = i["entitlements"]["projects"].as_array().unwrap();
-        assert!(projects.iter().any(|p| p["name"] == name.as_str()), "in scope: can reach {name}");
+        assert!(
+            projects.iter().any(|p| p["name"] == name.as_str()),
+            "in scope: can reach {name}"
+        );
         if i["identity"].is_object() {
             assert_eq!(i["reviewer"], "pm@corp.example", "{i:#}");
             assert_eq!(i["route"], format!("owner of project {name}"));

@@ -130,7 +130,9 @@ impl Revocation {
             return Ok(Self::Deactivate);
         }
         match s.split_once(':') {
-            Some((k, v)) if k.trim().eq_ignore_ascii_case("remove-group") && !v.trim().is_empty() => {
+            Some((k, v))
+                if k.trim().eq_ignore_ascii_case("remove-group") && !v.trim().is_empty() =>
+            {
                 Ok(Self::RemoveGroup(v.trim().to_string()))
             }
             Some((k, v)) if k.trim().eq_ignore_ascii_case("role") && !v.trim().is_empty() => {
@@ -377,7 +379,11 @@ pub fn check_decision(
             }
         }
         Revocation::Role(r) => {
-            if had.role.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(r)) {
+            if had
+                .role
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(r))
+            {
                 return Err(format!("the account already had the role {r}"));
             }
         }
@@ -476,7 +482,10 @@ mod tests {
         ] {
             assert_eq!(Scope::parse(s).unwrap().to_string(), s);
         }
-        assert_eq!(Scope::parse(" Role : Lead ").unwrap(), Scope::Role("Lead".into()));
+        assert_eq!(
+            Scope::parse(" Role : Lead ").unwrap(),
+            Scope::Role("Lead".into())
+        );
         assert!(Scope::parse("role:").is_err());
         assert!(Scope::parse("everyone").is_err());
         assert!(Scope::parse("active:x").is_err());
@@ -492,7 +501,10 @@ mod tests {
         assert_eq!(Every::parse("12mo").unwrap().to_string(), "1y");
         assert!(Every::parse("0d").is_err());
         assert!(Every::parse("3").is_err());
-        assert!(Every::parse("3m").is_err(), "m is ambiguous: minutes or months");
+        assert!(
+            Every::parse("3m").is_err(),
+            "m is ambiguous: minutes or months"
+        );
     }
 
     fn facts(own: &[&str]) -> RouteFacts {
@@ -510,12 +522,18 @@ mod tests {
         assert_eq!(route(&f, &fb).unwrap().reviewer, k("fallback@x.io"));
         f.group_owners = vec![("QA".into(), k("qa-owner@x.io"))];
         let r = route(&f, &fb).unwrap();
-        assert_eq!((r.reviewer, r.reason.as_str()), (k("qa-owner@x.io"), "owner of group QA"));
+        assert_eq!(
+            (r.reviewer, r.reason.as_str()),
+            (k("qa-owner@x.io"), "owner of group QA")
+        );
         f.manager = Some(k("boss@x.io"));
         assert_eq!(route(&f, &fb).unwrap().reviewer, k("boss@x.io"));
         f.scope_owner = Some(("project Mobile".into(), k("mobile@x.io")));
         let r = route(&f, &fb).unwrap();
-        assert_eq!((r.reviewer, r.reason.as_str()), (k("mobile@x.io"), "owner of project Mobile"));
+        assert_eq!(
+            (r.reviewer, r.reason.as_str()),
+            (k("mobile@x.io"), "owner of project Mobile")
+        );
     }
 
     #[test]
@@ -555,10 +573,17 @@ mod tests {
             Ok(Some(Revocation::Deactivate))
         );
         assert_eq!(
-            check_decision(Decision::Revoke, Some("remove-group:qa"), Some("moved"), &had),
+            check_decision(
+                Decision::Revoke,
+                Some("remove-group:qa"),
+                Some("moved"),
+                &had
+            ),
             Ok(Some(Revocation::RemoveGroup("qa".into())))
         );
-        assert!(check_decision(Decision::Revoke, Some("remove-group:Ops"), Some("x"), &had).is_err());
+        assert!(
+            check_decision(Decision::Revoke, Some("remove-group:Ops"), Some("x"), &had).is_err()
+        );
         assert!(check_decision(Decision::Revoke, Some("role:lead"), Some("x"), &had).is_err());
         assert_eq!(
             check_decision(Decision::Revoke, Some("role:Tester"), Some("x"), &had),
@@ -570,7 +595,11 @@ mod tests {
 
     #[test]
     fn closing_uses_approved_decisions_and_the_setting_for_the_rest() {
-        let f = final_decision(Some((Decision::Revoke, Some("role:Tester"))), true, Undecided::Keep);
+        let f = final_decision(
+            Some((Decision::Revoke, Some("role:Tester"))),
+            true,
+            Undecided::Keep,
+        );
         assert_eq!(f.revocation, Some(Revocation::Role("Tester".into())));
         assert_eq!(f.source, "reviewer");
         let f = final_decision(Some((Decision::Revoke, None)), false, Undecided::Keep);
@@ -591,10 +620,13 @@ mod tests {
             comment: None,
         };
         let mut b = a.clone();
-        let d1 = submission_digest(&[a.clone()]);
+        let d1 = submission_digest(std::slice::from_ref(&a));
         b.decision = Some("revoke");
         assert_ne!(d1, submission_digest(&[b]));
-        let c = Submitted { item: 2, ..a.clone() };
+        let c = Submitted {
+            item: 2,
+            ..a.clone()
+        };
         assert_eq!(
             submission_digest(&[a.clone(), c.clone()]),
             submission_digest(&[c, a])

@@ -192,7 +192,10 @@ fn view(r: &ReviewRecord, connection: &str, now: i64) -> ReviewView {
         decided: r.decided,
         previous_review: r.previous_id,
         next_start_at: r.next_start_at,
-        outcome: r.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok()),
+        outcome: r
+            .outcome
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok()),
     }
 }
 
@@ -276,7 +279,9 @@ async fn start_inner<S: Store>(
         .iter()
         .map(|f| {
             EmailKey::parse(f).ok_or_else(|| {
-                EngineError::InvalidInput(format!("fallback reviewer {f:?} is not an email address"))
+                EngineError::InvalidInput(format!(
+                    "fallback reviewer {f:?} is not an email address"
+                ))
             })
         })
         .collect::<EngineResult<_>>()?;
@@ -354,12 +359,18 @@ async fn start_inner<S: Store>(
     let mut scope_project = None;
     match &opts.scope {
         Scope::Role(r) => {
-            let known = listing
-                .accounts
-                .iter()
-                .any(|a| a.account.role.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(r)));
+            let known = listing.accounts.iter().any(|a| {
+                a.account
+                    .role
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(r))
+            });
             let roles = store.current_roles(&conn.id).await?;
-            if !known && !roles.iter().any(|x| x.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(r))) {
+            if !known
+                && !roles
+                    .iter()
+                    .any(|x| x.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(r)))
+            {
                 return Err(EngineError::NotFound(format!("no role {r:?} in TestRail")));
             }
         }
@@ -435,7 +446,12 @@ async fn start_inner<S: Store>(
         let identity = matched
             .and_then(|m| m.identity_id.as_ref())
             .and_then(|id| identities.get(id));
-        let mut own: Vec<EmailKey> = a.email.as_deref().and_then(EmailKey::parse).into_iter().collect();
+        let mut own: Vec<EmailKey> = a
+            .email
+            .as_deref()
+            .and_then(EmailKey::parse)
+            .into_iter()
+            .collect();
         if let Some(i) = identity {
             own.extend(i.email_keys());
         }
@@ -457,15 +473,17 @@ async fn start_inner<S: Store>(
                 .filter_map(|(n, id)| Some((n.clone(), group_owner.get(id)?.clone())))
                 .collect(),
         };
-        let email = a.email.clone().unwrap_or_else(|| format!("account {}", a.id));
+        let email = a
+            .email
+            .clone()
+            .unwrap_or_else(|| format!("account {}", a.id));
         let Some(route) = review::route(&route_facts, &fallbacks) else {
             self_fallback.push(email);
             continue;
         };
         let projects = by_id.get(&a.id).and_then(|acc| {
             let rows = facts.for_account(acc);
-            if facts.projects.is_empty() || rows.iter().any(|r| r.knowledge == Knowledge::Unknown)
-            {
+            if facts.projects.is_empty() || rows.iter().any(|r| r.knowledge == Knowledge::Unknown) {
                 return None;
             }
             Some(
@@ -475,7 +493,11 @@ async fn start_inner<S: Store>(
                         id: r.project_id,
                         name: r.project.clone(),
                         role: r.role.clone(),
-                        source: r.source.as_ref().map(|s| s.label.clone()).unwrap_or_default(),
+                        source: r
+                            .source
+                            .as_ref()
+                            .map(|s| s.label.clone())
+                            .unwrap_or_default(),
                     })
                     .collect::<Vec<_>>(),
             )
@@ -601,7 +623,10 @@ pub async fn start_due<S: Store>(engine: &Engine<S>) -> EngineResult<Vec<i64>> {
         ) else {
             continue;
         };
-        let length = r.due_at.map_or(DEFAULT_DAYS * 86_400, |d| d - r.created_at).max(86_400);
+        let length = r
+            .due_at
+            .map_or(DEFAULT_DAYS * 86_400, |d| d - r.created_at)
+            .max(86_400);
         let opts = StartOptions {
             scope,
             fallbacks: r.fallbacks.clone(),
@@ -653,7 +678,11 @@ pub async fn list<S: Store>(
             out.push(v);
             continue;
         }
-        out.push(view(&r, names.get(&r.connection_id).map_or("?", |s| s), now));
+        out.push(view(
+            &r,
+            names.get(&r.connection_id).map_or("?", |s| s),
+            now,
+        ));
     }
     Ok(out)
 }
@@ -678,8 +707,9 @@ pub async fn show<S: Store>(
         Actor::Reviewer { .. } => Some(actor.acting_as(reviewer)?),
         Actor::Admin { .. } => reviewer
             .map(|e| {
-                EmailKey::parse(e)
-                    .ok_or_else(|| EngineError::InvalidInput(format!("{e:?} is not an email address")))
+                EmailKey::parse(e).ok_or_else(|| {
+                    EngineError::InvalidInput(format!("{e:?} is not an email address"))
+                })
             })
             .transpose()?,
     };
@@ -687,7 +717,9 @@ pub async fn show<S: Store>(
     let progress = store.review_progress(id).await?;
     if let (Actor::Reviewer { email, .. }, false) = (
         actor,
-        progress.iter().any(|p| only.as_ref().is_some_and(|o| o.as_str() == p.reviewer)),
+        progress
+            .iter()
+            .any(|p| only.as_ref().is_some_and(|o| o.as_str() == p.reviewer)),
     ) {
         return Err(EngineError::NotFound(format!(
             "no review {id} with items for {email}"
@@ -796,7 +828,11 @@ pub async fn decide<S: Store>(
         if item.reviewer != reviewer.as_str() {
             return Err(EngineError::Forbidden(format!(
                 "{} is reviewed by someone else in review {id}, not by {reviewer}; nothing was changed",
-                if actor.is_admin() { item.email.as_str() } else { "that account" }
+                if actor.is_admin() {
+                    item.email.as_str()
+                } else {
+                    "that account"
+                }
             )));
         }
         if EmailKey::parse(&item.email).as_ref() == Some(&reviewer) {
@@ -889,10 +925,14 @@ pub async fn submit<S: Store>(
             items.len()
         )));
     }
-    let digest = store.submit_review(id, reviewer.as_str(), engine.now()).await?;
+    let digest = store
+        .submit_review(id, reviewer.as_str(), engine.now())
+        .await?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for i in &items {
-        *counts.entry(i.decision.as_deref().unwrap_or("undecided")).or_default() += 1;
+        *counts
+            .entry(i.decision.as_deref().unwrap_or("undecided"))
+            .or_default() += 1;
     }
     let counts = counts
         .iter()
@@ -906,7 +946,10 @@ pub async fn submit<S: Store>(
         actor.audit_name(),
         "review_submit",
         format!("review {id}: {reviewer}"),
-        format!("{} decisions submitted ({counts}); sha256 {digest}", items.len()),
+        format!(
+            "{} decisions submitted ({counts}); sha256 {digest}",
+            items.len()
+        ),
     )
     .await?;
     reviewer_view(engine, id, &reviewer).await
@@ -942,8 +985,9 @@ pub async fn judge<S: Store>(
             "only an administrator approves or sends back a submission".into(),
         ));
     }
-    let reviewer = EmailKey::parse(reviewer)
-        .ok_or_else(|| EngineError::InvalidInput(format!("{reviewer:?} is not an email address")))?;
+    let reviewer = EmailKey::parse(reviewer).ok_or_else(|| {
+        EngineError::InvalidInput(format!("{reviewer:?} is not an email address"))
+    })?;
     let approver_key = approver
         .map(|a| {
             EmailKey::parse(a)
@@ -982,7 +1026,13 @@ pub async fn judge<S: Store>(
         },
         format!("review {id}: {reviewer}"),
         comment.map_or_else(
-            || if approve { "approved".to_string() } else { "sent back".to_string() },
+            || {
+                if approve {
+                    "approved".to_string()
+                } else {
+                    "sent back".to_string()
+                }
+            },
             |c| format!("{}: {c}", if approve { "approved" } else { "sent back" }),
         ),
     )
@@ -1056,11 +1106,15 @@ pub async fn plan_close<S: Store>(
     actor: &Actor,
 ) -> EngineResult<(ClosePlan, Connection, Vec<ReviewItemRecord>)> {
     if !actor.is_admin() {
-        return Err(EngineError::Forbidden("only an administrator closes a review".into()));
+        return Err(EngineError::Forbidden(
+            "only an administrator closes a review".into(),
+        ));
     }
     let r = load(engine, id).await?;
     if r.status != "open" {
-        return Err(EngineError::Conflict(format!("review {id} is already closed")));
+        return Err(EngineError::Conflict(format!(
+            "review {id} is already closed"
+        )));
     }
     let conn = engine
         .store()
@@ -1084,13 +1138,20 @@ pub async fn plan_close<S: Store>(
         .await?
         .into_iter()
         .filter(|p| p.expires_at.is_none_or(|t| t > now))
-        .map(|p| (p.email.to_lowercase(), format!("owner {}: {}", p.owner, p.reason)))
+        .map(|p| {
+            (
+                p.email.to_lowercase(),
+                format!("owner {}: {}", p.owner, p.reason),
+            )
+        })
         .collect();
     let own = EmailKey::parse(&conn.email);
     let mut lines = Vec::new();
     for it in &items {
         // An item already closed by an earlier, partly failed close keeps its outcome.
-        if it.outcome.as_deref().is_some_and(|o| o.starts_with("done") || o.starts_with("kept") || o.starts_with("no change")) {
+        if it.outcome.as_deref().is_some_and(|o| {
+            o.starts_with("done") || o.starts_with("kept") || o.starts_with("no change")
+        }) {
             continue;
         }
         let decided = it
@@ -1164,7 +1225,10 @@ pub async fn plan_close<S: Store>(
             Err(e) => return Err(e),
         }
     };
-    let revoke = lines.iter().filter(|l| l.action.is_some() && l.refused.is_none()).count();
+    let revoke = lines
+        .iter()
+        .filter(|l| l.action.is_some() && l.refused.is_none())
+        .count();
     let refused = lines.iter().filter(|l| l.refused.is_some()).count();
     let keep = lines.iter().filter(|l| l.action.is_none()).count();
     Ok((
@@ -1196,11 +1260,10 @@ pub async fn close<S: Store>(
     let lease = crate::lease::try_acquire(engine, &format!("review:{id}"), "review close")
         .await?
         .ok_or_else(|| EngineError::Busy(format!("review {id} is being closed by another run")))?;
-    let out = crate::lease::held(engine, std::slice::from_ref(&lease), async {
+    crate::lease::held(engine, std::slice::from_ref(&lease), async {
         close_inner(engine, planned, conn, actor).await
     })
-    .await;
-    out
+    .await
 }
 
 async fn close_inner<S: Store>(
@@ -1211,7 +1274,9 @@ async fn close_inner<S: Store>(
 ) -> EngineResult<CloseReport> {
     let id = planned.review;
     if load(engine, id).await?.status != "open" {
-        return Err(EngineError::Conflict(format!("review {id} is already closed")));
+        return Err(EngineError::Conflict(format!(
+            "review {id} is already closed"
+        )));
     }
     let report = if planned.plan.steps.is_empty() {
         None
@@ -1244,7 +1309,10 @@ async fn close_inner<S: Store>(
                 &format!("review:{id} item {} (by {})", l.item, actor.audit_name()),
                 "review_revoke_refused",
                 l.email.clone(),
-                format!("{}: not sent: {why}", l.action.as_deref().unwrap_or("revoke")),
+                format!(
+                    "{}: not sent: {why}",
+                    l.action.as_deref().unwrap_or("revoke")
+                ),
             )
             .await?;
             (format!("refused: {why}"), Some(a))
@@ -1255,7 +1323,10 @@ async fn close_inner<S: Store>(
                 Some(s) => match s.outcome {
                     Outcome::Done => {
                         revoked += 1;
-                        (format!("done: {}", l.action.as_deref().unwrap_or("")), Some(s.audit_id))
+                        (
+                            format!("done: {}", l.action.as_deref().unwrap_or("")),
+                            Some(s.audit_id),
+                        )
                     }
                     Outcome::Noop => {
                         revoked += 1;
@@ -1270,11 +1341,7 @@ async fn close_inner<S: Store>(
                     o => {
                         failed += 1;
                         (
-                            format!(
-                                "{}: {}",
-                                o.as_str(),
-                                s.message.as_deref().unwrap_or("")
-                            ),
+                            format!("{}: {}", o.as_str(), s.message.as_deref().unwrap_or("")),
                             Some(s.audit_id),
                         )
                     }
@@ -1311,11 +1378,19 @@ async fn close_inner<S: Store>(
         engine,
         &conn.name,
         actor.audit_name(),
-        if closing { "review_close" } else { "review_close_partial" },
+        if closing {
+            "review_close"
+        } else {
+            "review_close_partial"
+        },
         format!("review {id}"),
         format!(
             "{kept} kept, {revoked} revoked, {refused} refused, {failed} failed{}",
-            if closing { "" } else { "; the review stays open: close again to retry" }
+            if closing {
+                ""
+            } else {
+                "; the review stays open: close again to retry"
+            }
         ),
     )
     .await?;
@@ -1364,11 +1439,18 @@ pub async fn set_owner<S: Store>(
             let (id, n) = names
                 .iter()
                 .find(|(id, n)| {
-                    n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(g.trim()))
+                    n.as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(g.trim()))
                         || id.to_string() == g.trim()
                 })
-                .ok_or_else(|| EngineError::NotFound(format!("no group {g:?} (as of the last scan)")))?;
-            ("group", *id, n.clone().unwrap_or_else(|| format!("group {id}")))
+                .ok_or_else(|| {
+                    EngineError::NotFound(format!("no group {g:?} (as of the last scan)"))
+                })?;
+            (
+                "group",
+                *id,
+                n.clone().unwrap_or_else(|| format!("group {id}")),
+            )
         }
         (None, Some(p)) => {
             let facts = AccessFacts::load(engine, conn, None).await?;
@@ -1393,7 +1475,9 @@ pub async fn set_owner<S: Store>(
         )
         .await?;
     if owner_key.is_none() && !changed {
-        return Err(EngineError::NotFound(format!("{kind} {tname} has no owner")));
+        return Err(EngineError::NotFound(format!(
+            "{kind} {tname} has no owner"
+        )));
     }
     audit(
         engine,
@@ -1401,7 +1485,9 @@ pub async fn set_owner<S: Store>(
         actor,
         "review_owner",
         format!("{kind} {tname}"),
-        owner_key.as_ref().map_or("owner cleared".to_string(), |o| format!("owner {o}")),
+        owner_key
+            .as_ref()
+            .map_or("owner cleared".to_string(), |o| format!("owner {o}")),
     )
     .await?;
     Ok((kind.to_string(), tid, tname))
@@ -1430,7 +1516,9 @@ pub async fn evidence<S: Store>(
     actor: &Actor,
 ) -> EngineResult<Evidence> {
     if !actor.is_admin() {
-        return Err(EngineError::Forbidden("only an administrator exports a review".into()));
+        return Err(EngineError::Forbidden(
+            "only an administrator exports a review".into(),
+        ));
     }
     let detail = show(engine, id, None, actor).await?;
     let head = audit(
@@ -1541,12 +1629,16 @@ pub fn to_csv(e: &Evidence) -> EngineResult<Vec<u8>> {
             i.decided_by.clone().unwrap_or_default(),
             t(i.decided_at),
             sub.map_or("open".to_string(), |s| s.submission.clone()),
-            approved.and_then(|s| s.judged_by.clone()).unwrap_or_default(),
+            approved
+                .and_then(|s| s.judged_by.clone())
+                .unwrap_or_default(),
             t(approved.and_then(|s| s.judged_at)),
             i.final_decision.clone().unwrap_or_default(),
             i.final_source.clone().unwrap_or_default(),
             i.outcome.clone().unwrap_or_default(),
-            i.outcome_audit_id.map(|a| a.to_string()).unwrap_or_default(),
+            i.outcome_audit_id
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             t(i.outcome_at),
             e.audit_head_id.to_string(),
             e.audit_head_hash.clone(),

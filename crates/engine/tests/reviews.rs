@@ -31,7 +31,10 @@ fn every_adds_calendar_months() {
     assert_eq!(reviews::advance(jan31, Every::Months(1)), 1_772_236_800);
     assert_eq!(reviews::advance(jan31, Every::Months(3)), 1_777_507_200);
     assert_eq!(reviews::advance(jan31, Every::Months(12)), 1_801_353_600);
-    assert_eq!(reviews::advance(jan31, Every::Days(14)), jan31 + 14 * 86_400);
+    assert_eq!(
+        reviews::advance(jan31, Every::Days(14)),
+        jan31 + 14 * 86_400
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +56,9 @@ async fn a_recurring_review_starts_its_next_round_once() {
     let dir = tempfile::tempdir().unwrap();
     let t = Arc::new(AtomicI64::new(1_769_817_600));
     let clock = FakeClock(t.clone());
-    let store = SqliteStore::open(&dir.path().join("accessrail.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("accessrail.db"))
+        .await
+        .unwrap();
     let e = Engine::new(
         store,
         Keyring::load(dir.path()).unwrap(),
@@ -92,14 +97,20 @@ async fn a_recurring_review_starts_its_next_round_once() {
     .await
     .unwrap();
     assert_eq!(first.next_start_at, Some(1_777_507_200));
-    assert!(reviews::start_due(&e).await.unwrap().is_empty(), "not yet due");
+    assert!(
+        reviews::start_due(&e).await.unwrap().is_empty(),
+        "not yet due"
+    );
 
     // Three months later, two schedulers ask at once: one next round.
     t.store(1_777_507_200, Ordering::SeqCst);
     let (a, b) = tokio::join!(reviews::start_due(&e), reviews::start_due(&e));
     let started: Vec<i64> = a.unwrap().into_iter().chain(b.unwrap()).collect();
     assert_eq!(started.len(), 1, "{started:?}");
-    assert!(reviews::start_due(&e).await.unwrap().is_empty(), "started once");
+    assert!(
+        reviews::start_due(&e).await.unwrap().is_empty(),
+        "started once"
+    );
     let admin = Actor::Admin {
         actor: "cli:test".into(),
     };
@@ -107,14 +118,24 @@ async fn a_recurring_review_starts_its_next_round_once() {
     assert_eq!(all.len(), 2);
     let next = &all[0];
     assert_eq!(next.previous_review, Some(first.id));
-    assert_eq!((next.scope.as_str(), next.undecided.as_str()), ("all", "revoke"));
+    assert_eq!(
+        (next.scope.as_str(), next.undecided.as_str()),
+        ("all", "revoke")
+    );
     assert_eq!(next.every.as_deref(), Some("3mo"));
-    assert_eq!(next.due_at, Some(1_777_507_200 + 10 * 86_400), "the same length");
+    assert_eq!(
+        next.due_at,
+        Some(1_777_507_200 + 10 * 86_400),
+        "the same length"
+    );
     assert_eq!(next.created_by, "scheduler");
     assert_eq!(next.items, first.items);
     let audit = e.store().audit_log().await.unwrap();
     assert_eq!(
-        audit.iter().filter(|x| x.record.action == "review_start").count(),
+        audit
+            .iter()
+            .filter(|x| x.record.action == "review_start")
+            .count(),
         2
     );
 }

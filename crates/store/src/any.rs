@@ -364,19 +364,37 @@ impl Store for AnyStore {
     async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
         on_store!(self, s => s.tokens())
     }
-    async fn create_reviewer_token(&self, name: &str, hash: &str, reviewer: &str, now: i64) -> StoreResult<()> {
+    async fn create_reviewer_token(
+        &self,
+        name: &str,
+        hash: &str,
+        reviewer: &str,
+        now: i64,
+    ) -> StoreResult<()> {
         on_store!(self, s => s.create_reviewer_token(name, hash, reviewer, now))
     }
     async fn token_auth_by_hash(&self, hash: &str) -> StoreResult<Option<TokenAuth>> {
         on_store!(self, s => s.token_auth_by_hash(hash))
     }
-    async fn set_owner(&self, connection_id: &str, kind: &str, target_id: u64, target_name: &str, owner: Option<&str>, now: i64) -> StoreResult<bool> {
+    async fn set_owner(
+        &self,
+        connection_id: &str,
+        kind: &str,
+        target_id: u64,
+        target_name: &str,
+        owner: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool> {
         on_store!(self, s => s.set_owner(connection_id, kind, target_id, target_name, owner, now))
     }
     async fn owners(&self, connection_id: &str) -> StoreResult<Vec<OwnerRecord>> {
         on_store!(self, s => s.owners(connection_id))
     }
-    async fn create_review(&self, review: NewReview, items: Vec<ReviewItemRecord>) -> StoreResult<i64> {
+    async fn create_review(
+        &self,
+        review: NewReview,
+        items: Vec<ReviewItemRecord>,
+    ) -> StoreResult<i64> {
         on_store!(self, s => s.create_review(review, items))
     }
     async fn reviews(&self, connection_id: Option<&str>) -> StoreResult<Vec<ReviewRecord>> {
@@ -385,13 +403,22 @@ impl Store for AnyStore {
     async fn review(&self, id: i64) -> StoreResult<Option<ReviewRecord>> {
         on_store!(self, s => s.review(id))
     }
-    async fn review_items(&self, review_id: i64, reviewer: Option<&str>) -> StoreResult<Vec<ReviewItemRecord>> {
+    async fn review_items(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+    ) -> StoreResult<Vec<ReviewItemRecord>> {
         on_store!(self, s => s.review_items(review_id, reviewer))
     }
     async fn review_progress(&self, review_id: i64) -> StoreResult<Vec<ReviewerProgress>> {
         on_store!(self, s => s.review_progress(review_id))
     }
-    async fn decide_review_items(&self, review_id: i64, reviewer: &str, decisions: Vec<ReviewDecision>) -> StoreResult<u64> {
+    async fn decide_review_items(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        decisions: Vec<ReviewDecision>,
+    ) -> StoreResult<u64> {
         on_store!(self, s => s.decide_review_items(review_id, reviewer, decisions))
     }
     async fn review_submissions(&self, review_id: i64) -> StoreResult<Vec<SubmissionRecord>> {
@@ -400,10 +427,23 @@ impl Store for AnyStore {
     async fn submit_review(&self, review_id: i64, reviewer: &str, now: i64) -> StoreResult<String> {
         on_store!(self, s => s.submit_review(review_id, reviewer, now))
     }
-    async fn judge_submission(&self, review_id: i64, reviewer: &str, approve: bool, by: &str, comment: Option<&str>, now: i64) -> StoreResult<()> {
+    async fn judge_submission(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
         on_store!(self, s => s.judge_submission(review_id, reviewer, approve, by, comment, now))
     }
-    async fn record_review_outcomes(&self, review_id: i64, outcomes: Vec<ItemOutcome>, close: Option<ReviewClose>) -> StoreResult<()> {
+    async fn record_review_outcomes(
+        &self,
+        review_id: i64,
+        outcomes: Vec<ItemOutcome>,
+        close: Option<ReviewClose>,
+    ) -> StoreResult<()> {
         on_store!(self, s => s.record_review_outcomes(review_id, outcomes, close))
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {

@@ -26,10 +26,12 @@ pub use jobs::{JobStorage, JobTiming, NewJob};
 pub use migrate::{MigrationReport, sqlite_to_postgres};
 pub use model::{
     AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
-    CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, LeaseToken, ListedAccount,
-    NewChange, NewConnection, OverrideRecord, PendingSetupKey, PlanClaim, PlanRecord, PlanStatus,
-    ProtectedAccount, ProvisionUpdate, RoleRecord, ScanRecord, ScanReport, ScanStatus,
-    SealedSecret, SessionRecord, StoredMatch, TokenRecord, TokenAuth, OwnerRecord, NewReview, ReviewRecord, ReviewItemRecord, ReviewDecision, SubmissionRecord, ReviewerProgress, ItemOutcome, ReviewClose,
+    CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, ItemOutcome, LeaseToken,
+    ListedAccount, NewChange, NewConnection, NewReview, OverrideRecord, OwnerRecord,
+    PendingSetupKey, PlanClaim, PlanRecord, PlanStatus, ProtectedAccount, ProvisionUpdate,
+    ReviewClose, ReviewDecision, ReviewItemRecord, ReviewRecord, ReviewerProgress, RoleRecord,
+    ScanRecord, ScanReport, ScanStatus, SealedSecret, SessionRecord, StoredMatch, SubmissionRecord,
+    TokenAuth, TokenRecord,
 };
 pub use postgres::PgScan;
 pub use postgres::PgStore;

@@ -2,8 +2,10 @@
 
 use accessrail_domain::review::{Submitted, submission_digest};
 
-/// Rows of `(item, email, decision, action, comment)`.
-pub(crate) fn digest(rows: &[(i64, String, Option<String>, Option<String>, Option<String>)]) -> String {
+/// One submitted decision: `(item, email, decision, action, comment)`.
+pub(crate) type SubmittedRow = (i64, String, Option<String>, Option<String>, Option<String>);
+
+pub(crate) fn digest(rows: &[SubmittedRow]) -> String {
     let items: Vec<Submitted<'_>> = rows
         .iter()
         .map(|r| Submitted {

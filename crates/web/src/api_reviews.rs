@@ -437,7 +437,9 @@ async fn list_reviews(
 
 fn parse_due(d: &str) -> ApiResult<i64> {
     let at = time_fmt::parse_time(d).ok_or_else(|| {
-        ApiError::invalid(format!("due {d:?}: give a date (2026-12-31) or an RFC 3339 time"))
+        ApiError::invalid(format!(
+            "due {d:?}: give a date (2026-12-31) or an RFC 3339 time"
+        ))
     })?;
     Ok(if d.contains('T') { at } else { at + 86_399 })
 }
@@ -656,7 +658,10 @@ pub(crate) async fn export_response(
             "application/json",
             serde_json::to_vec_pretty(&e).map_err(|x| ApiError::internal("internal", x))?,
         ),
-        _ => ("text/html; charset=utf-8", reviews::to_html(&e)?.into_bytes()),
+        _ => (
+            "text/html; charset=utf-8",
+            reviews::to_html(&e)?.into_bytes(),
+        ),
     };
     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response();
     if fmt != "html"

@@ -192,10 +192,7 @@ enum Kind {
         reviewer: Option<String>,
     },
     /// `cookie` is the CSRF cookie's value; `fresh`: it was made now and must be set.
-    Anonymous {
-        cookie: String,
-        fresh: bool,
-    },
+    Anonymous { cookie: String, fresh: bool },
 }
 
 /// The console visitor: signed in (a kept session) or anonymous (nothing kept).
@@ -327,8 +324,7 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
             match found {
                 Some(s) if now - s.created_at < SESSION_LIFETIME => {
                     // A session whose token was revoked is signed out.
-                    let live = match state.engine.store().token_auth_by_hash(&s.token_hash).await
-                    {
+                    let live = match state.engine.store().token_auth_by_hash(&s.token_hash).await {
                         Ok(auth) => auth.filter(|a| a.name == s.token),
                         Err(e) => {
                             tracing::error!("checking a console session's token: {e}");

@@ -151,7 +151,10 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn token_auth_by_hash_impl(&self, hash: &str) -> StoreResult<Option<TokenAuth>> {
+    pub(super) async fn token_auth_by_hash_impl(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<TokenAuth>> {
         let row: Option<(String, Option<String>)> = sqlx::query_as(
             "SELECT name, reviewer FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
         )
@@ -380,14 +383,21 @@ impl PgStore {
         &self,
         review_id: i64,
     ) -> StoreResult<Vec<SubmissionRecord>> {
-        let rows: Vec<(String, String, i64, String, Option<String>, Option<i64>, Option<String>)> =
-            sqlx::query_as(
-                "SELECT reviewer, status, submitted_at, digest, judged_by, judged_at, comment
+        let rows: Vec<(
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT reviewer, status, submitted_at, digest, judged_by, judged_at, comment
                  FROM review_submissions WHERE review_id = $1 ORDER BY reviewer",
-            )
-            .bind(review_id)
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(review_id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| SubmissionRecord {
@@ -413,15 +423,14 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         open_review(&mut tx, review_id).await?;
-        let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>)> =
-            sqlx::query_as(
-                "SELECT item, email, decision, action, comment FROM review_items
+        let rows: Vec<crate::reviews::SubmittedRow> = sqlx::query_as(
+            "SELECT item, email, decision, action, comment FROM review_items
                  WHERE review_id = $1 AND reviewer = $2 ORDER BY item",
-            )
-            .bind(review_id)
-            .bind(&reviewer)
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .bind(review_id)
+        .bind(&reviewer)
+        .fetch_all(&mut *tx)
+        .await?;
         if rows.is_empty() {
             return Err(StoreError::NotFound(format!(
                 "{reviewer} has no items in review {review_id}"

@@ -23,8 +23,8 @@ mod identities;
 mod listing;
 mod matches;
 mod projects;
-mod reviews;
 mod provisioning;
+mod reviews;
 mod scan;
 mod shared;
 mod tokens;
@@ -1067,19 +1067,39 @@ impl Store for SqliteStore {
         self.tokens_impl().await
     }
 
-    async fn create_reviewer_token(&self, name: &str, hash: &str, reviewer: &str, now: i64) -> StoreResult<()> {
-        self.create_reviewer_token_impl(name, hash, reviewer, now).await
+    async fn create_reviewer_token(
+        &self,
+        name: &str,
+        hash: &str,
+        reviewer: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.create_reviewer_token_impl(name, hash, reviewer, now)
+            .await
     }
     async fn token_auth_by_hash(&self, hash: &str) -> StoreResult<Option<TokenAuth>> {
         self.token_auth_by_hash_impl(hash).await
     }
-    async fn set_owner(&self, connection_id: &str, kind: &str, target_id: u64, target_name: &str, owner: Option<&str>, now: i64) -> StoreResult<bool> {
-        self.set_owner_impl(connection_id, kind, target_id, target_name, owner, now).await
+    async fn set_owner(
+        &self,
+        connection_id: &str,
+        kind: &str,
+        target_id: u64,
+        target_name: &str,
+        owner: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.set_owner_impl(connection_id, kind, target_id, target_name, owner, now)
+            .await
     }
     async fn owners(&self, connection_id: &str) -> StoreResult<Vec<OwnerRecord>> {
         self.owners_impl(connection_id).await
     }
-    async fn create_review(&self, review: NewReview, items: Vec<ReviewItemRecord>) -> StoreResult<i64> {
+    async fn create_review(
+        &self,
+        review: NewReview,
+        items: Vec<ReviewItemRecord>,
+    ) -> StoreResult<i64> {
         self.create_review_impl(review, items).await
     }
     async fn reviews(&self, connection_id: Option<&str>) -> StoreResult<Vec<ReviewRecord>> {
@@ -1088,14 +1108,24 @@ impl Store for SqliteStore {
     async fn review(&self, id: i64) -> StoreResult<Option<ReviewRecord>> {
         self.review_impl(id).await
     }
-    async fn review_items(&self, review_id: i64, reviewer: Option<&str>) -> StoreResult<Vec<ReviewItemRecord>> {
+    async fn review_items(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+    ) -> StoreResult<Vec<ReviewItemRecord>> {
         self.review_items_impl(review_id, reviewer).await
     }
     async fn review_progress(&self, review_id: i64) -> StoreResult<Vec<ReviewerProgress>> {
         self.review_progress_impl(review_id).await
     }
-    async fn decide_review_items(&self, review_id: i64, reviewer: &str, decisions: Vec<ReviewDecision>) -> StoreResult<u64> {
-        self.decide_review_items_impl(review_id, reviewer, decisions).await
+    async fn decide_review_items(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        decisions: Vec<ReviewDecision>,
+    ) -> StoreResult<u64> {
+        self.decide_review_items_impl(review_id, reviewer, decisions)
+            .await
     }
     async fn review_submissions(&self, review_id: i64) -> StoreResult<Vec<SubmissionRecord>> {
         self.review_submissions_impl(review_id).await
@@ -1103,11 +1133,26 @@ impl Store for SqliteStore {
     async fn submit_review(&self, review_id: i64, reviewer: &str, now: i64) -> StoreResult<String> {
         self.submit_review_impl(review_id, reviewer, now).await
     }
-    async fn judge_submission(&self, review_id: i64, reviewer: &str, approve: bool, by: &str, comment: Option<&str>, now: i64) -> StoreResult<()> {
-        self.judge_submission_impl(review_id, reviewer, approve, by, comment, now).await
+    async fn judge_submission(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.judge_submission_impl(review_id, reviewer, approve, by, comment, now)
+            .await
     }
-    async fn record_review_outcomes(&self, review_id: i64, outcomes: Vec<ItemOutcome>, close: Option<ReviewClose>) -> StoreResult<()> {
-        self.record_review_outcomes_impl(review_id, outcomes, close).await
+    async fn record_review_outcomes(
+        &self,
+        review_id: i64,
+        outcomes: Vec<ItemOutcome>,
+        close: Option<ReviewClose>,
+    ) -> StoreResult<()> {
+        self.record_review_outcomes_impl(review_id, outcomes, close)
+            .await
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         self.token_by_hash_impl(hash).await

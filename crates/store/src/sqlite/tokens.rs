@@ -57,10 +57,11 @@ impl SqliteStore {
     }
 
     pub(super) async fn tokens_impl(&self) -> StoreResult<Vec<TokenRecord>> {
-        let rows: Vec<(String, i64, Option<i64>, Option<String>)> =
-            sqlx::query_as("SELECT name, created_at, revoked_at, reviewer FROM api_tokens ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT name, created_at, revoked_at, reviewer FROM api_tokens ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(name, created_at, revoked_at, reviewer)| TokenRecord {

@@ -51,7 +51,9 @@ fn item(n: i64, email: &str, reviewer: &str) -> ReviewItemRecord {
         name: format!("Person {n}"),
         reviewer: reviewer.into(),
         route: "manager".into(),
-        snapshot: r#"{"active":true,"is_admin":false,"role":"Tester","groups":["QA"],"projects":null}"#.into(),
+        snapshot:
+            r#"{"active":true,"is_admin":false,"role":"Tester","groups":["QA"],"projects":null}"#
+                .into(),
         identity: None,
         ..Default::default()
     }
@@ -77,26 +79,63 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
         .create_reviewer_token("mgr", "h-mgr", "mgr@x.io", 1)
         .await
         .unwrap();
-    assert_eq!(store.token_by_hash("h-admin").await.unwrap().as_deref(), Some("admin"));
-    assert_eq!(store.token_by_hash("h-mgr").await.unwrap(), None, "never an admin token");
+    assert_eq!(
+        store.token_by_hash("h-admin").await.unwrap().as_deref(),
+        Some("admin")
+    );
+    assert_eq!(
+        store.token_by_hash("h-mgr").await.unwrap(),
+        None,
+        "never an admin token"
+    );
     let auth = store.token_auth_by_hash("h-mgr").await.unwrap().unwrap();
-    assert_eq!((auth.name.as_str(), auth.reviewer.as_deref()), ("mgr", Some("mgr@x.io")));
-    assert!(store.create_reviewer_token("mgr", "h2", "other@x.io", 2).await.is_err());
+    assert_eq!(
+        (auth.name.as_str(), auth.reviewer.as_deref()),
+        ("mgr", Some("mgr@x.io"))
+    );
+    assert!(
+        store
+            .create_reviewer_token("mgr", "h2", "other@x.io", 2)
+            .await
+            .is_err()
+    );
     assert!(store.revoke_token("mgr", 3).await.unwrap());
     assert_eq!(store.token_auth_by_hash("h-mgr").await.unwrap(), None);
     // A revoked reviewer name reused for an administrator token is an administrator token.
     store.create_token("mgr", "h-mgr-admin", 4).await.unwrap();
-    let auth = store.token_auth_by_hash("h-mgr-admin").await.unwrap().unwrap();
+    let auth = store
+        .token_auth_by_hash("h-mgr-admin")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(auth.reviewer, None);
 
     // Owners.
-    assert!(store.set_owner("c1", "group", 7, "QA", Some("Lead@X.io"), 5).await.unwrap());
-    store.set_owner("c1", "project", 3, "Mobile", Some("m@x.io"), 5).await.unwrap();
+    assert!(
+        store
+            .set_owner("c1", "group", 7, "QA", Some("Lead@X.io"), 5)
+            .await
+            .unwrap()
+    );
+    store
+        .set_owner("c1", "project", 3, "Mobile", Some("m@x.io"), 5)
+        .await
+        .unwrap();
     let owners = store.owners("c1").await.unwrap();
     assert_eq!(owners.len(), 2);
     assert_eq!(owners[0].owner_email, "lead@x.io", "kept in lower case");
-    assert!(store.set_owner("c1", "group", 7, "QA", None, 6).await.unwrap());
-    assert!(!store.set_owner("c1", "group", 7, "QA", None, 6).await.unwrap());
+    assert!(
+        store
+            .set_owner("c1", "group", 7, "QA", None, 6)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_owner("c1", "group", 7, "QA", None, 6)
+            .await
+            .unwrap()
+    );
 
     // A review with three items, two reviewers.
     let id = store
@@ -115,55 +154,119 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
     assert_eq!(r.fallbacks, vec!["fb@x.io".to_string()]);
     assert_eq!(store.reviews(Some("c1")).await.unwrap().len(), 1);
     assert_eq!(store.reviews(Some("other")).await.unwrap().len(), 0);
-    assert_eq!(store.review_items(id, Some("MGR@x.io")).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .review_items(id, Some("MGR@x.io"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Decisions only on one's own items; all or nothing.
     let err = store
-        .decide_review_items(id, "mgr@x.io", vec![decision(1, "keep", None), decision(3, "keep", None)])
+        .decide_review_items(
+            id,
+            "mgr@x.io",
+            vec![decision(1, "keep", None), decision(3, "keep", None)],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    assert!(store.review_items(id, None).await.unwrap().iter().all(|i| i.decision.is_none()));
+    assert!(
+        store
+            .review_items(id, None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.decision.is_none())
+    );
     store
-        .decide_review_items(id, "mgr@x.io", vec![decision(1, "keep", None), decision(2, "revoke", Some("left"))])
+        .decide_review_items(
+            id,
+            "mgr@x.io",
+            vec![
+                decision(1, "keep", None),
+                decision(2, "revoke", Some("left")),
+            ],
+        )
         .await
         .unwrap();
     let progress = store.review_progress(id).await.unwrap();
     assert_eq!(progress.len(), 2);
-    assert_eq!((progress[1].reviewer.as_str(), progress[1].items, progress[1].decided), ("mgr@x.io", 2, 2));
+    assert_eq!(
+        (
+            progress[1].reviewer.as_str(),
+            progress[1].items,
+            progress[1].decided
+        ),
+        ("mgr@x.io", 2, 2)
+    );
 
     // Submit: the digest covers the decisions; submitted decisions are final.
     let digest = store.submit_review(id, "mgr@x.io", 30).await.unwrap();
     assert_eq!(digest.len(), 64);
-    assert!(matches!(store.submit_review(id, "mgr@x.io", 31).await, Err(StoreError::Conflict(_))));
     assert!(matches!(
-        store.decide_review_items(id, "mgr@x.io", vec![decision(1, "revoke", Some("x"))]).await,
+        store.submit_review(id, "mgr@x.io", 31).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(matches!(store.submit_review(id, "nobody@x.io", 31).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store
+            .decide_review_items(id, "mgr@x.io", vec![decision(1, "revoke", Some("x"))])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.submit_review(id, "nobody@x.io", 31).await,
+        Err(StoreError::NotFound(_))
+    ));
     // Approval only of a waiting submission; sent back, it can change and be submitted again.
-    assert!(store.judge_submission(id, "fb@x.io", true, "ciso", None, 40).await.is_err());
-    store.judge_submission(id, "mgr@x.io", false, "ciso", Some("check b"), 40).await.unwrap();
-    assert!(store.judge_submission(id, "mgr@x.io", true, "ciso", None, 41).await.is_err());
+    assert!(
+        store
+            .judge_submission(id, "fb@x.io", true, "ciso", None, 40)
+            .await
+            .is_err()
+    );
+    store
+        .judge_submission(id, "mgr@x.io", false, "ciso", Some("check b"), 40)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .judge_submission(id, "mgr@x.io", true, "ciso", None, 41)
+            .await
+            .is_err()
+    );
     store
         .decide_review_items(id, "mgr@x.io", vec![decision(2, "keep", None)])
         .await
         .unwrap();
     let digest2 = store.submit_review(id, "mgr@x.io", 50).await.unwrap();
     assert_ne!(digest, digest2, "the digest follows the decisions");
-    store.judge_submission(id, "mgr@x.io", true, "ciso", None, 60).await.unwrap();
+    store
+        .judge_submission(id, "mgr@x.io", true, "ciso", None, 60)
+        .await
+        .unwrap();
     let subs = store.review_submissions(id).await.unwrap();
     assert_eq!(subs[0].status, "approved");
     assert_eq!(subs[0].digest, digest2);
     assert_eq!(subs[0].comment, None, "a new submission starts clean");
 
     // One next round per recurring review.
-    let next = store.create_review(review(Some(id)), vec![item(1, "a@x.io", "mgr@x.io")]).await.unwrap();
+    let next = store
+        .create_review(review(Some(id)), vec![item(1, "a@x.io", "mgr@x.io")])
+        .await
+        .unwrap();
     assert!(matches!(
-        store.create_review(review(Some(id)), vec![item(1, "a@x.io", "mgr@x.io")]).await,
+        store
+            .create_review(review(Some(id)), vec![item(1, "a@x.io", "mgr@x.io")])
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.review(next).await.unwrap().unwrap().previous_id, Some(id));
+    assert_eq!(
+        store.review(next).await.unwrap().unwrap().previous_id,
+        Some(id)
+    );
 
     // Outcomes, then the close; a closed review changes no more.
     store
@@ -190,10 +293,20 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
     assert_eq!((r.status.as_str(), r.closed_at), ("closed", Some(70)));
     let items = store.review_items(id, None).await.unwrap();
     assert_eq!(items[2].outcome.as_deref(), Some("kept"));
-    assert_eq!(items[1].comment, None, "keep replaced the revoke and its comment");
+    assert_eq!(
+        items[1].comment, None,
+        "keep replaced the revoke and its comment"
+    );
     assert!(matches!(
-        store.decide_review_items(id, "fb@x.io", vec![decision(3, "keep", None)]).await,
+        store
+            .decide_review_items(id, "fb@x.io", vec![decision(3, "keep", None)])
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store.record_review_outcomes(id, vec![], None).await.is_err());
+    assert!(
+        store
+            .record_review_outcomes(id, vec![], None)
+            .await
+            .is_err()
+    );
 }

@@ -784,9 +784,15 @@ pub async fn reviews_over_the_api(backend: Backend) {
 
     // Start: bad input changes nothing; then a review of every active account.
     let (s, body) = svc
-        .post("/api/v1/connections/acme/reviews", json!({"fallback_reviewers": [FALLBACK], "scope": "everyone"}))
+        .post(
+            "/api/v1/connections/acme/reviews",
+            json!({"fallback_reviewers": [FALLBACK], "scope": "everyone"}),
+        )
         .await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_input")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
     let (_, list) = svc.get("/api/v1/reviews").await;
     assert_eq!(list, json!([]));
     let (s, review) = svc
@@ -826,7 +832,12 @@ pub async fn reviews_over_the_api(backend: Backend) {
     assert!(emails.iter().all(|e| *e == a || *e == b));
     assert_eq!(detail["reviewers"].as_array().unwrap().len(), 1);
     // Another reviewer's items, and everything else, are out of reach.
-    let (s, _) = as_mgr(reqwest::Method::GET, format!("/api/v1/reviews/{id}?reviewer={FALLBACK}"), None).await;
+    let (s, _) = as_mgr(
+        reqwest::Method::GET,
+        format!("/api/v1/reviews/{id}?reviewer={FALLBACK}"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (_, all) = svc.get(&format!("/api/v1/reviews/{id}?limit=5000")).await;
     let theirs = all["items"]
@@ -845,17 +856,35 @@ pub async fn reviews_over_the_api(backend: Backend) {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
-    assert!(!body.to_string().contains(&theirs), "names nobody else's account: {body}");
+    assert!(
+        !body.to_string().contains(&theirs),
+        "names nobody else's account: {body}"
+    );
     for (m, path) in [
         (reqwest::Method::GET, "/api/v1/connections".to_string()),
-        (reqwest::Method::GET, "/api/v1/connections/acme/accounts".to_string()),
+        (
+            reqwest::Method::GET,
+            "/api/v1/connections/acme/accounts".to_string(),
+        ),
         (reqwest::Method::GET, "/api/v1/audit".to_string()),
         (reqwest::Method::GET, "/api/v1/identities".to_string()),
-        (reqwest::Method::GET, format!("/api/v1/reviews/{id}/export?format=csv")),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/reviews/{id}/export?format=csv"),
+        ),
         (reqwest::Method::POST, format!("/api/v1/reviews/{id}/close")),
-        (reqwest::Method::POST, format!("/api/v1/reviews/{id}/approve")),
-        (reqwest::Method::POST, "/api/v1/connections/acme/reviews".to_string()),
-        (reqwest::Method::POST, "/api/v1/connections/acme/plans".to_string()),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/reviews/{id}/approve"),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/connections/acme/reviews".to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/connections/acme/plans".to_string(),
+        ),
     ] {
         let (s, body) = as_mgr(m.clone(), path.clone(), Some(json!({}))).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{m} {path}: {body}");
@@ -863,7 +892,13 @@ pub async fn reviews_over_the_api(backend: Backend) {
     }
 
     // Decisions: a revoke needs a comment; decisions change until submitted.
-    let decide = |body: Value| as_mgr(reqwest::Method::POST, format!("/api/v1/reviews/{id}/decisions"), Some(body));
+    let decide = |body: Value| {
+        as_mgr(
+            reqwest::Method::POST,
+            format!("/api/v1/reviews/{id}/decisions"),
+            Some(body),
+        )
+    };
     let (s, _) = decide(json!({"decisions": [{"account": b, "decision": "revoke"}]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, body) = decide(json!({"decisions": [
@@ -873,39 +908,70 @@ pub async fn reviews_over_the_api(backend: Backend) {
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body[1]["action"], "deactivate");
-    let (s, body) = as_mgr(reqwest::Method::POST, format!("/api/v1/reviews/{id}/submit"), Some(json!({}))).await;
+    let (s, body) = as_mgr(
+        reqwest::Method::POST,
+        format!("/api/v1/reviews/{id}/submit"),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["submission"], "submitted");
-    let (s, _) = decide(json!({"decisions": [{"account": a, "decision": "revoke", "comment": "x"}]})).await;
-    assert_eq!(s, StatusCode::CONFLICT, "submitted decisions are final until sent back");
+    let (s, _) =
+        decide(json!({"decisions": [{"account": a, "decision": "revoke", "comment": "x"}]})).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "submitted decisions are final until sent back"
+    );
 
     // Approval: never the reviewer's own.
     let (s, _) = svc
-        .post(&format!("/api/v1/reviews/{id}/approve"), json!({"reviewer": MGR, "approver": MGR}))
+        .post(
+            &format!("/api/v1/reviews/{id}/approve"),
+            json!({"reviewer": MGR, "approver": MGR}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, body) = svc
-        .post(&format!("/api/v1/reviews/{id}/approve"), json!({"reviewer": MGR, "approver": "ciso@corp.example"}))
+        .post(
+            &format!("/api/v1/reviews/{id}/approve"),
+            json!({"reviewer": MGR, "approver": "ciso@corp.example"}),
+        )
         .await;
-    assert_eq!((s, body["submission"].as_str()), (StatusCode::OK, Some("approved")), "{body}");
+    assert_eq!(
+        (s, body["submission"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{body}"
+    );
 
     // Close: the dry run first (the default), then applied.
-    let (s, dry) = svc.post(&format!("/api/v1/reviews/{id}/close"), json!({})).await;
+    let (s, dry) = svc
+        .post(&format!("/api/v1/reviews/{id}/close"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{dry}");
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["revoke"], 1, "{dry}");
-    assert_eq!(dry["keep"].as_u64().unwrap(), total - 1, "undecided items are kept");
+    assert_eq!(
+        dry["keep"].as_u64().unwrap(),
+        total - 1,
+        "undecided items are kept"
+    );
     assert_eq!(dry["steps"][0]["action"], "deactivate");
     let user_b = || svc.sim.sim().snapshot().user_by_email(&b).cloned().unwrap();
     assert!(user_b().is_active, "a dry run changes nothing");
     let (s, done) = svc
-        .post(&format!("/api/v1/reviews/{id}/close"), json!({"dry_run": false}))
+        .post(
+            &format!("/api/v1/reviews/{id}/close"),
+            json!({"dry_run": false}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{done}");
     assert_eq!(done["result"]["closed"], true);
     assert_eq!(done["result"]["revoked"], 1);
     assert!(!user_b().is_active);
-    let (_, closed) = svc.get(&format!("/api/v1/reviews/{id}?reviewer={MGR}")).await;
+    let (_, closed) = svc
+        .get(&format!("/api/v1/reviews/{id}?reviewer={MGR}"))
+        .await;
     assert_eq!(closed["review"]["status"], "closed");
     let item_b = closed["items"]
         .as_array()
@@ -925,25 +991,47 @@ pub async fn reviews_over_the_api(backend: Backend) {
         .iter()
         .find(|e| e["id"] == item_b["outcome_audit_id"])
         .expect("the outcome's audit entry");
-    assert!(entry["actor"].as_str().unwrap().starts_with(&format!("review:{id} item ")));
+    assert!(
+        entry["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("review:{id} item "))
+    );
     assert_eq!(entry["action"], "deactivate");
 
     // The export: rows match the decisions; the head hash is the export's own audit entry.
     let resp = svc
         .http
-        .get(format!("{}/api/v1/reviews/{id}/export?format=csv", svc.base))
+        .get(format!(
+            "{}/api/v1/reviews/{id}/export?format=csv",
+            svc.base
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    let head = resp.headers()["x-accessrail-audit-head"].to_str().unwrap().to_string();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let head = resp.headers()["x-accessrail-audit-head"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let csv = resp.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len() as u64, total + 1, "a header and one row per item");
+    assert_eq!(
+        lines.len() as u64,
+        total + 1,
+        "a header and one row per item"
+    );
     let row_b = lines.iter().find(|l| l.contains(b.as_str())).unwrap();
-    assert!(row_b.contains("revoke") && row_b.contains("left the company") && row_b.contains(&head));
+    assert!(
+        row_b.contains("revoke") && row_b.contains("left the company") && row_b.contains(&head)
+    );
     let (_, audit) = svc.get("/api/v1/audit?limit=5").await;
     let entries = audit
         .as_array()
@@ -955,6 +1043,8 @@ pub async fn reviews_over_the_api(backend: Backend) {
         .find(|e| e["action"] == "review_export")
         .unwrap();
     assert_eq!(newest["hash"], head.as_str());
-    let (s, _) = svc.get(&format!("/api/v1/reviews/{id}/export?format=pdf")).await;
+    let (s, _) = svc
+        .get(&format!("/api/v1/reviews/{id}/export?format=pdf"))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
