@@ -351,26 +351,43 @@ impl PgStore {
                 "{reviewer}'s decisions in review {review_id} are {s}; nothing was changed (an administrator can send them back)"
             )));
         }
+        // One statement for the whole batch (a bulk keep can hold thousands of items); every
+        // item must be this reviewer's, or nothing changes.
         let mut changed = 0;
-        for d in &decisions {
+        for chunk in decisions.chunks(5000) {
+            let items: Vec<i64> = chunk.iter().map(|d| d.item).collect();
+            let decided: Vec<Option<String>> = chunk.iter().map(|d| d.decision.clone()).collect();
+            let actions: Vec<Option<String>> = chunk.iter().map(|d| d.action.clone()).collect();
+            let comments: Vec<Option<String>> = chunk.iter().map(|d| d.comment.clone()).collect();
+            let by: Vec<Option<String>> = chunk
+                .iter()
+                .map(|d| d.decision.as_ref().map(|_| d.by.clone()))
+                .collect();
+            let at: Vec<Option<i64>> = chunk
+                .iter()
+                .map(|d| d.decision.as_ref().map(|_| d.at))
+                .collect();
             let res = sqlx::query(
-                "UPDATE review_items SET decision = $1, action = $2, comment = $3, decided_by = $4, decided_at = $5
-                 WHERE review_id = $6 AND item = $7 AND reviewer = $8",
+                "UPDATE review_items r SET decision = v.decision, action = v.action, comment = v.comment,
+                 decided_by = v.decided_by, decided_at = v.decided_at
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+                   AS v(item, decision, action, comment, decided_by, decided_at)
+                 WHERE r.review_id = $7 AND r.item = v.item AND r.reviewer = $8",
             )
-            .bind(&d.decision)
-            .bind(&d.action)
-            .bind(&d.comment)
-            .bind(d.decision.as_ref().map(|_| &d.by))
-            .bind(d.decision.as_ref().map(|_| d.at))
+            .bind(&items)
+            .bind(&decided)
+            .bind(&actions)
+            .bind(&comments)
+            .bind(&by)
+            .bind(&at)
             .bind(review_id)
-            .bind(d.item)
             .bind(&reviewer)
             .execute(&mut *tx)
             .await?;
-            if res.rows_affected() == 0 {
+            let distinct: std::collections::BTreeSet<i64> = items.iter().copied().collect();
+            if res.rows_affected() != distinct.len() as u64 {
                 return Err(StoreError::Conflict(format!(
-                    "item {} of review {review_id} is not {reviewer}'s to decide; nothing was changed",
-                    d.item
+                    "some items of review {review_id} are not {reviewer}'s to decide; nothing was changed"
                 )));
             }
             changed += res.rows_affected();
