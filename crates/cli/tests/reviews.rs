@@ -558,6 +558,38 @@ async fn a_review_from_start_to_evidence() {
     assert_eq!(&bo_row[col("groups")], "Leads");
     assert_eq!(&bo_row[col("submission")], "approved");
     assert!(bo_row[col("approved_by")].starts_with("ciso@corp.example"));
+    // The outcomes in the export are the ones the close's audit entry digested.
+    let owned: Vec<(i64, String, String, String, Option<i64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[col("item")].parse().unwrap(),
+                r[col("email")].to_string(),
+                r[col("final_decision")].to_string(),
+                r[col("outcome")].to_string(),
+                r[col("outcome_audit_id")].parse().ok(),
+            )
+        })
+        .collect();
+    let refs: Vec<(i64, &str, &str, &str, Option<i64>)> = owned
+        .iter()
+        .map(|(i, e, d, o, a)| (*i, e.as_str(), d.as_str(), o.as_str(), *a))
+        .collect();
+    let digest = accessrail_domain::review::outcome_digest(&refs);
+    let audit_now = ok(&e, &["audit"]).await;
+    let close_entry = audit_now
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["action"] == "review_close")
+        .unwrap();
+    assert!(
+        close_entry["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("outcomes sha256 {digest}")),
+        "{close_entry:#}"
+    );
     let verify = ok(&e, &["audit", "verify"]).await;
     assert_eq!(verify["ok"], true);
     let audit = ok(&e, &["audit"]).await;
@@ -587,6 +619,7 @@ async fn a_review_from_start_to_evidence() {
     let ev: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(ev["items"].as_array().unwrap().len(), 7);
     assert_eq!(ev["review"]["status"], "closed");
+    assert_eq!(ev["review"]["outcome"]["outcomes_sha256"], digest.as_str());
     let html_path = e.data().join("review.html");
     let out = ok(
         &e,

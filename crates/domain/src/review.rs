@@ -461,6 +461,24 @@ pub fn submission_digest(items: &[Submitted<'_>]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256 over every item's outcome at close, `(item, email, final decision, outcome, audit
+/// entry)` in item order: recorded in the close's audit entry, so the outcomes an export shows
+/// can be checked against the audit chain.
+pub fn outcome_digest(rows: &[(i64, &str, &str, &str, Option<i64>)]) -> String {
+    let mut sorted: Vec<&(i64, &str, &str, &str, Option<i64>)> = rows.iter().collect();
+    sorted.sort_by_key(|r| r.0);
+    let mut h = Sha256::new();
+    for r in sorted {
+        h.update(
+            serde_json::json!([r.0, r.1, r.2, r.3, r.4])
+                .to_string()
+                .as_bytes(),
+        );
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,6 +626,17 @@ mod tests {
         let f = final_decision(None, false, Undecided::Revoke);
         assert_eq!(f.revocation, Some(Revocation::Deactivate));
         assert_eq!(f.source, "undecided (review setting: revoke)");
+    }
+
+    #[test]
+    fn the_outcome_digest_covers_every_outcome_in_item_order() {
+        let a = (1, "a@x.io", "keep", "kept", None);
+        let b = (2, "b@x.io", "revoke", "done: deactivate", Some(9));
+        assert_eq!(outcome_digest(&[a, b]), outcome_digest(&[b, a]));
+        assert_ne!(
+            outcome_digest(&[a, b]),
+            outcome_digest(&[a, (2, "b@x.io", "revoke", "failed: x", Some(9))])
+        );
     }
 
     #[test]

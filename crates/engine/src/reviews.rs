@@ -1150,7 +1150,10 @@ pub async fn plan_close<S: Store>(
     for it in &items {
         // An item already closed by an earlier, partly failed close keeps its outcome.
         if it.outcome.as_deref().is_some_and(|o| {
-            o.starts_with("done") || o.starts_with("kept") || o.starts_with("no change")
+            o.starts_with("done")
+                || o.starts_with("kept")
+                || o.starts_with("no change")
+                || o.starts_with("no action")
         }) {
             continue;
         }
@@ -1300,7 +1303,12 @@ async fn close_inner<S: Store>(
     for l in &planned.lines {
         let (outcome, audit_id) = if l.action.is_none() {
             kept += 1;
-            ("kept".to_string(), None)
+            let what = match Decision::parse(&l.final_decision) {
+                Some(Decision::OutOfScope) => "no action: out of scope",
+                Some(Decision::AlreadyRemoved) => "no action: already removed",
+                _ => "kept",
+            };
+            (what.to_string(), None)
         } else if let Some(why) = &l.refused {
             refused += 1;
             let a = audit(
@@ -1370,9 +1378,40 @@ async fn close_inner<S: Store>(
         });
     }
     let closing = failed == 0;
+    // Every item's outcome as it will stand (earlier closes' included), digested into the
+    // close's audit entry.
+    let mut standing: BTreeMap<i64, (String, String, String, Option<i64>)> = engine
+        .store()
+        .review_items(id, None)
+        .await?
+        .into_iter()
+        .map(|i| {
+            (
+                i.item,
+                (
+                    i.email,
+                    i.final_decision.unwrap_or_default(),
+                    i.outcome.unwrap_or_default(),
+                    i.outcome_audit_id,
+                ),
+            )
+        })
+        .collect();
+    for o in &outcomes {
+        if let Some(e) = standing.get_mut(&o.item) {
+            e.1 = o.final_decision.clone();
+            e.2 = o.outcome.clone();
+            e.3 = o.audit_id;
+        }
+    }
+    let rows: Vec<(i64, &str, &str, &str, Option<i64>)> = standing
+        .iter()
+        .map(|(n, (e, d, o, a))| (*n, e.as_str(), d.as_str(), o.as_str(), *a))
+        .collect();
+    let digest = review::outcome_digest(&rows);
     let summary = serde_json::json!({
         "kept": kept, "revoked": revoked, "failed": failed, "refused": refused,
-        "plan_steps": planned.plan.steps.len(),
+        "plan_steps": planned.plan.steps.len(), "outcomes_sha256": digest,
     });
     let audit_id = audit(
         engine,
@@ -1385,7 +1424,7 @@ async fn close_inner<S: Store>(
         },
         format!("review {id}"),
         format!(
-            "{kept} kept, {revoked} revoked, {refused} refused, {failed} failed{}",
+            "{kept} kept, {revoked} revoked, {refused} refused, {failed} failed; outcomes sha256 {digest}{}",
             if closing {
                 ""
             } else {
