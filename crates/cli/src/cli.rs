@@ -684,9 +684,12 @@ pub enum ReviewsAction {
         /// Show what closing would do and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Apply the plan shown (deactivating an administrator included).
+        /// Apply: plan again under the review's lease and apply what it shows.
         #[arg(long)]
         yes: bool,
+        /// Confirm deactivating a TestRail administrator the plan shows.
+        #[arg(long)]
+        acknowledge: bool,
         /// Deactivations allowed (default 10).
         #[arg(long)]
         max_deactivations: Option<u32>,

@@ -269,11 +269,11 @@ pub async fn run(app: &App, action: ReviewsAction, json: bool) -> Result<ExitCod
             id,
             dry_run,
             yes,
+            acknowledge,
             max_deactivations,
         } => {
             let rails = Rails::new(max_deactivations, false);
-            let (planned, conn, _) = reviews::plan_close(app, id, &rails, &actor).await?;
-            if !json {
+            let show = |planned: &reviews::ClosePlan, dry: bool| {
                 println!(
                     "Closing review {id}: {} kept, {} to revoke, {} refused by a rail.",
                     planned.keep, planned.revoke, planned.refused
@@ -286,16 +286,22 @@ pub async fn run(app: &App, action: ReviewsAction, json: bool) -> Result<ExitCod
                         l.refused.as_deref().unwrap_or("")
                     );
                 }
-                print_plan(&planned.plan, dry_run || !yes, false);
-            }
+                print_plan(&planned.plan, dry, false);
+                for c in &planned.cautions {
+                    println!("  needs --acknowledge: {c}");
+                }
+            };
             if dry_run || !yes {
+                let (planned, _) = reviews::plan_close(app, id, &rails, &actor).await?;
                 if json {
                     print_json(&json!({ "dry_run": true, "close": planned }));
-                }
-                if !dry_run && !json {
-                    println!(
-                        "Nothing was changed. Read the plan, then run `accessrail reviews close {id} --yes` to apply it and close the review."
-                    );
+                } else {
+                    show(&planned, true);
+                    if !dry_run {
+                        println!(
+                            "Nothing was changed. Read the plan, then run `accessrail reviews close {id} --yes` to apply it and close the review."
+                        );
+                    }
                 }
                 return Ok(if dry_run {
                     ExitCode::SUCCESS
@@ -303,13 +309,15 @@ pub async fn run(app: &App, action: ReviewsAction, json: bool) -> Result<ExitCod
                     ExitCode::from(2)
                 });
             }
-            if !planned.plan.steps.is_empty() {
-                accessrail_engine::provision::ensure_enabled(&conn)?;
-            }
-            let report = reviews::close(app, planned, &conn, &actor).await?;
+            let opts = reviews::CloseOptions {
+                acknowledge,
+                fingerprint: None,
+            };
+            let report = reviews::close(app, id, &rails, &opts, &actor).await?;
             if json {
                 print_json(&report);
             } else {
+                show(&report.planned, false);
                 println!(
                     "Review {id} {}: {} kept, {} revoked, {} refused, {} failed (audit #{}).",
                     if report.closed {

@@ -371,7 +371,29 @@ async fn a_review_from_start_to_evidence() {
         ],
     )
     .await;
-    ok(&e, &["reviews", "approve", &id, "--reviewer", &c.ana]).await;
+    // Whoever submitted for Ana (this CLI account) must name the approving person.
+    let out = e
+        .run(&["reviews", "approve", &id, "--reviewer", &c.ana])
+        .await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("name the approving person"),
+        "{}",
+        out.stderr
+    );
+    ok(
+        &e,
+        &[
+            "reviews",
+            "approve",
+            &id,
+            "--reviewer",
+            &c.ana,
+            "--as",
+            "ciso@corp.example",
+        ],
+    )
+    .await;
     ok(
         &e,
         &[
@@ -405,7 +427,19 @@ async fn a_review_from_start_to_evidence() {
     )
     .await;
     ok(&e, &["reviews", "submit", &id, "--reviewer", &c.dee]).await;
-    ok(&e, &["reviews", "approve", &id, "--reviewer", &c.dee]).await;
+    ok(
+        &e,
+        &[
+            "reviews",
+            "approve",
+            &id,
+            "--reviewer",
+            &c.dee,
+            "--as",
+            "ciso@corp.example",
+        ],
+    )
+    .await;
     let show = ok(&e, &["reviews", "show", &id]).await;
     let subs: Vec<(String, String)> = show["reviewers"]
         .as_array()

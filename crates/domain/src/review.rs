@@ -292,6 +292,10 @@ pub struct Entitlements {
     pub is_admin: bool,
     pub role: Option<String>,
     pub groups: Vec<String>,
+    /// The TestRail ids of `groups`, in the same order (a removal is sent only to the group
+    /// the reviewer saw).
+    #[serde(default)]
+    pub group_ids: Vec<u64>,
     /// Projects the account could reach, with the role and where it came from; `None` when
     /// project access was not known at the snapshot.
     pub projects: Option<Vec<ProjectEntitlement>>,

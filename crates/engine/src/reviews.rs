@@ -172,6 +172,15 @@ impl ItemView {
     }
 }
 
+/// What a reviewer sign-in sees of a review: not who started or closed it, nor the fallbacks.
+fn for_reviewer(mut v: ReviewView) -> ReviewView {
+    v.fallback_reviewers.clear();
+    v.created_by = String::new();
+    v.closed_by = None;
+    v.outcome = None;
+    v
+}
+
 fn view(r: &ReviewRecord, connection: &str, now: i64) -> ReviewView {
     ReviewView {
         id: r.id,
@@ -218,6 +227,21 @@ async fn audit<S: Store>(
     target: String,
     message: String,
 ) -> EngineResult<i64> {
+    Ok(
+        audit_entry(engine, connection, actor, action, target, message)
+            .await?
+            .id,
+    )
+}
+
+async fn audit_entry<S: Store>(
+    engine: &Engine<S>,
+    connection: &str,
+    actor: &str,
+    action: &str,
+    target: String,
+    message: String,
+) -> EngineResult<accessrail_store::AuditEntry> {
     let e = engine
         .store()
         .append_audit(AuditRecord {
@@ -233,7 +257,7 @@ async fn audit<S: Store>(
             message: Some(message),
         })
         .await?;
-    Ok(e.id)
+    Ok(e)
 }
 
 /// Adds a recurrence to a Unix time (months by the calendar, the day clamped to the month).
@@ -511,6 +535,7 @@ async fn start_inner<S: Store>(
             is_admin: a.is_admin == Some(true),
             role: a.role.clone(),
             groups: groups.iter().map(|(n, _)| n.clone()).collect(),
+            group_ids: groups.iter().map(|(_, id)| *id).collect(),
             projects_note: (projects.is_some() && partly).then(|| {
                 "users' own project roles are not reported by this TestRail edition: an own role would win".to_string()
             }),
@@ -675,7 +700,7 @@ pub async fn list<S: Store>(
             let mut v = view(&r, names.get(&r.connection_id).map_or("?", |s| s), now);
             v.items = p.items;
             v.decided = p.decided;
-            out.push(v);
+            out.push(for_reviewer(v));
             continue;
         }
         out.push(view(
@@ -745,7 +770,7 @@ pub async fn show<S: Store>(
         v.decided = p.decided;
     }
     Ok(ReviewDetail {
-        review: v,
+        review: if actor.is_admin() { v } else { for_reviewer(v) },
         reviewers,
         items,
     })
@@ -818,21 +843,34 @@ pub async fn decide<S: Store>(
     let now = engine.now();
     let mut decisions = Vec::new();
     let mut touched = BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for req in &requests {
         let wanted = req.account.trim();
+        if !seen.insert(wanted.to_ascii_lowercase()) {
+            return Err(EngineError::InvalidInput(format!(
+                "{wanted:?} is decided twice in one request; nothing was changed"
+            )));
+        }
         let item = match wanted.strip_prefix('#').and_then(|n| n.parse::<i64>().ok()) {
             Some(n) => by_number.get(&n).copied(),
             None => EmailKey::parse(wanted).and_then(|k| by_email.get(&k).copied()),
         }
-        .ok_or_else(|| EngineError::NotFound(format!("review {id} has no item for {wanted:?}")))?;
+        .filter(|i| actor.is_admin() || i.reviewer == reviewer.as_str());
+        // A reviewer learns nothing about items that are not theirs: one answer for "no such
+        // item" and "someone else's".
+        let Some(item) = item else {
+            return Err(if actor.is_admin() {
+                EngineError::NotFound(format!("review {id} has no item for {wanted:?}"))
+            } else {
+                EngineError::Forbidden(format!(
+                    "{wanted:?} is not one of your items in review {id}; nothing was changed"
+                ))
+            });
+        };
         if item.reviewer != reviewer.as_str() {
             return Err(EngineError::Forbidden(format!(
-                "{} is reviewed by someone else in review {id}, not by {reviewer}; nothing was changed",
-                if actor.is_admin() {
-                    item.email.as_str()
-                } else {
-                    "that account"
-                }
+                "{} is reviewed by {} in review {id}, not by {reviewer}; nothing was changed",
+                item.email, item.reviewer
             )));
         }
         if EmailKey::parse(&item.email).as_ref() == Some(&reviewer) {
@@ -926,7 +964,7 @@ pub async fn submit<S: Store>(
         )));
     }
     let digest = store
-        .submit_review(id, reviewer.as_str(), engine.now())
+        .submit_review(id, reviewer.as_str(), actor.audit_name(), engine.now())
         .await?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for i in &items {
@@ -1006,6 +1044,18 @@ pub async fn judge<S: Store>(
         ));
     }
     let r = load(engine, id).await?;
+    if approve && approver_key.is_none() {
+        let subs = engine.store().review_submissions(id).await?;
+        if subs
+            .iter()
+            .any(|s| s.reviewer == reviewer.as_str() && s.submitted_by == actor.audit_name())
+        {
+            return Err(EngineError::Forbidden(format!(
+                "{} submitted {reviewer}'s decisions; to approve them as well, name the approving person (--as EMAIL / \"approver\"), who is recorded and must not be the reviewer",
+                actor.audit_name()
+            )));
+        }
+    }
     let by = match &approver_key {
         Some(a) => format!("{a} ({})", actor.audit_name()),
         None => actor.audit_name().to_string(),
@@ -1044,6 +1094,8 @@ pub async fn judge<S: Store>(
 #[derive(Debug, Clone, Serialize)]
 pub struct CloseLine {
     pub item: i64,
+    /// The TestRail account at the snapshot: a revocation is sent only to this account.
+    pub account_id: u64,
     pub email: String,
     pub reviewer: String,
     pub final_decision: String,
@@ -1066,12 +1118,19 @@ pub struct ClosePlan {
     pub revoke: usize,
     pub refused: usize,
     pub plan: Plan,
+    /// Deactivations that need an explicit acknowledgement (a TestRail administrator).
+    pub cautions: Vec<String>,
+    /// sha256 of the lines and the plan's steps: an apply given the dry run's fingerprint
+    /// refuses when what it would do changed since.
+    pub fingerprint: String,
 }
 
 /// The close's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct CloseReport {
     pub review: i64,
+    /// What was planned (inside the review's lease) and applied.
+    pub planned: ClosePlan,
     pub closed: bool,
     pub report: Option<ApplyReport>,
     pub kept: usize,
@@ -1104,14 +1163,14 @@ pub async fn plan_close<S: Store>(
     id: i64,
     rails: &Rails,
     actor: &Actor,
-) -> EngineResult<(ClosePlan, Connection, Vec<ReviewItemRecord>)> {
+) -> EngineResult<(ClosePlan, Connection)> {
     if !actor.is_admin() {
         return Err(EngineError::Forbidden(
             "only an administrator closes a review".into(),
         ));
     }
     let r = load(engine, id).await?;
-    if r.status != "open" {
+    if r.status == "closed" {
         return Err(EngineError::Conflict(format!(
             "review {id} is already closed"
         )));
@@ -1125,6 +1184,17 @@ pub async fn plan_close<S: Store>(
         .ok_or_else(|| EngineError::NotFound(format!("review {id}'s connection is gone")))?;
     let undecided = Undecided::parse(&r.undecided).unwrap_or(Undecided::Keep);
     let subs = engine.store().review_submissions(id).await?;
+    let waiting: Vec<&str> = subs
+        .iter()
+        .filter(|s| s.status == "submitted")
+        .map(|s| s.reviewer.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return Err(EngineError::Conflict(format!(
+            "submissions wait for approval ({}): approve or send them back before closing; nothing was changed",
+            waiting.join(", ")
+        )));
+    }
     let approved: BTreeSet<&str> = subs
         .iter()
         .filter(|s| s.status == "approved")
@@ -1180,6 +1250,7 @@ pub async fn plan_close<S: Store>(
         });
         lines.push(CloseLine {
             item: it.item,
+            account_id: it.tr_user_id,
             email: it.email.clone(),
             reviewer: it.reviewer.clone(),
             final_decision: f.decision.as_str().to_string(),
@@ -1198,10 +1269,22 @@ pub async fn plan_close<S: Store>(
             actor.audit_name()
         ),
     };
+    // The snapshot's group ids, to check that a group removal still names the same group.
+    let snapshot_groups: BTreeMap<i64, Vec<(String, u64)>> = items
+        .iter()
+        .map(|it| {
+            let e: Entitlements = serde_json::from_str(&it.snapshot).unwrap_or_default();
+            let pairs = e.groups.into_iter().zip(e.group_ids).collect();
+            (it.item, pairs)
+        })
+        .collect();
     let plan = loop {
-        let requests: Vec<Request> = lines
+        let wanted: Vec<&CloseLine> = lines
             .iter()
-            .filter(|l| l.refused.is_none())
+            .filter(|l| l.refused.is_none() && l.action.is_some())
+            .collect();
+        let requests: Vec<Request> = wanted
+            .iter()
             .filter_map(|l| {
                 let rev = Revocation::parse(l.action.as_deref()?).ok()?;
                 Some(request_for(&l.email, &rev, origin_for(l)))
@@ -1214,19 +1297,116 @@ pub async fn plan_close<S: Store>(
                 skipped: vec![],
             };
         }
-        match provision::plan(engine, &conn, requests, rails).await {
-            Ok(p) => break p,
-            Err(EngineError::NotFound(m)) => {
-                // Which account? The message names the email as typed.
-                let Some(l) = lines.iter_mut().find(|l| {
-                    l.refused.is_none() && l.action.is_some() && m.contains(l.email.as_str())
-                }) else {
-                    return Err(EngineError::NotFound(m));
-                };
-                l.refused = Some(format!("cannot plan: {m}"));
+        let p = match provision::plan(engine, &conn, requests, rails).await {
+            Ok(p) => p,
+            // The cap is about the whole plan, not one line.
+            Err(EngineError::Conflict(m)) if m.contains("more than the cap") => {
+                return Err(EngineError::Conflict(m));
+            }
+            Err(
+                e @ (EngineError::NotFound(_)
+                | EngineError::InvalidInput(_)
+                | EngineError::Conflict(_)),
+            ) => {
+                // Which line cannot be planned? Each alone: those that fail are refused with
+                // their reason; when every line plans alone, the whole plan's error stands
+                // (e.g. the deactivation cap).
+                let mut culprit = false;
+                for l in lines
+                    .iter_mut()
+                    .filter(|l| l.refused.is_none() && l.action.is_some())
+                {
+                    let Some(rev) = l.action.as_deref().and_then(|a| Revocation::parse(a).ok())
+                    else {
+                        continue;
+                    };
+                    let one = vec![request_for(&l.email, &rev, origin_for(l))];
+                    if let Err(why) = provision::plan(engine, &conn, one, rails).await {
+                        l.refused = Some(format!("cannot plan: {why}"));
+                        culprit = true;
+                    }
+                }
+                if !culprit {
+                    return Err(e);
+                }
+                continue;
             }
             Err(e) => return Err(e),
+        };
+        // A revocation goes only to the account and group the reviewer saw: an email that now
+        // belongs to another account, or a group name now used by another group, is refused.
+        let mut mismatch = false;
+        for st in &p.steps {
+            let key = EmailKey::parse(&st.target);
+            let Some(l) = lines.iter_mut().find(|l| {
+                l.refused.is_none()
+                    && l.action.is_some()
+                    && key.is_some()
+                    && EmailKey::parse(&l.email) == key
+            }) else {
+                continue;
+            };
+            if let Some(uid) = st.user_id
+                && uid != l.account_id
+            {
+                l.refused = Some(format!(
+                    "{} is now another TestRail account (id {uid}; the review saw id {})",
+                    l.email, l.account_id
+                ));
+                mismatch = true;
+                continue;
+            }
+            if let provision::StepKind::GroupRemove {
+                group_id, group, ..
+            } = &st.kind
+            {
+                let seen = snapshot_groups
+                    .get(&l.item)
+                    .and_then(|gs| gs.iter().find(|(n, _)| n.eq_ignore_ascii_case(group)))
+                    .map(|(_, id)| *id);
+                if seen.is_some_and(|id| id != *group_id) {
+                    l.refused = Some(format!(
+                        "group {group} is now another TestRail group (id {group_id}; the review saw id {})",
+                        seen.unwrap_or_default()
+                    ));
+                    mismatch = true;
+                }
+            }
         }
+        if !mismatch {
+            break p;
+        }
+    };
+    let cautions: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|st| !st.is_noop())
+        .filter_map(|st| {
+            st.caution
+                .map(|c| format!("{}: {}", st.target, c.message()))
+        })
+        .collect();
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let steps: Vec<_> = plan
+            .steps
+            .iter()
+            .map(|st| {
+                serde_json::json!([
+                    st.action,
+                    st.target,
+                    st.user_id,
+                    st.before,
+                    st.after,
+                    st.is_noop()
+                ])
+            })
+            .collect();
+        let canonical = serde_json::json!([lines, steps, plan.skipped]).to_string();
+        Sha256::digest(canonical.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let revoke = lines
         .iter()
@@ -1243,43 +1423,80 @@ pub async fn plan_close<S: Store>(
             revoke,
             refused,
             plan,
+            cautions,
+            fingerprint,
         },
         conn,
-        items,
     ))
 }
 
-/// Closes a review: applies the planned revocations (the plan passed in, as the dry run showed
-/// it), records each item's outcome with its audit entry, and closes the review. When a step
-/// fails, the outcomes so far are kept and the review stays open: closing again retries what
-/// is left (done items are not planned again).
+/// How a close is confirmed.
+#[derive(Debug, Clone, Default)]
+pub struct CloseOptions {
+    /// The deactivation of a TestRail administrator is confirmed.
+    pub acknowledge: bool,
+    /// The dry run's fingerprint: the close refuses when its plan differs.
+    pub fingerprint: Option<String>,
+}
+
+/// Closes a review. Under the review's lease it marks the review as being closed (decisions,
+/// submissions and approvals wait), plans again from TestRail's current state (what the dry
+/// run showed, unless something changed: with the dry run's fingerprint, a change refuses the
+/// close), applies the revocations, records each item's outcome with its audit entry, and
+/// closes the review. When a step fails, the outcomes so far are kept and the review is open
+/// again: closing again retries what is left (done items are not planned again).
 pub async fn close<S: Store>(
     engine: &Engine<S>,
-    planned: ClosePlan,
-    conn: &Connection,
+    id: i64,
+    rails: &Rails,
+    opts: &CloseOptions,
     actor: &Actor,
 ) -> EngineResult<CloseReport> {
-    let id = planned.review;
+    if !actor.is_admin() {
+        return Err(EngineError::Forbidden(
+            "only an administrator closes a review".into(),
+        ));
+    }
     let lease = crate::lease::try_acquire(engine, &format!("review:{id}"), "review close")
         .await?
         .ok_or_else(|| EngineError::Busy(format!("review {id} is being closed by another run")))?;
     crate::lease::held(engine, std::slice::from_ref(&lease), async {
-        close_inner(engine, planned, conn, actor).await
+        engine.store().begin_review_close(id).await?;
+        let out = close_inner(engine, id, rails, opts, actor).await;
+        if out.is_err() {
+            // Nothing was recorded: the review is open again (a close that recorded outcomes
+            // already set its status).
+            let _ = engine.store().end_review_close(id).await;
+        }
+        out
     })
     .await
 }
 
 async fn close_inner<S: Store>(
     engine: &Engine<S>,
-    planned: ClosePlan,
-    conn: &Connection,
+    id: i64,
+    rails: &Rails,
+    opts: &CloseOptions,
     actor: &Actor,
 ) -> EngineResult<CloseReport> {
-    let id = planned.review;
-    if load(engine, id).await?.status != "open" {
+    let (planned, conn) = plan_close(engine, id, rails, actor).await?;
+    let conn = &conn;
+    if let Some(f) = &opts.fingerprint
+        && *f != planned.fingerprint
+    {
         return Err(EngineError::Conflict(format!(
-            "review {id} is already closed"
+            "what closing review {id} would do changed since the dry run (TestRail or the decisions changed); nothing was changed: look at the dry run again"
         )));
+    }
+    if !planned.cautions.is_empty() && !opts.acknowledge {
+        return Err(EngineError::Usage(format!(
+            "not closed, nothing was changed:\n  {}\nRead the plan, then confirm (--acknowledge / \"acknowledge\": true).",
+            planned.cautions.join("\n  ")
+        )));
+    }
+    if !planned.plan.steps.is_empty() {
+        provision::ensure_enabled(conn)?;
     }
     let report = if planned.plan.steps.is_empty() {
         None
@@ -1447,6 +1664,7 @@ async fn close_inner<S: Store>(
         .await?;
     Ok(CloseReport {
         review: id,
+        planned,
         closed: closing,
         report,
         kept,
@@ -1560,22 +1778,32 @@ pub async fn evidence<S: Store>(
         ));
     }
     let detail = show(engine, id, None, actor).await?;
-    let head = audit(
+    let rows: Vec<(i64, &str, &str, &str, Option<i64>)> = detail
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.item,
+                i.email.as_str(),
+                i.final_decision.as_deref().unwrap_or(""),
+                i.outcome.as_deref().unwrap_or(""),
+                i.outcome_audit_id,
+            )
+        })
+        .collect();
+    let outcomes = review::outcome_digest(&rows);
+    let entry = audit_entry(
         engine,
         &detail.review.connection,
         actor.audit_name(),
         "review_export",
         format!("review {id}"),
-        format!("{format} export of {} items", detail.items.len()),
+        format!(
+            "{format} export of {} items; outcomes sha256 {outcomes}",
+            detail.items.len()
+        ),
     )
     .await?;
-    let entry = engine
-        .store()
-        .recent_audit(None, 20)
-        .await?
-        .into_iter()
-        .find(|e| e.id == head)
-        .ok_or_else(|| EngineError::NotFound("the export's audit entry".into()))?;
     Ok(Evidence {
         review: detail.review,
         reviewers: detail.reviewers,
@@ -1612,6 +1840,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "submission",
     "approved_by",
     "approved_at",
+    "submission_sha256",
     "final_decision",
     "final_source",
     "outcome",
@@ -1624,6 +1853,15 @@ pub const CSV_COLUMNS: &[&str] = &[
 /// The evidence as CSV (RFC 3339 times in UTC).
 pub fn to_csv(e: &Evidence) -> EngineResult<Vec<u8>> {
     let t = |x: Option<i64>| x.map(crate::time_fmt::rfc3339).unwrap_or_default();
+    // A cell a spreadsheet would run as a formula (a name or comment starting with = + - @)
+    // is written with a leading apostrophe.
+    let cell = |v: String| -> String {
+        if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{v}")
+        } else {
+            v
+        }
+    };
     let mut w = csv::Writer::from_writer(Vec::new());
     let fail = |x: csv::Error| EngineError::InvalidInput(format!("writing CSV: {x}"));
     w.write_record(CSV_COLUMNS).map_err(fail)?;
@@ -1646,7 +1884,7 @@ pub fn to_csv(e: &Evidence) -> EngineResult<Vec<u8>> {
                 .join("; "),
         };
         let approved = sub.filter(|s| s.submission == "approved");
-        w.write_record([
+        let record = [
             e.review.id.to_string(),
             i.item.to_string(),
             i.account_id.to_string(),
@@ -1672,6 +1910,7 @@ pub fn to_csv(e: &Evidence) -> EngineResult<Vec<u8>> {
                 .and_then(|s| s.judged_by.clone())
                 .unwrap_or_default(),
             t(approved.and_then(|s| s.judged_at)),
+            sub.and_then(|s| s.digest.clone()).unwrap_or_default(),
             i.final_decision.clone().unwrap_or_default(),
             i.final_source.clone().unwrap_or_default(),
             i.outcome.clone().unwrap_or_default(),
@@ -1681,8 +1920,8 @@ pub fn to_csv(e: &Evidence) -> EngineResult<Vec<u8>> {
             t(i.outcome_at),
             e.audit_head_id.to_string(),
             e.audit_head_hash.clone(),
-        ])
-        .map_err(fail)?;
+        ];
+        w.write_record(record.map(cell)).map_err(fail)?;
     }
     w.into_inner()
         .map_err(|x| EngineError::InvalidInput(format!("writing CSV: {x}")))

@@ -424,8 +424,20 @@ impl Store for AnyStore {
     async fn review_submissions(&self, review_id: i64) -> StoreResult<Vec<SubmissionRecord>> {
         on_store!(self, s => s.review_submissions(review_id))
     }
-    async fn submit_review(&self, review_id: i64, reviewer: &str, now: i64) -> StoreResult<String> {
-        on_store!(self, s => s.submit_review(review_id, reviewer, now))
+    async fn submit_review(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<String> {
+        on_store!(self, s => s.submit_review(review_id, reviewer, by, now))
+    }
+    async fn begin_review_close(&self, review_id: i64) -> StoreResult<()> {
+        on_store!(self, s => s.begin_review_close(review_id))
+    }
+    async fn end_review_close(&self, review_id: i64) -> StoreResult<()> {
+        on_store!(self, s => s.end_review_close(review_id))
     }
     async fn judge_submission(
         &self,

@@ -378,8 +378,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         review_id: i64,
         reviewer: &str,
+        by: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<String>> + Send;
+    /// Marks a review as being closed (open, or closing after a close that stopped): decisions,
+    /// submissions and approvals are refused until it closes or goes back to open. The caller
+    /// holds the review's lease.
+    fn begin_review_close(&self, review_id: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A close that stopped before recording anything: the review is open again.
+    fn end_review_close(&self, review_id: i64) -> impl Future<Output = StoreResult<()>> + Send;
     /// Approves or sends back a submitted submission (`Conflict` when it is not waiting).
     fn judge_submission(
         &self,
@@ -390,7 +397,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         comment: Option<&str>,
         now: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Records what closing did with items, and (with `close`) closes the review.
+    /// Records what closing did with items of a review being closed, and closes it (`close`)
+    /// or opens it again (`None`: a step failed; closing again retries what is left).
     fn record_review_outcomes(
         &self,
         review_id: i64,

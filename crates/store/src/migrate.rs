@@ -407,6 +407,7 @@ const TABLES: &[Table] = &[
             ("judged_by", Text),
             ("judged_at", Int),
             ("comment", Text),
+            ("submitted_by", Text),
         ],
     ),
 ];

@@ -536,6 +536,8 @@ pub struct SubmissionRecord {
     pub judged_by: Option<String>,
     pub judged_at: Option<i64>,
     pub comment: Option<String>,
+    /// Who submitted it (the actor): never its approver.
+    pub submitted_by: String,
 }
 
 /// Items and decided items of one reviewer in a review.

@@ -309,6 +309,12 @@ pub struct CloseBody {
     /// Deactivations allowed (default 10).
     #[serde(default)]
     max_deactivations: Option<u32>,
+    /// Confirms deactivating a TestRail administrator the plan shows (`cautions`).
+    #[serde(default)]
+    acknowledge: bool,
+    /// The dry run's `fingerprint`: the close refuses (409) when what it would do changed.
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -369,6 +375,10 @@ pub struct CloseDto {
     lines: Vec<CloseLineDto>,
     /// The provisioning plan of the revocations.
     steps: Vec<CloseStepDto>,
+    /// Deactivations of TestRail administrators: applying needs `acknowledge: true`.
+    cautions: Vec<String>,
+    /// Pass it back with `dry_run: false` to apply exactly what this dry run showed.
+    fingerprint: String,
     result: Option<CloseResultDto>,
 }
 
@@ -579,7 +589,27 @@ async fn close(
         actor: caller.actor(),
     };
     let rails = Rails::new(b.max_deactivations, false);
-    let (planned, conn, _) = reviews::plan_close(&s.engine, id, &rails, &actor).await?;
+    let (planned, result) = if b.dry_run {
+        (
+            reviews::plan_close(&s.engine, id, &rails, &actor).await?.0,
+            None,
+        )
+    } else {
+        let opts = reviews::CloseOptions {
+            acknowledge: b.acknowledge,
+            fingerprint: b.fingerprint.clone(),
+        };
+        let r = reviews::close(&s.engine, id, &rails, &opts, &actor).await?;
+        let result = CloseResultDto {
+            closed: r.closed,
+            kept: r.kept,
+            revoked: r.revoked,
+            failed: r.failed,
+            refused: r.refused,
+            audit_id: r.audit_id,
+        };
+        (r.planned, Some(result))
+    };
     let steps = planned
         .plan
         .steps
@@ -594,31 +624,15 @@ async fn close(
             caution: st.caution.map(|c| c.as_str().to_string()),
         })
         .collect();
-    let (keep, revoke, refused) = (planned.keep, planned.revoke, planned.refused);
-    let lines: Vec<CloseLineDto> = planned.lines.iter().cloned().map(Into::into).collect();
-    let result = if b.dry_run {
-        None
-    } else {
-        if !planned.plan.steps.is_empty() {
-            accessrail_engine::provision::ensure_enabled(&conn)?;
-        }
-        let r = reviews::close(&s.engine, planned, &conn, &actor).await?;
-        Some(CloseResultDto {
-            closed: r.closed,
-            kept: r.kept,
-            revoked: r.revoked,
-            failed: r.failed,
-            refused: r.refused,
-            audit_id: r.audit_id,
-        })
-    };
     Ok(Json(CloseDto {
         dry_run: b.dry_run,
-        keep,
-        revoke,
-        refused,
-        lines,
+        keep: planned.keep,
+        revoke: planned.revoke,
+        refused: planned.refused,
+        lines: planned.lines.iter().cloned().map(Into::into).collect(),
         steps,
+        cautions: planned.cautions.clone(),
+        fingerprint: planned.fingerprint.clone(),
         result,
     }))
 }

@@ -432,3 +432,38 @@ mod tests {
         assert!(!valid_csrf_cookie(nonce, 100));
     }
 }
+
+/// Deny by default for reviewer sign-ins: a request with a reviewer's session to any console
+/// page but the review pages (and sign-in / sign-out) is sent to `/reviews`, whatever the page's
+/// own checks say. The API has its own check (`Caller` refuses reviewer tokens).
+pub async fn reviewer_fence(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    let allowed = path == "/reviews"
+        || path.starts_with("/reviews/")
+        || matches!(path, "/login" | "/logout" | "/healthz")
+        || path == "/api"
+        || path.starts_with("/api/");
+    if allowed {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    if let Some(id) = cookie(&parts, SESSION_COOKIE).filter(|c| !c.is_empty())
+        && let Ok(Some(session)) = state.engine.store().session(&tokens::hash(&id)).await
+        && let Ok(Some(auth)) = state
+            .engine
+            .store()
+            .token_auth_by_hash(&session.token_hash)
+            .await
+        && auth.name == session.token
+        && auth.reviewer.is_some()
+    {
+        return axum::response::Redirect::to("/reviews").into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}

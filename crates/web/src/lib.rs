@@ -11,6 +11,7 @@ mod serve;
 mod state;
 mod ui;
 mod ui_projects;
+mod ui_reviews;
 mod ui_users;
 
 use axum::http::{StatusCode, Uri};
@@ -40,6 +41,10 @@ pub fn router(state: std::sync::Arc<AppState>, cfg: &ServeConfig) -> axum::Route
         .fallback(not_found)
         // After every route: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::reviewer_fence,
+        ))
         .layer(axum::middleware::map_response_with_state(
             transport,
             security_headers,

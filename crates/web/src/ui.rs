@@ -4,7 +4,7 @@
 //! This module has the frame (templates, cookies, sign-in), the integration form, scans,
 //! changes, the audit log and the confirmation of provisioning plans; `ui_users` has the
 //! accounts: the users list, an account's page, creating a user, and groups; `ui_projects` has
-//! the projects and who can reach them.
+//! the projects and who can reach them; `ui_reviews` has the access reviews.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::state::AppState;
 use crate::ui_users;
 
 use crate::ui_projects;
+use crate::ui_reviews;
 
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
@@ -53,6 +54,16 @@ pub fn templates() -> Environment<'static> {
         ("changes.html", include_str!("../templates/changes.html")),
         ("audit.html", include_str!("../templates/audit.html")),
         ("confirm.html", include_str!("../templates/confirm.html")),
+        ("reviews.html", include_str!("../templates/reviews.html")),
+        ("review.html", include_str!("../templates/review.html")),
+        (
+            "review_keep.html",
+            include_str!("../templates/review_keep.html"),
+        ),
+        (
+            "review_close.html",
+            include_str!("../templates/review_close.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!("template {name}: {e}");
@@ -128,6 +139,23 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/audit", get(audit_page))
         .route("/provision/confirm", get(confirm_page))
         .route("/provision/apply", post(apply))
+        .route("/reviews", get(ui_reviews::reviews_page))
+        .route("/reviews/{id}", get(ui_reviews::review_page))
+        .route("/reviews/{id}/decide", post(ui_reviews::decide))
+        .route(
+            "/reviews/{id}/keep-all",
+            get(ui_reviews::keep_all_page).post(ui_reviews::keep_all),
+        )
+        .route("/reviews/{id}/submit", post(ui_reviews::submit))
+        .route("/reviews/{id}/approve", post(ui_reviews::approve))
+        .route("/reviews/{id}/send-back", post(ui_reviews::send_back))
+        .route(
+            "/reviews/{id}/close",
+            get(ui_reviews::close_dry_run).post(ui_reviews::close),
+        )
+        .route("/reviews/{id}/export.csv", get(ui_reviews::export_csv))
+        .route("/reviews/{id}/export.json", get(ui_reviews::export_json))
+        .route("/reviews/{id}/export.html", get(ui_reviews::export_html))
 }
 
 /// `1 leaver`, `2 leavers`.
@@ -453,7 +481,8 @@ fn kept_for(k: &PendingSetupKey) -> String {
 }
 
 async fn setup_page(State(s): State<Arc<AppState>>, v: Visitor) -> Response {
-    let Some(session) = v.session_id().map(tokens::hash) else {
+    // An administrator's session only: a reviewer sign-in has a session too.
+    let Some(session) = v.signed_in().and(v.session_id()).map(tokens::hash) else {
         return to_login(&v);
     };
     let connections = setup_ctx(&s).await;
@@ -509,7 +538,8 @@ async fn key_for_save(
 }
 
 async fn setup(State(s): State<Arc<AppState>>, v: Visitor, Form(f): Form<SetupForm>) -> Response {
-    let Some(session) = v.session_id().map(tokens::hash) else {
+    // An administrator's session only: a reviewer sign-in has a session too.
+    let Some(session) = v.signed_in().and(v.session_id()).map(tokens::hash) else {
         return to_login(&v);
     };
     if !v.csrf_ok(f.csrf.as_deref()) {
@@ -980,21 +1010,21 @@ impl ConfirmQuery {
 }
 
 /// What the person confirming must acknowledge, for the cautions of a plan's steps.
-fn cautions(steps: &[provision::Step]) -> Vec<Caution> {
+pub(crate) fn cautions(steps: &[provision::Step]) -> Vec<Caution> {
     let mut out: Vec<Caution> = steps.iter().filter_map(|s| s.caution).collect();
     out.sort_by_key(|c| c.as_str());
     out.dedup();
     out
 }
 
-fn caution_title(c: Caution) -> &'static str {
+pub(crate) fn caution_title(c: Caution) -> &'static str {
     match c {
         Caution::Administrator => "A TestRail administrator.",
         Caution::OwnAccount => "Accessrail's own TestRail account.",
     }
 }
 
-fn acknowledge_text(cs: &[Caution]) -> String {
+pub(crate) fn acknowledge_text(cs: &[Caution]) -> String {
     if cs.contains(&Caution::OwnAccount) {
         "I understand that Accessrail will lose its access to TestRail, and I want to deactivate this account.".into()
     } else {
@@ -1327,6 +1357,10 @@ mod tests {
             "changes.html",
             "audit.html",
             "confirm.html",
+            "reviews.html",
+            "review.html",
+            "review_keep.html",
+            "review_close.html",
         ] {
             let html = env
                 .get_template(name)

@@ -8,8 +8,8 @@
 //! Debian's.
 //!
 //! Screenshots of the pages go to `target/screenshots/` (the users list, an account's page, a
-//! confirmation page, the projects list and a project's page at 1366 and 390 pixels wide, among
-//! others).
+//! confirmation page, the projects list and a project's page, a reviewer's items and an access
+//! review's close at 1366 and 390 pixels wide, among others).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +30,7 @@ use testrail_sim::{Edition, Settings, Version};
 
 const NAME: &str = "console_in_headless_chromium";
 const PROJECTS: &str = "projects_in_headless_chromium";
+const REVIEWS: &str = "reviews_in_headless_chromium";
 
 /// A program: the path in `env_var` if that is set (and nothing else), or the first
 /// candidate that exists, or `bin` on the PATH.
@@ -87,7 +88,8 @@ fn main() {
     let found = browser();
     let trials = vec![
         trial(NAME, found.clone(), console_in_headless_chromium),
-        trial(PROJECTS, found, projects_in_headless_chromium),
+        trial(PROJECTS, found.clone(), projects_in_headless_chromium),
+        trial(REVIEWS, found, reviews_in_headless_chromium),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -205,6 +207,26 @@ impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
 async fn shots_at_both_widths(c: &Client, name: &str) {
     for (width, label) in [(1366u32, "1366"), (390, "390")] {
         viewport(c, width, if width > 600 { 900 } else { 844 }).await;
+        let (page, inner) = widths(c).await;
+        assert!(
+            page <= inner,
+            "{name} at {width} px scrolls sideways: the page is {page} px wide"
+        );
+        shot(c, &format!("{name}-{label}")).await;
+    }
+    viewport(c, 1366, 900).await;
+}
+
+/// As `shots_at_both_widths`, with the element `id` scrolled to the top at each width.
+async fn shots_at_both_widths_from(c: &Client, name: &str, id: &str) {
+    for (width, label) in [(1366u32, "1366"), (390, "390")] {
+        viewport(c, width, if width > 600 { 900 } else { 844 }).await;
+        c.execute(
+            "document.getElementById(arguments[0]).scrollIntoView(); return true;",
+            vec![serde_json::json!(id)],
+        )
+        .await
+        .unwrap();
         let (page, inner) = widths(c).await;
         assert!(
             page <= inner,
@@ -1189,6 +1211,529 @@ async fn projects_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
         "a non-administrator's access is unknown: {rows:?}"
     );
     shots_at_both_widths(&c, "user-projects-before-7-3").await;
+
+    c.close().await.unwrap();
+    let _ = chromedriver.kill().await;
+    svc.stop().await.unwrap();
+}
+
+const MIA: &str = "mia@corp.example";
+const MIA_TOKEN: &str = "ar_reviewer_token_for_mia";
+const OTHER_MANAGER: &str = "olga@corp.example";
+const FALLBACK: &str = "audit@corp.example";
+
+/// A client that does not follow redirects, for the status a page answers with.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A console request as the browser's session (its cookie), without following redirects.
+async fn as_session(c: &Client, base: &str, p: &str) -> reqwest::Response {
+    let session = c
+        .get_named_cookie("accessrail_session")
+        .await
+        .unwrap()
+        .value()
+        .to_string();
+    no_redirects()
+        .get(format!("{base}{p}"))
+        .header("Cookie", format!("accessrail_session={session}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `data-email` of every element matching `css`, in lower case.
+async fn emails_of(c: &Client, css: &str) -> Vec<String> {
+    let mut out = vec![];
+    for el in c.find_all(Locator::Css(css)).await.unwrap() {
+        out.push(el.attr("data-email").await.unwrap().unwrap().to_lowercase());
+    }
+    out.sort();
+    out
+}
+
+async fn choose(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// An access review in the console: a reviewer (the manager of three people) signs in with a
+/// reviewer token and sees only their items, decides (a revoke without a comment is refused and
+/// nothing stored), keeps the rest after a confirmation and submits; every other page and the
+/// API refuse them. An administrator sees the progress per reviewer, approves, closes through
+/// the dry run (the revoked account is deactivated in TestRail) and exports the evidence.
+async fn reviews_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
+    use accessrail_domain::review::{Every, Scope, Undecided};
+    use accessrail_engine::identities::{self, Format};
+    use accessrail_engine::reviews::{self, StartOptions};
+
+    let (c, mut chromedriver, _profile) = open_browser(&chromium, &driver).await;
+    let svc = start(30, 3).await;
+    let url = |p: &str| format!("{}{p}", svc.base);
+    svc.connect().await;
+    let scan = svc.scan().await;
+    assert_eq!(scan["status"], "succeeded", "{scan}");
+    let store = svc.engine.store().clone();
+    let conn = store.connections().await.unwrap().remove(0);
+    store.set_provisioning(&conn.id, true).await.unwrap();
+
+    // Ana, Bo and Cy report to Mia (not a TestRail user); Dee to someone else; everyone else
+    // matches nobody and goes to the fallback reviewer.
+    let mut people = svc
+        .sim
+        .sim()
+        .snapshot()
+        .users
+        .values()
+        .filter(|u| u.is_active && u.id != 1 && !u.is_admin && u.email.contains('@'))
+        .cloned()
+        .collect::<Vec<_>>();
+    people.sort_by_key(|u| u.id);
+    let (ana, bo, cy, dee) = (
+        people[0].clone(),
+        people[1].clone(),
+        people[2].clone(),
+        people[3].clone(),
+    );
+    let csv = format!(
+        "id,name,email,other_emails,status,manager_email\n\
+         1,Ana,{},,active,{MIA}\n2,Bo,{},,active,{MIA}\n3,Cy,{},,active,{MIA}\n4,Dee,{},,active,{OTHER_MANAGER}\n",
+        ana.email, bo.email, cy.email, dee.email
+    );
+    let parsed = identities::parse(csv.as_bytes(), Format::Csv).unwrap();
+    store
+        .import_identities(parsed, true, svc.engine.now())
+        .await
+        .unwrap();
+    let started = reviews::start(
+        &svc.engine,
+        &conn,
+        StartOptions {
+            scope: Scope::Active,
+            fallbacks: vec![FALLBACK.into()],
+            due_at: None,
+            undecided: Undecided::Keep,
+            every: Some(Every::Months(3)),
+        },
+        "cli:test",
+    )
+    .await
+    .unwrap();
+    let id = started.id;
+    // A second review, of administrators only: nothing of Mia's in it.
+    let other = reviews::start(
+        &svc.engine,
+        &conn,
+        StartOptions {
+            scope: Scope::Admins,
+            fallbacks: vec![FALLBACK.into()],
+            due_at: None,
+            undecided: Undecided::Keep,
+            every: None,
+        },
+        "cli:test",
+    )
+    .await
+    .unwrap()
+    .id;
+    store
+        .create_reviewer_token("mia", &tokens::hash(MIA_TOKEN), MIA, svc.engine.now())
+        .await
+        .unwrap();
+    let items = store.review_items(id, Some(MIA)).await.unwrap();
+    assert_eq!(items.len(), 3, "Mia reviews her three reports");
+    let number = |email: &str| {
+        items
+            .iter()
+            .find(|i| i.email.eq_ignore_ascii_case(email))
+            .unwrap_or_else(|| panic!("no item for {email}"))
+            .item
+    };
+    let (na, nb, nc) = (number(&ana.email), number(&bo.email), number(&cy.email));
+    let mias = || async { store.review_items(id, Some(MIA)).await.unwrap() };
+
+    // (a) Mia signs in with her reviewer token and lands on her reviews.
+    c.goto(&url("/login")).await.unwrap();
+    fill(&c, "#token", MIA_TOKEN).await;
+    click(&c, "#sign-in").await;
+    assert_eq!(path(&c).await, "/reviews");
+    assert!(text(&c).await.contains(&format!("reviewer {MIA}")));
+    let rows = texts_of(&c, "#reviews tr.review-row").await;
+    assert_eq!(rows.len(), 1, "only the review with her items: {rows:?}");
+    assert!(
+        rows[0].contains(&format!("Review #{id}")) && rows[0].contains("0/3"),
+        "{rows:?}"
+    );
+    assert!(!exists(&c, &format!("#reviews tr[data-review='{other}']")).await);
+    click(&c, "a.review-link").await;
+    assert_eq!(path(&c).await, format!("/reviews/{id}"));
+    // Only her items, each with what it had, who it is and why it is hers.
+    let mut expected = vec![
+        ana.email.to_lowercase(),
+        bo.email.to_lowercase(),
+        cy.email.to_lowercase(),
+    ];
+    expected.sort();
+    assert_eq!(emails_of(&c, ".review-item").await, expected);
+    let card = text_of(&c, &format!("#item-{na}")).await;
+    for part in [
+        "Active",
+        "Role",
+        "Groups",
+        "Projects",
+        "Ana",
+        "manager",
+        "undecided",
+    ] {
+        assert!(card.contains(part), "{part} in {card}");
+    }
+    assert!(
+        text_of(&c, &format!("#item-{na} .route"))
+            .await
+            .contains("manager")
+    );
+    assert!(
+        !text(&c).await.contains(&dee.email),
+        "not another reviewer's item"
+    );
+    shots_at_both_widths(&c, "review-items").await;
+
+    // Keep Ana.
+    choose(&c, &format!("#decision-{na} option[value='keep']")).await;
+    click(&c, &format!("#save-{na}")).await;
+    assert!(path(&c).await.contains("done=decided"));
+    assert_eq!(text_of(&c, "#flash").await, "Decision saved.");
+    assert!(
+        text_of(&c, &format!("#item-{na} .decision"))
+            .await
+            .contains("keep")
+    );
+    let ana_now = mias().await.into_iter().find(|i| i.item == na).unwrap();
+    assert_eq!(ana_now.decision.as_deref(), Some("keep"));
+    // Revoke Bo without a comment: refused where it was asked, nothing stored.
+    choose(&c, &format!("#decision-{nb} option[value='revoke']")).await;
+    click(&c, &format!("#save-{nb}")).await;
+    let err = text_of(&c, &format!("#error-{nb}")).await;
+    assert!(err.contains("comment is required"), "{err}");
+    assert_eq!(
+        value_of(&c, &format!("#decision-{nb}")).await,
+        "revoke",
+        "kept in the form"
+    );
+    let bo_now = mias().await.into_iter().find(|i| i.item == nb).unwrap();
+    assert_eq!(bo_now.decision, None, "nothing stored");
+    shot(&c, "review-decision-refused").await;
+    // With a comment: deactivate.
+    fill(&c, &format!("#comment-{nb}"), "left the team in May").await;
+    click(&c, &format!("#save-{nb}")).await;
+    assert_eq!(text_of(&c, "#flash").await, "Decision saved.");
+    let bo_now = mias().await.into_iter().find(|i| i.item == nb).unwrap();
+    assert_eq!(bo_now.decision.as_deref(), Some("revoke"));
+    assert_eq!(bo_now.action.as_deref(), Some("deactivate"));
+    assert_eq!(bo_now.comment.as_deref(), Some("left the team in May"));
+    assert!(
+        text_of(&c, &format!("#item-{nb} .current"))
+            .await
+            .contains("left the team in May")
+    );
+    // The filters.
+    click(&c, "#show-undecided").await;
+    assert_eq!(
+        emails_of(&c, ".review-item").await,
+        vec![cy.email.to_lowercase()]
+    );
+    click(&c, "#show-decided").await;
+    assert_eq!(emails_of(&c, ".review-item").await.len(), 2);
+    click(&c, "#show-all").await;
+    // Submitting with an item undecided is refused, with the engine's reason.
+    click(&c, "#submit").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(
+        flash.contains("undecided") && flash.contains("nothing was submitted"),
+        "{flash}"
+    );
+    assert!(store.review_submissions(id).await.unwrap().is_empty());
+    // Keep the rest, after a confirmation.
+    click(&c, "#keep-all").await;
+    assert_eq!(path(&c).await, format!("/reviews/{id}/keep-all"));
+    let body = text(&c).await;
+    assert!(
+        body.contains("Keep 1 undecided item?") && body.contains(&cy.email),
+        "{body}"
+    );
+    assert_eq!(
+        mias()
+            .await
+            .into_iter()
+            .find(|i| i.item == nc)
+            .unwrap()
+            .decision,
+        None,
+        "nothing before the confirmation"
+    );
+    shots_at_both_widths(&c, "review-keep-all").await;
+    click(&c, "#confirm").await;
+    assert_eq!(text_of(&c, "#flash").await, "1 undecided item kept.");
+    assert_eq!(
+        mias()
+            .await
+            .into_iter()
+            .find(|i| i.item == nc)
+            .unwrap()
+            .decision
+            .as_deref(),
+        Some("keep")
+    );
+    assert!(!exists(&c, "#keep-all").await, "nothing left undecided");
+    // Submit.
+    click(&c, "#submit").await;
+    assert!(
+        text_of(&c, "#flash")
+            .await
+            .contains("submitted for approval")
+    );
+    assert!(text_of(&c, "#state").await.contains("waiting for approval"));
+    assert!(
+        !exists(&c, "form.decide").await,
+        "submitted decisions are not editable"
+    );
+    assert!(!exists(&c, "#submit").await);
+    let subs = store.review_submissions(id).await.unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(
+        (subs[0].reviewer.as_str(), subs[0].status.as_str()),
+        (MIA, "submitted")
+    );
+    shot(&c, "review-submitted").await;
+
+    // (b) Nothing else for a reviewer: the other pages lead back to the reviews ...
+    for p in [
+        "/users",
+        "/groups",
+        "/projects",
+        "/scans",
+        "/changes",
+        "/audit",
+        "/setup",
+    ] {
+        c.goto(&url(p)).await.unwrap();
+        assert_eq!(path(&c).await, "/reviews", "{p}");
+        let r = as_session(&c, &svc.base, p).await;
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "{p}");
+        assert_eq!(r.headers()["location"], "/reviews", "{p}");
+    }
+    // (The integration form's Save, posted with her session, does not reach it either.)
+    let session = c
+        .get_named_cookie("accessrail_session")
+        .await
+        .unwrap()
+        .value()
+        .to_string();
+    let r = no_redirects()
+        .post(url("/setup"))
+        .header("Cookie", format!("accessrail_session={session}"))
+        .form(&[
+            ("op", "save"),
+            ("subdomain", "elsewhere"),
+            ("email", "x@y.io"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/reviews");
+    assert_eq!(store.connections().await.unwrap().len(), 1);
+    // ... another reviewer's items, the close, the exports and a review without her items are
+    // refused ...
+    let refused = [
+        (
+            format!("/reviews/{id}?reviewer={OTHER_MANAGER}"),
+            403,
+            "acts only as its reviewer",
+        ),
+        (format!("/reviews/{id}/close"), 403, "only an administrator"),
+        (
+            format!("/reviews/{id}/export.csv"),
+            403,
+            "only an administrator",
+        ),
+        (
+            format!("/reviews/{id}/export.html"),
+            403,
+            "only an administrator",
+        ),
+        (format!("/reviews/{other}"), 404, "no review"),
+        (format!("/reviews/{other}/keep-all"), 404, "no review"),
+    ];
+    for (p, status, says) in &refused {
+        c.goto(&url(p)).await.unwrap();
+        let body = text(&c).await;
+        assert!(body.contains(says), "{p}: {body}");
+        assert!(!body.contains(&dee.email), "{p}: {body}");
+        assert!(!exists(&c, "#reviewers").await, "{p}: no progress table");
+        let r = as_session(&c, &svc.base, p).await;
+        assert_eq!(r.status().as_u16(), *status, "{p}");
+    }
+    shot(&c, "review-reviewer-refused").await;
+    // ... and the API answers her token with 403 outside the review API.
+    let r = reqwest::Client::new()
+        .get(url("/api/v1/connections"))
+        .bearer_auth(MIA_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+
+    // (c) Sign out; an administrator signs in.
+    c.goto(&url("/reviews")).await.unwrap();
+    click(&c, "header form[action='/logout'] button").await;
+    assert_eq!(path(&c).await, "/login");
+    sign_in(&c, &svc.base).await;
+    click(&c, "nav a[href='/reviews']").await;
+    assert_eq!(
+        texts_of(&c, "#reviews tr.review-row").await.len(),
+        2,
+        "every review"
+    );
+    c.goto(&url(&format!("/reviews/{id}"))).await.unwrap();
+    let row = text_of(&c, &format!("#reviewers tr[data-reviewer='{MIA}']")).await;
+    assert!(row.contains("submitted, waiting for approval"), "{row}");
+    assert!(row.contains('3'), "{row}");
+    let fallback_row = text_of(&c, &format!("#reviewers tr[data-reviewer='{FALLBACK}']")).await;
+    assert!(fallback_row.contains("not submitted"), "{fallback_row}");
+    assert!(
+        exists(
+            &c,
+            &format!("#reviewers tr[data-reviewer='{OTHER_MANAGER}']")
+        )
+        .await
+    );
+    assert!(exists(&c, &format!(".judge[data-reviewer='{MIA}']")).await);
+    shots_at_both_widths_from(&c, "review-admin", "progress").await;
+    // Mia's items, read-only now, through the administrator's link.
+    click(
+        &c,
+        &format!("#reviewers tr[data-reviewer='{MIA}'] a.reviewer-link"),
+    )
+    .await;
+    assert_eq!(emails_of(&c, ".review-item").await, expected);
+    assert!(!exists(&c, "form.decide").await);
+    click(&c, "#overview-link").await;
+    // Approve.
+    click(&c, &format!("form.approve[data-reviewer='{MIA}'] button")).await;
+    assert_eq!(text_of(&c, "#flash").await, "Submission approved.");
+    let row = text_of(&c, &format!("#reviewers tr[data-reviewer='{MIA}']")).await;
+    assert!(row.contains("approved"), "{row}");
+    assert!(!exists(&c, ".judge").await, "nothing waits for approval");
+
+    // Close: the dry run first, nothing changed.
+    click(&c, "#close-review").await;
+    assert_eq!(path(&c).await, format!("/reviews/{id}/close"));
+    assert_eq!(text_of(&c, "#revoke-count").await, "1");
+    let plan = text_of(&c, "#plan").await;
+    assert!(
+        plan.contains(&bo.email) && plan.contains("deactivate"),
+        "{plan}"
+    );
+    let finals = text_of(&c, "#finals").await;
+    assert!(
+        finals.contains("the reviewer's approved decision")
+            && finals.contains("undecided (review setting: keep)"),
+        "{finals}"
+    );
+    assert!(
+        svc.sim.sim().snapshot().users[&bo.id].is_active,
+        "a dry run"
+    );
+    shots_at_both_widths(&c, "review-close").await;
+    shots_at_both_widths_from(&c, "review-close-plan", "plan-heading").await;
+    click(&c, "#confirm").await;
+    assert!(path(&c).await.contains("done=closed"), "{}", path(&c).await);
+    assert_eq!(text_of(&c, "#review-status").await, "closed");
+    assert!(
+        !svc.sim.sim().snapshot().users[&bo.id].is_active,
+        "the revoked account is deactivated in TestRail"
+    );
+    assert!(svc.sim.sim().snapshot().users[&ana.id].is_active);
+    let bo_row = text_of(&c, &format!("#items tr[data-item='{nb}']")).await;
+    assert!(bo_row.contains("done: deactivate"), "{bo_row}");
+    assert!(
+        exists(
+            &c,
+            &format!("#items tr[data-item='{nb}'] a[href*='#audit-']")
+        )
+        .await
+    );
+    let ana_row = text_of(&c, &format!("#items tr[data-item='{na}']")).await;
+    assert!(ana_row.contains("kept"), "{ana_row}");
+    assert!(text_of(&c, "#outcome").await.contains("1 revoked"));
+    assert!(!exists(&c, "#close-review").await);
+    shots_at_both_widths(&c, "review-closed").await;
+    shots_at_both_widths_from(&c, "review-closed-items", "items-heading").await;
+    // The close dry run of a closed review says so.
+    c.goto(&url(&format!("/reviews/{id}/close"))).await.unwrap();
+    assert!(text(&c).await.contains("already closed"));
+
+    // The evidence: CSV and JSON to download, the report inline.
+    c.goto(&url(&format!("/reviews/{id}"))).await.unwrap();
+    let href = c
+        .find(Locator::Css("#export-csv"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(href, format!("/reviews/{id}/export.csv"));
+    let r = as_session(&c, &svc.base, &href).await;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"),
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("review_id,item,"), "{body}");
+    let bo_line = body
+        .lines()
+        .find(|l| l.to_lowercase().contains(&bo.email.to_lowercase()))
+        .unwrap();
+    assert!(
+        bo_line.contains("left the team in May") && bo_line.contains("approved"),
+        "{bo_line}"
+    );
+    let r = as_session(&c, &svc.base, &format!("/reviews/{id}/export.json")).await;
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["review"]["id"], id);
+    let r = as_session(&c, &svc.base, &format!("/reviews/{id}/export.html")).await;
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+    assert!(r.text().await.unwrap().contains("left the team in May"));
 
     c.close().await.unwrap();
     let _ = chromedriver.kill().await;

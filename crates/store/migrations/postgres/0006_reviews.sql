@@ -26,7 +26,7 @@ CREATE TABLE reviews (
     every           TEXT,                   -- recurrence, e.g. 3mo
     fallbacks       TEXT NOT NULL,          -- JSON array of reviewer emails, lower case
     due_at          BIGINT,
-    status          TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+    status          TEXT NOT NULL CHECK (status IN ('open', 'closing', 'closed')),  -- closing: a close holds it (decisions frozen)
     created_at      BIGINT NOT NULL,
     created_by      TEXT NOT NULL,
     closed_at       BIGINT,
@@ -67,6 +67,7 @@ CREATE TABLE review_submissions (
     status          TEXT NOT NULL CHECK (status IN ('submitted', 'approved', 'sent_back')),
     submitted_at    BIGINT NOT NULL,
     digest          TEXT NOT NULL,          -- submission_digest of the decisions submitted
+    submitted_by    TEXT NOT NULL,          -- who submitted (the actor): never its approver
     judged_by       TEXT,
     judged_at       BIGINT,
     comment         TEXT,

@@ -1055,9 +1055,22 @@ impl Store for PgStore {
     async fn review_submissions(&self, review_id: i64) -> StoreResult<Vec<SubmissionRecord>> {
         self.review_submissions_impl(review_id).await
     }
-    async fn submit_review(&self, review_id: i64, reviewer: &str, now: i64) -> StoreResult<String> {
-        self.submit_review_impl(review_id, reviewer, now).await
+    async fn submit_review(
+        &self,
+        review_id: i64,
+        reviewer: &str,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<String> {
+        self.submit_review_impl(review_id, reviewer, by, now).await
     }
+    async fn begin_review_close(&self, review_id: i64) -> StoreResult<()> {
+        self.begin_review_close_impl(review_id).await
+    }
+    async fn end_review_close(&self, review_id: i64) -> StoreResult<()> {
+        self.end_review_close_impl(review_id).await
+    }
+
     async fn judge_submission(
         &self,
         review_id: i64,

@@ -102,6 +102,12 @@ impl From<ItemRow> for ReviewItemRecord {
     }
 }
 
+/// Items whose outcome is final (an earlier, partly failed close did them): their decision no
+/// longer changes.
+const FINAL_OUTCOME: &str =
+    "coalesce(outcome, '') LIKE 'done%' OR coalesce(outcome, '') LIKE 'kept%'
+     OR coalesce(outcome, '') LIKE 'no change%' OR coalesce(outcome, '') LIKE 'no action%'";
+
 /// Takes the store's write lock for the rest of the transaction (reads that decide a write must
 /// not interleave with another writer).
 async fn lock(tx: &mut sqlx::PgConnection) -> StoreResult<()> {
@@ -117,6 +123,9 @@ async fn open_review(tx: &mut sqlx::PgConnection, review_id: i64) -> StoreResult
     match status.as_deref() {
         None => Err(StoreError::NotFound(format!("no review {review_id}"))),
         Some("open") => Ok(()),
+        Some("closing") => Err(StoreError::Conflict(format!(
+            "review {review_id} is being closed: decisions and approvals are frozen; nothing was changed"
+        ))),
         Some(_) => Err(StoreError::Conflict(format!(
             "review {review_id} is closed; nothing was changed"
         ))),
@@ -368,11 +377,11 @@ impl PgStore {
                 .map(|d| d.decision.as_ref().map(|_| d.at))
                 .collect();
             let res = sqlx::query(
-                "UPDATE review_items r SET decision = v.decision, action = v.action, comment = v.comment,
+                sqlx::AssertSqlSafe(format!("UPDATE review_items r SET decision = v.decision, action = v.action, comment = v.comment,
                  decided_by = v.decided_by, decided_at = v.decided_at
                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
                    AS v(item, decision, action, comment, decided_by, decided_at)
-                 WHERE r.review_id = $7 AND r.item = v.item AND r.reviewer = $8",
+                 WHERE r.review_id = $7 AND r.item = v.item AND r.reviewer = $8 AND NOT ({FINAL_OUTCOME})")),
             )
             .bind(&items)
             .bind(&decided)
@@ -408,8 +417,9 @@ impl PgStore {
             Option<String>,
             Option<i64>,
             Option<String>,
+            String,
         )> = sqlx::query_as(
-            "SELECT reviewer, status, submitted_at, digest, judged_by, judged_at, comment
+            "SELECT reviewer, status, submitted_at, digest, judged_by, judged_at, comment, submitted_by
                  FROM review_submissions WHERE review_id = $1 ORDER BY reviewer",
         )
         .bind(review_id)
@@ -426,6 +436,7 @@ impl PgStore {
                 judged_by: r.4,
                 judged_at: r.5,
                 comment: r.6,
+                submitted_by: r.7,
             })
             .collect())
     }
@@ -434,6 +445,7 @@ impl PgStore {
         &self,
         review_id: i64,
         reviewer: &str,
+        by: &str,
         now: i64,
     ) -> StoreResult<String> {
         let reviewer = reviewer.trim().to_lowercase();
@@ -455,10 +467,10 @@ impl PgStore {
         }
         let digest = crate::reviews::digest(&rows);
         let res = sqlx::query(
-            "INSERT INTO review_submissions (review_id, reviewer, status, submitted_at, digest)
-             VALUES ($1, $2, 'submitted', $3, $4)
+            "INSERT INTO review_submissions (review_id, reviewer, status, submitted_at, digest, submitted_by)
+             VALUES ($1, $2, 'submitted', $3, $4, $5)
              ON CONFLICT(review_id, reviewer) DO UPDATE SET status = 'submitted',
-             submitted_at = excluded.submitted_at, digest = excluded.digest,
+             submitted_at = excluded.submitted_at, digest = excluded.digest, submitted_by = excluded.submitted_by,
              judged_by = NULL, judged_at = NULL, comment = NULL
              WHERE review_submissions.status = 'sent_back'",
         )
@@ -466,6 +478,7 @@ impl PgStore {
         .bind(&reviewer)
         .bind(now)
         .bind(&digest)
+        .bind(by)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
@@ -492,7 +505,7 @@ impl PgStore {
         open_review(&mut tx, review_id).await?;
         let res = sqlx::query(
             "UPDATE review_submissions SET status = $1, judged_by = $2, judged_at = $3, comment = $4
-             WHERE review_id = $5 AND reviewer = $6 AND status = 'submitted'",
+             WHERE review_id = $5 AND reviewer = $6 AND (status = 'submitted' OR ($7 AND status = 'approved'))",
         )
         .bind(if approve { "approved" } else { "sent_back" })
         .bind(by)
@@ -500,11 +513,17 @@ impl PgStore {
         .bind(comment)
         .bind(review_id)
         .bind(&reviewer)
+        .bind(!approve)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
-                "{reviewer} has no submission waiting for approval in review {review_id}"
+                "{reviewer} has no submission {} in review {review_id}",
+                if approve {
+                    "waiting for approval"
+                } else {
+                    "to send back"
+                }
             )));
         }
         tx.commit().await?;
@@ -519,7 +538,15 @@ impl PgStore {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        open_review(&mut tx, review_id).await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM reviews WHERE id = $1")
+            .bind(review_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() != Some("closing") {
+            return Err(StoreError::Conflict(format!(
+                "review {review_id} is not being closed; nothing was recorded"
+            )));
+        }
         for o in &outcomes {
             sqlx::query(
                 "UPDATE review_items SET final_decision = $1, final_source = $2, outcome = $3, outcome_audit_id = $4,
@@ -535,18 +562,49 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some(c) = close {
-            sqlx::query(
-                "UPDATE reviews SET status = 'closed', closed_at = $1, closed_by = $2, outcome = $3 WHERE id = $4",
-            )
-            .bind(c.at)
-            .bind(&c.by)
-            .bind(&c.outcome)
-            .bind(review_id)
-            .execute(&mut *tx)
-            .await?;
+        match close {
+            Some(c) => {
+                sqlx::query(
+                    "UPDATE reviews SET status = 'closed', closed_at = $1, closed_by = $2, outcome = $3 WHERE id = $4",
+                )
+                .bind(c.at)
+                .bind(&c.by)
+                .bind(&c.outcome)
+                .bind(review_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("UPDATE reviews SET status = 'open' WHERE id = $1")
+                    .bind(review_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
+        Ok(())
+    }
+    pub(super) async fn begin_review_close_impl(&self, review_id: i64) -> StoreResult<()> {
+        let res = sqlx::query(
+            "UPDATE reviews SET status = 'closing' WHERE id = $1 AND status IN ('open', 'closing')",
+        )
+        .bind(review_id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(match self.review_impl(review_id).await? {
+                None => StoreError::NotFound(format!("no review {review_id}")),
+                Some(_) => StoreError::Conflict(format!("review {review_id} is already closed")),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn end_review_close_impl(&self, review_id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE reviews SET status = 'open' WHERE id = $1 AND status = 'closing'")
+            .bind(review_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

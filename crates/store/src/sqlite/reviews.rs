@@ -102,6 +102,12 @@ impl From<ItemRow> for ReviewItemRecord {
     }
 }
 
+/// Items whose outcome is final (an earlier, partly failed close did them): their decision no
+/// longer changes.
+const FINAL_OUTCOME: &str =
+    "coalesce(outcome, '') LIKE 'done%' OR coalesce(outcome, '') LIKE 'kept%'
+     OR coalesce(outcome, '') LIKE 'no change%' OR coalesce(outcome, '') LIKE 'no action%'";
+
 /// Takes SQLite's write lock for the rest of the transaction (reads that decide a write must
 /// not interleave with another writer).
 async fn lock(tx: &mut sqlx::SqliteConnection) -> StoreResult<()> {
@@ -120,6 +126,9 @@ async fn open_review(tx: &mut sqlx::SqliteConnection, review_id: i64) -> StoreRe
     match status.as_deref() {
         None => Err(StoreError::NotFound(format!("no review {review_id}"))),
         Some("open") => Ok(()),
+        Some("closing") => Err(StoreError::Conflict(format!(
+            "review {review_id} is being closed: decisions and approvals are frozen; nothing was changed"
+        ))),
         Some(_) => Err(StoreError::Conflict(format!(
             "review {review_id} is closed; nothing was changed"
         ))),
@@ -357,8 +366,8 @@ impl SqliteStore {
         let mut changed = 0;
         for d in &decisions {
             let res = sqlx::query(
-                "UPDATE review_items SET decision = ?, action = ?, comment = ?, decided_by = ?, decided_at = ?
-                 WHERE review_id = ? AND item = ? AND reviewer = ?",
+                sqlx::AssertSqlSafe(format!("UPDATE review_items SET decision = ?, action = ?, comment = ?, decided_by = ?, decided_at = ?
+                 WHERE review_id = ? AND item = ? AND reviewer = ? AND NOT ({FINAL_OUTCOME})")),
             )
             .bind(&d.decision)
             .bind(&d.action)
@@ -372,7 +381,7 @@ impl SqliteStore {
             .await?;
             if res.rows_affected() == 0 {
                 return Err(StoreError::Conflict(format!(
-                    "item {} of review {review_id} is not {reviewer}'s to decide; nothing was changed",
+                    "item {} of review {review_id} is not {reviewer}'s to decide (or already closed); nothing was changed",
                     d.item
                 )));
             }
@@ -394,8 +403,9 @@ impl SqliteStore {
             Option<String>,
             Option<i64>,
             Option<String>,
+            String,
         )> = sqlx::query_as(
-            "SELECT reviewer, status, submitted_at, digest, judged_by, judged_at, comment
+            "SELECT reviewer, status, submitted_at, digest, judged_by, judged_at, comment, submitted_by
                  FROM review_submissions WHERE review_id = ? ORDER BY reviewer",
         )
         .bind(review_id)
@@ -412,6 +422,7 @@ impl SqliteStore {
                 judged_by: r.4,
                 judged_at: r.5,
                 comment: r.6,
+                submitted_by: r.7,
             })
             .collect())
     }
@@ -420,6 +431,7 @@ impl SqliteStore {
         &self,
         review_id: i64,
         reviewer: &str,
+        by: &str,
         now: i64,
     ) -> StoreResult<String> {
         let reviewer = reviewer.trim().to_lowercase();
@@ -441,10 +453,10 @@ impl SqliteStore {
         }
         let digest = crate::reviews::digest(&rows);
         let res = sqlx::query(
-            "INSERT INTO review_submissions (review_id, reviewer, status, submitted_at, digest)
-             VALUES (?, ?, 'submitted', ?, ?)
+            "INSERT INTO review_submissions (review_id, reviewer, status, submitted_at, digest, submitted_by)
+             VALUES (?, ?, 'submitted', ?, ?, ?)
              ON CONFLICT(review_id, reviewer) DO UPDATE SET status = 'submitted',
-             submitted_at = excluded.submitted_at, digest = excluded.digest,
+             submitted_at = excluded.submitted_at, digest = excluded.digest, submitted_by = excluded.submitted_by,
              judged_by = NULL, judged_at = NULL, comment = NULL
              WHERE review_submissions.status = 'sent_back'",
         )
@@ -452,6 +464,7 @@ impl SqliteStore {
         .bind(&reviewer)
         .bind(now)
         .bind(&digest)
+        .bind(by)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
@@ -478,7 +491,7 @@ impl SqliteStore {
         open_review(&mut tx, review_id).await?;
         let res = sqlx::query(
             "UPDATE review_submissions SET status = ?, judged_by = ?, judged_at = ?, comment = ?
-             WHERE review_id = ? AND reviewer = ? AND status = 'submitted'",
+             WHERE review_id = ? AND reviewer = ? AND (status = 'submitted' OR (? AND status = 'approved'))",
         )
         .bind(if approve { "approved" } else { "sent_back" })
         .bind(by)
@@ -486,11 +499,17 @@ impl SqliteStore {
         .bind(comment)
         .bind(review_id)
         .bind(&reviewer)
+        .bind(!approve)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
-                "{reviewer} has no submission waiting for approval in review {review_id}"
+                "{reviewer} has no submission {} in review {review_id}",
+                if approve {
+                    "waiting for approval"
+                } else {
+                    "to send back"
+                }
             )));
         }
         tx.commit().await?;
@@ -505,7 +524,15 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        open_review(&mut tx, review_id).await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM reviews WHERE id = ?")
+            .bind(review_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() != Some("closing") {
+            return Err(StoreError::Conflict(format!(
+                "review {review_id} is not being closed; nothing was recorded"
+            )));
+        }
         for o in &outcomes {
             sqlx::query(
                 "UPDATE review_items SET final_decision = ?, final_source = ?, outcome = ?, outcome_audit_id = ?,
@@ -521,18 +548,49 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some(c) = close {
-            sqlx::query(
-                "UPDATE reviews SET status = 'closed', closed_at = ?, closed_by = ?, outcome = ? WHERE id = ?",
-            )
-            .bind(c.at)
-            .bind(&c.by)
-            .bind(&c.outcome)
-            .bind(review_id)
-            .execute(&mut *tx)
-            .await?;
+        match close {
+            Some(c) => {
+                sqlx::query(
+                    "UPDATE reviews SET status = 'closed', closed_at = ?, closed_by = ?, outcome = ? WHERE id = ?",
+                )
+                .bind(c.at)
+                .bind(&c.by)
+                .bind(&c.outcome)
+                .bind(review_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("UPDATE reviews SET status = 'open' WHERE id = ?")
+                    .bind(review_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
+        Ok(())
+    }
+    pub(super) async fn begin_review_close_impl(&self, review_id: i64) -> StoreResult<()> {
+        let res = sqlx::query(
+            "UPDATE reviews SET status = 'closing' WHERE id = ? AND status IN ('open', 'closing')",
+        )
+        .bind(review_id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(match self.review_impl(review_id).await? {
+                None => StoreError::NotFound(format!("no review {review_id}")),
+                Some(_) => StoreError::Conflict(format!("review {review_id} is already closed")),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn end_review_close_impl(&self, review_id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE reviews SET status = 'open' WHERE id = ? AND status = 'closing'")
+            .bind(review_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -204,10 +204,15 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
     );
 
     // Submit: the digest covers the decisions; submitted decisions are final.
-    let digest = store.submit_review(id, "mgr@x.io", 30).await.unwrap();
+    let digest = store
+        .submit_review(id, "mgr@x.io", "reviewer:mgr", 30)
+        .await
+        .unwrap();
     assert_eq!(digest.len(), 64);
     assert!(matches!(
-        store.submit_review(id, "mgr@x.io", 31).await,
+        store
+            .submit_review(id, "mgr@x.io", "reviewer:mgr", 31)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
@@ -217,7 +222,7 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.submit_review(id, "nobody@x.io", 31).await,
+        store.submit_review(id, "nobody@x.io", "token:x", 31).await,
         Err(StoreError::NotFound(_))
     ));
     // Approval only of a waiting submission; sent back, it can change and be submitted again.
@@ -241,7 +246,10 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
         .decide_review_items(id, "mgr@x.io", vec![decision(2, "keep", None)])
         .await
         .unwrap();
-    let digest2 = store.submit_review(id, "mgr@x.io", 50).await.unwrap();
+    let digest2 = store
+        .submit_review(id, "mgr@x.io", "reviewer:mgr", 50)
+        .await
+        .unwrap();
     assert_ne!(digest, digest2, "the digest follows the decisions");
     store
         .judge_submission(id, "mgr@x.io", true, "ciso", None, 60)
@@ -249,6 +257,28 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
         .unwrap();
     let subs = store.review_submissions(id).await.unwrap();
     assert_eq!(subs[0].status, "approved");
+    assert_eq!(subs[0].submitted_by, "reviewer:mgr");
+    // An approved submission can still be sent back while the review is open; then approved
+    // again after a new submission.
+    store
+        .judge_submission(id, "mgr@x.io", false, "ciso", Some("one more look"), 61)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .judge_submission(id, "mgr@x.io", true, "ciso", None, 62)
+            .await
+            .is_err()
+    );
+    store
+        .submit_review(id, "mgr@x.io", "reviewer:mgr", 63)
+        .await
+        .unwrap();
+    store
+        .judge_submission(id, "mgr@x.io", true, "ciso", None, 64)
+        .await
+        .unwrap();
+    let subs = store.review_submissions(id).await.unwrap();
     assert_eq!(subs[0].digest, digest2);
     assert_eq!(subs[0].comment, None, "a new submission starts clean");
 
@@ -268,7 +298,66 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
         Some(id)
     );
 
+    // While a close holds the review, decisions, submissions and approvals wait; outcomes are
+    // recorded only for a review being closed.
+    assert!(matches!(
+        store.record_review_outcomes(id, vec![], None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.begin_review_close(id).await.unwrap();
+    store.begin_review_close(id).await.unwrap();
+    assert!(matches!(
+        store
+            .decide_review_items(id, "fb@x.io", vec![decision(3, "keep", None)])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .submit_review(id, "fb@x.io", "token:x", 65)
+            .await
+            .is_err()
+    );
+    // A partly failed close: outcomes so far recorded, the review open again, final items frozen.
+    store
+        .record_review_outcomes(
+            id,
+            vec![ItemOutcome {
+                item: 1,
+                final_decision: "keep".into(),
+                final_source: "reviewer".into(),
+                outcome: "kept".into(),
+                audit_id: None,
+                at: 66,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.review(id).await.unwrap().unwrap().status, "open");
+    store
+        .judge_submission(id, "mgr@x.io", false, "ciso", Some("reopen"), 67)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store
+                .decide_review_items(id, "mgr@x.io", vec![decision(1, "revoke", Some("x"))])
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "an item with a final outcome keeps its decision"
+    );
+    store
+        .decide_review_items(id, "mgr@x.io", vec![decision(2, "keep", None)])
+        .await
+        .unwrap();
+    store.begin_review_close(id).await.unwrap();
+    store.end_review_close(id).await.unwrap();
+    assert_eq!(store.review(id).await.unwrap().unwrap().status, "open");
+
     // Outcomes, then the close; a closed review changes no more.
+    store.begin_review_close(id).await.unwrap();
     store
         .record_review_outcomes(
             id,
@@ -309,4 +398,8 @@ pub async fn review_records_and_their_rules<B: Backend>(b: &B) {
             .await
             .is_err()
     );
+    assert!(matches!(
+        store.begin_review_close(id).await,
+        Err(StoreError::Conflict(_))
+    ));
 }

@@ -831,6 +831,27 @@ pub async fn reviews_over_the_api(backend: Backend) {
     assert_eq!(emails.len(), 2, "{detail}");
     assert!(emails.iter().all(|e| *e == a || *e == b));
     assert_eq!(detail["reviewers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        detail["review"]["fallback_reviewers"],
+        json!([]),
+        "a reviewer does not see who else reviews"
+    );
+    assert!(!detail.to_string().contains(FALLBACK));
+    // Probing an account that is not in the review at all gets the same answer as another
+    // reviewer's account: nothing is learnt.
+    let (s1, nobody) = as_mgr(
+        reqwest::Method::POST,
+        format!("/api/v1/reviews/{id}/decisions"),
+        Some(json!({"decisions": [{"account": "ghost@nowhere.example", "decision": "keep"}]})),
+    )
+    .await;
+    assert_eq!(s1, StatusCode::FORBIDDEN);
+    assert!(
+        nobody["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not one of your items")
+    );
     // Another reviewer's items, and everything else, are out of reach.
     let (s, _) = as_mgr(
         reqwest::Method::GET,
@@ -857,8 +878,15 @@ pub async fn reviews_over_the_api(backend: Backend) {
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
     assert!(
-        !body.to_string().contains(&theirs),
-        "names nobody else's account: {body}"
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not one of your items"),
+        "the same answer as for an account not under review: {body}"
+    );
+    assert!(
+        !body.to_string().contains(FALLBACK),
+        "names nobody else: {body}"
     );
     for (m, path) in [
         (reqwest::Method::GET, "/api/v1/connections".to_string()),
