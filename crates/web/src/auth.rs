@@ -399,40 +399,6 @@ pub async fn end_session(state: &AppState, id: &str) {
     let _ = state.engine.store().delete_session(&tokens::hash(id)).await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hmac_matches_rfc_4231() {
-        assert_eq!(
-            hmac_hex(b"Jefe", b"what do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        // A key longer than the block is hashed first (test case 6).
-        assert_eq!(
-            hmac_hex(
-                &[0xaa; 131],
-                b"Test Using Larger Than Block-Size Key - Hash Key First"
-            ),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-    }
-
-    #[test]
-    fn csrf_cookie_shape_and_age() {
-        let nonce = "0123456789abcdef0123456789abcdef";
-        assert!(valid_csrf_cookie(&format!("100.{nonce}"), 100));
-        assert!(!valid_csrf_cookie(
-            &format!("100.{nonce}"),
-            100 + SESSION_LIFETIME
-        ));
-        assert!(!valid_csrf_cookie(&format!("1000.{nonce}"), 100));
-        assert!(!valid_csrf_cookie("100.xyz", 100));
-        assert!(!valid_csrf_cookie(nonce, 100));
-    }
-}
-
 /// Deny by default for reviewer sign-ins: a request with a reviewer's session to any console
 /// page but the review pages (and sign-in / sign-out) is sent to `/reviews`, whatever the page's
 /// own checks say. The API has its own check (`Caller` refuses reviewer tokens).
@@ -466,4 +432,38 @@ pub async fn reviewer_fence(
     }
     next.run(axum::extract::Request::from_parts(parts, body))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hmac_hex(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // A key longer than the block is hashed first (test case 6).
+        assert_eq!(
+            hmac_hex(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn csrf_cookie_shape_and_age() {
+        let nonce = "0123456789abcdef0123456789abcdef";
+        assert!(valid_csrf_cookie(&format!("100.{nonce}"), 100));
+        assert!(!valid_csrf_cookie(
+            &format!("100.{nonce}"),
+            100 + SESSION_LIFETIME
+        ));
+        assert!(!valid_csrf_cookie(&format!("1000.{nonce}"), 100));
+        assert!(!valid_csrf_cookie("100.xyz", 100));
+        assert!(!valid_csrf_cookie(nonce, 100));
+    }
 }
