@@ -427,6 +427,10 @@ async fn a_review_from_start_to_evidence() {
     )
     .await;
     ok(&e, &["reviews", "submit", &id, "--reviewer", &c.dee]).await;
+    // A submission waiting for approval holds the close back.
+    let out = e.run(&["reviews", "close", &id, "--dry-run"]).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("wait for approval"), "{}", out.stderr);
     ok(
         &e,
         &[
@@ -982,4 +986,75 @@ async fn closing_keeps_to_the_rails_and_project_owners_review_their_projects() {
             assert_eq!(i["reviewer"], FALLBACK);
         }
     }
+}
+
+#[tokio::test]
+async fn a_revocation_goes_only_to_the_account_and_administrators_need_an_acknowledgement() {
+    let e = env(12, 3).await;
+    let c = stage(&e).await;
+    // Eve is revoked by the review's setting; before the close, her email moves to another
+    // TestRail account (hers is renamed): nothing is sent to the newcomer.
+    let r = ok(
+        &e,
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "unmatched",
+            "--undecided",
+            "revoke",
+        ],
+    )
+    .await;
+    let id = r["id"].to_string();
+    let eve = e.user(&c.eve);
+    e.sim().with_instance(|inst| {
+        inst.users.get_mut(&eve.id).unwrap().email = "eve.renamed@example.com".into();
+    });
+    let newcomer = e.add_user(&c.eve, None, false);
+    let closed = ok(&e, &["reviews", "close", &id, "--yes"]).await;
+    assert_eq!(closed["refused"], 1, "{closed:#}");
+    assert!(e.user(&c.eve).is_active, "the newcomer keeps access");
+    assert_eq!(e.user(&c.eve).id, newcomer);
+    let show = ok(&e, &["reviews", "show", &id]).await;
+    let outcome = item(&show, &c.eve)["outcome"].as_str().unwrap().to_string();
+    assert!(
+        outcome.contains("now another TestRail account"),
+        "{outcome}"
+    );
+
+    // Deactivating an administrator needs an explicit acknowledgement.
+    let boss = "boss@example.com";
+    e.add_user(boss, None, true);
+    e.scan().await;
+    let r = ok(
+        &e,
+        &[
+            "reviews",
+            "start",
+            "--fallback-reviewer",
+            FALLBACK,
+            "--scope",
+            "admins",
+            "--undecided",
+            "revoke",
+        ],
+    )
+    .await;
+    let id = r["id"].to_string();
+    let out = e.run(&["reviews", "close", &id, "--yes"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("acknowledge"), "{}", out.stderr);
+    assert!(e.user(boss).is_active, "nothing was sent");
+    let shown = ok(&e, &["reviews", "show", &id]).await;
+    assert_eq!(shown["review"]["status"], "open", "back to open");
+    let closed = ok(&e, &["reviews", "close", &id, "--yes", "--acknowledge"]).await;
+    assert_eq!(closed["closed"], true, "{closed:#}");
+    assert!(!e.user(boss).is_active);
+    assert!(
+        e.user(ADMIN).is_active,
+        "the connection's own account is never revoked"
+    );
 }
