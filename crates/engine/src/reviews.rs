@@ -727,6 +727,53 @@ pub async fn show<S: Store>(
     reviewer: Option<&str>,
     actor: &Actor,
 ) -> EngineResult<ReviewDetail> {
+    let p = show_page(engine, id, reviewer, &ItemFilter::default(), actor).await?;
+    Ok(ReviewDetail {
+        review: p.review,
+        reviewers: p.reviewers,
+        items: p.items,
+    })
+}
+
+/// Which items a page shows.
+#[derive(Debug, Clone)]
+pub struct ItemFilter {
+    /// `Some(true)`: decided ones; `Some(false)`: undecided ones.
+    pub decided: Option<bool>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+impl Default for ItemFilter {
+    fn default() -> Self {
+        Self {
+            decided: None,
+            offset: 0,
+            limit: u64::MAX,
+        }
+    }
+}
+
+/// One page of a review: its facts, reviewers (one, when a reviewer is named or signed in),
+/// a page of items with how many match, and each reviewer's decisions counted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewPage {
+    pub review: ReviewView,
+    pub reviewers: Vec<ReviewerView>,
+    pub items: Vec<ItemView>,
+    /// Items matching the filter (all pages).
+    pub total: u64,
+    /// `(reviewer, decision or none, items)`, for the reviewers shown.
+    pub decisions: Vec<(String, Option<String>, u64)>,
+}
+
+pub async fn show_page<S: Store>(
+    engine: &Engine<S>,
+    id: i64,
+    reviewer: Option<&str>,
+    filter: &ItemFilter,
+    actor: &Actor,
+) -> EngineResult<ReviewPage> {
     let r = load(engine, id).await?;
     let only = match actor {
         Actor::Reviewer { .. } => Some(actor.acting_as(reviewer)?),
@@ -755,11 +802,20 @@ pub async fn show<S: Store>(
         .into_iter()
         .filter(|v| only.as_ref().is_none_or(|o| o.as_str() == v.reviewer))
         .collect();
-    let items = store
-        .review_items(id, only.as_ref().map(|o| o.as_str()))
+    let (items, total) = store
+        .review_items_page(
+            id,
+            only.as_ref().map(|o| o.as_str()),
+            filter.decided,
+            filter.offset,
+            filter.limit,
+        )
+        .await?;
+    let decisions = store
+        .review_decision_counts(id)
         .await?
         .into_iter()
-        .map(ItemView::of)
+        .filter(|(rv, _, _)| only.as_ref().is_none_or(|o| o.as_str() == rv))
         .collect();
     let name = connection_name(engine, &r.connection_id).await?;
     let mut v = view(&r, &name, engine.now());
@@ -769,10 +825,12 @@ pub async fn show<S: Store>(
         v.items = p.items;
         v.decided = p.decided;
     }
-    Ok(ReviewDetail {
+    Ok(ReviewPage {
         review: if actor.is_admin() { v } else { for_reviewer(v) },
         reviewers,
-        items,
+        items: items.into_iter().map(ItemView::of).collect(),
+        total,
+        decisions,
     })
 }
 
@@ -920,24 +978,38 @@ pub async fn keep_undecided<S: Store>(
     actor: &Actor,
 ) -> EngineResult<usize> {
     let reviewer = actor.acting_as(as_reviewer)?;
-    let open: Vec<DecideRequest> = engine
+    let r = load(engine, id).await?;
+    if r.status != "open" {
+        return Err(EngineError::Conflict(format!(
+            "review {id} is not open; nothing was changed"
+        )));
+    }
+    let now = engine.now();
+    // Keep needs no comment and no check against the snapshot: only the reviewer's own
+    // undecided items (never their own account; routing keeps it from them anyway).
+    let decisions: Vec<ReviewDecision> = engine
         .store()
-        .review_items(id, Some(reviewer.as_str()))
+        .review_items_page(id, Some(reviewer.as_str()), Some(false), 0, u64::MAX)
         .await?
+        .0
         .into_iter()
-        .filter(|i| i.decision.is_none())
-        .map(|i| DecideRequest {
-            account: format!("#{}", i.item),
-            decision: Decision::Keep,
+        .filter(|i| EmailKey::parse(&i.email).as_ref() != Some(&reviewer))
+        .map(|i| ReviewDecision {
+            item: i.item,
+            decision: Some(Decision::Keep.as_str().to_string()),
             action: None,
             comment: None,
-            as_reviewer: Some(reviewer.as_str().to_string()),
+            by: actor.audit_name().to_string(),
+            at: now,
         })
         .collect();
-    if open.is_empty() {
+    if decisions.is_empty() {
         return Ok(0);
     }
-    Ok(decide(engine, id, open, actor).await?.len())
+    Ok(engine
+        .store()
+        .decide_review_items(id, reviewer.as_str(), decisions)
+        .await? as usize)
 }
 
 /// Submits a reviewer's decisions for approval; every item must be decided.

@@ -458,6 +458,22 @@ impl Store for AnyStore {
     ) -> StoreResult<()> {
         on_store!(self, s => s.record_review_outcomes(review_id, outcomes, close))
     }
+    async fn review_items_page(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+        decided: Option<bool>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<ReviewItemRecord>, u64)> {
+        on_store!(self, s => s.review_items_page(review_id, reviewer, decided, offset, limit))
+    }
+    async fn review_decision_counts(
+        &self,
+        review_id: i64,
+    ) -> StoreResult<Vec<(String, Option<String>, u64)>> {
+        on_store!(self, s => s.review_decision_counts(review_id))
+    }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         on_store!(self, s => s.token_by_hash(hash))
     }

@@ -355,6 +355,21 @@ pub trait Store: Clone + Send + Sync + 'static {
         review_id: i64,
         reviewer: Option<&str>,
     ) -> impl Future<Output = StoreResult<Vec<ReviewItemRecord>>> + Send;
+    /// One page of a review's items in item order (all, or one reviewer's; all, decided or
+    /// undecided ones), with how many match.
+    fn review_items_page(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+        decided: Option<bool>,
+        offset: u64,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<(Vec<ReviewItemRecord>, u64)>> + Send;
+    /// How many items each reviewer decided each way (`None`: undecided).
+    fn review_decision_counts(
+        &self,
+        review_id: i64,
+    ) -> impl Future<Output = StoreResult<Vec<(String, Option<String>, u64)>>> + Send;
     fn review_progress(
         &self,
         review_id: i64,

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use accessrail_domain::review::{Decision, Every, Scope, Undecided};
 use accessrail_engine::provision::Rails;
 use accessrail_engine::reviews::{
-    self, Actor, CloseLine, DecideRequest, ItemView, ReviewDetail, ReviewView, ReviewerView,
-    StartOptions,
+    self, Actor, CloseLine, DecideRequest, ItemView, ReviewView, ReviewerView, StartOptions,
 };
 use accessrail_engine::time_fmt;
 use accessrail_store::Store;
@@ -224,7 +223,7 @@ impl From<ItemView> for ItemDto {
 pub struct ReviewDetailDto {
     review: ReviewDto,
     reviewers: Vec<ReviewerDto>,
-    /// Items in this page (all of a reviewer's, or of everyone's for an administrator).
+    /// Items matching the filter, all pages (a reviewer's, or everyone's for an administrator).
     total: u64,
     items: Vec<ItemDto>,
 }
@@ -414,6 +413,8 @@ pub struct ListQuery {
 pub struct ShowQuery {
     /// Only this reviewer's items (a reviewer sign-in always sees only its own).
     reviewer: Option<String>,
+    /// Only decided (`true`) or undecided (`false`) items.
+    decided: Option<bool>,
     /// Items per page (default 500, at most 5000).
     limit: Option<u64>,
     #[serde(default)]
@@ -491,20 +492,17 @@ async fn get_review(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<ShowQuery>,
 ) -> ApiResult<Json<ReviewDetailDto>> {
-    let d: ReviewDetail = reviews::show(&s.engine, id, q.reviewer.as_deref(), &actor).await?;
-    let total = d.items.len() as u64;
-    let limit = q.limit.unwrap_or(500).clamp(1, 5000) as usize;
+    let filter = reviews::ItemFilter {
+        decided: q.decided,
+        offset: q.offset,
+        limit: q.limit.unwrap_or(500).clamp(1, 5000),
+    };
+    let d = reviews::show_page(&s.engine, id, q.reviewer.as_deref(), &filter, &actor).await?;
     Ok(Json(ReviewDetailDto {
         review: d.review.into(),
         reviewers: d.reviewers.into_iter().map(Into::into).collect(),
-        total,
-        items: d
-            .items
-            .into_iter()
-            .skip(q.offset as usize)
-            .take(limit)
-            .map(Into::into)
-            .collect(),
+        total: d.total,
+        items: d.items.into_iter().map(Into::into).collect(),
     }))
 }
 

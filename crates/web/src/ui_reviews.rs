@@ -35,6 +35,9 @@ use crate::ui::{
 /// Items per page of a review.
 const PAGE: usize = 50;
 
+/// Undecided items the keep-all confirmation lists by name (it counts them all).
+const KEEP_LISTED: usize = 500;
+
 // ---- helpers ----------------------------------------------------------------------------------
 
 /// An engine refusal as a status and the engine's own words (a store failure is logged and
@@ -102,11 +105,12 @@ impl Show {
         }
     }
 
-    fn keeps(self, i: &ItemView) -> bool {
+    /// The store's filter: decided items, undecided ones, or all.
+    fn decided(self) -> Option<bool> {
         match self {
-            Self::All => true,
-            Self::Undecided => i.decision.is_none(),
-            Self::Decided => i.decision.is_some(),
+            Self::All => None,
+            Self::Undecided => Some(false),
+            Self::Decided => Some(true),
         }
     }
 }
@@ -469,20 +473,34 @@ async fn render_review(
 ) -> Response {
     let named = place.reviewer.as_deref();
     let admin_overview = actor.is_admin() && named.is_none();
-    let detail = match reviews::show(&s.engine, id, named, actor).await {
+    let show = place.show();
+    // One page of items from the store (a fallback reviewer may have tens of thousands).
+    let fetch = |at: usize| {
+        let filter = reviews::ItemFilter {
+            decided: show.decided(),
+            offset: (at * PAGE) as u64,
+            limit: PAGE as u64,
+        };
+        async move { reviews::show_page(&s.engine, id, named, &filter, actor).await }
+    };
+    let mut detail = match fetch(place.page).await {
         Ok(d) => d,
         Err(e) => return refused_page(s, v, e, "/reviews"),
     };
-    let show = place.show();
-    let total = detail.items.len();
-    let undecided = detail.items.iter().filter(|i| i.decision.is_none()).count();
-    let listed: Vec<&ItemView> = detail.items.iter().filter(|i| show.keeps(i)).collect();
-    let pages = listed.len().div_ceil(PAGE).max(1);
+    let matching = detail.total as usize;
+    let pages = matching.div_ceil(PAGE).max(1);
     let at = place.page.min(pages - 1);
-    let items: Vec<Value> = listed
+    if at != place.page {
+        detail = match fetch(at).await {
+            Ok(d) => d,
+            Err(e) => return refused_page(s, v, e, "/reviews"),
+        };
+    }
+    let total = detail.review.items as usize;
+    let undecided = total - detail.review.decided as usize;
+    let items: Vec<Value> = detail
+        .items
         .iter()
-        .skip(at * PAGE)
-        .take(PAGE)
         .map(|i| item_ctx(i, item_error.as_ref()))
         .collect();
     let here = |show: Show, page: usize| {
@@ -501,12 +519,12 @@ async fn render_review(
     .iter()
     .map(|(sh, label, n)| context! { key => sh.as_str(), label, n, link => here(*sh, 0), on => *sh == show })
     .collect();
-    let range = (!listed.is_empty()).then(|| {
+    let range = (matching > 0).then(|| {
         format!(
             "{}–{} of {}",
             at * PAGE + 1,
-            (at * PAGE + PAGE).min(listed.len()),
-            listed.len()
+            (at * PAGE + PAGE).min(matching),
+            matching
         )
     });
     let prev_link = (at > 0).then(|| here(show, at - 1));
@@ -522,16 +540,15 @@ async fn render_review(
     if admin_overview {
         // Each reviewer's decisions, counted, for whoever approves them.
         let mut counts: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
-        for i in &detail.items {
-            let d = i
-                .decision
+        for (reviewer, decision, n) in &detail.decisions {
+            let d = decision
                 .as_deref()
                 .map_or_else(|| "undecided".to_string(), decision_label);
             *counts
-                .entry(i.reviewer.as_str())
+                .entry(reviewer.as_str())
                 .or_default()
                 .entry(d)
-                .or_default() += 1;
+                .or_default() += n;
         }
         let reviewers: Vec<Value> = detail
             .reviewers
@@ -776,10 +793,17 @@ pub(crate) async fn keep_all_page(
             &back,
         );
     }
-    let detail = match reviews::show(&s.engine, id, place.reviewer.as_deref(), &actor).await {
-        Ok(d) => d,
-        Err(e) => return refused_page(&s, &v, e, &back),
+    // The confirmation lists the first undecided items and counts all of them.
+    let filter = reviews::ItemFilter {
+        decided: Some(false),
+        offset: 0,
+        limit: KEEP_LISTED as u64,
     };
+    let detail =
+        match reviews::show_page(&s.engine, id, place.reviewer.as_deref(), &filter, &actor).await {
+            Ok(d) => d,
+            Err(e) => return refused_page(&s, &v, e, &back),
+        };
     let Some(me) = detail.reviewers.first() else {
         return message_page(
             &s,
@@ -793,9 +817,9 @@ pub(crate) async fn keep_all_page(
     let undecided: Vec<Value> = detail
         .items
         .iter()
-        .filter(|i| i.decision.is_none())
         .map(|i| context! { n => i.item, email => i.email, name => i.name, had => i.entitlements.summary() })
         .collect();
+    let more = detail.total.saturating_sub(undecided.len() as u64);
     let heading = "Keep all undecided items";
     if detail.review.status != "open" {
         return message_page(
@@ -833,7 +857,7 @@ pub(crate) async fn keep_all_page(
         "review_keep.html",
         context! {
             title => heading, page => "reviews", id, me => me.reviewer,
-            acting => actor.is_admin(), undecided, count => plural(undecided.len() as u64, "undecided item", "undecided items"),
+            acting => actor.is_admin(), undecided, more, count => plural(detail.total, "undecided item", "undecided items"),
             reviewer_param => place.reviewer, back,
         },
     )

@@ -607,4 +607,49 @@ impl PgStore {
             .await?;
         Ok(())
     }
+    pub(super) async fn review_items_page_impl(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+        decided: Option<bool>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<ReviewItemRecord>, u64)> {
+        let reviewer = reviewer.map(|r| r.trim().to_lowercase());
+        let rows: Vec<ItemRow> = sqlx::query_as(
+            "SELECT * FROM review_items WHERE review_id = $1 AND ($2::text IS NULL OR reviewer = $2)
+             AND ($3::boolean IS NULL OR (decision IS NOT NULL) = $3) ORDER BY item LIMIT $4 OFFSET $5",
+        )
+        .bind(review_id)
+        .bind(&reviewer)
+        .bind(decided)
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .bind(offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM review_items WHERE review_id = $1 AND ($2::text IS NULL OR reviewer = $2)
+             AND ($3::boolean IS NULL OR (decision IS NOT NULL) = $3)",
+        )
+        .bind(review_id)
+        .bind(&reviewer)
+        .bind(decided)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows.into_iter().map(Into::into).collect(), total as u64))
+    }
+
+    pub(super) async fn review_decision_counts_impl(
+        &self,
+        review_id: i64,
+    ) -> StoreResult<Vec<(String, Option<String>, u64)>> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT reviewer, decision, count(*) FROM review_items WHERE review_id = $1 GROUP BY reviewer, decision
+             ORDER BY reviewer, decision",
+        )
+        .bind(review_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(r, d, n)| (r, d, n as u64)).collect())
+    }
 }

@@ -1167,6 +1167,23 @@ impl Store for SqliteStore {
         self.record_review_outcomes_impl(review_id, outcomes, close)
             .await
     }
+    async fn review_items_page(
+        &self,
+        review_id: i64,
+        reviewer: Option<&str>,
+        decided: Option<bool>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<ReviewItemRecord>, u64)> {
+        self.review_items_page_impl(review_id, reviewer, decided, offset, limit)
+            .await
+    }
+    async fn review_decision_counts(
+        &self,
+        review_id: i64,
+    ) -> StoreResult<Vec<(String, Option<String>, u64)>> {
+        self.review_decision_counts_impl(review_id).await
+    }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         self.token_by_hash_impl(hash).await
     }

@@ -860,6 +860,18 @@ pub async fn reviews_over_the_api(backend: Backend) {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, undecided) = svc
+        .get(&format!(
+            "/api/v1/reviews/{id}?decided=false&limit=2&offset=1"
+        ))
+        .await;
+    assert_eq!(
+        undecided["total"].as_u64(),
+        Some(total),
+        "nothing decided yet"
+    );
+    assert_eq!(undecided["items"].as_array().unwrap().len(), 2);
+    assert_eq!(undecided["items"][0]["item"], 2, "paged in item order");
     let (_, all) = svc.get(&format!("/api/v1/reviews/{id}?limit=5000")).await;
     let theirs = all["items"]
         .as_array()
