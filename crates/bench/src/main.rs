@@ -298,6 +298,7 @@ async fn review_cost(engine: &App) -> Result<(), String> {
     let admin = Actor::Admin {
         actor: "bench".into(),
     };
+    let before = peak_rss_mb();
     let (c0, t0) = (cpu(), Instant::now());
     let v = reviews::start(
         engine,
@@ -365,7 +366,8 @@ async fn review_cost(engine: &App) -> Result<(), String> {
         export_wall.as_secs_f64()
     );
     println!(
-        "  peak memory so far (this process, max RSS) {:.1} MB",
+        "  peak memory (this process, max RSS) {:.1} MB before the review, {:.1} MB after",
+        before,
         peak_rss_mb()
     );
     Ok(())

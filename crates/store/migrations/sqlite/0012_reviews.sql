@@ -59,7 +59,9 @@ CREATE TABLE review_items (
     outcome_at      INTEGER,
     PRIMARY KEY (review_id, item)
 );
-CREATE INDEX review_items_by_reviewer ON review_items(review_id, reviewer, item);
+-- Covers progress, decision counts and which items a page shows, without reading the items'
+-- snapshots (a review of 50,000 accounts holds about 150 MB of them).
+CREATE INDEX review_items_by_reviewer ON review_items(review_id, reviewer, decision, item);
 
 CREATE TABLE review_submissions (
     review_id       INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,

@@ -617,8 +617,10 @@ impl PgStore {
     ) -> StoreResult<(Vec<ReviewItemRecord>, u64)> {
         let reviewer = reviewer.map(|r| r.trim().to_lowercase());
         let rows: Vec<ItemRow> = sqlx::query_as(
-            "SELECT * FROM review_items WHERE review_id = $1 AND ($2::text IS NULL OR reviewer = $2)
-             AND ($3::boolean IS NULL OR (decision IS NOT NULL) = $3) ORDER BY item LIMIT $4 OFFSET $5",
+            "SELECT * FROM review_items WHERE review_id = $1 AND item IN (
+               SELECT item FROM review_items WHERE review_id = $1 AND ($2::text IS NULL OR reviewer = $2)
+               AND ($3::boolean IS NULL OR (decision IS NOT NULL) = $3) ORDER BY item LIMIT $4 OFFSET $5)
+             ORDER BY item",
         )
         .bind(review_id)
         .bind(&reviewer)
