@@ -540,7 +540,7 @@ impl Client {
         decode(method, &bytes)
     }
 
-    async fn post_json<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,
         method: &str,
         route: &str,

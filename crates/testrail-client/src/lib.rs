@@ -1,5 +1,5 @@
 //! `testrail-client`: a typed async client for the TestRail API v2 (users, roles, groups,
-//! projects). It knows nothing about any application built on it.
+//! projects, and the artefacts that carry people and times: runs, plans, cases, tests, results). It knows nothing about any application built on it.
 //!
 //! - Base URL from a Cloud subdomain or a TestRail Server URL ([`BaseUrl`]); requests are built
 //!   by hand because TestRail's routes live in the query string (`index.php?/api/v2/...&k=v`).
@@ -17,6 +17,7 @@
 //! - One [`Error`] with an [`ErrorKind`] and TestRail's own message. The [`ApiKey`] never
 //!   appears in `Debug`, logs or errors.
 
+pub mod artefacts;
 mod base_url;
 mod client;
 pub mod clock;
