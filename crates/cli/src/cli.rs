@@ -97,6 +97,9 @@ impl Command {
                 ProtectAction::Add { conn, .. } | ProtectAction::Remove { conn, .. } => conn,
                 ProtectAction::List(s) => s,
             },
+            Command::Evidence {
+                action: EvidenceAction::Scan { conn, .. } | EvidenceAction::Runs(conn),
+            } => conn,
             Command::Reviews {
                 action:
                     ReviewsAction::Start { conn, .. }
@@ -194,6 +197,12 @@ pub enum Command {
     },
     /// Run the JSON API, the web console and the scan scheduler.
     Serve(ServeArgs),
+    /// Activity evidence: TestRail has no last-login time; this records who created or
+    /// updated results, runs, plans and cases, and when.
+    Evidence {
+        #[command(subcommand)]
+        action: EvidenceAction,
+    },
     /// Access reviews: certify who has access to TestRail, revoke what nobody vouches for
     /// (through a provisioning plan), and export the evidence.
     Reviews {
@@ -329,6 +338,26 @@ pub struct UsersArgs {
     /// The accounts as they were after this scan (who had access then).
     #[arg(long)]
     pub at_scan: Option<i64>,
+    /// Only active accounts with no recorded activity (results, runs, plans, cases) in this
+    /// long, e.g. 90d (needs `accessrail evidence scan`).
+    #[arg(long, value_name = "DAYS", conflicts_with = "at_scan")]
+    pub idle_for: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceAction {
+    /// Read who created or updated results, runs, plans and cases (per artefact, never per
+    /// user; after the first scan only what is new since the last one).
+    Scan {
+        #[command(flatten)]
+        conn: ConnSel,
+        /// Read this far back (e.g. 180d) instead of from the last scan (the first scan reads
+        /// 180 days).
+        #[arg(long, value_name = "DAYS")]
+        reach: Option<String>,
+    },
+    /// Evidence scans: when, what they read from, requests.
+    Runs(ConnSel),
 }
 
 #[derive(Debug, Args)]

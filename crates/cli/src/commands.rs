@@ -327,6 +327,7 @@ async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode
         Command::Serve(a) => serve_cmd(app, a, json).await,
         Command::Tokens { action } => tokens_cmd(&app, action, json).await,
         Command::Reviews { action } => crate::reviews::run(&app, action, json).await,
+        Command::Evidence { action } => evidence_cmd(&app, action, json).await,
         Command::Demo(_) | Command::MigrateStore { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -1064,9 +1065,66 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
         sort: report::AccountSort::Id,
         ..UserFilter::default()
     };
-    let list: Vec<UserView> = report::filtered_users(app, &conn, &filter).await?;
+    let mut list: Vec<UserView> = report::filtered_users(app, &conn, &filter).await?;
+    let scanned = app
+        .store()
+        .evidence_runs(&conn.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.status == "succeeded");
+    let evidence = if scanned.is_some() {
+        accessrail_engine::evidence::views(app, &conn).await?
+    } else {
+        Default::default()
+    };
+    if let Some(idle) = &a.idle_for {
+        let days = parse_days(idle)?;
+        let Some(run) = &scanned else {
+            return Err(Failure::Usage(
+                "--idle-for needs activity evidence: run `accessrail evidence scan` first".into(),
+            ));
+        };
+        let since = app.now() - days * 86_400;
+        if run.read_from > since {
+            return Err(Failure::Usage(format!(
+                "the evidence reaches back to {} only: run `accessrail evidence scan --reach {days}d` to look {days} days back",
+                time_fmt::short(run.read_from)
+            )));
+        }
+        list.retain(|u| u.is_active && evidence.get(&u.id).is_none_or(|e| e.at < since));
+    }
     if json {
-        print_json(&list);
+        // Each account with its latest recorded activity (null: none in what was read).
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|u| {
+                let mut v = serde_json::to_value(u).unwrap_or_default();
+                let e = evidence.get(&u.id);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "last_evidence_at".into(),
+                        json!(e.map(|e| time_fmt::rfc3339(e.at))),
+                    );
+                    o.insert(
+                        "last_evidence_kind".into(),
+                        json!(e.map(|e| e.kind.clone())),
+                    );
+                    o.insert("last_evidence".into(), json!(e.map(|e| e.artefact.clone())));
+                    o.insert(
+                        "evidence_30_days".into(),
+                        json!(e.map_or(0, |e| e.last_30_days)),
+                    );
+                    o.insert(
+                        "evidence_90_days".into(),
+                        json!(e.map_or(0, |e| e.last_90_days)),
+                    );
+                    o.insert("automation".into(), json!(e.is_some_and(|e| e.automation)));
+                }
+                v
+            })
+            .collect();
+        print_json(&v);
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(&[
@@ -1115,6 +1173,95 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
     }
     crate::output::print_table(t);
     println!("{} account(s).", list.len());
+    if let (Some(idle), Some(run)) = (&a.idle_for, &scanned) {
+        println!(
+            "Active accounts with no recorded activity in results, runs, plans or cases in the last {idle} (evidence read from {}). TestRail has no last-login time: this is not proof of no use.",
+            time_fmt::short(run.read_from)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `90d`, `90`, `12w`: whole days.
+fn parse_days(s: &str) -> Result<i64, Failure> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = t.strip_suffix('d') {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('w') {
+        (n, 7)
+    } else {
+        (t.as_str(), 1)
+    };
+    num.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (1..=3650).contains(n))
+        .map(|n| n * mult)
+        .ok_or_else(|| Failure::Usage(format!("{s:?}: give days, e.g. 90d or 12w")))
+}
+
+async fn evidence_cmd(app: &App, action: EvidenceAction, json: bool) -> Result<ExitCode, Failure> {
+    match action {
+        EvidenceAction::Scan { conn, reach } => {
+            let c = app.resolve(conn.connection.as_deref()).await?;
+            let reach = reach.as_deref().map(parse_days).transpose()?;
+            let o = accessrail_engine::evidence::scan(app, &c, reach).await?;
+            if json {
+                print_json(&o);
+            } else {
+                println!(
+                    "Evidence of {} read from {}: {} projects, {} runs; {} pieces of evidence ({} new).",
+                    o.connection,
+                    time_fmt::short(o.read_from),
+                    o.projects,
+                    o.runs_read,
+                    o.evidence_read,
+                    o.evidence_new
+                );
+                println!(
+                    "TestRail requests: {} (this scan needed at least {}: one per page of each list).",
+                    o.requests, o.estimate
+                );
+            }
+        }
+        EvidenceAction::Runs(sel) => {
+            let c = app.resolve(sel.connection.as_deref()).await?;
+            let runs = app.store().evidence_runs(&c.id).await?;
+            if json {
+                let v: Vec<_> = runs
+                    .iter()
+                    .map(|r| json!({
+                        "id": r.id, "status": r.status, "started_at": time_fmt::rfc3339(r.started_at),
+                        "finished_at": r.finished_at.map(time_fmt::rfc3339), "read_from": time_fmt::rfc3339(r.read_from),
+                        "requests": r.requests, "estimate": r.estimate, "evidence": r.evidence, "error": r.error,
+                    }))
+                    .collect();
+                print_json(&v);
+            } else {
+                let mut t = table(&[
+                    "id",
+                    "status",
+                    "started",
+                    "read from",
+                    "requests",
+                    "evidence",
+                    "error",
+                ]);
+                for r in &runs {
+                    t.add_row(vec![
+                        r.id.to_string(),
+                        r.status.clone(),
+                        time_fmt::short(r.started_at),
+                        time_fmt::short(r.read_from),
+                        format!("{} (at least {})", r.requests, r.estimate),
+                        r.evidence.to_string(),
+                        r.error.clone().unwrap_or_default(),
+                    ]);
+                }
+                crate::output::print_table(t);
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

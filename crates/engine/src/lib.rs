@@ -6,6 +6,7 @@ pub mod check;
 pub mod connector;
 mod engine;
 mod error;
+pub mod evidence;
 pub mod flows;
 pub mod identities;
 pub mod jobs;

@@ -474,6 +474,44 @@ impl Store for AnyStore {
     ) -> StoreResult<Vec<(String, Option<String>, u64)>> {
         on_store!(self, s => s.review_decision_counts(review_id))
     }
+    async fn begin_evidence_run(
+        &self,
+        connection_id: &str,
+        now: i64,
+        read_from: i64,
+    ) -> StoreResult<i64> {
+        on_store!(self, s => s.begin_evidence_run(connection_id, now, read_from))
+    }
+    async fn add_evidence(
+        &self,
+        connection_id: &str,
+        evidence: Vec<EvidenceRecord>,
+    ) -> StoreResult<u64> {
+        on_store!(self, s => s.add_evidence(connection_id, evidence))
+    }
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_evidence_run(
+        &self,
+        run_id: i64,
+        status: &str,
+        requests: u64,
+        estimate: u64,
+        evidence: u64,
+        error: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_store!(self, s => s.finish_evidence_run(run_id, status, requests, estimate, evidence, error, now))
+    }
+    async fn evidence_runs(&self, connection_id: &str) -> StoreResult<Vec<EvidenceRun>> {
+        on_store!(self, s => s.evidence_runs(connection_id))
+    }
+    async fn account_evidence(
+        &self,
+        connection_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<AccountEvidence>> {
+        on_store!(self, s => s.account_evidence(connection_id, now))
+    }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         on_store!(self, s => s.token_by_hash(hash))
     }

@@ -9,6 +9,7 @@
 mod any;
 mod digest;
 mod error;
+mod evidence;
 mod jobs;
 mod migrate;
 mod model;
@@ -25,13 +26,13 @@ pub use error::{StoreError, StoreResult};
 pub use jobs::{JobStorage, JobTiming, NewJob};
 pub use migrate::{MigrationReport, sqlite_to_postgres};
 pub use model::{
-    AccountCounts, AccountListing, AccountQuery, AccountSort, AuditEntry, ChangeRecord,
-    CommitSummary, Connection, GroupRecord, GroupSummary, ImportSummary, ItemOutcome, LeaseToken,
-    ListedAccount, NewChange, NewConnection, NewReview, OverrideRecord, OwnerRecord,
-    PendingSetupKey, PlanClaim, PlanRecord, PlanStatus, ProtectedAccount, ProvisionUpdate,
-    ReviewClose, ReviewDecision, ReviewItemRecord, ReviewRecord, ReviewerProgress, RoleRecord,
-    ScanRecord, ScanReport, ScanStatus, SealedSecret, SessionRecord, StoredMatch, SubmissionRecord,
-    TokenAuth, TokenRecord,
+    AccountCounts, AccountEvidence, AccountListing, AccountQuery, AccountSort, AuditEntry,
+    ChangeRecord, CommitSummary, Connection, EvidenceRecord, EvidenceRun, GroupRecord,
+    GroupSummary, ImportSummary, ItemOutcome, LeaseToken, ListedAccount, NewChange, NewConnection,
+    NewReview, OverrideRecord, OwnerRecord, PendingSetupKey, PlanClaim, PlanRecord, PlanStatus,
+    ProtectedAccount, ProvisionUpdate, ReviewClose, ReviewDecision, ReviewItemRecord, ReviewRecord,
+    ReviewerProgress, RoleRecord, ScanRecord, ScanReport, ScanStatus, SealedSecret, SessionRecord,
+    StoredMatch, SubmissionRecord, TokenAuth, TokenRecord,
 };
 pub use postgres::PgScan;
 pub use postgres::PgStore;
@@ -420,6 +421,45 @@ pub trait Store: Clone + Send + Sync + 'static {
         outcomes: Vec<ItemOutcome>,
         close: Option<ReviewClose>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // ---- activity evidence ----
+    /// Starts an evidence scan that reads artefacts from `read_from` on.
+    fn begin_evidence_run(
+        &self,
+        connection_id: &str,
+        now: i64,
+        read_from: i64,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Keeps evidence; a piece already kept (the watermark's overlap) is not kept twice.
+    /// Returns how many were new.
+    fn add_evidence(
+        &self,
+        connection_id: &str,
+        evidence: Vec<EvidenceRecord>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Ends an evidence scan: `succeeded` moves the watermark, `failed` does not.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_evidence_run(
+        &self,
+        run_id: i64,
+        status: &str,
+        requests: u64,
+        estimate: u64,
+        evidence: u64,
+        error: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Evidence scans, oldest first.
+    fn evidence_runs(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<EvidenceRun>>> + Send;
+    /// Every account's latest evidence and its counts in the 30 and 90 days before `now`.
+    fn account_evidence(
+        &self,
+        connection_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<AccountEvidence>>> + Send;
 
     // ---- what every replica shares: console sessions, kept plans, instance settings ----
     /// Keeps a new session. Expired sessions (created before `expired_before`) go first; then,

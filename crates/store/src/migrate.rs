@@ -410,6 +410,33 @@ const TABLES: &[Table] = &[
             ("submitted_by", Text),
         ],
     ),
+    with_ids(
+        "evidence_runs",
+        &[
+            ("id", Int),
+            ("connection_id", Text),
+            ("started_at", Int),
+            ("finished_at", Int),
+            ("status", Text),
+            ("read_from", Int),
+            ("requests", Int),
+            ("estimate", Int),
+            ("evidence", Int),
+            ("error", Text),
+        ],
+    ),
+    table(
+        "evidence",
+        &[
+            ("connection_id", Text),
+            ("kind", Text),
+            ("artefact_id", Int),
+            ("tr_user_id", Int),
+            ("at", Int),
+            ("project_id", Int),
+            ("run_id", Int),
+        ],
+    ),
 ];
 
 /// Tables deliberately not copied: they hold transient state that a running Accessrail

@@ -566,3 +566,44 @@ pub struct ReviewClose {
     pub by: String,
     pub outcome: String,
 }
+
+/// One piece of activity evidence: someone created or updated an artefact at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRecord {
+    /// `result`, `run`, `plan`, `case_created` or `case_updated`.
+    pub kind: String,
+    pub artefact_id: u64,
+    pub tr_user_id: u64,
+    pub at: i64,
+    pub project_id: Option<u64>,
+    /// Results: the run they were added in.
+    pub run_id: Option<u64>,
+}
+
+/// One evidence scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRun {
+    pub id: i64,
+    pub connection_id: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Artefacts created or updated from this time on were read.
+    pub read_from: i64,
+    pub requests: u64,
+    pub estimate: u64,
+    pub evidence: u64,
+    pub error: Option<String>,
+}
+
+/// An account's evidence: the latest piece and counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEvidence {
+    pub tr_user_id: u64,
+    pub latest: EvidenceRecord,
+    pub last_30_days: u64,
+    pub last_90_days: u64,
+    /// Of the last 90 days' evidence, how much is results.
+    pub results_90_days: u64,
+}

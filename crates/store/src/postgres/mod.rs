@@ -23,6 +23,7 @@ use crate::model::*;
 use accessrail_domain::{AuditRecord, Outcome, audit};
 
 mod account;
+mod evidence;
 mod identities;
 mod listing;
 mod matches;
@@ -1108,6 +1109,46 @@ impl Store for PgStore {
         review_id: i64,
     ) -> StoreResult<Vec<(String, Option<String>, u64)>> {
         self.review_decision_counts_impl(review_id).await
+    }
+    async fn begin_evidence_run(
+        &self,
+        connection_id: &str,
+        now: i64,
+        read_from: i64,
+    ) -> StoreResult<i64> {
+        self.begin_evidence_run_impl(connection_id, now, read_from)
+            .await
+    }
+    async fn add_evidence(
+        &self,
+        connection_id: &str,
+        evidence: Vec<EvidenceRecord>,
+    ) -> StoreResult<u64> {
+        self.add_evidence_impl(connection_id, evidence).await
+    }
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_evidence_run(
+        &self,
+        run_id: i64,
+        status: &str,
+        requests: u64,
+        estimate: u64,
+        evidence: u64,
+        error: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.finish_evidence_run_impl(run_id, status, requests, estimate, evidence, error, now)
+            .await
+    }
+    async fn evidence_runs(&self, connection_id: &str) -> StoreResult<Vec<EvidenceRun>> {
+        self.evidence_runs_impl(connection_id).await
+    }
+    async fn account_evidence(
+        &self,
+        connection_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<AccountEvidence>> {
+        self.account_evidence_impl(connection_id, now).await
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         self.token_by_hash_impl(hash).await

@@ -6,6 +6,7 @@ use std::future::Future;
 
 use accessrail_store::Store;
 
+pub mod evidence;
 pub mod listing;
 pub mod reviews;
 pub mod story;
@@ -63,6 +64,11 @@ macro_rules! conformance_suite {
         async fn project_access_history_and_a_change_made_during_a_scan() {
             conformance::story::project_access_history_and_a_change_made_during_a_scan(&$make)
                 .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn evidence_is_kept_once_with_latest_and_counts() {
+            conformance::evidence::evidence_is_kept_once_with_latest_and_counts(&$make).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
