@@ -99,7 +99,8 @@ impl Command {
             },
             Command::Evidence {
                 action: EvidenceAction::Scan { conn, .. } | EvidenceAction::Runs(conn),
-            } => conn,
+            }
+            | Command::Seats { conn, .. } => conn,
             Command::Reviews {
                 action:
                     ReviewsAction::Start { conn, .. }
@@ -197,6 +198,18 @@ pub enum Command {
     },
     /// Run the JSON API, the web console and the scan scheduler.
     Serve(ServeArgs),
+    /// The licence picture: active seats, seats without recorded activity in 30/60/90 days,
+    /// leavers still active, and what deactivating them would save.
+    Seats {
+        #[command(flatten)]
+        conn: ConnSel,
+        /// Price of one seat per month (any currency).
+        #[arg(long, value_name = "PRICE")]
+        seat_price: Option<f64>,
+        /// The day of the month the TestRail billing period renews (1-28).
+        #[arg(long, value_name = "DAY", value_parser = clap::value_parser!(u8).range(1..=28))]
+        billing_day: Option<u8>,
+    },
     /// Activity evidence: TestRail has no last-login time; this records who created or
     /// updated results, runs, plans and cases, and when.
     Evidence {

@@ -328,6 +328,11 @@ async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode
         Command::Tokens { action } => tokens_cmd(&app, action, json).await,
         Command::Reviews { action } => crate::reviews::run(&app, action, json).await,
         Command::Evidence { action } => evidence_cmd(&app, action, json).await,
+        Command::Seats {
+            conn,
+            seat_price,
+            billing_day,
+        } => seats_cmd(&app, conn, seat_price, billing_day, json).await,
         Command::Demo(_) | Command::MigrateStore { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -1555,5 +1560,79 @@ async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitC
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn seats_cmd(
+    app: &App,
+    sel: ConnSel,
+    seat_price: Option<f64>,
+    billing_day: Option<u8>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    if seat_price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        return Err(Failure::Usage(
+            "--seat-price must be a positive number".into(),
+        ));
+    }
+    let c = app.resolve(sel.connection.as_deref()).await?;
+    let r = accessrail_engine::evidence::seats(app, &c, seat_price, billing_day).await?;
+    if json {
+        print_json(&r);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let n = |x: Option<u64>| x.map_or("not covered by the evidence".to_string(), |v| v.to_string());
+    println!("Seats of {}", r.connection);
+    println!(
+        "  active seats                                  {}",
+        r.active_seats
+    );
+    match r.evidence_from {
+        Some(f) => println!(
+            "  activity evidence read from                   {}",
+            time_fmt::short(f)
+        ),
+        None => println!(
+            "  activity evidence                             none yet: run `accessrail evidence scan`"
+        ),
+    }
+    println!(
+        "  no recorded activity in 30 days               {}",
+        n(r.without_evidence_30_days)
+    );
+    println!(
+        "  no recorded activity in 60 days               {}",
+        n(r.without_evidence_60_days)
+    );
+    println!(
+        "  no recorded activity in 90 days               {}",
+        n(r.without_evidence_90_days)
+    );
+    println!(
+        "  leavers still active                          {}",
+        r.leavers_active
+    );
+    println!(
+        "  automation accounts (mostly bulk results)     {}",
+        r.automation_accounts
+    );
+    if let (Some(p), Some(a), Some(b)) = (
+        r.seat_price,
+        r.monthly_saving_leavers,
+        r.monthly_saving_leavers_and_idle_90,
+    ) {
+        println!(
+            "  at {p:.2} a seat a month, deactivating the leavers saves {a:.2} a month; with the seats idle for 90 days, {b:.2}"
+        );
+    }
+    if let Some(end) = r.billing_period_end {
+        println!(
+            "  the billing period ends {}: TestRail bills every user active at any time in a period, so a deactivation saves from the next one",
+            time_fmt::short(end)
+        );
+    }
+    println!(
+        "\"No recorded activity\" means none in results, runs, plans or cases: TestRail has no last-login time."
+    );
     Ok(ExitCode::SUCCESS)
 }

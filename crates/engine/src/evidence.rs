@@ -363,3 +363,130 @@ pub async fn views<S: Store>(
         })
         .collect())
 }
+
+/// The licence picture: active seats, seats without recorded activity, leavers still active,
+/// and what deactivating them would save.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeatReport {
+    pub connection: String,
+    pub active_seats: u64,
+    /// Evidence was read from this time on (`None`: no evidence scan yet).
+    pub evidence_from: Option<i64>,
+    /// Active accounts with no recorded activity in the last 30, 60 and 90 days (only
+    /// periods the evidence covers).
+    pub without_evidence_30_days: Option<u64>,
+    pub without_evidence_60_days: Option<u64>,
+    pub without_evidence_90_days: Option<u64>,
+    /// Active accounts whose identity is a leaver.
+    pub leavers_active: u64,
+    /// Active accounts flagged as automation (most evidence is results in bulk).
+    pub automation_accounts: u64,
+    pub seat_price: Option<f64>,
+    /// Per month, when a seat price is given: leavers still active, and leavers plus seats
+    /// without evidence in 90 days.
+    pub monthly_saving_leavers: Option<f64>,
+    pub monthly_saving_leavers_and_idle_90: Option<f64>,
+    /// The end of the current billing period, when its renewal day is given. TestRail Cloud
+    /// bills every user active at any time in a period: a deactivation saves from the next one.
+    pub billing_period_end: Option<i64>,
+}
+
+/// The end of the billing period that renews on `day` (1-28) of each month, after `now`.
+pub fn billing_period_end(now: i64, day: u8) -> Option<i64> {
+    let t = time::OffsetDateTime::from_unix_timestamp(now).ok()?;
+    let day = day.clamp(1, 28);
+    let this = t.replace_day(day).ok()?.replace_time(time::Time::MIDNIGHT);
+    let end = if this > t {
+        this
+    } else {
+        let (y, m) = if t.month() == time::Month::December {
+            (t.year() + 1, time::Month::January)
+        } else {
+            (t.year(), t.month().next())
+        };
+        this.replace_date(time::Date::from_calendar_date(y, m, day).ok()?)
+    };
+    Some(end.unix_timestamp())
+}
+
+pub async fn seats<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    seat_price: Option<f64>,
+    billing_day: Option<u8>,
+) -> EngineResult<SeatReport> {
+    let now = engine.now();
+    let users = crate::report::users(engine, conn).await?;
+    let active: Vec<&crate::report::UserView> = users.iter().filter(|u| u.is_active).collect();
+    let last = engine
+        .store()
+        .evidence_runs(&conn.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.status == "succeeded");
+    let evidence = if last.is_some() {
+        views(engine, conn).await?
+    } else {
+        BTreeMap::new()
+    };
+    let from = last.as_ref().map(|r| r.read_from);
+    let idle = |days: i64| {
+        let since = now - days * 86_400;
+        from.filter(|f| *f <= since).map(|_| {
+            active
+                .iter()
+                .filter(|u| evidence.get(&u.id).is_none_or(|e| e.at < since))
+                .count() as u64
+        })
+    };
+    let leavers: Vec<u64> = active
+        .iter()
+        .filter(|u| u.is_leaver())
+        .map(|u| u.id)
+        .collect();
+    let idle_90: Vec<u64> = match from.filter(|f| *f <= now - 90 * 86_400) {
+        Some(_) => active
+            .iter()
+            .filter(|u| evidence.get(&u.id).is_none_or(|e| e.at < now - 90 * 86_400))
+            .map(|u| u.id)
+            .collect(),
+        None => vec![],
+    };
+    let either = active
+        .iter()
+        .filter(|u| leavers.contains(&u.id) || idle_90.contains(&u.id))
+        .count();
+    Ok(SeatReport {
+        connection: conn.name.clone(),
+        active_seats: active.len() as u64,
+        evidence_from: from,
+        without_evidence_30_days: idle(30),
+        without_evidence_60_days: idle(60),
+        without_evidence_90_days: idle(90),
+        leavers_active: leavers.len() as u64,
+        automation_accounts: active
+            .iter()
+            .filter(|u| evidence.get(&u.id).is_some_and(|e| e.automation))
+            .count() as u64,
+        seat_price,
+        monthly_saving_leavers: seat_price.map(|p| p * leavers.len() as f64),
+        monthly_saving_leavers_and_idle_90: seat_price.map(|p| p * either as f64),
+        billing_period_end: billing_day.and_then(|d| billing_period_end(now, d)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_billing_period_ends_on_its_renewal_day() {
+        // 2026-11-26 12:00 UTC.
+        let now = 1_795_694_400;
+        // Renewing on the 1st: 2026-12-01; on the 28th: 2026-11-28; on the 26th: 2026-12-26.
+        assert_eq!(billing_period_end(now, 1), Some(1_796_083_200));
+        assert_eq!(billing_period_end(now, 28), Some(1_795_824_000));
+        assert_eq!(billing_period_end(now, 26), Some(1_798_243_200));
+    }
+}
