@@ -1,5 +1,8 @@
 //! TestRail API v2 protocol: routing on the raw query string, the order of checks, and every
-//! users / roles / groups / projects method.
+//! users / roles / groups / projects method; the artefact methods (suites, cases, runs, plans,
+//! tests, results) are in `api/artefacts.rs`.
+
+pub(crate) mod artefacts;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -182,6 +185,61 @@ const METHODS: &[MethodSpec] = &[
     },
     MethodSpec {
         name: "update_project",
+        verb: Verb::Post,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_suites",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_cases",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_runs",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_run",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_plans",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_plan",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_tests",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "get_results_for_run",
+        verb: Verb::Get,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "update_run",
+        verb: Verb::Post,
+        since: (1, 0),
+    },
+    MethodSpec {
+        name: "update_run_in_plan_entry",
+        verb: Verb::Post,
+        since: (6, 4),
+    },
+    MethodSpec {
+        name: "add_results",
         verb: Verb::Post,
         since: (1, 0),
     },
@@ -458,6 +516,17 @@ fn dispatch(st: &mut SimState, ctx: &Ctx<'_>) -> Res {
             )))
         }
         "update_project" => update_project(st, ctx),
+        "get_suites" => artefacts::get_suites(st, ctx),
+        "get_cases" => artefacts::get_cases(st, ctx),
+        "get_runs" => artefacts::get_runs(st, ctx),
+        "get_run" => artefacts::get_run(st, ctx),
+        "get_plans" => artefacts::get_plans(st, ctx),
+        "get_plan" => artefacts::get_plan(st, ctx),
+        "get_tests" => artefacts::get_tests(st, ctx),
+        "get_results_for_run" => artefacts::get_results_for_run(st, ctx),
+        "update_run" => artefacts::update_run(st, ctx),
+        "update_run_in_plan_entry" => artefacts::update_run_in_plan_entry(st, ctx),
+        "add_results" => artefacts::add_results(st, ctx),
         other => Err(err(404, format!("Unknown method '{other}'"))),
     }
 }

@@ -11,7 +11,9 @@ use axum::routing::{get, patch, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::artefacts::{render_result, result_status};
 use crate::api::{parse_project_patch, render_user};
+use crate::artefacts::{Case, NewResult, Plan, PlanEntry, Run};
 use crate::model::{
     Edition, Faults, GLOBAL_ROLE, NO_ACCESS_ROLE_ID, Project, Settings, User, Version,
 };
@@ -27,6 +29,10 @@ pub(crate) fn router() -> axum::Router<Sim> {
         .route("/__sim/groups", get(list_groups))
         .route("/__sim/projects", get(list_projects).post(create_project))
         .route("/__sim/projects/{id}", patch(patch_project))
+        .route("/__sim/results", post(create_result))
+        .route("/__sim/runs", post(create_run))
+        .route("/__sim/runs/{id}", patch(patch_run))
+        .route("/__sim/artefacts/summary", get(artefacts_summary))
 }
 
 fn control_error(message: impl Into<String>) -> Response {
@@ -387,4 +393,311 @@ async fn patch_project(
         Ok(v) => Json(v).into_response(),
         Err((status, e)) => (status, Json(json!({ "error": e }))).into_response(),
     }
+}
+
+// ---- artefacts ------------------------------------------------------------------------------
+
+fn now_secs(sim: &Sim) -> i64 {
+    i64::try_from(sim.clock().now().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A result added as `user_id` at `created_on` (default: now). Unlike `add_results`, a
+/// completed run is accepted (to build history) and a result may carry any status but 3.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSimResult {
+    run_id: u64,
+    test_id: u64,
+    user_id: u64,
+    created_on: Option<i64>,
+    status_id: Option<Value>,
+    comment: Option<String>,
+    assignedto_id: Option<u64>,
+}
+
+async fn create_result(State(sim): State<Sim>, body: axum::body::Bytes) -> Response {
+    let new: NewSimResult = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return control_error(format!("invalid result: {e}")),
+    };
+    let now = new.created_on.unwrap_or_else(|| now_secs(&sim));
+    let status_id = match new.status_id.as_ref().map(result_status).transpose() {
+        Ok(s) => s,
+        Err(e) => return control_error(e.message),
+    };
+    let result = sim.with_instance(|inst| {
+        if !inst.users.contains_key(&new.user_id) {
+            return Err(format!("unknown user {}", new.user_id));
+        }
+        if new
+            .assignedto_id
+            .is_some_and(|a| !inst.users.contains_key(&a))
+        {
+            return Err("unknown assignedto_id".to_string());
+        }
+        if inst.artefacts.run(new.run_id).is_none() {
+            return Err(format!("unknown run {}", new.run_id));
+        }
+        let r = NewResult {
+            test_id: new.test_id,
+            status_id,
+            assignedto_id: new.assignedto_id,
+            comment: new.comment.clone(),
+        };
+        let id = inst
+            .artefacts
+            .add_result(new.run_id, &r, new.user_id, now)
+            .ok_or_else(|| format!("test {} is not in run {}", new.test_id, new.run_id))?;
+        inst.artefacts
+            .result(id)
+            .map(render_result)
+            .ok_or_else(|| "result vanished".to_string())
+    });
+    match result {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+/// A run created in a project as `user_id` at `created_on` (default: now), with one test per
+/// case of the suite (the project's first suite by default; created when the project has
+/// none). `tests: N` takes the first N cases, creating cases (by the same user at the same
+/// time) when the suite has fewer. `plan: "<name>"` puts the run into a new plan of its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSimRun {
+    project_id: u64,
+    user_id: u64,
+    suite_id: Option<u64>,
+    name: Option<String>,
+    created_on: Option<i64>,
+    assignedto_id: Option<u64>,
+    tests: Option<usize>,
+    /// Every test assigned to this user.
+    tests_assignedto_id: Option<u64>,
+    plan: Option<String>,
+}
+
+async fn create_run(State(sim): State<Sim>, body: axum::body::Bytes) -> Response {
+    let new: NewSimRun = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return control_error(format!("invalid run: {e}")),
+    };
+    let now = new.created_on.unwrap_or_else(|| now_secs(&sim));
+    let result = sim.with_instance(|inst| {
+        if !inst.projects.contains_key(&new.project_id) {
+            return Err(format!("unknown project {}", new.project_id));
+        }
+        for u in [
+            Some(new.user_id),
+            new.assignedto_id,
+            new.tests_assignedto_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !inst.users.contains_key(&u) {
+                return Err(format!("unknown user {u}"));
+            }
+        }
+        let a = &mut inst.artefacts;
+        let suite_id = match new.suite_id {
+            Some(s) => {
+                if a.suite(s).is_none_or(|s| s.project_id != new.project_id) {
+                    return Err(format!("unknown suite {s} in project {}", new.project_id));
+                }
+                s
+            }
+            None => match a.project_suites(new.project_id).first() {
+                Some(s) => *s,
+                None => a.insert_suite(new.project_id, "Master".into(), true),
+            },
+        };
+        let have = a.suite(suite_id).map_or(0, |s| s.case_ids.len());
+        let want = new.tests.unwrap_or(if have == 0 { 10 } else { have });
+        for i in have..want {
+            a.insert_case(Case {
+                id: 0,
+                suite_id,
+                section_id: None,
+                title: format!("Case {}", i + 1),
+                created_by: new.user_id,
+                created_on: now,
+                updated_by: new.user_id,
+                updated_on: now,
+            });
+        }
+        let cases: Vec<(u64, Option<u64>)> = a
+            .suite(suite_id)
+            .map(|s| {
+                s.case_ids
+                    .iter()
+                    .take(want)
+                    .map(|c| (*c, new.tests_assignedto_id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let name = new
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("Run {}", a.runs.len() + 1));
+        let id = a.insert_run(
+            Run {
+                id: 0,
+                project_id: new.project_id,
+                suite_id,
+                name: name.clone(),
+                description: None,
+                created_by: new.user_id,
+                created_on: now,
+                updated_on: now,
+                assignedto_id: new.assignedto_id,
+                is_completed: false,
+                completed_on: None,
+                plan_id: None,
+                entry_id: None,
+                test_ids: Vec::new(),
+                result_ids: Vec::new(),
+            },
+            &cases,
+        );
+        if let Some(plan_name) = &new.plan {
+            let entry = format!("00000000-0000-4000-8000-{id:012x}");
+            a.insert_plan(Plan {
+                id: 0,
+                project_id: new.project_id,
+                name: plan_name.clone(),
+                description: None,
+                created_by: new.user_id,
+                created_on: now,
+                assignedto_id: new.assignedto_id,
+                is_completed: false,
+                completed_on: None,
+                entries: vec![PlanEntry {
+                    id: entry,
+                    suite_id,
+                    name,
+                    run_ids: vec![id],
+                }],
+            });
+        }
+        Ok(raw_run(a.run(id)))
+    });
+    match result {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+/// A run as the simulator stores it, with its test ids.
+fn raw_run(r: Option<&Run>) -> Value {
+    r.map_or(Value::Null, |r| {
+        json!({
+            "id": r.id,
+            "project_id": r.project_id,
+            "suite_id": r.suite_id,
+            "name": r.name,
+            "created_by": r.created_by,
+            "created_on": r.created_on,
+            "updated_on": r.updated_on,
+            "assignedto_id": r.assignedto_id,
+            "is_completed": r.is_completed,
+            "completed_on": r.completed_on,
+            "plan_id": r.plan_id,
+            "entry_id": r.entry_id,
+            "test_ids": r.test_ids,
+        })
+    })
+}
+
+/// Completes or reopens a run (for a run in a plan: the whole plan and its runs), or changes
+/// its assignee (`null` clears it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunPatch {
+    is_completed: Option<bool>,
+    completed_on: Option<i64>,
+    #[serde(default, with = "double_option")]
+    assignedto_id: Option<Option<u64>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+        Option::<u64>::deserialize(d).map(Some)
+    }
+}
+
+async fn patch_run(
+    State(sim): State<Sim>,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let p: RunPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return control_error(format!("invalid run change: {e}")),
+    };
+    let now = p.completed_on.unwrap_or_else(|| now_secs(&sim));
+    let result = sim.with_instance(|inst| {
+        if let Some(Some(a)) = p.assignedto_id
+            && !inst.users.contains_key(&a)
+        {
+            return Err((StatusCode::BAD_REQUEST, format!("unknown user {a}")));
+        }
+        let a = &mut inst.artefacts;
+        let Some(run) = a.run(id) else {
+            return Err((StatusCode::NOT_FOUND, format!("unknown run {id}")));
+        };
+        let plan_id = run.plan_id;
+        if let Some(done) = p.is_completed {
+            let completed_on = done.then_some(now);
+            let runs: Vec<u64> = match plan_id.and_then(|pid| a.plan_mut(pid)) {
+                Some(plan) => {
+                    plan.is_completed = done;
+                    plan.completed_on = completed_on;
+                    plan.entries
+                        .iter()
+                        .flat_map(|e| e.run_ids.iter().copied())
+                        .collect()
+                }
+                None => vec![id],
+            };
+            for r in runs {
+                if let Some(r) = a.run_mut(r) {
+                    r.is_completed = done;
+                    r.completed_on = completed_on;
+                    r.updated_on = r.updated_on.max(now);
+                }
+            }
+        }
+        if let Some(assignee) = p.assignedto_id
+            && let Some(r) = a.run_mut(id)
+        {
+            r.assignedto_id = assignee;
+        }
+        Ok(raw_run(a.run(id)))
+    });
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err((status, e)) => (status, Json(json!({ "error": e }))).into_response(),
+    }
+}
+
+async fn artefacts_summary(State(sim): State<Sim>) -> Json<Value> {
+    let st = sim.lock();
+    let a = &st.inst.artefacts;
+    Json(json!({
+        "suites": a.suites.len(),
+        "cases": a.cases.len(),
+        "runs": a.runs.len(),
+        "plan_runs": a.runs.iter().filter(|r| r.plan_id.is_some()).count(),
+        "completed_runs": a.runs.iter().filter(|r| r.is_completed).count(),
+        "plans": a.plans.len(),
+        "completed_plans": a.plans.iter().filter(|p| p.is_completed).count(),
+        "tests": a.tests.len(),
+        "results": a.results.len(),
+        "automation_user_id": a.automation_user,
+        "automation_results": a.automation_user.map_or(0, |u| a.results.iter().filter(|r| r.created_by == u).count()),
+    }))
 }

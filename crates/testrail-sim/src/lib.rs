@@ -1,5 +1,6 @@
-//! `testrail-sim`: a faithful simulator of the TestRail API v2 for users, roles, groups and
-//! projects, with deterministic seeded data, edition and version switches, a rate limit, fault
+//! `testrail-sim`: a faithful simulator of the TestRail API v2 for users, roles, groups,
+//! projects and the artefacts that carry activity (suites, cases, runs, plans, tests and
+//! results), with deterministic seeded data, edition and version switches, a rate limit, fault
 //! injection and a control API under `/__sim/`.
 //!
 //! It keeps its own models, written from TestRail's API reference; it shares no types with any
@@ -15,6 +16,7 @@
 //! ```
 
 mod api;
+pub mod artefacts;
 pub mod clock;
 mod control;
 pub mod model;

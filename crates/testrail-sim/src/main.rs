@@ -8,7 +8,8 @@ use std::sync::Arc;
 use clap::Parser;
 use testrail_sim::{Edition, SeedConfig, Settings, Sim, SimServer, SystemClock, Version};
 
-/// A simulated TestRail instance (API v2: users, roles, groups, projects).
+/// A simulated TestRail instance (API v2: users, roles, groups, projects and, with `--results`,
+/// suites, cases, runs, plans, tests and results).
 ///
 /// The first line on stdout is the base URL (`http://127.0.0.1:PORT`).
 #[derive(Debug, Parser)]
@@ -37,6 +38,10 @@ struct Args {
     /// Seeded projects [default: one per 25 users, 4 to 40].
     #[arg(long)]
     projects: Option<u32>,
+    /// Seeded test results (0: no artefacts). With N > 0 the simulator also seeds suites, cases,
+    /// runs, plans and tests with a realistic spread of activity, and a `ci-bot@...` account.
+    #[arg(long, default_value_t = 0)]
+    results: u32,
     /// Seed of the generated data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -78,8 +83,16 @@ async fn main() -> std::process::ExitCode {
     let projects = args
         .projects
         .unwrap_or_else(|| testrail_sim::seed::default_project_count(&seed));
-    let sim = Sim::with_projects(seed, args.projects, settings, Arc::new(SystemClock));
-    let server = match SimServer::start(args.listen, sim).await {
+    let started = std::time::Instant::now();
+    let sim = Sim::with_artefacts(
+        seed,
+        args.projects,
+        args.results,
+        settings,
+        Arc::new(SystemClock),
+    );
+    let seeded_in = started.elapsed();
+    let server = match SimServer::start(args.listen, sim.clone()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("testrail-sim: cannot listen on {}: {e}", args.listen);
@@ -90,11 +103,23 @@ async fn main() -> std::process::ExitCode {
     let _ = writeln!(out, "{}", server.base_url());
     let _ = out.flush();
     drop(out);
+    let artefacts = if args.results > 0 {
+        let inst = sim.snapshot();
+        format!(
+            ", {} runs, {} plans and {} results (seeded in {} ms)",
+            inst.artefacts.runs.len(),
+            inst.artefacts.plans.len(),
+            inst.artefacts.results.len(),
+            seeded_in.as_millis()
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "testrail-sim: TestRail {} {:?} with {} users, {} groups and {} projects; control API at {}/__sim/",
+        "testrail-sim: TestRail {} {:?} with {} users, {} groups and {} projects{artefacts}; control API at {}/__sim/",
         args.testrail_version,
         args.edition,
-        args.users + 1,
+        args.users + 1 + u32::from(args.results > 0),
         args.groups,
         projects,
         server.base_url()

@@ -7,6 +7,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+mod artefacts;
+
+pub use artefacts::{AUTOMATION_KEY, DAY, seed_artefacts};
+
 use crate::model::{GLOBAL_ROLE, NO_ACCESS_ROLE_ID, Project, User};
 use crate::state::{Instance, default_roles};
 
@@ -348,6 +352,21 @@ pub fn generate_with_projects(cfg: &SeedConfig, projects: Option<u32>) -> Instan
     }
 
     seed_projects(&mut inst, &mut rng, cfg, &people, projects);
+    inst
+}
+
+/// Builds the seeded instance with `projects` projects (see [`generate_with_projects`]) and,
+/// when `results` is above 0, artefacts with about that many results relative to `now` (Unix
+/// seconds; see [`seed_artefacts`]). Users, groups and projects are those of
+/// [`generate_with_projects`], plus one automation account (`ci-bot@<domain>`) appended last.
+pub fn generate_with_artefacts(
+    cfg: &SeedConfig,
+    projects: Option<u32>,
+    results: u32,
+    now: i64,
+) -> Instance {
+    let mut inst = generate_with_projects(cfg, projects);
+    seed_artefacts(&mut inst, cfg, results, now);
     inst
 }
 

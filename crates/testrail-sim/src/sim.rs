@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Faults, Settings, Stats};
-use crate::seed::{SeedConfig, generate_with_projects};
+use crate::seed::{SeedConfig, generate_with_artefacts, generate_with_projects};
 use crate::state::Instance;
 
 /// Everything that changes while the simulator runs.
@@ -30,6 +30,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     seed: SeedConfig,
     seed_projects: Option<u32>,
+    seed_results: u32,
     initial_settings: Settings,
     seeded: Instance,
 }
@@ -61,6 +62,32 @@ impl Sim {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let seeded = generate_with_projects(&seed, projects);
+        Self::from_seeded(seed, projects, 0, seeded, settings, clock)
+    }
+
+    /// Like [`Sim::with_projects`], also seeding artefacts with about `results` results
+    /// ([`crate::seed::generate_with_artefacts`]), relative to the clock's now when called.
+    /// `results` of 0 is [`Sim::with_projects`].
+    pub fn with_artefacts(
+        seed: SeedConfig,
+        projects: Option<u32>,
+        results: u32,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let now = i64::try_from(clock.now().as_secs()).unwrap_or(i64::MAX);
+        let seeded = generate_with_artefacts(&seed, projects, results, now);
+        Self::from_seeded(seed, projects, results, seeded, settings, clock)
+    }
+
+    fn from_seeded(
+        seed: SeedConfig,
+        projects: Option<u32>,
+        results: u32,
+        seeded: Instance,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let state = SimState {
             inst: seeded.clone(),
             settings: settings.clone(),
@@ -76,6 +103,7 @@ impl Sim {
                 clock,
                 seed,
                 seed_projects: projects,
+                seed_results: results,
                 initial_settings: settings,
                 seeded,
             }),
@@ -100,6 +128,11 @@ impl Sim {
     /// The project count the simulator was seeded with, when one was given.
     pub fn seed_projects(&self) -> Option<u32> {
         self.inner.seed_projects
+    }
+
+    /// The result count the simulator's artefacts were seeded with (0: none).
+    pub fn seed_results(&self) -> u32 {
+        self.inner.seed_results
     }
 
     /// Back to the seeded state; settings, faults and stats cleared.

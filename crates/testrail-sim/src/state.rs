@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
+use crate::artefacts::Artefacts;
 use crate::model::{
     GLOBAL_ROLE, GLOBAL_ROLE_NAME, Group, NO_ACCESS_ROLE_ID, NO_ACCESS_ROLE_NAME, Project, Role,
     User,
@@ -56,6 +57,8 @@ pub struct Instance {
     pub groups: BTreeMap<u64, Group>,
     pub roles: Vec<Role>,
     pub projects: BTreeMap<u64, Project>,
+    /// Suites, cases, runs, plans, tests and results (empty unless seeded or added).
+    pub artefacts: Artefacts,
     /// Every user id in ascending order (users are never deleted; new ids are the highest),
     /// so a page of `get_users` is a slice, not a walk from the first user.
     user_ids: Vec<u64>,
