@@ -1071,13 +1071,7 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
         ..UserFilter::default()
     };
     let mut list: Vec<UserView> = report::filtered_users(app, &conn, &filter).await?;
-    let scanned = app
-        .store()
-        .evidence_runs(&conn.id)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|r| r.status == "succeeded");
+    let scanned = accessrail_engine::evidence::covered_from(app, &conn).await?;
     let evidence = if scanned.is_some() {
         accessrail_engine::evidence::views(app, &conn).await?
     } else {
@@ -1085,16 +1079,16 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
     };
     if let Some(idle) = &a.idle_for {
         let days = parse_days(idle)?;
-        let Some(run) = &scanned else {
+        let Some(from) = scanned else {
             return Err(Failure::Usage(
                 "--idle-for needs activity evidence: run `accessrail evidence scan` first".into(),
             ));
         };
         let since = app.now() - days * 86_400;
-        if run.read_from > since {
+        if from > since {
             return Err(Failure::Usage(format!(
                 "the evidence reaches back to {} only: run `accessrail evidence scan --reach {days}d` to look {days} days back",
-                time_fmt::short(run.read_from)
+                time_fmt::short(from)
             )));
         }
         list.retain(|u| u.is_active && evidence.get(&u.id).is_none_or(|e| e.at < since));
@@ -1178,10 +1172,10 @@ async fn users(app: &App, a: UsersArgs, json: bool) -> Result<ExitCode, Failure>
     }
     crate::output::print_table(t);
     println!("{} account(s).", list.len());
-    if let (Some(idle), Some(run)) = (&a.idle_for, &scanned) {
+    if let (Some(idle), Some(from)) = (&a.idle_for, scanned) {
         println!(
             "Active accounts with no recorded activity in results, runs, plans or cases in the last {idle} (evidence read from {}). TestRail has no last-login time: this is not proof of no use.",
-            time_fmt::short(run.read_from)
+            time_fmt::short(from)
         );
     }
     Ok(ExitCode::SUCCESS)

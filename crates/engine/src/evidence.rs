@@ -296,6 +296,22 @@ async fn read<S: Store>(
     Ok(())
 }
 
+/// Since when the evidence covers activity: the earliest start of the successful evidence
+/// scans (each reads from the one before it, less an overlap); `None` before the first.
+pub async fn covered_from<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+) -> EngineResult<Option<i64>> {
+    Ok(engine
+        .store()
+        .evidence_runs(&conn.id)
+        .await?
+        .into_iter()
+        .filter(|r| r.status == "succeeded")
+        .map(|r| r.read_from)
+        .min())
+}
+
 /// One account's evidence as shown: the latest piece, described, and counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvidenceView {
@@ -418,19 +434,12 @@ pub async fn seats<S: Store>(
     let now = engine.now();
     let users = crate::report::users(engine, conn).await?;
     let active: Vec<&crate::report::UserView> = users.iter().filter(|u| u.is_active).collect();
-    let last = engine
-        .store()
-        .evidence_runs(&conn.id)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|r| r.status == "succeeded");
-    let evidence = if last.is_some() {
+    let from = covered_from(engine, conn).await?;
+    let evidence = if from.is_some() {
         views(engine, conn).await?
     } else {
         BTreeMap::new()
     };
-    let from = last.as_ref().map(|r| r.read_from);
     let idle = |days: i64| {
         let since = now - days * 86_400;
         from.filter(|f| *f <= since).map(|_| {

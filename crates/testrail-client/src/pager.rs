@@ -48,6 +48,18 @@ struct Envelope<T> {
     roles: Option<Vec<T>>,
     #[serde(default)]
     projects: Option<Vec<T>>,
+    #[serde(default)]
+    suites: Option<Vec<T>>,
+    #[serde(default)]
+    cases: Option<Vec<T>>,
+    #[serde(default)]
+    runs: Option<Vec<T>>,
+    #[serde(default)]
+    plans: Option<Vec<T>>,
+    #[serde(default)]
+    tests: Option<Vec<T>>,
+    #[serde(default)]
+    results: Option<Vec<T>>,
 }
 
 /// Pages of one list. Walks by `offset` with `limit=250`; stops when `_links.next` is null or a
@@ -217,6 +229,12 @@ impl<T: DeserializeOwned + Serialize + HasId> Pager<T> {
             "users" => env.users,
             "groups" => env.groups,
             "roles" => env.roles,
+            "suites" => env.suites,
+            "cases" => env.cases,
+            "runs" => env.runs,
+            "plans" => env.plans,
+            "tests" => env.tests,
+            "results" => env.results,
             _ => env.projects,
         }
         .ok_or_else(|| {

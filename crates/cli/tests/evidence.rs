@@ -1,0 +1,249 @@
+//! Activity evidence end to end, through the `accessrail` binary against the simulator with
+//! seeded artefacts over real HTTP: each account's latest evidence equals what a plain walk of
+//! every artefact gives, a second scan reads only what is new (requests counted and equal to
+//! what it needed), idle accounts and the seat figures follow from the same evidence.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Env, KEY};
+use serde_json::Value;
+use testrail_sim::artefacts::NewResult;
+use testrail_sim::{SeedConfig, Settings, Sim, SimServer};
+
+const DAY: i64 = 86_400;
+
+async fn env_with_artefacts(users: u32, projects: u32, results: u32) -> Env {
+    let sim = Sim::with_artefacts(
+        SeedConfig {
+            users,
+            groups: 3,
+            seed: 9,
+            admin_key: KEY.into(),
+            ..SeedConfig::default()
+        },
+        Some(projects),
+        results,
+        Settings::default(),
+        Arc::new(testrail_sim::clock::SystemClock),
+    );
+    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), sim)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    Env { server, dir }
+}
+
+/// The latest evidence per user from a plain walk of every artefact, from `from` on.
+fn plain_walk(e: &Env, from: i64) -> BTreeMap<u64, i64> {
+    let inst = e.sim().snapshot();
+    let a = &inst.artefacts;
+    let mut latest: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut note = |user: u64, at: i64| {
+        if user > 0 && at >= from {
+            let t = latest.entry(user).or_insert(at);
+            *t = (*t).max(at);
+        }
+    };
+    for r in &a.results {
+        note(r.created_by, r.created_on);
+    }
+    for r in &a.runs {
+        note(r.created_by, r.created_on);
+    }
+    for p in &a.plans {
+        note(p.created_by, p.created_on);
+    }
+    for c in &a.cases {
+        note(c.created_by, c.created_on);
+        note(c.updated_by, c.updated_on);
+    }
+    latest
+}
+
+async fn ok(e: &Env, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = e.run(&all).await;
+    assert_eq!(out.code, 0, "{args:?}: {}\n{}", out.stdout, out.stderr);
+    out.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_equals_a_plain_walk_and_a_rescan_reads_only_what_is_new() {
+    let e = env_with_artefacts(60, 5, 4000).await;
+    e.connect().await;
+    e.scan().await;
+    // Before any evidence scan, --idle-for says what is missing.
+    let out = e.run(&["users", "--idle-for", "90d"]).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("evidence scan"), "{}", out.stderr);
+
+    let first = ok(&e, &["evidence", "scan", "--reach", "800d"]).await;
+    assert_eq!(first["requests"], first["estimate"], "{first:#}");
+    assert!(first["evidence_new"].as_u64().unwrap() > 0);
+    let from = first["read_from"].as_i64().unwrap();
+    let expected = plain_walk(&e, from);
+    let users = ok(&e, &["users"]).await;
+    let mut checked = 0;
+    for u in users.as_array().unwrap() {
+        let id = u["id"].as_u64().unwrap();
+        match expected.get(&id) {
+            Some(at) => {
+                let shown = u["last_evidence_at"].as_str().unwrap();
+                let t = time::OffsetDateTime::parse(
+                    shown,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .unwrap()
+                .unix_timestamp();
+                assert_eq!(t, *at, "account {id}: {u:#}");
+                assert!(u["last_evidence"].as_str().unwrap().contains(", "), "{u:#}");
+                checked += 1;
+            }
+            None => assert!(u["last_evidence_at"].is_null(), "account {id}: {u:#}"),
+        }
+    }
+    assert!(checked > 10, "people with evidence: {checked}");
+    // The automation account adds most results and is flagged.
+    let bot = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| {
+            u["email"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("ci-bot@"))
+        })
+        .unwrap();
+    assert_eq!(bot["automation"], true, "{bot:#}");
+
+    // Idle accounts: active ones whose latest evidence is older than 90 days (or none).
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let idle = ok(&e, &["users", "--idle-for", "90d"]).await;
+    let idle_ids: Vec<u64> = idle
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["is_active"] == true)
+        .map(|u| u["id"].as_u64().unwrap())
+        .filter(|id| expected.get(id).is_none_or(|at| *at < now - 90 * DAY))
+        .collect();
+    assert_eq!(idle_ids, want);
+    assert!(!idle_ids.is_empty());
+    let seats = ok(&e, &["seats", "--seat-price", "40", "--billing-day", "1"]).await;
+    assert_eq!(
+        seats["without_evidence_90_days"],
+        want.len() as u64,
+        "{seats:#}"
+    );
+    let active = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["is_active"] == true)
+        .count() as u64;
+    assert_eq!(seats["active_seats"], active);
+    assert!(seats["billing_period_end"].as_i64().unwrap() > now);
+
+    // New work in one open run; the next scan reads from the last one (less an hour).
+    let (run, test, someone) = e.sim().with_instance(|inst| {
+        let run = inst
+            .artefacts
+            .runs
+            .iter()
+            .find(|r| !r.is_completed)
+            .cloned()
+            .unwrap();
+        let test = inst
+            .artefacts
+            .tests
+            .iter()
+            .find(|t| t.run_id == run.id)
+            .map(|t| t.id)
+            .unwrap();
+        let someone = *idle_ids.last().unwrap();
+        (run.id, test, someone)
+    });
+    e.sim().with_instance(|inst| {
+        inst.artefacts
+            .add_result(
+                run,
+                &NewResult {
+                    test_id: test,
+                    status_id: Some(1),
+                    assignedto_id: None,
+                    comment: None,
+                },
+                someone,
+                now,
+            )
+            .unwrap();
+    });
+    let before = e
+        .sim()
+        .stats()
+        .by_method
+        .get("get_results_for_run")
+        .copied()
+        .unwrap_or(0);
+    let second = ok(&e, &["evidence", "scan"]).await;
+    assert_eq!(second["requests"], second["estimate"], "{second:#}");
+    assert_eq!(second["evidence_new"], 1, "only the new result: {second:#}");
+    assert!(
+        second["evidence_read"].as_u64().unwrap() < first["evidence_read"].as_u64().unwrap() / 10,
+        "a rescan reads what is new (and the overlap), not everything again: {second:#}"
+    );
+    let results_requests = e
+        .sim()
+        .stats()
+        .by_method
+        .get("get_results_for_run")
+        .copied()
+        .unwrap_or(0)
+        - before;
+    assert_eq!(
+        results_requests,
+        second["runs_read"].as_u64().unwrap(),
+        "one page per run read: every run's new results fit in one page"
+    );
+    let after = ok(&e, &["users"]).await;
+    let u = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == someone)
+        .unwrap();
+    assert_eq!(u["last_evidence_kind"], "result");
+    assert!(
+        u["last_evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("result in run {run}"))
+    );
+    let idle_now = ok(&e, &["users", "--idle-for", "90d"]).await;
+    assert!(
+        !idle_now
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == someone),
+        "no longer idle"
+    );
+    let runs = ok(&e, &["evidence", "runs"]).await;
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+}
