@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 
 use crate::model::{AccountEvidence, EvidenceRecord};
 
+/// One account's latest evidence: `(user, kind, artefact, at, project, run)`.
+pub(crate) type LatestRow = (i64, String, i64, i64, Option<i64>, Option<i64>);
+
 /// `(user, kind, artefact, at, project, run)` rows of each account's latest evidence (ties:
 /// the first row wins) and `(user, 30 days, 90 days, results in 90 days)` counts.
 pub(crate) fn assemble(
-    latest: Vec<(i64, String, i64, i64, Option<i64>, Option<i64>)>,
+    latest: Vec<LatestRow>,
     counts: Vec<(i64, i64, i64, i64)>,
 ) -> Vec<AccountEvidence> {
     let counts: BTreeMap<i64, (i64, i64, i64)> = counts

@@ -34,7 +34,7 @@ impl From<RunRow> for EvidenceRun {
     }
 }
 
-type LatestRow = (i64, String, i64, i64, Option<i64>, Option<i64>);
+use crate::evidence::LatestRow;
 
 impl SqliteStore {
     pub(super) async fn begin_evidence_run_impl(
