@@ -265,6 +265,7 @@ async fn run(args: Args) -> Result<(), String> {
 
         listing_latency(engine.clone(), args.repeat, args.verbose).await?;
         review_cost(&engine).await?;
+        evidence_cost(&engine, &sim_bin, &http).await?;
     }
 
     let ok = first.requests == first.minimum_requests && second.account_rows_written == 0;
@@ -283,6 +284,76 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 type App = Engine<AnyStore>;
+
+/// The evidence scan against its own simulator: 2,000 users, 50 projects and 200,000 results
+/// (seeded artefacts), the first scan (180 days back) and a rescan with nothing new.
+async fn evidence_cost(
+    engine: &App,
+    sim_bin: &std::path::Path,
+    http: &reqwest::Client,
+) -> Result<(), String> {
+    let mut child = tokio::process::Command::new(sim_bin)
+        .args(["--listen", "127.0.0.1:0", "--seed", "2", "--admin-key", KEY])
+        .args([
+            "--users",
+            "2000",
+            "--groups",
+            "40",
+            "--projects",
+            "50",
+            "--results",
+            "200000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", sim_bin.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let base = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the simulator printed nothing")?;
+    let (_, saved) = engine
+        .connect(ConnectRequest {
+            scan_interval_secs: None,
+            target: Target::BaseUrl(base.clone()),
+            email: "admin@example.com".into(),
+            key: ApiKey::new(KEY).ok_or("empty key")?,
+            name: Some("evidence".into()),
+            replace: false,
+            request_budget: Some(0),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = saved.ok_or("the evidence connection did not pass its test")?;
+    println!(
+        "activity evidence (simulator: 2,000 users, 50 projects, 200,000 results, separate process)"
+    );
+    for label in ["first evidence scan (180 days back)", "rescan, nothing new"] {
+        let before = sim_requests(http, &base).await?;
+        let (c0, t0) = (cpu(), Instant::now());
+        let o = accessrail_engine::evidence::scan(engine, &conn, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (wall, cpu_used) = (t0.elapsed(), cpu() - c0);
+        let served = sim_requests(http, &base).await? - before;
+        println!(
+            "  {label}: {} requests (simulator served {served}; needed at least {}), {} runs read, {} pieces of evidence ({} new), {:.2} s wall, {:.2} s CPU",
+            o.requests,
+            o.estimate,
+            o.runs_read,
+            o.evidence_read,
+            o.evidence_new,
+            wall.as_secs_f64(),
+            cpu_used.as_secs_f64()
+        );
+    }
+    let _ = child.kill().await;
+    Ok(())
+}
 
 /// An access review of every active account: starting it (the snapshot with project access,
 /// routing, one transaction), one reviewer's page of items (the fallback reviews everyone the
