@@ -296,6 +296,40 @@ async fn read<S: Store>(
     Ok(())
 }
 
+/// The connections whose evidence is due: on the scan schedule (each connection's interval),
+/// counted from the last evidence scan's start; after a failure, again after a fifth of the
+/// interval. Only connections that have been scanned (the evidence reads their projects).
+pub async fn due<S: Store>(
+    engine: &Engine<S>,
+    schedule: &crate::schedule::Schedule,
+) -> EngineResult<Vec<Connection>> {
+    let now = engine.now();
+    let mut out = Vec::new();
+    for conn in engine.store().connections().await? {
+        let scanned = engine
+            .store()
+            .scans(&conn.id)
+            .await?
+            .iter()
+            .any(|s| s.status == accessrail_store::ScanStatus::Succeeded);
+        if !scanned {
+            continue;
+        }
+        let every = conn.scan_interval_secs.unwrap_or(schedule.interval).max(60);
+        let last = engine.store().evidence_runs(&conn.id).await?.pop();
+        let next = match &last {
+            None => now,
+            Some(r) if r.status == "failed" => r.started_at + every / 5,
+            Some(r) if r.status == "running" => r.started_at + every,
+            Some(r) => r.started_at + every,
+        };
+        if next <= now {
+            out.push(conn);
+        }
+    }
+    Ok(out)
+}
+
 /// Since when the evidence covers activity: the earliest start of the successful evidence
 /// scans (each reads from the one before it, less an overlap); `None` before the first.
 pub async fn covered_from<S: Store>(

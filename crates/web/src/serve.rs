@@ -150,6 +150,30 @@ async fn scheduler(
                 tracing::warn!(error = %e, "cannot forget expired setup keys");
             }
         }
+        // Activity evidence, on the scan schedule: each due connection in a task of its own
+        // (the evidence lease keeps it to one at a time across replicas).
+        match accessrail_engine::evidence::due(&state.engine, &state.schedule).await {
+            Ok(due) => {
+                for conn in due {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        match accessrail_engine::evidence::scan(&state.engine, &conn, None).await {
+                            Ok(o) => tracing::info!(
+                                connection = %o.connection,
+                                requests = o.requests,
+                                new = o.evidence_new,
+                                "evidence scan done"
+                            ),
+                            Err(accessrail_engine::EngineError::Busy(_)) => {}
+                            Err(e) => {
+                                tracing::warn!(connection = %conn.name, error = %e, "evidence scan failed")
+                            }
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tell which evidence scans are due"),
+        }
         // Recurring access reviews whose next round is due start here; every replica may
         // try, the store keeps one next round per review.
         match accessrail_engine::reviews::start_due(&state.engine).await {
