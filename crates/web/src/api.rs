@@ -60,7 +60,10 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         crate::api_reviews::close,
         crate::api_reviews::export,
         crate::api_reviews::list_owners,
-        crate::api_reviews::set_owner
+        crate::api_reviews::set_owner,
+        crate::api_reviews::seats,
+        crate::api_reviews::evidence_runs,
+        crate::api_reviews::evidence_scan
     ),
     components(schemas(
         ErrorBody,
@@ -107,7 +110,9 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         crate::api_reviews::CloseResultDto,
         crate::api_reviews::CloseDto,
         crate::api_reviews::OwnerDto,
-        crate::api_reviews::SetOwnerBody
+        crate::api_reviews::SetOwnerBody,
+        crate::api_reviews::SeatsDto,
+        crate::api_reviews::EvidenceRunDto
     ))
 )]
 struct ApiDoc;

@@ -39,6 +39,149 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/v1/reviews/{id}/approve", post(approve))
         .route("/api/v1/reviews/{id}/close", post(close))
         .route("/api/v1/reviews/{id}/export", get(export))
+        .route("/api/v1/connections/{name}/seats", get(seats))
+        .route(
+            "/api/v1/connections/{name}/evidence",
+            get(evidence_runs).post(evidence_scan),
+        )
+}
+
+// ---- activity evidence and seats (issue 14) ----------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatsDto {
+    connection: String,
+    active_seats: u64,
+    /// Activity evidence covers this time on (null: no evidence scan yet).
+    evidence_from: Option<String>,
+    /// Active accounts with no recorded activity in results, runs, plans or cases in the last
+    /// 30 / 60 / 90 days; null when the evidence does not reach that far back.
+    without_evidence_30_days: Option<u64>,
+    without_evidence_60_days: Option<u64>,
+    without_evidence_90_days: Option<u64>,
+    leavers_active: u64,
+    automation_accounts: u64,
+    seat_price: Option<f64>,
+    monthly_saving_leavers: Option<f64>,
+    monthly_saving_leavers_and_idle_90: Option<f64>,
+    /// TestRail bills every user active at any time in a period: deactivations save from the
+    /// next one.
+    billing_period_end: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeatsQuery {
+    /// Price of one seat per month.
+    seat_price: Option<f64>,
+    /// Day of the month the billing period renews (1-28).
+    billing_day: Option<u8>,
+}
+
+/// The licence picture: active seats, seats without recorded activity, leavers still active,
+/// savings. TestRail has no last-login time: "no recorded activity" is about results, runs,
+/// plans and cases only.
+#[utoipa::path(get, path = "/api/v1/connections/{name}/seats", params(("name" = String, Path), SeatsQuery), responses((status = 200, body = SeatsDto), (status = 400, body = ErrorBody)))]
+async fn seats(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SeatsQuery>,
+) -> ApiResult<Json<SeatsDto>> {
+    if q.seat_price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        return Err(ApiError::invalid("seat_price must be a positive number"));
+    }
+    if q.billing_day.is_some_and(|d| !(1..=28).contains(&d)) {
+        return Err(ApiError::invalid("billing_day must be 1 to 28"));
+    }
+    let c = crate::api::conn(&s, &name).await?;
+    let r = accessrail_engine::evidence::seats(&s.engine, &c, q.seat_price, q.billing_day).await?;
+    Ok(Json(SeatsDto {
+        connection: r.connection,
+        active_seats: r.active_seats,
+        evidence_from: t(r.evidence_from),
+        without_evidence_30_days: r.without_evidence_30_days,
+        without_evidence_60_days: r.without_evidence_60_days,
+        without_evidence_90_days: r.without_evidence_90_days,
+        leavers_active: r.leavers_active,
+        automation_accounts: r.automation_accounts,
+        seat_price: r.seat_price,
+        monthly_saving_leavers: r.monthly_saving_leavers,
+        monthly_saving_leavers_and_idle_90: r.monthly_saving_leavers_and_idle_90,
+        billing_period_end: t(r.billing_period_end),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvidenceRunDto {
+    id: i64,
+    /// `running`, `succeeded` or `failed`.
+    status: String,
+    started_at: String,
+    finished_at: Option<String>,
+    /// Artefacts created or updated from this time on were read.
+    read_from: String,
+    requests: u64,
+    /// The requests the scan needed at least (one per page of each list it read).
+    estimate: u64,
+    evidence: u64,
+    error: Option<String>,
+}
+
+/// The evidence scans of a connection, oldest first.
+#[utoipa::path(get, path = "/api/v1/connections/{name}/evidence", params(("name" = String, Path)), responses((status = 200, body = Vec<EvidenceRunDto>)))]
+async fn evidence_runs(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Vec<EvidenceRunDto>>> {
+    let c = crate::api::conn(&s, &name).await?;
+    let runs = s.engine.store().evidence_runs(&c.id).await?;
+    Ok(Json(
+        runs.into_iter()
+            .map(|r| EvidenceRunDto {
+                id: r.id,
+                status: r.status,
+                started_at: time_fmt::rfc3339(r.started_at),
+                finished_at: t(r.finished_at),
+                read_from: time_fmt::rfc3339(r.read_from),
+                requests: r.requests,
+                estimate: r.estimate,
+                evidence: r.evidence,
+                error: r.error,
+            })
+            .collect(),
+    ))
+}
+
+/// Runs an evidence scan now (from the last good one, less an hour) and answers when done.
+#[utoipa::path(post, path = "/api/v1/connections/{name}/evidence", params(("name" = String, Path)), responses((status = 200, body = EvidenceRunDto), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn evidence_scan(
+    _c: Caller,
+    State(s): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<EvidenceRunDto>> {
+    let c = crate::api::conn(&s, &name).await?;
+    let o = accessrail_engine::evidence::scan(&s.engine, &c, None).await?;
+    let r = s
+        .engine
+        .store()
+        .evidence_runs(&c.id)
+        .await?
+        .into_iter()
+        .find(|r| r.id == o.run_id)
+        .ok_or_else(|| ApiError::not_found("the evidence scan's record"))?;
+    Ok(Json(EvidenceRunDto {
+        id: r.id,
+        status: r.status,
+        started_at: time_fmt::rfc3339(r.started_at),
+        finished_at: t(r.finished_at),
+        read_from: time_fmt::rfc3339(r.read_from),
+        requests: r.requests,
+        estimate: r.estimate,
+        evidence: r.evidence,
+        error: r.error,
+    }))
 }
 
 fn t(x: Option<i64>) -> Option<String> {

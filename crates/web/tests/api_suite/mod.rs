@@ -56,6 +56,11 @@ macro_rules! api_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn evidence_and_seats_over_the_api() {
+            api_suite::evidence_and_seats_over_the_api($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn console_forms_need_csrf_and_cookies_are_strict() {
             api_suite::console_forms_need_csrf_and_cookies_are_strict($backend).await;
         }
@@ -1085,6 +1090,46 @@ pub async fn reviews_over_the_api(backend: Backend) {
     assert_eq!(newest["hash"], head.as_str());
     let (s, _) = svc
         .get(&format!("/api/v1/reviews/{id}/export?format=pdf"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// Activity evidence and the seat figures through the API: an evidence scan on request (its
+/// requests equal what it needed), its record, and seats without recorded activity.
+pub async fn evidence_and_seats_over_the_api(backend: Backend) {
+    let svc = backend.start(30, 2).await;
+    svc.connect().await;
+    svc.scan().await;
+    let (s, seats) = svc.get("/api/v1/connections/acme/seats").await;
+    assert_eq!(s, StatusCode::OK, "{seats}");
+    assert_eq!(seats["evidence_from"], Value::Null);
+    assert_eq!(
+        seats["without_evidence_90_days"],
+        Value::Null,
+        "no evidence yet: not guessed"
+    );
+    let (s, run) = svc
+        .post("/api/v1/connections/acme/evidence", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["requests"], run["estimate"]);
+    let (_, runs) = svc.get("/api/v1/connections/acme/evidence").await;
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let (_, seats) = svc
+        .get("/api/v1/connections/acme/seats?seat_price=30&billing_day=1")
+        .await;
+    let active = seats["active_seats"].as_u64().unwrap();
+    assert!(active > 0);
+    // The seeded instance has no artefacts: nobody has recorded activity.
+    assert_eq!(
+        seats["without_evidence_90_days"].as_u64(),
+        Some(active),
+        "{seats}"
+    );
+    assert!(seats["billing_period_end"].is_string());
+    let (s, _) = svc
+        .get("/api/v1/connections/acme/seats?seat_price=-1")
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
