@@ -434,7 +434,8 @@ pub async fn flow_requests(app: &App, conn: &Connection) -> Result<Option<Vec<Re
     };
     let identities = app.store().identities().await?;
     let users = report::users(app, conn).await?;
-    Ok(Some(flows::evaluate(&file, &identities, &users)))
+    let activity = accessrail_engine::evidence::activity(app, conn).await?;
+    Ok(Some(flows::evaluate(&file, &identities, &users, &activity)))
 }
 
 pub async fn flows_cmd(app: &App, action: FlowsAction, json: bool) -> Result<ExitCode, Failure> {

@@ -247,3 +247,82 @@ async fn evidence_equals_a_plain_walk_and_a_rescan_reads_only_what_is_new() {
     let runs = ok(&e, &["evidence", "runs"]).await;
     assert_eq!(runs.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_rule_plans_deactivations_through_the_rails() {
+    let e = env_with_artefacts(40, 4, 2000).await;
+    e.connect().await;
+    e.scan().await;
+    let rules = e.data().join("flows.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"idle-90\"\nwhen = \"idle\"\ndays = 90\naction = \"deactivate\"\n",
+    )
+    .unwrap();
+    let out = e.run(&["flows", "set", rules.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // No evidence yet: the rule plans nothing (nobody is idle for want of evidence).
+    let plan = ok(&e, &["flows", "run", "--dry-run"]).await;
+    assert_eq!(plan["plan"]["steps"], serde_json::json!([]), "{plan:#}");
+
+    ok(&e, &["evidence", "scan", "--reach", "800d"]).await;
+    let idle = ok(&e, &["users", "--idle-for", "90d"]).await;
+    let idle_emails: Vec<String> = idle
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap().to_string())
+        .collect();
+    let protected = idle_emails
+        .iter()
+        .find(|m| m.as_str() != common::ADMIN)
+        .unwrap()
+        .clone();
+    let out = e
+        .run(&[
+            "protect",
+            "add",
+            &protected,
+            "--owner",
+            "qa",
+            "--reason",
+            "shared test login",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan = ok(
+        &e,
+        &["flows", "run", "--dry-run", "--max-deactivations", "1000"],
+    )
+    .await;
+    let planned: Vec<String> = plan["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["target"].as_str().unwrap().to_lowercase())
+        .collect();
+    let skipped = plan["plan"]["skipped"].as_array().unwrap();
+    let skipped_for = |m: &str| {
+        skipped
+            .iter()
+            .find(|s| s["target"].as_str().unwrap().eq_ignore_ascii_case(m))
+            .map(|s| s["reason"].as_str().unwrap().to_string())
+    };
+    assert!(!planned.contains(&protected.to_lowercase()));
+    assert!(skipped_for(&protected).unwrap().contains("protected"));
+    for m in &idle_emails {
+        let u = e.user(m);
+        if u.is_admin || m == &protected {
+            assert!(!planned.contains(&m.to_lowercase()), "{m} is never planned");
+            assert!(skipped_for(m).is_some(), "{m} is skipped with a reason");
+        } else {
+            assert!(planned.contains(&m.to_lowercase()), "{m} is idle: {plan:#}");
+        }
+    }
+    // Without a raised cap, more deactivations than the cap are refused whole.
+    if planned.len() > 10 {
+        let out = e.run(&["flows", "run", "--dry-run"]).await;
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("more than the cap"), "{}", out.stderr);
+    }
+}

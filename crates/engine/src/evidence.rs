@@ -533,3 +533,27 @@ mod tests {
         assert_eq!(billing_period_end(now, 26), Some(1_798_243_200));
     }
 }
+
+/// What idle flow rules need: now, the evidence's coverage and each account's latest evidence.
+pub async fn activity<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+) -> EngineResult<crate::flows::Activity> {
+    let covered_from = covered_from(engine, conn).await?;
+    let latest = if covered_from.is_some() {
+        engine
+            .store()
+            .account_evidence(&conn.id, engine.now())
+            .await?
+            .into_iter()
+            .map(|a| (a.tr_user_id, a.latest.at))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Ok(crate::flows::Activity {
+        now: engine.now(),
+        covered_from,
+        latest,
+    })
+}

@@ -18,6 +18,9 @@ pub enum When {
     Leaver,
     /// The identity is active (and not gone).
     Active,
+    /// An active account with no recorded activity (results, runs, plans, cases) in `days`
+    /// days; only once the activity evidence reaches that far back.
+    Idle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,9 @@ pub struct Rule {
     /// where TestRail reports users' project roles: Enterprise).
     #[serde(default)]
     pub projects: Vec<ProjectRoleRule>,
+    /// For when = "idle": days without recorded activity.
+    #[serde(default)]
+    pub days: Option<u32>,
     /// This rule may deactivate TestRail administrators.
     #[serde(default)]
     pub allow_admins: bool,
@@ -172,13 +178,32 @@ pub fn parse(text: &str) -> Result<FlowFile, String> {
             return Err(format!("two rules are named {:?}", r.name));
         }
         match (r.when, r.action) {
-            (When::Leaver, FlowAction::Deactivate) | (When::Active, FlowAction::CreateUser) => {}
+            (When::Leaver | When::Idle, FlowAction::Deactivate)
+            | (When::Active, FlowAction::CreateUser) => {}
             (w, a) => {
                 return Err(format!(
                     "rule {:?}: action {a:?} does not go with when = {w:?}",
                     r.name
                 ));
             }
+        }
+        match (r.when, r.days) {
+            (When::Idle, None) => {
+                return Err(format!(
+                    "rule {:?}: when = \"idle\" needs days = N (days without recorded activity)",
+                    r.name
+                ));
+            }
+            (When::Idle, Some(d)) if !(7..=3650).contains(&d) => {
+                return Err(format!("rule {:?}: days must be 7 to 3650", r.name));
+            }
+            (When::Leaver | When::Active, Some(_)) => {
+                return Err(format!(
+                    "rule {:?}: days only goes with when = \"idle\"",
+                    r.name
+                ));
+            }
+            _ => {}
         }
         if !r.projects.is_empty() && r.action != FlowAction::CreateUser {
             return Err(format!(
@@ -199,8 +224,23 @@ fn attributes_match(rule: &Rule, ident: &Identity) -> bool {
     })
 }
 
-/// Turns the rules into provisioning requests, given the identities and the matched accounts.
-pub fn evaluate(file: &FlowFile, identities: &[Identity], users: &[UserView]) -> Vec<Request> {
+/// What idle rules need: the time, since when the activity evidence covers activity, and each
+/// account's latest evidence (TestRail user id → time).
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    pub now: i64,
+    pub covered_from: Option<i64>,
+    pub latest: BTreeMap<u64, i64>,
+}
+
+/// Turns the rules into provisioning requests, given the identities, the matched accounts and
+/// their activity evidence.
+pub fn evaluate(
+    file: &FlowFile,
+    identities: &[Identity],
+    users: &[UserView],
+    activity: &Activity,
+) -> Vec<Request> {
     let mut out = Vec::new();
     let mut by_identity: BTreeMap<&str, Vec<&UserView>> = BTreeMap::new();
     for u in users {
@@ -212,17 +252,45 @@ pub fn evaluate(file: &FlowFile, identities: &[Identity], users: &[UserView]) ->
         .iter()
         .filter_map(|u| u.email.as_deref().and_then(EmailKey::parse))
         .collect();
+    let by_id: BTreeMap<&str, &Identity> = identities.iter().map(|i| (i.id.as_str(), i)).collect();
     for rule in &file.rules {
         let origin = Origin::Flow {
             rule: rule.name.clone(),
             allow_admins: rule.allow_admins,
             allow_own_account: rule.allow_own_account,
         };
+        if rule.when == When::Idle {
+            // Only as far back as the evidence reaches: an account is never called idle for
+            // want of evidence.
+            let days = i64::from(rule.days.unwrap_or(u32::MAX));
+            let since = activity.now - days * 86_400;
+            if activity.covered_from.is_none_or(|f| f > since) {
+                continue;
+            }
+            for u in users.iter().filter(|u| u.is_active) {
+                // `match` conditions apply to the account's identity (unmatched accounts only
+                // fall under a rule without conditions).
+                let ident = u.identity.as_deref().and_then(|i| by_id.get(i));
+                let fits =
+                    rule.matches.is_empty() || ident.is_some_and(|i| attributes_match(rule, i));
+                let idle = activity.latest.get(&u.id).is_none_or(|t| *t < since);
+                if let (true, true, Some(email)) = (fits, idle, &u.email) {
+                    out.push(Request {
+                        action: Action::Deactivate {
+                            email: email.clone(),
+                        },
+                        origin: origin.clone(),
+                    });
+                }
+            }
+            continue;
+        }
         for ident in identities {
             if !attributes_match(rule, ident) {
                 continue;
             }
             match rule.when {
+                When::Idle => {}
                 When::Leaver => {
                     if ident.gone || ident.status != IdentityStatus::Leaver {
                         continue;
@@ -283,6 +351,94 @@ pub fn evaluate(file: &FlowFile, identities: &[Identity], users: &[UserView]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user(id: u64, email: &str, active: bool, identity: Option<&str>) -> UserView {
+        UserView {
+            id,
+            email: Some(email.into()),
+            name: None,
+            is_active: active,
+            is_admin: Some(false),
+            role: None,
+            role_id: None,
+            groups: vec![],
+            group_ids: vec![],
+            identity: identity.map(str::to_string),
+            identity_name: None,
+            identity_status: None,
+            match_state: accessrail_domain::MatchState::Matched,
+            match_reason: String::new(),
+            pinned: false,
+            candidates: vec![],
+        }
+    }
+
+    #[test]
+    fn idle_rules_deactivate_only_what_the_evidence_covers() {
+        let f = parse(
+            "[[rule]]\nname='idle-90'\nwhen='idle'\ndays=90\naction='deactivate'\n[[rule]]\nname='qa-idle'\nwhen='idle'\ndays=30\nmatch={department='QA'}\naction='deactivate'\n",
+        )
+        .unwrap();
+        let day = 86_400;
+        let now = 1000 * day;
+        let qa = Identity {
+            id: "q".into(),
+            name: "Q".into(),
+            emails: vec!["q@x.io".into()],
+            status: IdentityStatus::Active,
+            attributes: [("department".to_string(), "QA".to_string())].into(),
+            gone: false,
+        };
+        let users = vec![
+            user(1, "busy@x.io", true, None),
+            user(2, "idle@x.io", true, None),
+            user(3, "never@x.io", true, None),
+            user(4, "gone@x.io", false, None),
+            user(5, "q@x.io", true, Some("q")),
+        ];
+        let activity = Activity {
+            now,
+            covered_from: Some(now - 100 * day),
+            latest: [(1, now - day), (2, now - 95 * day), (5, now - 40 * day)].into(),
+        };
+        let emails = |reqs: Vec<Request>| {
+            reqs.into_iter()
+                .map(|r| match r.action {
+                    Action::Deactivate { email } => email,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let got = emails(evaluate(&f, &[qa.clone()], &users, &activity));
+        assert_eq!(got, vec!["idle@x.io", "never@x.io", "q@x.io"]);
+        // Evidence reaching back 60 days: the 90-day rule waits; the 30-day one applies.
+        let short = Activity {
+            covered_from: Some(now - 60 * day),
+            ..activity.clone()
+        };
+        assert_eq!(
+            emails(evaluate(&f, &[qa.clone()], &users, &short)),
+            vec!["q@x.io"]
+        );
+        // No evidence at all: nobody is idle for want of it.
+        assert!(
+            evaluate(
+                &f,
+                &[qa],
+                &users,
+                &Activity {
+                    now,
+                    ..Activity::default()
+                }
+            )
+            .is_empty()
+        );
+        assert!(parse("[[rule]]\nname='x'\nwhen='idle'\naction='deactivate'\n").is_err());
+        assert!(parse("[[rule]]\nname='x'\nwhen='idle'\ndays=3\naction='deactivate'\n").is_err());
+        assert!(
+            parse("[[rule]]\nname='x'\nwhen='leaver'\ndays=30\naction='deactivate'\n").is_err()
+        );
+    }
 
     #[test]
     fn starter_parses_and_rules_are_checked() {

@@ -340,7 +340,8 @@ pub async fn run_flows<S: Store>(
     };
     let identities = engine.store().identities().await?;
     let users = crate::report::users(engine, &conn).await?;
-    let requests = crate::flows::evaluate(&file, &identities, &users);
+    let activity = crate::evidence::activity(engine, &conn).await?;
+    let requests = crate::flows::evaluate(&file, &identities, &users, &activity);
     if requests.is_empty() {
         return Ok(format!("flows of {}: nothing to do", conn.name));
     }
