@@ -519,21 +519,6 @@ pub async fn seats<S: Store>(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_billing_period_ends_on_its_renewal_day() {
-        // 2026-11-26 12:00 UTC.
-        let now = 1_795_694_400;
-        // Renewing on the 1st: 2026-12-01; on the 28th: 2026-11-28; on the 26th: 2026-12-26.
-        assert_eq!(billing_period_end(now, 1), Some(1_796_083_200));
-        assert_eq!(billing_period_end(now, 28), Some(1_795_824_000));
-        assert_eq!(billing_period_end(now, 26), Some(1_798_243_200));
-    }
-}
-
 /// What idle flow rules need: now, the evidence's coverage and each account's latest evidence.
 pub async fn activity<S: Store>(
     engine: &Engine<S>,
@@ -556,4 +541,19 @@ pub async fn activity<S: Store>(
         covered_from,
         latest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_billing_period_ends_on_its_renewal_day() {
+        // 2026-11-26 12:00 UTC.
+        let now = 1_795_694_400;
+        // Renewing on the 1st: 2026-12-01; on the 28th: 2026-11-28; on the 26th: 2026-12-26.
+        assert_eq!(billing_period_end(now, 1), Some(1_796_083_200));
+        assert_eq!(billing_period_end(now, 28), Some(1_795_824_000));
+        assert_eq!(billing_period_end(now, 26), Some(1_798_243_200));
+    }
 }

@@ -409,7 +409,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let got = emails(evaluate(&f, &[qa.clone()], &users, &activity));
+        let got = emails(evaluate(&f, std::slice::from_ref(&qa), &users, &activity));
         assert_eq!(got, vec!["idle@x.io", "never@x.io", "q@x.io"]);
         // Evidence reaching back 60 days: the 90-day rule waits; the 30-day one applies.
         let short = Activity {
