@@ -417,7 +417,7 @@ mod tests {
             ..activity.clone()
         };
         assert_eq!(
-            emails(evaluate(&f, &[qa.clone()], &users, &short)),
+            emails(evaluate(&f, std::slice::from_ref(&qa), &users, &short)),
             vec!["q@x.io"]
         );
         // No evidence at all: nobody is idle for want of it.
