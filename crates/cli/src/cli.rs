@@ -100,7 +100,8 @@ impl Command {
             Command::Evidence {
                 action: EvidenceAction::Scan { conn, .. } | EvidenceAction::Runs(conn),
             }
-            | Command::Seats { conn, .. } => conn,
+            | Command::Seats { conn, .. }
+            | Command::Offboard { conn, .. } => conn,
             Command::Reviews {
                 action:
                     ReviewsAction::Start { conn, .. }
@@ -198,6 +199,18 @@ pub enum Command {
     },
     /// Run the JSON API, the web console and the scan scheduler.
     Serve(ServeArgs),
+    /// Offboarding impact: open runs and plans assigned to a person, their untested or retest
+    /// tests in open runs, and (as context) cases they created or last updated. Read fresh
+    /// from TestRail; changes nothing (reassignment is not built yet: --dry-run is required).
+    Offboard {
+        #[command(flatten)]
+        conn: ConnSel,
+        #[arg(long)]
+        email: String,
+        /// Show the impact and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The licence picture: active seats, seats without recorded activity in 30/60/90 days,
     /// leavers still active, and what deactivating them would save.
     Seats {

@@ -333,6 +333,11 @@ async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode
             seat_price,
             billing_day,
         } => seats_cmd(&app, conn, seat_price, billing_day, json).await,
+        Command::Offboard {
+            conn,
+            email,
+            dry_run,
+        } => offboard_cmd(&app, conn, &email, dry_run, json).await,
         Command::Demo(_) | Command::MigrateStore { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -1628,5 +1633,57 @@ async fn seats_cmd(
     println!(
         "\"No recorded activity\" means none in results, runs, plans or cases: TestRail has no last-login time."
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn offboard_cmd(
+    app: &App,
+    sel: ConnSel,
+    email: &str,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    if !dry_run {
+        return Err(Failure::Usage(
+            "offboard only shows the impact so far (reassigning work is not built yet): pass --dry-run, then deactivate with `accessrail provision deactivate --email E`".into(),
+        ));
+    }
+    let c = app.resolve(sel.connection.as_deref()).await?;
+    let i = accessrail_engine::offboard::impact(app, &c, email).await?;
+    if json {
+        print_json(&i);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Offboarding {} (TestRail account {}, {}): what is still theirs (dry run: nothing was changed).",
+        i.email,
+        i.account_id,
+        if i.is_active { "active" } else { "inactive" }
+    );
+    println!("  open runs assigned to them: {}", i.runs.len());
+    for r in &i.runs {
+        println!(
+            "    run {} \"{}\" in {}{}",
+            r.id,
+            r.name,
+            r.project,
+            r.plan_id
+                .map(|p| format!(" (plan {p})"))
+                .unwrap_or_default()
+        );
+    }
+    println!("  open plans assigned to them: {}", i.plans.len());
+    for p in &i.plans {
+        println!("    plan {} \"{}\" in {}", p.id, p.name, p.project);
+    }
+    println!(
+        "  untested or retest tests assigned to them in open runs: {}",
+        i.tests.len()
+    );
+    println!(
+        "  context: cases they created {}, cases they updated last {}",
+        i.cases_created, i.cases_last_updated
+    );
+    println!("  ({} TestRail requests)", i.requests);
     Ok(ExitCode::SUCCESS)
 }

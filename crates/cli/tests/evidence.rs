@@ -326,3 +326,74 @@ async fn an_idle_rule_plans_deactivations_through_the_rails() {
         assert!(out.stderr.contains("more than the cap"), "{}", out.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_impact_lists_what_is_still_theirs() {
+    let e = env_with_artefacts(40, 4, 2000).await;
+    e.connect().await;
+    // The person with the most open work, by a plain walk of the artefacts.
+    let inst = e.sim().snapshot();
+    let a = &inst.artefacts;
+    let open_runs: Vec<&testrail_sim::artefacts::Run> =
+        a.runs.iter().filter(|r| !r.is_completed).collect();
+    let open_ids: Vec<u64> = open_runs.iter().map(|r| r.id).collect();
+    let mut score: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in a.tests.iter().filter(|t| open_ids.contains(&t.run_id)) {
+        if let (Some(u), true) = (t.assignedto_id, matches!(t.status_id, 3 | 4)) {
+            *score.entry(u).or_default() += 1;
+        }
+    }
+    let (&uid, _) = score.iter().max_by_key(|(_, n)| **n).unwrap();
+    let email = inst.users[&uid].email.clone();
+    let want_tests: Vec<u64> = a
+        .tests
+        .iter()
+        .filter(|t| {
+            open_ids.contains(&t.run_id)
+                && t.assignedto_id == Some(uid)
+                && matches!(t.status_id, 3 | 4)
+        })
+        .map(|t| t.id)
+        .collect();
+    let want_runs: Vec<u64> = open_runs
+        .iter()
+        .filter(|r| r.assignedto_id == Some(uid))
+        .map(|r| r.id)
+        .collect();
+    let want_created = a.cases.iter().filter(|c| c.created_by == uid).count() as u64;
+    let want_updated = a.cases.iter().filter(|c| c.updated_by == uid).count() as u64;
+
+    let out = e.run(&["offboard", "--email", &email]).await;
+    assert_eq!(out.code, 2, "not built beyond the dry run: {}", out.stderr);
+    let updates = e.stat("update_user");
+    let i = ok(&e, &["offboard", "--email", &email, "--dry-run"]).await;
+    let mut got_tests: Vec<u64> = i["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    got_tests.sort_unstable();
+    let mut want_tests = want_tests;
+    want_tests.sort_unstable();
+    assert_eq!(got_tests, want_tests);
+    assert!(!got_tests.is_empty());
+    let mut got_runs: Vec<u64> = i["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    got_runs.sort_unstable();
+    let mut want_runs = want_runs;
+    want_runs.sort_unstable();
+    assert_eq!(got_runs, want_runs);
+    assert_eq!(i["cases_created"], want_created);
+    assert_eq!(i["cases_last_updated"], want_updated);
+    assert_eq!(e.stat("update_user"), updates, "nothing was changed");
+    let out = e
+        .run(&["offboard", "--email", "nobody@nowhere.example", "--dry-run"])
+        .await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("no TestRail account"), "{}", out.stderr);
+}

@@ -11,6 +11,7 @@ pub mod flows;
 pub mod identities;
 pub mod jobs;
 pub mod lease;
+pub mod offboard;
 pub mod provision;
 pub mod report;
 pub mod reviews;

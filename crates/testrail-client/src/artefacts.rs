@@ -23,6 +23,8 @@ pub struct ListFilter {
     pub created_before: Option<i64>,
     pub created_by: Vec<u64>,
     pub updated_after: Option<i64>,
+    /// Cases: last updated by these users.
+    pub updated_by: Vec<u64>,
     /// Runs and plans: `Some(false)` open ones, `Some(true)` completed ones. Always sent for
     /// runs and plans when set (TestRail's documented default contradicts itself).
     pub is_completed: Option<bool>,
@@ -62,6 +64,9 @@ impl ListFilter {
             }
             if let Some(t) = self.updated_after {
                 let _ = write!(q, "&updated_after={t}");
+            }
+            if !self.updated_by.is_empty() {
+                let _ = write!(q, "&updated_by={}", ids(&self.updated_by));
             }
         }
         if matches!(method, "get_runs" | "get_plans")
@@ -388,6 +393,7 @@ mod tests {
             created_before: Some(200),
             created_by: vec![3, 4],
             updated_after: Some(150),
+            updated_by: vec![5],
             is_completed: Some(false),
             include_plan_runs: true,
             suite_id: Some(9),
@@ -403,7 +409,7 @@ mod tests {
         );
         assert_eq!(
             f.query("get_cases"),
-            "&created_after=100&created_before=200&created_by=3,4&suite_id=9&updated_after=150"
+            "&created_after=100&created_before=200&created_by=3,4&suite_id=9&updated_after=150&updated_by=5"
         );
         assert_eq!(
             f.query("get_results_for_run"),
