@@ -101,7 +101,10 @@ impl Command {
                 action: EvidenceAction::Scan { conn, .. } | EvidenceAction::Runs(conn),
             }
             | Command::Seats { conn, .. }
-            | Command::Offboard { conn, .. } => conn,
+            | Command::Offboard {
+                opts: ProvOpts { conn, .. },
+                ..
+            } => conn,
             Command::Reviews {
                 action:
                     ReviewsAction::Start { conn, .. }
@@ -199,17 +202,17 @@ pub enum Command {
     },
     /// Run the JSON API, the web console and the scan scheduler.
     Serve(ServeArgs),
-    /// Offboarding impact: open runs and plans assigned to a person, their untested or retest
-    /// tests in open runs, and (as context) cases they created or last updated. Read fresh
-    /// from TestRail; changes nothing (reassignment is not built yet: --dry-run is required).
+    /// Offboard a person: what is still theirs (open runs and plans assigned to them, their
+    /// untested or retest tests in open runs, cases they created or updated last), then one
+    /// plan that reassigns their runs and tests (--reassign-to) and deactivates the account.
     Offboard {
         #[command(flatten)]
-        conn: ConnSel,
+        opts: ProvOpts,
         #[arg(long)]
         email: String,
-        /// Show the impact and change nothing.
-        #[arg(long)]
-        dry_run: bool,
+        /// Give their open runs and tests to this person.
+        #[arg(long, value_name = "EMAIL")]
+        reassign_to: Option<String>,
     },
     /// The licence picture: active seats, seats without recorded activity in 30/60/90 days,
     /// leavers still active, and what deactivating them would save.

@@ -334,10 +334,10 @@ async fn dispatch(mut app: App, command: Command, json: bool) -> Result<ExitCode
             billing_day,
         } => seats_cmd(&app, conn, seat_price, billing_day, json).await,
         Command::Offboard {
-            conn,
+            opts,
             email,
-            dry_run,
-        } => offboard_cmd(&app, conn, &email, dry_run, json).await,
+            reassign_to,
+        } => offboard_cmd(&app, opts, &email, reassign_to.as_deref(), json).await,
         Command::Demo(_) | Command::MigrateStore { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -1638,52 +1638,119 @@ async fn seats_cmd(
 
 async fn offboard_cmd(
     app: &App,
-    sel: ConnSel,
+    opts: ProvOpts,
     email: &str,
-    dry_run: bool,
+    reassign_to: Option<&str>,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    if !dry_run {
-        return Err(Failure::Usage(
-            "offboard only shows the impact so far (reassigning work is not built yet): pass --dry-run, then deactivate with `accessrail provision deactivate --email E`".into(),
-        ));
+    use accessrail_engine::offboard;
+    let c = app.resolve(opts.conn.connection.as_deref()).await?;
+    if !opts.dry_run {
+        accessrail_engine::provision::ensure_enabled(&c)?;
     }
-    let c = app.resolve(sel.connection.as_deref()).await?;
-    let i = accessrail_engine::offboard::impact(app, &c, email).await?;
-    if json {
-        print_json(&i);
+    let actor = crate::provisioning::cli_actor();
+    let rails = accessrail_engine::provision::Rails::new(opts.max_deactivations, opts.force);
+    let plan = offboard::plan(app, &c, email, reassign_to, &rails, &actor).await?;
+    let i = &plan.impact;
+    if !json {
+        println!(
+            "Offboarding {} (TestRail account {}, {}){}:",
+            i.email,
+            i.account_id,
+            if i.is_active { "active" } else { "inactive" },
+            if opts.dry_run {
+                " (dry run: nothing will be changed)"
+            } else {
+                ""
+            }
+        );
+        println!("  open runs assigned to them: {}", i.runs.len());
+        for r in &i.runs {
+            println!(
+                "    run {} \"{}\" in {}{}",
+                r.id,
+                r.name,
+                r.project,
+                r.plan_id
+                    .map(|p| format!(" (plan {p})"))
+                    .unwrap_or_default()
+            );
+        }
+        println!(
+            "  open plans assigned to them: {} (not reassigned)",
+            i.plans.len()
+        );
+        for p in &i.plans {
+            println!("    plan {} \"{}\" in {}", p.id, p.name, p.project);
+        }
+        println!(
+            "  untested or retest tests assigned to them in open runs: {}",
+            i.tests.len()
+        );
+        println!(
+            "  context: cases they created {}, cases they updated last {}",
+            i.cases_created, i.cases_last_updated
+        );
+        if !plan.steps.is_empty() {
+            println!("Plan:");
+            for (n, st) in plan.steps.iter().enumerate() {
+                println!(
+                    "  {}. {} {} ({})",
+                    n + 1,
+                    st.action,
+                    st.target,
+                    st.calls.join(", ")
+                );
+                if let Some(note) = &st.note {
+                    println!("     note: {note}");
+                }
+            }
+        } else if reassign_to.is_none() && (!i.runs.is_empty() || !i.tests.is_empty()) {
+            println!(
+                "  (their runs and tests stay assigned to them: --reassign-to EMAIL gives them to someone)"
+            );
+        }
+        crate::provisioning::print_plan(&plan.deactivate, opts.dry_run, false);
+    }
+    let cautions: Vec<String> = plan
+        .deactivate
+        .steps
+        .iter()
+        .filter(|s| !s.is_noop())
+        .filter_map(|s| s.caution.map(|c| format!("{}: {}", s.target, c.message())))
+        .collect();
+    if opts.dry_run {
+        if json {
+            print_json(&json!({ "dry_run": true, "plan": plan }));
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "Offboarding {} (TestRail account {}, {}): what is still theirs (dry run: nothing was changed).",
-        i.email,
-        i.account_id,
-        if i.is_active { "active" } else { "inactive" }
-    );
-    println!("  open runs assigned to them: {}", i.runs.len());
-    for r in &i.runs {
-        println!(
-            "    run {} \"{}\" in {}{}",
-            r.id,
-            r.name,
-            r.project,
-            r.plan_id
-                .map(|p| format!(" (plan {p})"))
-                .unwrap_or_default()
-        );
+    if !opts.force && !cautions.is_empty() {
+        return Err(Failure::Usage(format!(
+            "not applied, nothing was changed:\n  {}\nRead the plan, then pass --force to confirm.",
+            cautions.join("\n  ")
+        )));
     }
-    println!("  open plans assigned to them: {}", i.plans.len());
-    for p in &i.plans {
-        println!("    plan {} \"{}\" in {}", p.id, p.name, p.project);
+    let report = offboard::apply(app, &c, &plan, &actor).await?;
+    if json {
+        print_json(&json!({ "dry_run": false, "plan": plan, "result": report }));
+    } else {
+        for (target, outcome, audit) in &report.steps {
+            println!("  {outcome}: {target} (audit #{audit})");
+        }
+        match &report.deactivation {
+            Some(r) => println!(
+                "Deactivation: {} done, {} no-op, {} failed.",
+                r.done, r.noop, r.failed
+            ),
+            None => println!("Not deactivated: a reassignment failed (see above); run it again."),
+        }
     }
-    println!(
-        "  untested or retest tests assigned to them in open runs: {}",
-        i.tests.len()
-    );
-    println!(
-        "  context: cases they created {}, cases they updated last {}",
-        i.cases_created, i.cases_last_updated
-    );
-    println!("  ({} TestRail requests)", i.requests);
-    Ok(ExitCode::SUCCESS)
+    let failed = report.steps.iter().any(|s| s.1 == "failed")
+        || report.deactivation.as_ref().is_some_and(|r| r.failed > 0);
+    Ok(if failed {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

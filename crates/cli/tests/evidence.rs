@@ -364,9 +364,11 @@ async fn offboarding_impact_lists_what_is_still_theirs() {
     let want_updated = a.cases.iter().filter(|c| c.updated_by == uid).count() as u64;
 
     let out = e.run(&["offboard", "--email", &email]).await;
-    assert_eq!(out.code, 2, "not built beyond the dry run: {}", out.stderr);
+    assert_ne!(out.code, 0, "provisioning is off: {}", out.stdout);
+    assert!(out.stderr.contains("provisioning is off"), "{}", out.stderr);
     let updates = e.stat("update_user");
-    let i = ok(&e, &["offboard", "--email", &email, "--dry-run"]).await;
+    let dry = ok(&e, &["offboard", "--email", &email, "--dry-run"]).await;
+    let i = &dry["plan"]["impact"];
     let mut got_tests: Vec<u64> = i["tests"]
         .as_array()
         .unwrap()
@@ -396,4 +398,58 @@ async fn offboarding_impact_lists_what_is_still_theirs() {
         .await;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("no TestRail account"), "{}", out.stderr);
+
+    // With a successor: one plan reassigns the runs and tests, then deactivates; read back
+    // and audited.
+    let out = e.run(&["provisioning", "enable"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let successor = inst
+        .users
+        .values()
+        .find(|u| u.is_active && !u.is_admin && u.id != uid && u.email.contains('@'))
+        .unwrap()
+        .clone();
+    let out = ok(
+        &e,
+        &[
+            "offboard",
+            "--email",
+            &email,
+            "--reassign-to",
+            &successor.email,
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(out["result"]["deactivation"]["done"], 1, "{out:#}");
+    let now = e.sim().snapshot();
+    assert!(!now.users[&uid].is_active);
+    for t in now
+        .artefacts
+        .tests
+        .iter()
+        .filter(|t| want_tests.contains(&t.id))
+    {
+        assert_eq!(t.assignedto_id, Some(successor.id), "test {}", t.id);
+    }
+    for r in now
+        .artefacts
+        .runs
+        .iter()
+        .filter(|r| want_runs.contains(&r.id))
+    {
+        assert_eq!(r.assignedto_id, Some(successor.id), "run {}", r.id);
+    }
+    let audit = ok(&e, &["audit"]).await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["outcome"] == "done")
+        .map(|x| x["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"reassign_tests"), "{actions:?}");
+    assert!(actions.contains(&"deactivate"));
+    let verify = ok(&e, &["audit", "verify"]).await;
+    assert_eq!(verify["ok"], true);
 }

@@ -210,3 +210,292 @@ pub async fn impact<S: Store>(
     out.requests = requests.load(Ordering::Relaxed);
     Ok(out)
 }
+
+/// One step of an offboarding plan that reassigns work.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReassignStep {
+    /// `reassign_run`, `reassign_plan_run` or `reassign_tests`.
+    pub action: &'static str,
+    pub run_id: u64,
+    /// For `reassign_tests`: the tests.
+    pub test_ids: Vec<u64>,
+    pub target: String,
+    /// The TestRail calls the step makes.
+    pub calls: Vec<String>,
+    pub note: Option<String>,
+}
+
+/// Reassign the person's work to another, then deactivate them: one plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffboardPlan {
+    pub impact: OffboardImpact,
+    pub reassign_to: Option<(u64, String)>,
+    pub steps: Vec<ReassignStep>,
+    pub deactivate: crate::provision::Plan,
+}
+
+/// Plans the offboarding: the impact, the reassignment steps (with `reassign_to`), and the
+/// deactivation through the usual rails.
+pub async fn plan<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    email: &str,
+    reassign_to: Option<&str>,
+    rails: &crate::provision::Rails,
+    actor: &str,
+) -> EngineResult<OffboardPlan> {
+    let impact = impact(engine, conn, email).await?;
+    let mut steps = Vec::new();
+    let to = match reassign_to {
+        None => None,
+        Some(t) => {
+            let client = engine.client_for(conn, None)?;
+            let u = client.get_user_by_email(t).await.map_err(|e| {
+                if e.kind() == testrail_client::ErrorKind::NotFound {
+                    EngineError::NotFound(format!("no TestRail account has the email {t}"))
+                } else {
+                    EngineError::upstream("looking the new assignee up", e)
+                }
+            })?;
+            if u.id == impact.account_id {
+                return Err(EngineError::InvalidInput(
+                    "--reassign-to names the person being offboarded".into(),
+                ));
+            }
+            if u.is_active == Some(false) {
+                return Err(EngineError::InvalidInput(format!(
+                    "{t} is deactivated in TestRail: work cannot go to them"
+                )));
+            }
+            Some((u.id, u.email.unwrap_or_else(|| t.to_string())))
+        }
+    };
+    if let Some((to_id, to_email)) = &to {
+        for r in &impact.runs {
+            let (action, call) = match r.plan_id {
+                None => ("reassign_run", format!("update_run/{}", r.id)),
+                Some(_) => (
+                    "reassign_plan_run",
+                    format!("update_run_in_plan_entry/{}", r.id),
+                ),
+            };
+            steps.push(ReassignStep {
+                action,
+                run_id: r.id,
+                test_ids: vec![],
+                target: format!("run {} \"{}\" in {} to {to_email}", r.id, r.name, r.project),
+                calls: vec![call, format!("get_run/{}", r.id)],
+                note: None,
+            });
+        }
+        let mut by_run: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for t in &impact.tests {
+            by_run.entry(t.run_id).or_default().push(t.id);
+        }
+        for (run, tests) in by_run {
+            steps.push(ReassignStep {
+                action: "reassign_tests",
+                run_id: run,
+                target: format!("{} tests of run {run} to {to_email}", tests.len()),
+                test_ids: tests,
+                calls: vec![format!("add_results/{run}"), format!("get_tests/{run}")],
+                note: Some(format!(
+                    "TestRail reassigns a test only by adding a result: each test gets a result (no status, assignee {to_email} (id {to_id})) authored by the account Accessrail signs in with"
+                )),
+            });
+        }
+    }
+    let deactivate = crate::provision::plan(
+        engine,
+        conn,
+        vec![crate::provision::Request {
+            action: crate::provision::Action::Deactivate {
+                email: impact.email.clone(),
+            },
+            origin: crate::provision::Origin::Direct {
+                actor: actor.to_string(),
+            },
+        }],
+        rails,
+    )
+    .await?;
+    Ok(OffboardPlan {
+        impact,
+        reassign_to: to,
+        steps,
+        deactivate,
+    })
+}
+
+/// What applying an offboarding plan did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffboardReport {
+    /// Per reassignment step: `done`, `noop`, `failed` or `not_run`, with its audit entry.
+    pub steps: Vec<(String, String, i64)>,
+    pub deactivation: Option<crate::provision::ApplyReport>,
+}
+
+/// Applies an offboarding plan: each reassignment (audited before and after, read back), then
+/// the deactivation (only when every reassignment held).
+pub async fn apply<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    plan: &OffboardPlan,
+    actor: &str,
+) -> EngineResult<OffboardReport> {
+    use accessrail_domain::{AuditRecord, Outcome};
+    crate::provision::ensure_enabled(conn)?;
+    let client = engine.client_for(conn, None)?;
+    let mut results = Vec::new();
+    let mut failed = false;
+    let audit = |outcome: Outcome, st: &ReassignStep, message: Option<String>| AuditRecord {
+        at: engine.now(),
+        actor: actor.to_string(),
+        connection: conn.name.clone(),
+        action: st.action.to_string(),
+        target: st.target.clone(),
+        before: Some(plan.impact.email.clone()),
+        after: plan.reassign_to.as_ref().map(|t| t.1.clone()),
+        calls: st.calls.clone(),
+        outcome,
+        message,
+    };
+    for st in &plan.steps {
+        if failed {
+            let e = engine
+                .store()
+                .append_audit(audit(
+                    Outcome::NotRun,
+                    st,
+                    Some("not run: an earlier step failed".into()),
+                ))
+                .await?;
+            results.push((st.target.clone(), "not_run".to_string(), e.id));
+            continue;
+        }
+        let Some((to, _)) = &plan.reassign_to else {
+            continue;
+        };
+        engine
+            .store()
+            .append_audit(audit(
+                Outcome::Started,
+                st,
+                Some("about to change TestRail".into()),
+            ))
+            .await?;
+        let done = reassign(&client, st, *to).await;
+        let (outcome, message) = match done {
+            Ok(true) => (Outcome::Done, None),
+            Ok(false) => (Outcome::Noop, Some("already assigned so".to_string())),
+            Err(e) => {
+                failed = true;
+                (Outcome::Failed, Some(e.to_string()))
+            }
+        };
+        let e = engine
+            .store()
+            .append_audit(audit(outcome, st, message))
+            .await?;
+        results.push((st.target.clone(), outcome.as_str().to_string(), e.id));
+    }
+    let deactivation = if failed {
+        None
+    } else {
+        Some(crate::provision::apply(engine, conn, &plan.deactivate).await?)
+    };
+    Ok(OffboardReport {
+        steps: results,
+        deactivation,
+    })
+}
+
+/// One reassignment with its read-back: `Ok(false)` when it already held.
+async fn reassign(
+    client: &testrail_client::Client,
+    st: &ReassignStep,
+    to: u64,
+) -> EngineResult<bool> {
+    use testrail_client::artefacts::{NewResult, RunUpdate};
+    let up = |what: &str, e| EngineError::upstream(what.to_string(), e);
+    match st.action {
+        "reassign_run" | "reassign_plan_run" => {
+            let before = client
+                .get_run(st.run_id)
+                .await
+                .map_err(|e| up("reading the run", e))?;
+            if before.assignedto_id == Some(to) {
+                return Ok(false);
+            }
+            let update = RunUpdate {
+                assignedto_id: Some(to),
+            };
+            if st.action == "reassign_run" {
+                client.update_run(st.run_id, &update).await
+            } else {
+                client.update_run_in_plan_entry(st.run_id, &update).await
+            }
+            .map_err(|e| up("reassigning the run", e))?;
+            let after = client
+                .get_run(st.run_id)
+                .await
+                .map_err(|e| up("reading the run back", e))?;
+            if after.assignedto_id != Some(to) {
+                return Err(EngineError::Conflict(format!(
+                    "run {} reads back assigned to {:?}, not {to}",
+                    st.run_id, after.assignedto_id
+                )));
+            }
+            Ok(true)
+        }
+        _ => {
+            let assigned = |tests: &[testrail_client::artefacts::Test]| {
+                st.test_ids
+                    .iter()
+                    .filter(|id| {
+                        tests
+                            .iter()
+                            .any(|t| t.id == **id && t.assignedto_id == Some(to))
+                    })
+                    .count()
+            };
+            let all = |client: &testrail_client::Client| {
+                client
+                    .tests(st.run_id, &ListFilter::default())
+                    .collect_all()
+            };
+            let before = all(client).await.map_err(|e| up("reading the tests", e))?;
+            let todo: Vec<NewResult> = st
+                .test_ids
+                .iter()
+                .filter(|id| {
+                    !before
+                        .iter()
+                        .any(|t| t.id == **id && t.assignedto_id == Some(to))
+                })
+                .map(|id| NewResult {
+                    test_id: *id,
+                    assignedto_id: Some(to),
+                    ..NewResult::default()
+                })
+                .collect();
+            if todo.is_empty() {
+                return Ok(false);
+            }
+            let sent = client.add_results(st.run_id, &todo).await;
+            let after = all(client)
+                .await
+                .map_err(|e| up("reading the tests back", e))?;
+            if assigned(&after) == st.test_ids.len() {
+                return Ok(true);
+            }
+            sent.map_err(|e| up("reassigning the tests", e))?;
+            Err(EngineError::Conflict(format!(
+                "{} of {} tests of run {} read back assigned to {to}",
+                assigned(&after),
+                st.test_ids.len(),
+                st.run_id
+            )))
+        }
+    }
+}
