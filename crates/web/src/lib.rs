@@ -12,6 +12,7 @@ mod state;
 mod ui;
 mod ui_projects;
 mod ui_reviews;
+mod ui_seats;
 mod ui_users;
 
 use axum::http::{StatusCode, Uri};

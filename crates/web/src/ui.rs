@@ -4,7 +4,7 @@
 //! This module has the frame (templates, cookies, sign-in), the integration form, scans,
 //! changes, the audit log and the confirmation of provisioning plans; `ui_users` has the
 //! accounts: the users list, an account's page, creating a user, and groups; `ui_projects` has
-//! the projects and who can reach them; `ui_reviews` has the access reviews.
+//! the projects and who can reach them; `ui_reviews` has the access reviews; `ui_seats` has seats and activity evidence.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use crate::ui_users;
 
 use crate::ui_projects;
 use crate::ui_reviews;
+use crate::ui_seats;
 
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
@@ -51,6 +52,7 @@ pub fn templates() -> Environment<'static> {
         ("projects.html", include_str!("../templates/projects.html")),
         ("project.html", include_str!("../templates/project.html")),
         ("scans.html", include_str!("../templates/scans.html")),
+        ("seats.html", include_str!("../templates/seats.html")),
         ("changes.html", include_str!("../templates/changes.html")),
         ("audit.html", include_str!("../templates/audit.html")),
         ("confirm.html", include_str!("../templates/confirm.html")),
@@ -133,6 +135,7 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/groups/{id}", get(ui_users::group_page))
         .route("/projects", get(ui_projects::projects_page))
         .route("/projects/{id}", get(ui_projects::project_page))
+        .route("/seats", get(ui_seats::seats_page))
         .route("/scans", get(scans_page))
         .route("/scans/run", post(scan_now))
         .route("/changes", get(changes_page))
@@ -1354,6 +1357,7 @@ mod tests {
             "projects.html",
             "project.html",
             "scans.html",
+            "seats.html",
             "changes.html",
             "audit.html",
             "confirm.html",

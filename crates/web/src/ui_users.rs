@@ -23,6 +23,7 @@ use crate::ui::{
     to_login,
 };
 use crate::ui_projects;
+use crate::ui_seats;
 
 const PAGE: usize = 50;
 
@@ -37,7 +38,7 @@ fn enc(v: &str) -> String {
 }
 
 /// What the console calls an account: its name, else its email, else its id.
-fn label(name: Option<&str>, email: Option<&str>, id: u64) -> String {
+pub(crate) fn label(name: Option<&str>, email: Option<&str>, id: u64) -> String {
     name.filter(|n| !n.trim().is_empty())
         .or(email.filter(|e| !e.trim().is_empty()))
         .map_or_else(|| format!("TestRail user #{id}"), str::to_string)
@@ -481,6 +482,7 @@ pub(crate) async fn user_page(
     };
     let title = label(u.name.as_deref(), u.email.as_deref(), u.id);
     let access = ui_projects::account_access(&s, &conn, id).await;
+    let activity = ui_seats::account_activity(&s, &conn, id).await;
     page(
         &s,
         &v,
@@ -493,7 +495,7 @@ pub(crate) async fn user_page(
                 identity_status => u.identity_status, match_reason => u.match_reason, pinned => u.pinned,
                 candidates => u.candidates.join(", "),
             },
-            match_css, fields => other_fields(&fields), access,
+            match_css, fields => other_fields(&fields), access, activity,
             groups, addable, roles, can_act, toggle_link,
             toggle_label => if u.is_active { "Deactivate…" } else { "Reactivate…" },
             guard => guard_now.map(Caution::message),

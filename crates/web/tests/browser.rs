@@ -9,7 +9,7 @@
 //!
 //! Screenshots of the pages go to `target/screenshots/` (the users list, an account's page, a
 //! confirmation page, the projects list and a project's page, a reviewer's items and an access
-//! review's close at 1366 and 390 pixels wide, among others).
+//! review's close, the seats page at 1366 and 390 pixels wide, among others).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +31,7 @@ use testrail_sim::{Edition, Settings, Version};
 const NAME: &str = "console_in_headless_chromium";
 const PROJECTS: &str = "projects_in_headless_chromium";
 const REVIEWS: &str = "reviews_in_headless_chromium";
+const SEATS: &str = "seats_in_headless_chromium";
 
 /// A program: the path in `env_var` if that is set (and nothing else), or the first
 /// candidate that exists, or `bin` on the PATH.
@@ -89,7 +90,8 @@ fn main() {
     let trials = vec![
         trial(NAME, found.clone(), console_in_headless_chromium),
         trial(PROJECTS, found.clone(), projects_in_headless_chromium),
-        trial(REVIEWS, found, reviews_in_headless_chromium),
+        trial(REVIEWS, found.clone(), reviews_in_headless_chromium),
+        trial(SEATS, found, seats_in_headless_chromium),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -1211,6 +1213,175 @@ async fn projects_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
         "a non-administrator's access is unknown: {rows:?}"
     );
     shots_at_both_widths(&c, "user-projects-before-7-3").await;
+
+    c.close().await.unwrap();
+    let _ = chromedriver.kill().await;
+    svc.stop().await.unwrap();
+}
+
+/// Seats and activity evidence: before any evidence scan the page says how to run one; after
+/// one on the simulator (which has no artefacts), every active account is listed without
+/// recorded activity, the figures are `evidence::seats`'s, and an account's page says so.
+async fn seats_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
+    let (c, mut chromedriver, _profile) = open_browser(&chromium, &driver).await;
+    let svc = start(30, 3).await;
+    let url = |p: &str| format!("{}{p}", svc.base);
+    svc.connect().await;
+    let scan = svc.scan().await;
+    assert_eq!(scan["status"], "succeeded", "{scan}");
+    let store = svc.engine.store().clone();
+    let conn = store.connections().await.unwrap().remove(0);
+
+    // Signed out, the seats lead to the sign-in form.
+    c.goto(&url("/seats")).await.unwrap();
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
+    sign_in(&c, &svc.base).await;
+
+    // No evidence scan yet: the page says so and names the command.
+    click(&c, "nav a[href='/seats']").await;
+    assert_eq!(path(&c).await, "/seats");
+    assert!(exists(&c, "nav a.on[href='/seats']").await);
+    assert!(
+        text_of(&c, "#no-evidence")
+            .await
+            .contains("No evidence scan yet")
+    );
+    assert_eq!(
+        text_of(&c, "#scan-command").await,
+        "accessrail evidence scan"
+    );
+    assert!(!exists(&c, "#without-list").await);
+    shots_at_both_widths(&c, "seats-no-evidence").await;
+    let first = accessrail_engine::report::users(&svc.engine, &conn)
+        .await
+        .unwrap()[0]
+        .id;
+    c.goto(&url(&format!("/users/{first}"))).await.unwrap();
+    assert_eq!(
+        text_of(&c, "#activity").await,
+        "No activity evidence yet. Seats"
+    );
+
+    // An evidence scan of the simulator: no artefacts, so no recorded activity.
+    let out = accessrail_engine::evidence::scan(&svc.engine, &conn, None)
+        .await
+        .unwrap();
+    let from = accessrail_engine::evidence::covered_from(&svc.engine, &conn)
+        .await
+        .unwrap()
+        .expect("covered after a good evidence scan");
+    let day = |t: i64| time_fmt::rfc3339(t)[..10].to_string();
+    let report = accessrail_engine::evidence::seats(&svc.engine, &conn, Some(12.5), Some(1))
+        .await
+        .unwrap();
+    let active: Vec<u64> = accessrail_engine::report::users(&svc.engine, &conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.is_active)
+        .map(|u| u.id)
+        .collect();
+    assert!(!active.is_empty());
+    assert_eq!(report.active_seats, active.len() as u64);
+    assert_eq!(report.without_evidence_90_days, Some(report.active_seats));
+
+    // The seat price and billing day through the form.
+    c.goto(&url("/seats")).await.unwrap();
+    fill(&c, "#seat_price", "12.5").await;
+    fill(&c, "#billing_day", "1").await;
+    click(&c, "#show-savings").await;
+    wait_for(&c, "per month").await;
+    let figure = |id: &'static str| {
+        let c = c.clone();
+        async move { text_of(&c, &format!("#{id} td.figure")).await }
+    };
+    let n = |v: Option<u64>| {
+        v.map_or("not covered by the evidence yet".to_string(), |n| {
+            n.to_string()
+        })
+    };
+    assert_eq!(
+        figure("active-seats").await,
+        report.active_seats.to_string()
+    );
+    assert_eq!(
+        figure("without-30").await,
+        n(report.without_evidence_30_days)
+    );
+    assert_eq!(
+        figure("without-60").await,
+        n(report.without_evidence_60_days)
+    );
+    assert_eq!(
+        figure("without-90").await,
+        n(report.without_evidence_90_days)
+    );
+    assert_eq!(
+        figure("leavers-active").await,
+        report.leavers_active.to_string()
+    );
+    assert_eq!(
+        figure("automation").await,
+        report.automation_accounts.to_string()
+    );
+    assert_eq!(
+        text_of(&c, "#saving-leavers").await,
+        format!("{:.2} per month", report.monthly_saving_leavers.unwrap())
+    );
+    assert!(text_of(&c, "#saving-both").await.starts_with(&format!(
+        "{:.2} per month",
+        report.monthly_saving_leavers_and_idle_90.unwrap()
+    )));
+    assert!(
+        text_of(&c, "#billing-end")
+            .await
+            .contains(&day(report.billing_period_end.unwrap()))
+    );
+    assert!(
+        text_of(&c, "#billing-note")
+            .await
+            .contains("TestRail bills every user active")
+    );
+    assert!(text_of(&c, "#coverage").await.contains(&day(from)));
+
+    // Every active account is listed, with no recorded activity since the coverage began.
+    let rows = texts_of(&c, "#without-list tr.without-row").await;
+    assert_eq!(rows.len(), active.len(), "{rows:?}");
+    for id in &active {
+        let row = text_of(&c, &format!("#without-list tr[data-account='{id}']")).await;
+        assert!(row.contains(&format!("none since {}", day(from))), "{row}");
+        assert!(
+            exists(
+                &c,
+                &format!("#without-list tr[data-account='{id}'] a[href='/users/{id}']")
+            )
+            .await
+        );
+    }
+    // The evidence scan, as run.
+    let run = text_of(&c, &format!("#evidence-run-{}", out.run_id)).await;
+    assert!(run.contains("succeeded"), "{run}");
+    assert!(
+        run.contains(&format!("{} ({})", out.requests, out.estimate)),
+        "{run}"
+    );
+    let body = text(&c).await.to_lowercase();
+    assert!(
+        !body.contains("inactive") && !body.contains("last login"),
+        "{body}"
+    );
+    shots_at_both_widths(&c, "seats").await;
+    shots_at_both_widths_from(&c, "seats-runs", "without-note").await;
+
+    // An account's page says it has no recorded activity.
+    let id = active[0];
+    click(&c, &format!("#without-list a[href='/users/{id}']")).await;
+    assert_eq!(path(&c).await, format!("/users/{id}"));
+    assert!(text_of(&c, "#activity").await.starts_with(&format!(
+        "No recorded activity in results, runs, plans or cases since {}",
+        day(from)
+    )),);
+    shots_at_both_widths(&c, "user-activity").await;
 
     c.close().await.unwrap();
     let _ = chromedriver.kill().await;
