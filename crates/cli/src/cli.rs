@@ -634,6 +634,10 @@ pub struct ServeArgs {
     /// applies).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
     pub job_poll_ms: u64,
+    /// Do not run activity evidence scans on the scan schedule (`accessrail evidence scan`
+    /// still runs one by hand).
+    #[arg(long)]
+    pub no_evidence_scans: bool,
 }
 
 #[derive(Debug, Subcommand)]

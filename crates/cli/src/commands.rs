@@ -1474,6 +1474,7 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
         grace: Duration::from_secs(a.shutdown_grace_secs),
         tick_every: Duration::from_secs(a.scheduler_tick_secs),
         job_poll: Duration::from_millis(a.job_poll_ms),
+        evidence_scans: !a.no_evidence_scans,
     };
     serve_app(
         app,

@@ -143,6 +143,8 @@ impl Replica {
                 "--json",
                 "--listen",
                 "127.0.0.1:0",
+                // Only scans ask TestRail here: the test counts their requests exactly.
+                "--no-evidence-scans",
                 "--scan-interval-hours",
                 INTERVAL_HOURS,
                 "--scan-jitter-secs",

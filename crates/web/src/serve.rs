@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// How often an idle job worker looks for queued jobs.
     pub job_poll: Duration,
+    /// Run activity evidence scans on the scan schedule.
+    pub evidence_scans: bool,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +40,7 @@ impl Default for ServeConfig {
             grace: Duration::from_secs(20),
             public_url: None,
             job_poll: Duration::from_millis(500),
+            evidence_scans: true,
         }
     }
 }
@@ -152,7 +155,12 @@ async fn scheduler(
         }
         // Activity evidence, on the scan schedule: each due connection in a task of its own
         // (the evidence lease keeps it to one at a time across replicas).
-        match accessrail_engine::evidence::due(&state.engine, &state.schedule).await {
+        let due_evidence = if cfg.evidence_scans {
+            accessrail_engine::evidence::due(&state.engine, &state.schedule).await
+        } else {
+            Ok(vec![])
+        };
+        match due_evidence {
             Ok(due) => {
                 for conn in due {
                     let state = state.clone();
