@@ -128,6 +128,22 @@ pub struct EvidenceRunDto {
     error: Option<String>,
 }
 
+impl From<accessrail_store::EvidenceRun> for EvidenceRunDto {
+    fn from(r: accessrail_store::EvidenceRun) -> Self {
+        Self {
+            id: r.id,
+            status: r.status,
+            started_at: time_fmt::rfc3339(r.started_at),
+            finished_at: t(r.finished_at),
+            read_from: time_fmt::rfc3339(r.read_from),
+            requests: r.requests,
+            estimate: r.estimate,
+            evidence: r.evidence,
+            error: r.error,
+        }
+    }
+}
+
 /// The evidence scans of a connection, oldest first.
 #[utoipa::path(get, path = "/api/v1/connections/{name}/evidence", params(("name" = String, Path)), responses((status = 200, body = Vec<EvidenceRunDto>)))]
 async fn evidence_runs(
@@ -137,21 +153,7 @@ async fn evidence_runs(
 ) -> ApiResult<Json<Vec<EvidenceRunDto>>> {
     let c = crate::api::conn(&s, &name).await?;
     let runs = s.engine.store().evidence_runs(&c.id).await?;
-    Ok(Json(
-        runs.into_iter()
-            .map(|r| EvidenceRunDto {
-                id: r.id,
-                status: r.status,
-                started_at: time_fmt::rfc3339(r.started_at),
-                finished_at: t(r.finished_at),
-                read_from: time_fmt::rfc3339(r.read_from),
-                requests: r.requests,
-                estimate: r.estimate,
-                evidence: r.evidence,
-                error: r.error,
-            })
-            .collect(),
-    ))
+    Ok(Json(runs.into_iter().map(Into::into).collect()))
 }
 
 /// Runs an evidence scan now (from the last good one, less an hour) and answers when done.
@@ -171,17 +173,7 @@ async fn evidence_scan(
         .into_iter()
         .find(|r| r.id == o.run_id)
         .ok_or_else(|| ApiError::not_found("the evidence scan's record"))?;
-    Ok(Json(EvidenceRunDto {
-        id: r.id,
-        status: r.status,
-        started_at: time_fmt::rfc3339(r.started_at),
-        finished_at: t(r.finished_at),
-        read_from: time_fmt::rfc3339(r.read_from),
-        requests: r.requests,
-        estimate: r.estimate,
-        evidence: r.evidence,
-        error: r.error,
-    }))
+    Ok(Json(r.into()))
 }
 
 fn t(x: Option<i64>) -> Option<String> {
