@@ -1376,7 +1376,8 @@ async fn after_import_flows(
         None => app.store().connections().await?,
     };
     for conn in conns {
-        let Some(requests) = crate::provisioning::flow_requests(app, &conn).await? else {
+        let Some((requests, handovers)) = crate::provisioning::flow_requests(app, &conn).await?
+        else {
             continue;
         };
         let opts = ProvOpts {
@@ -1398,7 +1399,7 @@ async fn after_import_flows(
                 }
             );
         }
-        match crate::provisioning::run_plan(app, &conn, requests, &opts, json).await {
+        match crate::provisioning::run_plan(app, &conn, requests, &handovers, &opts, json).await {
             Ok(_) => {}
             Err(f) => crate::output::print_failure(&f, json),
         }
@@ -1637,6 +1638,60 @@ async fn seats_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A person's open work and the steps that hand it over.
+pub fn print_work(
+    i: &accessrail_engine::offboard::OffboardImpact,
+    steps: &[accessrail_engine::offboard::ReassignStep],
+    reassigning: bool,
+) {
+    println!("  open runs assigned to them: {}", i.runs.len());
+    for r in &i.runs {
+        println!(
+            "    run {} \"{}\" in {}{}",
+            r.id,
+            r.name,
+            r.project,
+            r.plan_id
+                .map(|p| format!(" (plan {p})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "  open plans assigned to them: {} (listed only: TestRail's API cannot reassign a plan; do it in TestRail)",
+        i.plans.len()
+    );
+    for p in &i.plans {
+        println!("    plan {} \"{}\" in {}", p.id, p.name, p.project);
+    }
+    println!(
+        "  untested or retest tests assigned to them in open runs: {}",
+        i.tests.len()
+    );
+    println!(
+        "  context: cases they created {}, cases they updated last {}",
+        i.cases_created, i.cases_last_updated
+    );
+    if !steps.is_empty() {
+        println!("Plan:");
+        for (n, st) in steps.iter().enumerate() {
+            println!(
+                "  {}. {} {} ({})",
+                n + 1,
+                st.action,
+                st.target,
+                st.calls.join(", ")
+            );
+            if let Some(note) = &st.note {
+                println!("     note: {note}");
+            }
+        }
+    } else if !reassigning && (!i.runs.is_empty() || !i.tests.is_empty()) {
+        println!(
+            "  (their runs and tests stay assigned to them: --reassign-to EMAIL gives them to someone)"
+        );
+    }
+}
+
 async fn offboard_cmd(
     app: &App,
     opts: ProvOpts,
@@ -1665,52 +1720,7 @@ async fn offboard_cmd(
                 ""
             }
         );
-        println!("  open runs assigned to them: {}", i.runs.len());
-        for r in &i.runs {
-            println!(
-                "    run {} \"{}\" in {}{}",
-                r.id,
-                r.name,
-                r.project,
-                r.plan_id
-                    .map(|p| format!(" (plan {p})"))
-                    .unwrap_or_default()
-            );
-        }
-        println!(
-            "  open plans assigned to them: {} (not reassigned)",
-            i.plans.len()
-        );
-        for p in &i.plans {
-            println!("    plan {} \"{}\" in {}", p.id, p.name, p.project);
-        }
-        println!(
-            "  untested or retest tests assigned to them in open runs: {}",
-            i.tests.len()
-        );
-        println!(
-            "  context: cases they created {}, cases they updated last {}",
-            i.cases_created, i.cases_last_updated
-        );
-        if !plan.steps.is_empty() {
-            println!("Plan:");
-            for (n, st) in plan.steps.iter().enumerate() {
-                println!(
-                    "  {}. {} {} ({})",
-                    n + 1,
-                    st.action,
-                    st.target,
-                    st.calls.join(", ")
-                );
-                if let Some(note) = &st.note {
-                    println!("     note: {note}");
-                }
-            }
-        } else if reassign_to.is_none() && (!i.runs.is_empty() || !i.tests.is_empty()) {
-            println!(
-                "  (their runs and tests stay assigned to them: --reassign-to EMAIL gives them to someone)"
-            );
-        }
+        print_work(i, &plan.steps, reassign_to.is_some());
         crate::provisioning::print_plan(&plan.deactivate, opts.dry_run, false);
     }
     let cautions: Vec<String> = plan

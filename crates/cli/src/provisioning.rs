@@ -128,20 +128,44 @@ fn exit_for(r: &ApplyReport) -> ExitCode {
     }
 }
 
-/// Plans, prints, and (unless a dry run) applies.
+/// Plans, prints, and (unless a dry run) applies. `handovers`: leavers whose open work a flow
+/// rule hands over before their deactivation.
 pub async fn run_plan(
     app: &App,
     conn: &Connection,
     requests: Vec<Request>,
+    handovers: &[flows::Handover],
     opts: &ProvOpts,
     json: bool,
 ) -> Result<ExitCode, Failure> {
+    use accessrail_engine::offboard;
     let rails = Rails::new(opts.max_deactivations, opts.force);
     if !opts.dry_run {
         // Refuse before any TestRail read is made for the plan.
         provision::ensure_enabled(conn)?;
     }
-    let plan = provision::plan(app, conn, requests, &rails).await?;
+    let mut plan = provision::plan(app, conn, requests, &rails).await?;
+    let handover_plans = offboard::plan_handovers(app, conn, handovers, &plan).await?;
+    for h in &handover_plans {
+        if let Some(why) = &h.hold {
+            offboard::hold_back(&mut plan, &h.email, why);
+        }
+    }
+    if !json {
+        for h in &handover_plans {
+            let Some(r) = &h.reassignment else { continue };
+            println!(
+                "Hand-over before deactivating {} (rule {}{}):",
+                h.email,
+                h.rule,
+                r.reassign_to
+                    .as_ref()
+                    .map(|t| format!(", to {}", t.1))
+                    .unwrap_or_default()
+            );
+            crate::commands::print_work(&r.impact, &r.steps, true);
+        }
+    }
     print_plan(&plan, opts.dry_run, json);
     let cautions: Vec<String> = plan
         .steps
@@ -157,15 +181,33 @@ pub async fn run_plan(
     }
     if opts.dry_run {
         if json {
-            print_json(&json!({ "dry_run": true, "plan": plan }));
+            print_json(&json!({ "dry_run": true, "plan": plan, "handovers": handover_plans }));
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let handed = offboard::apply_handovers(app, conn, &handover_plans, &mut plan).await?;
+    if !json {
+        for h in &handed {
+            for (target, outcome, audit) in &h.steps {
+                println!("  {outcome}: {target} (audit #{audit})");
+            }
+        }
+    }
     let report = provision::apply(app, conn, &plan).await?;
     if json {
-        print_json(&json!({ "dry_run": false, "plan": plan, "result": report }));
+        print_json(
+            &json!({ "dry_run": false, "plan": plan, "handovers": handed, "result": report }),
+        );
     }
     print_report(&report, json);
+    // A hand-over step that failed leaves a leaver active: a partial run. (A leaver held back
+    // by the plan, for want of someone to take the work, is a skip like the rails'.)
+    if handed
+        .iter()
+        .any(|h| h.steps.iter().any(|(_, outcome, _)| outcome == "failed"))
+    {
+        return Ok(ExitCode::from(3));
+    }
     Ok(exit_for(&report))
 }
 
@@ -235,7 +277,7 @@ pub async fn provision_cmd(
         action: act,
         origin: Origin::Direct { actor: cli_actor() },
     };
-    run_plan(app, &conn, vec![req], &opts, json).await
+    run_plan(app, &conn, vec![req], &[], &opts, json).await
 }
 
 pub async fn provisioning_switch(
@@ -428,14 +470,20 @@ pub async fn audit_cmd(
 }
 
 /// The flow requests for a connection, or None when it has no flow file.
-pub async fn flow_requests(app: &App, conn: &Connection) -> Result<Option<Vec<Request>>, Failure> {
+pub async fn flow_requests(
+    app: &App,
+    conn: &Connection,
+) -> Result<Option<(Vec<Request>, Vec<flows::Handover>)>, Failure> {
     let Some((file, _)) = flows::load_for(app, conn).await? else {
         return Ok(None);
     };
     let identities = app.store().identities().await?;
     let users = report::users(app, conn).await?;
     let activity = accessrail_engine::evidence::activity(app, conn).await?;
-    Ok(Some(flows::evaluate(&file, &identities, &users, &activity)))
+    Ok(Some((
+        flows::evaluate(&file, &identities, &users, &activity),
+        flows::handovers(&file, &identities, &users),
+    )))
 }
 
 pub async fn flows_cmd(app: &App, action: FlowsAction, json: bool) -> Result<ExitCode, Failure> {
@@ -581,13 +629,13 @@ pub async fn flows_cmd(app: &App, action: FlowsAction, json: bool) -> Result<Exi
         }
         FlowsAction::Run(opts) => {
             let conn = app.resolve(opts.conn.connection.as_deref()).await?;
-            let Some(requests) = flow_requests(app, &conn).await? else {
+            let Some((requests, handovers)) = flow_requests(app, &conn).await? else {
                 return Err(Failure::Usage(format!(
                     "no flows for {} (run `accessrail flows init`)",
                     conn.name
                 )));
             };
-            run_plan(app, &conn, requests, &opts, json).await
+            run_plan(app, &conn, requests, &handovers, &opts, json).await
         }
     }
 }

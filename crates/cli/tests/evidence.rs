@@ -453,3 +453,178 @@ async fn offboarding_impact_lists_what_is_still_theirs() {
     let verify = ok(&e, &["audit", "verify"]).await;
     assert_eq!(verify["ok"], true);
 }
+
+/// The accounts with the most untested or retest tests assigned to them in open runs, most
+/// first (active, not administrators), with those tests and their open runs.
+fn people_with_work(e: &Env) -> Vec<(u64, String, Vec<u64>, Vec<u64>)> {
+    let inst = e.sim().snapshot();
+    let a = &inst.artefacts;
+    let open: Vec<u64> = a
+        .runs
+        .iter()
+        .filter(|r| !r.is_completed)
+        .map(|r| r.id)
+        .collect();
+    let mut out: Vec<(u64, String, Vec<u64>, Vec<u64>)> = inst
+        .users
+        .values()
+        .filter(|u| u.is_active && !u.is_admin && u.email.contains('@'))
+        .map(|u| {
+            let tests: Vec<u64> = a
+                .tests
+                .iter()
+                .filter(|t| {
+                    open.contains(&t.run_id)
+                        && t.assignedto_id == Some(u.id)
+                        && matches!(t.status_id, 3 | 4)
+                })
+                .map(|t| t.id)
+                .collect();
+            let runs: Vec<u64> = a
+                .runs
+                .iter()
+                .filter(|r| !r.is_completed && r.assignedto_id == Some(u.id))
+                .map(|r| r.id)
+                .collect();
+            (u.id, u.email.clone(), tests, runs)
+        })
+        .filter(|p| !p.2.is_empty())
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.2.len()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
+    let e = env_with_artefacts(40, 4, 2000).await;
+    e.connect().await;
+    e.scan().await;
+    let people = people_with_work(&e);
+    assert!(people.len() >= 3, "the seed gives several people open work");
+    let (ana_id, ana, ana_tests, ana_runs) = people[0].clone();
+    let (cy_id, cy, _, _) = people[1].clone();
+    let (boss_id, boss, _, _) = people[2].clone();
+    // Ana leaves and reports to the boss; Cy leaves with no manager known.
+    let csv = format!(
+        "id,name,email,other_emails,status,manager_email\n\
+         p-ana,Ana,{ana},,leaver,{boss}\n\
+         p-cy,Cy,{cy},,leaver,\n\
+         p-boss,Boss,{boss},,active,\n"
+    );
+    let file = e.data().join("people.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = e
+        .run(&["identities", "import", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rules = e.data().join("flows.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"leavers\"\nwhen = \"leaver\"\naction = \"deactivate\"\nreassign_to = \"manager\"\n",
+    )
+    .unwrap();
+    let out = e.run(&["flows", "set", rules.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // A rule that hands work to nobody sensible is refused when stored.
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"x\"\nwhen = \"idle\"\ndays = 30\naction = \"deactivate\"\nreassign_to = \"manager\"\n",
+    )
+    .unwrap();
+    let out = e.run(&["flows", "set", rules.to_str().unwrap()]).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("reassign_to"), "{}", out.stderr);
+
+    // The dry run: Ana's work goes to the boss; Cy's deactivation is held back (work and no
+    // manager); nothing changes.
+    let updates = (e.stat("update_user"), e.stat("add_results"), e.stat("update_run"));
+    let dry = ok(&e, &["flows", "run", "--dry-run"]).await;
+    let handovers = dry["handovers"].as_array().unwrap();
+    let h_ana = handovers.iter().find(|h| h["email"] == ana.as_str()).unwrap();
+    assert_eq!(h_ana["reassignment"]["reassign_to"][0], boss_id);
+    assert_eq!(h_ana["hold"], Value::Null);
+    let planned_tests: usize = h_ana["reassignment"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["test_ids"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(planned_tests, ana_tests.len());
+    let h_cy = handovers.iter().find(|h| h["email"] == cy.as_str()).unwrap();
+    assert!(
+        h_cy["hold"].as_str().unwrap().contains("no manager_email"),
+        "{h_cy:#}"
+    );
+    let skipped = dry["plan"]["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s["target"].as_str().unwrap().eq_ignore_ascii_case(&cy))
+    );
+    let steps: Vec<&str> = dry["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    assert!(steps.iter().any(|t| t.eq_ignore_ascii_case(&ana)), "{steps:?}");
+    assert_eq!(
+        (e.stat("update_user"), e.stat("add_results"), e.stat("update_run")),
+        updates,
+        "a dry run changes nothing"
+    );
+
+    // A hand-over that fails in TestRail keeps Ana active: a partial run (exit 3).
+    let out = e.run(&["provisioning", "enable"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    e.sim().set_faults(testrail_sim::Faults {
+        error_rate: 1.0,
+        methods: vec!["add_results".into()],
+        ..testrail_sim::Faults::default()
+    });
+    let out = e.run(&["flows", "run", "--json"]).await;
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let failed = out.json();
+    assert_eq!(failed["result"]["done"], 0, "{failed:#}");
+    assert!(e.sim().snapshot().users[&ana_id].is_active);
+    assert!(
+        failed["plan"]["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["target"].as_str().unwrap().eq_ignore_ascii_case(&ana)
+                && s["reason"].as_str().unwrap().contains("handing its open work over failed")),
+        "{failed:#}"
+    );
+    e.sim().set_faults(testrail_sim::Faults::default());
+
+    // Applied: Ana's runs and tests read as the boss's, then Ana is deactivated; Cy stays.
+    let run = ok(&e, &["flows", "run"]).await;
+    assert_eq!(run["result"]["done"], 1, "{run:#}");
+    let now = e.sim().snapshot();
+    assert!(!now.users[&ana_id].is_active);
+    assert!(now.users[&cy_id].is_active, "held back");
+    for t in now.artefacts.tests.iter().filter(|t| ana_tests.contains(&t.id)) {
+        assert_eq!(t.assignedto_id, Some(boss_id), "test {}", t.id);
+    }
+    for r in now.artefacts.runs.iter().filter(|r| ana_runs.contains(&r.id)) {
+        assert_eq!(r.assignedto_id, Some(boss_id), "run {}", r.id);
+    }
+    // Audited under the rule's name, before and after each step.
+    let audit = ok(&e, &["audit"]).await;
+    let by_rule: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["actor"] == "flow:leavers")
+        .map(|x| (x["action"].as_str().unwrap(), x["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(by_rule.contains(&("reassign_tests", "started")), "{by_rule:?}");
+    assert!(by_rule.contains(&("reassign_tests", "done")), "{by_rule:?}");
+    assert!(by_rule.contains(&("deactivate", "done")), "{by_rule:?}");
+    assert_eq!(ok(&e, &["audit", "verify"]).await["ok"], true);
+    // Run again: nothing left to hand over or deactivate for Ana; Cy is still held back.
+    let again = ok(&e, &["flows", "run"]).await;
+    assert_eq!(again["result"]["done"], 0, "{again:#}");
+    assert!(e.sim().snapshot().users[&cy_id].is_active);
+}

@@ -55,6 +55,12 @@ pub struct Rule {
     /// For when = "idle": days without recorded activity.
     #[serde(default)]
     pub days: Option<u32>,
+    /// For when = "leaver": hand the leaver's open work over before deactivating them (their
+    /// open runs, runs inside plans and untested or retest tests), to this email or to
+    /// `"manager"` (the identity's `manager_email`). A leaver whose work cannot be handed over
+    /// is not deactivated by the run (the plan says why).
+    #[serde(default)]
+    pub reassign_to: Option<String>,
     /// This rule may deactivate TestRail administrators.
     #[serde(default)]
     pub allow_admins: bool,
@@ -99,6 +105,10 @@ pub const STARTER: &str = r#"# Accessrail flows for this TestRail connection.
 name = "deactivate-leavers"
 when = "leaver"            # the identity's status is leaver
 action = "deactivate"      # deactivate its active TestRail accounts (frees the seats)
+# Before deactivating, hand the leaver's open runs and untested or retest tests to their
+# manager (the identity's manager_email) or to a named email; a leaver whose work cannot be
+# handed over stays active and the plan says why:
+#reassign_to = "manager"
 
 # A joiner rule: active people in department QA get a TestRail account as Tester, in group QA,
 # with the role Tester in project Mobile (project roles: TestRail Enterprise, 7.3+).
@@ -205,6 +215,20 @@ pub fn parse(text: &str) -> Result<FlowFile, String> {
             }
             _ => {}
         }
+        if let Some(to) = &r.reassign_to {
+            if r.when != When::Leaver {
+                return Err(format!(
+                    "rule {:?}: reassign_to only goes with when = \"leaver\"",
+                    r.name
+                ));
+            }
+            if to.trim() != MANAGER && accessrail_domain::EmailKey::parse(to).is_none() {
+                return Err(format!(
+                    "rule {:?}: reassign_to must be an email or \"manager\" (the leaver's manager_email), not {to:?}",
+                    r.name
+                ));
+            }
+        }
         if !r.projects.is_empty() && r.action != FlowAction::CreateUser {
             return Err(format!(
                 "rule {:?}: projects only go with action = \"create_user\"",
@@ -222,6 +246,63 @@ fn attributes_match(rule: &Rule, ident: &Identity) -> bool {
             .iter()
             .any(|(ak, av)| ak.eq_ignore_ascii_case(k) && av.trim().eq_ignore_ascii_case(v.trim()))
     })
+}
+
+/// `reassign_to = "manager"`: the leaver's `manager_email`.
+pub const MANAGER: &str = "manager";
+
+/// A leaver whose open work a rule hands over before the deactivation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Handover {
+    pub rule: String,
+    /// The leaver's TestRail account, as the deactivation names it.
+    pub email: String,
+    /// Who takes the work, or why nobody can.
+    pub to: Result<String, String>,
+}
+
+/// The hand-overs the leaver rules with `reassign_to` ask for: one per active account of a
+/// leaver (those the same rules deactivate).
+pub fn handovers(file: &FlowFile, identities: &[Identity], users: &[UserView]) -> Vec<Handover> {
+    let mut out: Vec<Handover> = Vec::new();
+    for rule in &file.rules {
+        let (When::Leaver, Some(to)) = (rule.when, &rule.reassign_to) else {
+            continue;
+        };
+        for ident in identities {
+            if ident.gone || ident.status != IdentityStatus::Leaver || !attributes_match(rule, ident)
+            {
+                continue;
+            }
+            let target = if to.trim() == MANAGER {
+                ident
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(crate::identities::MANAGER_EMAIL))
+                    .map(|(_, v)| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("{} has no manager_email", ident.name))
+            } else {
+                Ok(to.trim().to_string())
+            };
+            for u in users
+                .iter()
+                .filter(|u| u.is_active && u.identity.as_deref() == Some(ident.id.as_str()))
+            {
+                let Some(email) = &u.email else { continue };
+                // The first rule that names the leaver decides, as for the deactivation.
+                if out.iter().any(|h| h.email == *email) {
+                    continue;
+                }
+                out.push(Handover {
+                    rule: rule.name.clone(),
+                    email: email.clone(),
+                    to: target.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// What idle rules need: the time, since when the activity evidence covers activity, and each

@@ -345,7 +345,8 @@ pub async fn run_flows<S: Store>(
     if requests.is_empty() {
         return Ok(format!("flows of {}: nothing to do", conn.name));
     }
-    let plan = provision::plan(engine, &conn, requests, &Rails::new(None, false)).await?;
+    let handovers = crate::flows::handovers(&file, &identities, &users);
+    let mut plan = provision::plan(engine, &conn, requests, &Rails::new(None, false)).await?;
     let steps = plan.steps.iter().filter(|s| !s.is_noop()).count();
     if !conn.provisioning_enabled {
         return Ok(format!(
@@ -353,10 +354,26 @@ pub async fn run_flows<S: Store>(
             conn.name
         ));
     }
+    let handover_plans =
+        crate::offboard::plan_handovers(engine, &conn, &handovers, &plan).await?;
+    let handed =
+        crate::offboard::apply_handovers(engine, &conn, &handover_plans, &mut plan).await?;
     let r = provision::apply(engine, &conn, &plan).await?;
+    let held_back = handed.iter().filter(|h| !h.held).count();
     Ok(format!(
-        "flows of {} (after an import by {actor}): {} done, {} failed, {} not run",
-        conn.name, r.done, r.failed, r.not_run
+        "flows of {} (after an import by {actor}): {} done, {} failed, {} not run{}",
+        conn.name,
+        r.done,
+        r.failed,
+        r.not_run,
+        if handed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} leaver(s) handed their work over, {held_back} held back",
+                handed.len() - held_back
+            )
+        }
     ))
 }
 

@@ -225,6 +225,21 @@ pub struct ReassignStep {
     pub note: Option<String>,
 }
 
+/// The hand-over of a person's work: what is theirs, who takes it, and the steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reassignment {
+    pub impact: OffboardImpact,
+    pub reassign_to: Option<(u64, String)>,
+    pub steps: Vec<ReassignStep>,
+}
+
+impl Reassignment {
+    /// Work the steps hand over (plans are listed only: TestRail's API cannot reassign one).
+    pub fn has_work(&self) -> bool {
+        !self.impact.runs.is_empty() || !self.impact.tests.is_empty()
+    }
+}
+
 /// Reassign the person's work to another, then deactivate them: one plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct OffboardPlan {
@@ -244,73 +259,13 @@ pub async fn plan<S: Store>(
     rails: &crate::provision::Rails,
     actor: &str,
 ) -> EngineResult<OffboardPlan> {
-    let impact = impact(engine, conn, email).await?;
-    let mut steps = Vec::new();
-    let to = match reassign_to {
-        None => None,
-        Some(t) => {
-            let client = engine.client_for(conn, None)?;
-            let u = client.get_user_by_email(t).await.map_err(|e| {
-                if e.kind() == testrail_client::ErrorKind::NotFound {
-                    EngineError::NotFound(format!("no TestRail account has the email {t}"))
-                } else {
-                    EngineError::upstream("looking the new assignee up", e)
-                }
-            })?;
-            if u.id == impact.account_id {
-                return Err(EngineError::InvalidInput(
-                    "--reassign-to names the person being offboarded".into(),
-                ));
-            }
-            if u.is_active == Some(false) {
-                return Err(EngineError::InvalidInput(format!(
-                    "{t} is deactivated in TestRail: work cannot go to them"
-                )));
-            }
-            Some((u.id, u.email.unwrap_or_else(|| t.to_string())))
-        }
-    };
-    if let Some((to_id, to_email)) = &to {
-        for r in &impact.runs {
-            let (action, call) = match r.plan_id {
-                None => ("reassign_run", format!("update_run/{}", r.id)),
-                Some(_) => (
-                    "reassign_plan_run",
-                    format!("update_run_in_plan_entry/{}", r.id),
-                ),
-            };
-            steps.push(ReassignStep {
-                action,
-                run_id: r.id,
-                test_ids: vec![],
-                target: format!("run {} \"{}\" in {} to {to_email}", r.id, r.name, r.project),
-                calls: vec![call, format!("get_run/{}", r.id)],
-                note: None,
-            });
-        }
-        let mut by_run: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        for t in &impact.tests {
-            by_run.entry(t.run_id).or_default().push(t.id);
-        }
-        for (run, tests) in by_run {
-            steps.push(ReassignStep {
-                action: "reassign_tests",
-                run_id: run,
-                target: format!("{} tests of run {run} to {to_email}", tests.len()),
-                test_ids: tests,
-                calls: vec![format!("add_results/{run}"), format!("get_tests/{run}")],
-                note: Some(format!(
-                    "TestRail reassigns a test only by adding a result: each test gets a result (no status, assignee {to_email} (id {to_id})) authored by the account Accessrail signs in with"
-                )),
-            });
-        }
-    }
+    let r = plan_reassignment(engine, conn, email, reassign_to).await?;
     let deactivate = crate::provision::plan(
         engine,
         conn,
         vec![crate::provision::Request {
             action: crate::provision::Action::Deactivate {
-                email: impact.email.clone(),
+                email: r.impact.email.clone(),
             },
             origin: crate::provision::Origin::Direct {
                 actor: actor.to_string(),
@@ -320,11 +275,101 @@ pub async fn plan<S: Store>(
     )
     .await?;
     Ok(OffboardPlan {
+        impact: r.impact,
+        reassign_to: r.reassign_to,
+        steps: r.steps,
+        deactivate,
+    })
+}
+
+/// The impact and, with `reassign_to`, the steps that hand the work over.
+pub async fn plan_reassignment<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    email: &str,
+    reassign_to: Option<&str>,
+) -> EngineResult<Reassignment> {
+    let impact = impact(engine, conn, email).await?;
+    let to = match reassign_to {
+        None => None,
+        Some(t) => Some(assignee(engine, conn, &impact, t).await?),
+    };
+    let steps = to
+        .as_ref()
+        .map(|to| steps_for(&impact, to))
+        .unwrap_or_default();
+    Ok(Reassignment {
         impact,
         reassign_to: to,
         steps,
-        deactivate,
     })
+}
+
+/// The account that takes the work: active, and not the person leaving.
+async fn assignee<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    impact: &OffboardImpact,
+    t: &str,
+) -> EngineResult<(u64, String)> {
+    let client = engine.client_for(conn, None)?;
+    let u = client.get_user_by_email(t).await.map_err(|e| {
+        if e.kind() == testrail_client::ErrorKind::NotFound {
+            EngineError::NotFound(format!("no TestRail account has the email {t}"))
+        } else {
+            EngineError::upstream("looking the new assignee up", e)
+        }
+    })?;
+    if u.id == impact.account_id {
+        return Err(EngineError::InvalidInput(format!(
+            "{t} is the person being offboarded: their work cannot go to them"
+        )));
+    }
+    if u.is_active == Some(false) {
+        return Err(EngineError::InvalidInput(format!(
+            "{t} is deactivated in TestRail: work cannot go to them"
+        )));
+    }
+    Ok((u.id, u.email.unwrap_or_else(|| t.to_string())))
+}
+
+/// The steps that hand the impact's runs and tests to `to`.
+fn steps_for(impact: &OffboardImpact, (to_id, to_email): &(u64, String)) -> Vec<ReassignStep> {
+    let mut steps = Vec::new();
+    for r in &impact.runs {
+        let (action, call) = match r.plan_id {
+            None => ("reassign_run", format!("update_run/{}", r.id)),
+            Some(_) => (
+                "reassign_plan_run",
+                format!("update_run_in_plan_entry/{}", r.id),
+            ),
+        };
+        steps.push(ReassignStep {
+            action,
+            run_id: r.id,
+            test_ids: vec![],
+            target: format!("run {} \"{}\" in {} to {to_email}", r.id, r.name, r.project),
+            calls: vec![call, format!("get_run/{}", r.id)],
+            note: None,
+        });
+    }
+    let mut by_run: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for t in &impact.tests {
+        by_run.entry(t.run_id).or_default().push(t.id);
+    }
+    for (run, tests) in by_run {
+        steps.push(ReassignStep {
+            action: "reassign_tests",
+            run_id: run,
+            target: format!("{} tests of run {run} to {to_email}", tests.len()),
+            test_ids: tests,
+            calls: vec![format!("add_results/{run}"), format!("get_tests/{run}")],
+            note: Some(format!(
+                "TestRail reassigns a test only by adding a result: each test gets a result (no status, assignee {to_email} (id {to_id})) authored by the account Accessrail signs in with"
+            )),
+        });
+    }
+    steps
 }
 
 /// What applying an offboarding plan did.
@@ -343,10 +388,44 @@ pub async fn apply<S: Store>(
     plan: &OffboardPlan,
     actor: &str,
 ) -> EngineResult<OffboardReport> {
+    crate::provision::ensure_enabled(conn)?;
+    let (steps, held) = apply_reassignment(
+        engine,
+        conn,
+        &plan.impact,
+        plan.reassign_to.as_ref(),
+        &plan.steps,
+        actor,
+    )
+    .await?;
+    let deactivation = if held {
+        Some(crate::provision::apply(engine, conn, &plan.deactivate).await?)
+    } else {
+        None
+    };
+    Ok(OffboardReport {
+        steps,
+        deactivation,
+    })
+}
+
+/// Applies the hand-over steps in order, each audited before and after and read back; after a
+/// failure the rest are recorded as not run. `true` when every step held.
+pub async fn apply_reassignment<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    impact: &OffboardImpact,
+    reassign_to: Option<&(u64, String)>,
+    steps: &[ReassignStep],
+    actor: &str,
+) -> EngineResult<(Vec<(String, String, i64)>, bool)> {
     use accessrail_domain::{AuditRecord, Outcome};
     crate::provision::ensure_enabled(conn)?;
-    let client = engine.client_for(conn, None)?;
     let mut results = Vec::new();
+    let Some((to, to_email)) = reassign_to else {
+        return Ok((results, true));
+    };
+    let client = engine.client_for(conn, None)?;
     let mut failed = false;
     let audit = |outcome: Outcome, st: &ReassignStep, message: Option<String>| AuditRecord {
         at: engine.now(),
@@ -354,13 +433,13 @@ pub async fn apply<S: Store>(
         connection: conn.name.clone(),
         action: st.action.to_string(),
         target: st.target.clone(),
-        before: Some(plan.impact.email.clone()),
-        after: plan.reassign_to.as_ref().map(|t| t.1.clone()),
+        before: Some(impact.email.clone()),
+        after: Some(to_email.clone()),
         calls: st.calls.clone(),
         outcome,
         message,
     };
-    for st in &plan.steps {
+    for st in steps {
         if failed {
             let e = engine
                 .store()
@@ -373,9 +452,6 @@ pub async fn apply<S: Store>(
             results.push((st.target.clone(), "not_run".to_string(), e.id));
             continue;
         }
-        let Some((to, _)) = &plan.reassign_to else {
-            continue;
-        };
         engine
             .store()
             .append_audit(audit(
@@ -384,8 +460,7 @@ pub async fn apply<S: Store>(
                 Some("about to change TestRail".into()),
             ))
             .await?;
-        let done = reassign(&client, st, *to).await;
-        let (outcome, message) = match done {
+        let (outcome, message) = match reassign(&client, st, *to).await {
             Ok(true) => (Outcome::Done, None),
             Ok(false) => (Outcome::Noop, Some("already assigned so".to_string())),
             Err(e) => {
@@ -399,15 +474,149 @@ pub async fn apply<S: Store>(
             .await?;
         results.push((st.target.clone(), outcome.as_str().to_string(), e.id));
     }
-    let deactivation = if failed {
-        None
-    } else {
-        Some(crate::provision::apply(engine, conn, &plan.deactivate).await?)
-    };
-    Ok(OffboardReport {
-        steps: results,
-        deactivation,
-    })
+    Ok((results, !failed))
+}
+
+/// A leaver rule's hand-over, planned: the work and its steps, or why the leaver's
+/// deactivation is held back.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandoverPlan {
+    pub rule: String,
+    pub email: String,
+    pub reassignment: Option<Reassignment>,
+    /// Set when the work cannot be handed over: the leaver is then not deactivated.
+    pub hold: Option<String>,
+}
+
+/// Plans the hand-overs of the leavers a flow plan deactivates (those the rails skipped, or
+/// already deactivated, are left alone). Read fresh from TestRail.
+pub async fn plan_handovers<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    handovers: &[crate::flows::Handover],
+    plan: &crate::provision::Plan,
+) -> EngineResult<Vec<HandoverPlan>> {
+    use accessrail_domain::EmailKey;
+    let deactivated: std::collections::BTreeSet<EmailKey> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == "deactivate" && !s.is_noop())
+        .filter_map(|s| EmailKey::parse(&s.target))
+        .collect();
+    let mut out = Vec::new();
+    for h in handovers {
+        if !EmailKey::parse(&h.email).is_some_and(|k| deactivated.contains(&k)) {
+            continue;
+        }
+        let mut hp = HandoverPlan {
+            rule: h.rule.clone(),
+            email: h.email.clone(),
+            reassignment: None,
+            hold: None,
+        };
+        let mut r = plan_reassignment(engine, conn, &h.email, None).await?;
+        let to = match &h.to {
+            Ok(t) => match assignee(engine, conn, &r.impact, t).await {
+                Ok(to) => Ok(to),
+                Err(e @ (EngineError::NotFound(_) | EngineError::InvalidInput(_))) => {
+                    Err(e.to_string())
+                }
+                Err(e) => return Err(e),
+            },
+            Err(why) => Err(why.clone()),
+        };
+        match to {
+            Ok(to) => {
+                r.steps = steps_for(&r.impact, &to);
+                r.reassign_to = Some(to);
+            }
+            // Nobody to take the work: it matters only if there is work.
+            Err(why) if r.has_work() => {
+                hp.hold = Some(format!(
+                    "not deactivated: its open work cannot be handed over ({why})"
+                ));
+            }
+            Err(_) => {}
+        }
+        hp.reassignment = Some(r);
+        out.push(hp);
+    }
+    Ok(out)
+}
+
+/// Takes the deactivations of the leavers named here out of a plan, recording why.
+pub fn hold_back(plan: &mut crate::provision::Plan, email: &str, reason: &str) {
+    use accessrail_domain::EmailKey;
+    let key = EmailKey::parse(email);
+    let mut held = Vec::new();
+    plan.steps.retain(|s| {
+        let hit = s.action == "deactivate" && EmailKey::parse(&s.target) == key;
+        if hit {
+            held.push(crate::provision::Skipped {
+                target: s.target.clone(),
+                action: s.action,
+                reason: reason.to_string(),
+                actor: s.actor.clone(),
+            });
+        }
+        !hit
+    });
+    plan.skipped.extend(held);
+}
+
+/// What the hand-overs of a flow run did, per leaver.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandoverReport {
+    pub email: String,
+    pub steps: Vec<(String, String, i64)>,
+    /// The leaver's deactivation stays in the plan.
+    pub held: bool,
+}
+
+/// Applies the hand-overs, then takes out of `plan` the deactivation of every leaver whose
+/// work was not handed over (held back by the plan, or a step that failed).
+pub async fn apply_handovers<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    handovers: &[HandoverPlan],
+    plan: &mut crate::provision::Plan,
+) -> EngineResult<Vec<HandoverReport>> {
+    let mut out = Vec::new();
+    for h in handovers {
+        if let Some(why) = &h.hold {
+            hold_back(plan, &h.email, why);
+            out.push(HandoverReport {
+                email: h.email.clone(),
+                steps: vec![],
+                held: false,
+            });
+            continue;
+        }
+        let Some(r) = &h.reassignment else { continue };
+        let actor = format!("flow:{}", h.rule);
+        let (steps, held) = apply_reassignment(
+            engine,
+            conn,
+            &r.impact,
+            r.reassign_to.as_ref(),
+            &r.steps,
+            &actor,
+        )
+        .await?;
+        if !held {
+            hold_back(
+                plan,
+                &h.email,
+                "not deactivated: handing its open work over failed (see the audit log)",
+            );
+        }
+        out.push(HandoverReport {
+            email: h.email.clone(),
+            steps,
+            held,
+        });
+    }
+    Ok(out)
 }
 
 /// One reassignment with its read-back: `Ok(false)` when it already held.
