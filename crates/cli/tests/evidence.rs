@@ -537,10 +537,17 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
 
     // The dry run: Ana's work goes to the boss; Cy's deactivation is held back (work and no
     // manager); nothing changes.
-    let updates = (e.stat("update_user"), e.stat("add_results"), e.stat("update_run"));
+    let updates = (
+        e.stat("update_user"),
+        e.stat("add_results"),
+        e.stat("update_run"),
+    );
     let dry = ok(&e, &["flows", "run", "--dry-run"]).await;
     let handovers = dry["handovers"].as_array().unwrap();
-    let h_ana = handovers.iter().find(|h| h["email"] == ana.as_str()).unwrap();
+    let h_ana = handovers
+        .iter()
+        .find(|h| h["email"] == ana.as_str())
+        .unwrap();
     assert_eq!(h_ana["reassignment"]["reassign_to"][0], boss_id);
     assert_eq!(h_ana["hold"], Value::Null);
     let planned_tests: usize = h_ana["reassignment"]["steps"]
@@ -550,7 +557,10 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
         .map(|s| s["test_ids"].as_array().unwrap().len())
         .sum();
     assert_eq!(planned_tests, ana_tests.len());
-    let h_cy = handovers.iter().find(|h| h["email"] == cy.as_str()).unwrap();
+    let h_cy = handovers
+        .iter()
+        .find(|h| h["email"] == cy.as_str())
+        .unwrap();
     assert!(
         h_cy["hold"].as_str().unwrap().contains("no manager_email"),
         "{h_cy:#}"
@@ -567,9 +577,16 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
         .iter()
         .map(|s| s["target"].as_str().unwrap())
         .collect();
-    assert!(steps.iter().any(|t| t.eq_ignore_ascii_case(&ana)), "{steps:?}");
+    assert!(
+        steps.iter().any(|t| t.eq_ignore_ascii_case(&ana)),
+        "{steps:?}"
+    );
     assert_eq!(
-        (e.stat("update_user"), e.stat("add_results"), e.stat("update_run")),
+        (
+            e.stat("update_user"),
+            e.stat("add_results"),
+            e.stat("update_run")
+        ),
         updates,
         "a dry run changes nothing"
     );
@@ -593,7 +610,10 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
             .unwrap()
             .iter()
             .any(|s| s["target"].as_str().unwrap().eq_ignore_ascii_case(&ana)
-                && s["reason"].as_str().unwrap().contains("handing its open work over failed")),
+                && s["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("handing its open work over failed")),
         "{failed:#}"
     );
     e.sim().set_faults(testrail_sim::Faults::default());
@@ -604,10 +624,20 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
     let now = e.sim().snapshot();
     assert!(!now.users[&ana_id].is_active);
     assert!(now.users[&cy_id].is_active, "held back");
-    for t in now.artefacts.tests.iter().filter(|t| ana_tests.contains(&t.id)) {
+    for t in now
+        .artefacts
+        .tests
+        .iter()
+        .filter(|t| ana_tests.contains(&t.id))
+    {
         assert_eq!(t.assignedto_id, Some(boss_id), "test {}", t.id);
     }
-    for r in now.artefacts.runs.iter().filter(|r| ana_runs.contains(&r.id)) {
+    for r in now
+        .artefacts
+        .runs
+        .iter()
+        .filter(|r| ana_runs.contains(&r.id))
+    {
         assert_eq!(r.assignedto_id, Some(boss_id), "run {}", r.id);
     }
     // Audited under the rule's name, before and after each step.
@@ -617,9 +647,17 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
         .unwrap()
         .iter()
         .filter(|x| x["actor"] == "flow:leavers")
-        .map(|x| (x["action"].as_str().unwrap(), x["outcome"].as_str().unwrap()))
+        .map(|x| {
+            (
+                x["action"].as_str().unwrap(),
+                x["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert!(by_rule.contains(&("reassign_tests", "started")), "{by_rule:?}");
+    assert!(
+        by_rule.contains(&("reassign_tests", "started")),
+        "{by_rule:?}"
+    );
     assert!(by_rule.contains(&("reassign_tests", "done")), "{by_rule:?}");
     assert!(by_rule.contains(&("deactivate", "done")), "{by_rule:?}");
     assert_eq!(ok(&e, &["audit", "verify"]).await["ok"], true);

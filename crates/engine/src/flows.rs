@@ -270,7 +270,9 @@ pub fn handovers(file: &FlowFile, identities: &[Identity], users: &[UserView]) -
             continue;
         };
         for ident in identities {
-            if ident.gone || ident.status != IdentityStatus::Leaver || !attributes_match(rule, ident)
+            if ident.gone
+                || ident.status != IdentityStatus::Leaver
+                || !attributes_match(rule, ident)
             {
                 continue;
             }

@@ -354,8 +354,7 @@ pub async fn run_flows<S: Store>(
             conn.name
         ));
     }
-    let handover_plans =
-        crate::offboard::plan_handovers(engine, &conn, &handovers, &plan).await?;
+    let handover_plans = crate::offboard::plan_handovers(engine, &conn, &handovers, &plan).await?;
     let handed =
         crate::offboard::apply_handovers(engine, &conn, &handover_plans, &mut plan).await?;
     let r = provision::apply(engine, &conn, &plan).await?;

@@ -249,6 +249,23 @@ pub struct OffboardPlan {
     pub deactivate: crate::provision::Plan,
 }
 
+impl OffboardPlan {
+    /// What the plan would do: a confirmation applies only the plan it showed (made again
+    /// when confirmed; if TestRail changed meanwhile, the fingerprint differs).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&self.reassign_to).unwrap_or_default());
+        h.update(serde_json::to_vec(&self.steps).unwrap_or_default());
+        h.update(crate::jobs::fingerprint(&self.deactivate));
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// Plans the offboarding: the impact, the reassignment steps (with `reassign_to`), and the
 /// deactivation through the usual rails.
 pub async fn plan<S: Store>(

@@ -61,9 +61,10 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         crate::api_reviews::export,
         crate::api_reviews::list_owners,
         crate::api_reviews::set_owner,
-        crate::api_reviews::seats,
-        crate::api_reviews::evidence_runs,
-        crate::api_reviews::evidence_scan
+        crate::api_evidence::seats,
+        crate::api_evidence::evidence_runs,
+        crate::api_evidence::evidence_scan,
+        crate::api_evidence::offboard
     ),
     components(schemas(
         ErrorBody,
@@ -111,8 +112,18 @@ use accessrail_store::{PlanClaim, PlanRecord, PlanStatus};
         crate::api_reviews::CloseDto,
         crate::api_reviews::OwnerDto,
         crate::api_reviews::SetOwnerBody,
-        crate::api_reviews::SeatsDto,
-        crate::api_reviews::EvidenceRunDto
+        crate::api_evidence::SeatsDto,
+        crate::api_evidence::EvidenceRunDto,
+        crate::api_evidence::OffboardBody,
+        crate::api_evidence::OffboardDto,
+        crate::api_evidence::ImpactDto,
+        crate::api_evidence::AssignedRunDto,
+        crate::api_evidence::AssignedPlanDto,
+        crate::api_evidence::AssignedTestDto,
+        crate::api_evidence::HandoverStepDto,
+        crate::api_evidence::DeactivateStepDto,
+        crate::api_evidence::StepOutcomeDto,
+        crate::api_evidence::OffboardResultDto
     ))
 )]
 struct ApiDoc;
@@ -164,6 +175,7 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/api/v1/plans/{id}", get(get_plan))
         .route("/api/v1/plans/{id}/apply", post(apply_plan))
         .merge(crate::api_reviews::routes())
+        .merge(crate::api_evidence::routes())
 }
 
 // ---- DTOs -------------------------------------------------------------------------------------

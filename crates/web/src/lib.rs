@@ -3,6 +3,7 @@
 //! the scan scheduler. `serve` runs them in one process.
 
 mod api;
+mod api_evidence;
 mod api_reviews;
 mod auth;
 mod error;
@@ -10,6 +11,7 @@ mod extract;
 mod serve;
 mod state;
 mod ui;
+mod ui_offboard;
 mod ui_projects;
 mod ui_reviews;
 mod ui_seats;

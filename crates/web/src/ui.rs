@@ -4,7 +4,7 @@
 //! This module has the frame (templates, cookies, sign-in), the integration form, scans,
 //! changes, the audit log and the confirmation of provisioning plans; `ui_users` has the
 //! accounts: the users list, an account's page, creating a user, and groups; `ui_projects` has
-//! the projects and who can reach them; `ui_reviews` has the access reviews; `ui_seats` has seats and activity evidence.
+//! the projects and who can reach them; `ui_reviews` has the access reviews; `ui_seats` has seats and activity evidence; `ui_offboard` has offboarding.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use crate::auth::{CSRF_COOKIE, SESSION_COOKIE, Visitor, end_session, set_cookie,
 use crate::state::AppState;
 use crate::ui_users;
 
+use crate::ui_offboard;
 use crate::ui_projects;
 use crate::ui_reviews;
 use crate::ui_seats;
@@ -56,6 +57,7 @@ pub fn templates() -> Environment<'static> {
         ("changes.html", include_str!("../templates/changes.html")),
         ("audit.html", include_str!("../templates/audit.html")),
         ("confirm.html", include_str!("../templates/confirm.html")),
+        ("offboard.html", include_str!("../templates/offboard.html")),
         ("reviews.html", include_str!("../templates/reviews.html")),
         ("review.html", include_str!("../templates/review.html")),
         (
@@ -131,6 +133,10 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/users/new", get(ui_users::new_user_page))
         .route("/users/find", get(ui_users::find_user))
         .route("/users/{id}", get(ui_users::user_page))
+        .route(
+            "/users/{id}/offboard",
+            get(ui_offboard::offboard_page).post(ui_offboard::offboard_apply),
+        )
         .route("/groups", get(ui_users::groups_page))
         .route("/groups/{id}", get(ui_users::group_page))
         .route("/projects", get(ui_projects::projects_page))
@@ -1196,13 +1202,29 @@ async fn confirm_page(
                 .iter()
                 .map(|c| context! { kind => c.as_str(), title => caution_title(*c), message => c.message() })
                 .collect();
+            // Before a deactivation: what is still assigned to the person, read from TestRail.
+            let work = match (q.action.as_str(), user_id) {
+                ("deactivate", Some(uid)) if !nothing_to_do => Some(
+                    match accessrail_engine::offboard::impact(&s.engine, &conn, &email).await {
+                        Ok(i) => context! {
+                            summary => crate::ui_offboard::work_summary(&i),
+                            link => format!("/users/{uid}/offboard"),
+                        },
+                        Err(e) => context! {
+                            error => format!("What is still assigned to them could not be read from TestRail: {}", crate::error::ApiError::from(e).message),
+                            link => format!("/users/{uid}/offboard"),
+                        },
+                    },
+                ),
+                _ => None,
+            };
             page(
                 &s,
                 &v,
                 "confirm.html",
                 context! {
                     title => heading, heading, steps, plan_id => id, back, nothing_to_do,
-                    cautions => caution_ctx, acknowledge_text => acknowledge_text(&cs),
+                    cautions => caution_ctx, acknowledge_text => acknowledge_text(&cs), work,
                 },
             )
         }
@@ -1361,6 +1383,7 @@ mod tests {
             "changes.html",
             "audit.html",
             "confirm.html",
+            "offboard.html",
             "reviews.html",
             "review.html",
             "review_keep.html",

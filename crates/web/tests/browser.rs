@@ -1383,6 +1383,103 @@ async fn seats_in_headless_chromium(chromium: PathBuf, driver: PathBuf) {
     )),);
     shots_at_both_widths(&c, "user-activity").await;
 
+    // Offboarding: a run with three tests assigned to a person; the deactivate confirmation
+    // says so and leads to the hand-over, which applies only the plan it showed.
+    let snap = svc.sim.sim().snapshot();
+    let mut people = snap
+        .users
+        .values()
+        .filter(|u| u.is_active && !u.is_admin && u.email.contains('@'));
+    let (leaver, colleague) = (
+        people.next().unwrap().clone(),
+        people.next().unwrap().clone(),
+    );
+    let project = snap.projects.values().find(|p| !p.is_completed).unwrap().id;
+    let sim_control = |method: reqwest::Method, p: String, body: serde_json::Value| {
+        let http = svc.http.clone();
+        let base = svc.sim.base_url();
+        async move {
+            let r = http
+                .request(method, format!("{base}{p}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let made = sim_control(
+        reqwest::Method::POST,
+        "/__sim/runs".into(),
+        serde_json::json!({"project_id": project, "user_id": leaver.id, "name": "Release 4.2 regression", "assignedto_id": leaver.id, "tests": 3, "tests_assignedto_id": leaver.id}),
+    )
+    .await;
+    let run_id = made["id"].as_u64().unwrap();
+    store.set_provisioning(&conn.id, true).await.unwrap();
+    c.goto(&url(&format!("/users/{}", leaver.id)))
+        .await
+        .unwrap();
+    click(&c, "#toggle-active").await;
+    wait_for(&c, "Still assigned to them").await;
+    assert!(
+        path(&c)
+            .await
+            .starts_with("/provision/confirm?action=deactivate")
+    );
+    let work = text_of(&c, "#open-work").await;
+    assert!(
+        work.contains("1 open run, 3 untested or retest tests"),
+        "{work}"
+    );
+    shots_at_both_widths(&c, "deactivate-open-work").await;
+    click(&c, "#hand-over").await;
+    wait_for(&c, "Hand the work over").await;
+    assert_eq!(path(&c).await, format!("/users/{}/offboard", leaver.id));
+    assert_eq!(text_of(&c, "#runs-count").await, "1");
+    assert_eq!(text_of(&c, "#tests-count").await, "3");
+    assert!(
+        text_of(&c, "#work-runs")
+            .await
+            .contains("Release 4.2 regression")
+    );
+    assert!(exists(&c, "#stays-assigned").await);
+    fill(&c, "#reassign-to", &colleague.email).await;
+    click(&c, "#plan-handover").await;
+    wait_for(&c, "hand over, then deactivate").await;
+    let plan = text_of(&c, "#plan").await;
+    for want in [
+        "reassign run",
+        "reassign tests",
+        "deactivate",
+        &colleague.email,
+    ] {
+        assert!(plan.contains(want), "{want}: {plan}");
+    }
+    assert!(!exists(&c, "#stays-assigned").await);
+    shots_at_both_widths(&c, "offboard-plan").await;
+    // TestRail changes after the page was read: the confirmation shows the new plan instead.
+    sim_control(
+        reqwest::Method::PATCH,
+        format!("/__sim/runs/{run_id}"),
+        serde_json::json!({"assignedto_id": null}),
+    )
+    .await;
+    click(&c, "#confirm").await;
+    wait_for(&c, "The plan changed").await;
+    assert!(svc.sim.sim().snapshot().users[&leaver.id].is_active);
+    assert_eq!(text_of(&c, "#runs-count").await, "0");
+    click(&c, "#confirm").await;
+    wait_for(&c, "Offboarded").await;
+    let results = text_of(&c, "#results").await;
+    assert!(results.contains("done"), "{results}");
+    let now = svc.sim.sim().snapshot();
+    assert!(!now.users[&leaver.id].is_active);
+    for t in now.artefacts.tests.iter().filter(|t| t.run_id == run_id) {
+        assert_eq!(t.assignedto_id, Some(colleague.id), "test {}", t.id);
+    }
+    shots_at_both_widths(&c, "offboard-result").await;
+
     c.close().await.unwrap();
     let _ = chromedriver.kill().await;
     svc.stop().await.unwrap();

@@ -1132,4 +1132,109 @@ pub async fn evidence_and_seats_over_the_api(backend: Backend) {
         .get("/api/v1/connections/acme/seats?seat_price=-1")
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Offboarding: a run and its tests assigned to a leaver, handed to a colleague, then the
+    // leaver deactivated; a dry run first, applied only with the dry run's fingerprint.
+    let snap = svc.sim.sim().snapshot();
+    let mut people = snap
+        .users
+        .values()
+        .filter(|u| u.is_active && !u.is_admin && u.email.contains('@'));
+    let (leaver, colleague) = (
+        people.next().unwrap().clone(),
+        people.next().unwrap().clone(),
+    );
+    let project = snap.projects.values().find(|p| !p.is_completed).unwrap().id;
+    let made: Value = svc
+        .http
+        .post(format!("{}/__sim/runs", svc.sim.base_url()))
+        .json(&json!({"project_id": project, "user_id": leaver.id, "assignedto_id": leaver.id, "tests": 3, "tests_assignedto_id": leaver.id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = made["id"].as_u64().expect("the simulator made the run");
+    let body = json!({"email": leaver.email, "reassign_to": colleague.email});
+    let (s, dry) = svc
+        .post("/api/v1/connections/acme/offboard", body.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["impact"]["runs"][0]["id"], run_id, "{dry}");
+    assert_eq!(dry["impact"]["tests"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["reassign_to"][0], colleague.id);
+    assert_eq!(
+        dry["steps"].as_array().unwrap().len(),
+        2,
+        "the run, then its tests"
+    );
+    assert!(
+        svc.sim.sim().snapshot().users[&leaver.id].is_active,
+        "a dry run changes nothing"
+    );
+    let mut apply = body.clone();
+    apply["dry_run"] = json!(false);
+    // Provisioning is off: refused.
+    let (s, e) = svc
+        .post("/api/v1/connections/acme/offboard", apply.clone())
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let conn = svc
+        .engine
+        .store()
+        .connection("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    svc.engine
+        .store()
+        .set_provisioning(&conn.id, true)
+        .await
+        .unwrap();
+    // A fingerprint that is not the plan's: refused, nothing sent.
+    apply["fingerprint"] = json!("0000");
+    let (s, e) = svc
+        .post("/api/v1/connections/acme/offboard", apply.clone())
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(
+        svc.sim
+            .sim()
+            .snapshot()
+            .artefacts
+            .run(run_id)
+            .unwrap()
+            .assignedto_id,
+        Some(leaver.id)
+    );
+    apply["fingerprint"] = dry["fingerprint"].clone();
+    let (s, done) = svc.post("/api/v1/connections/acme/offboard", apply).await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["result"]["deactivation_ran"], true, "{done}");
+    let now = svc.sim.sim().snapshot();
+    assert!(!now.users[&leaver.id].is_active);
+    assert_eq!(
+        now.artefacts.run(run_id).unwrap().assignedto_id,
+        Some(colleague.id)
+    );
+    for t in now.artefacts.tests.iter().filter(|t| t.run_id == run_id) {
+        assert_eq!(t.assignedto_id, Some(colleague.id));
+    }
+    let audit_ids: Vec<i64> = done["result"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(done["result"]["deactivation"].as_array().unwrap())
+        .map(|x| x["audit_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(audit_ids.len(), 3);
+    let (s, e) = svc
+        .post(
+            "/api/v1/connections/acme/offboard",
+            json!({"email": "nobody@nowhere.example"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
 }
