@@ -366,6 +366,25 @@ pub async fn views<S: Store>(
     engine: &Engine<S>,
     conn: &Connection,
 ) -> EngineResult<BTreeMap<u64, EvidenceView>> {
+    views_of(engine, conn, None).await
+}
+
+/// One account's evidence (its page), read for that account only.
+pub async fn view_of<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    account: u64,
+) -> EngineResult<Option<EvidenceView>> {
+    Ok(views_of(engine, conn, Some(account))
+        .await?
+        .remove(&account))
+}
+
+async fn views_of<S: Store>(
+    engine: &Engine<S>,
+    conn: &Connection,
+    account: Option<u64>,
+) -> EngineResult<BTreeMap<u64, EvidenceView>> {
     let store = engine.store();
     let names: BTreeMap<u64, String> = store
         .projects(&conn.id, None)
@@ -373,7 +392,9 @@ pub async fn views<S: Store>(
         .into_iter()
         .map(|p| (p.id, p.display_name()))
         .collect();
-    let all: Vec<AccountEvidence> = store.account_evidence(&conn.id, engine.now()).await?;
+    let all: Vec<AccountEvidence> = store
+        .account_evidence(&conn.id, engine.now(), account)
+        .await?;
     Ok(all
         .into_iter()
         .map(|a| {
@@ -528,7 +549,7 @@ pub async fn activity<S: Store>(
     let latest = if covered_from.is_some() {
         engine
             .store()
-            .account_evidence(&conn.id, engine.now())
+            .account_evidence(&conn.id, engine.now(), None)
             .await?
             .into_iter()
             .map(|a| (a.tr_user_id, a.latest.at))

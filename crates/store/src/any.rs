@@ -509,8 +509,9 @@ impl Store for AnyStore {
         &self,
         connection_id: &str,
         now: i64,
+        account: Option<u64>,
     ) -> StoreResult<Vec<AccountEvidence>> {
-        on_store!(self, s => s.account_evidence(connection_id, now))
+        on_store!(self, s => s.account_evidence(connection_id, now, account))
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         on_store!(self, s => s.token_by_hash(hash))

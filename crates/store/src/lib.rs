@@ -454,11 +454,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<EvidenceRun>>> + Send;
-    /// Every account's latest evidence and its counts in the 30 and 90 days before `now`.
+    /// Every account's latest evidence and its counts in the 30 and 90 days before `now`; or
+    /// only `account`'s (a TestRail user id).
     fn account_evidence(
         &self,
         connection_id: &str,
         now: i64,
+        account: Option<u64>,
     ) -> impl Future<Output = StoreResult<Vec<AccountEvidence>>> + Send;
 
     // ---- what every replica shares: console sessions, kept plans, instance settings ----

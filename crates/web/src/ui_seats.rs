@@ -60,14 +60,14 @@ pub(crate) async fn account_activity(s: &AppState, conn: &Connection, id: u64) -
     let Some(from) = from else {
         return "No activity evidence yet".into();
     };
-    let views = match evidence::views(engine, conn).await {
+    let view = match evidence::view_of(engine, conn, id).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("reading evidence: {e}");
             return "Recorded activity could not be read: the database did not answer.".into();
         }
     };
-    match views.get(&id) {
+    match view {
         Some(v) => format!(
             "Latest recorded activity: {} on {} (30 days: {}, 90 days: {}){}",
             v.artefact,

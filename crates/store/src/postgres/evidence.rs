@@ -124,14 +124,20 @@ impl PgStore {
         &self,
         connection_id: &str,
         now: i64,
+        account: Option<u64>,
     ) -> StoreResult<Vec<AccountEvidence>> {
+        // One account (its page) reads through the index by user; every account, all rows.
+        let (lo, hi) = account.map_or((i64::MIN, i64::MAX), |a| (a as i64, a as i64));
         let latest: Vec<LatestRow> = sqlx::query_as(
             "SELECT e.tr_user_id, e.kind, e.artefact_id, e.at, e.project_id, e.run_id FROM evidence e
-             JOIN (SELECT tr_user_id, max(at) AS at FROM evidence WHERE connection_id = $1 GROUP BY tr_user_id) m
+             JOIN (SELECT tr_user_id, max(at) AS at FROM evidence
+                   WHERE connection_id = $1 AND tr_user_id BETWEEN $2 AND $3 GROUP BY tr_user_id) m
                ON m.tr_user_id = e.tr_user_id AND m.at = e.at
              WHERE e.connection_id = $1 ORDER BY e.tr_user_id, e.kind, e.artefact_id",
         )
         .bind(connection_id)
+        .bind(lo)
+        .bind(hi)
         .fetch_all(&self.pool)
         .await?;
         let counts: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
@@ -139,11 +145,14 @@ impl PgStore {
                sum(CASE WHEN at >= $2 THEN 1 ELSE 0 END),
                sum(CASE WHEN at >= $3 THEN 1 ELSE 0 END),
                sum(CASE WHEN at >= $3 AND kind = 'result' THEN 1 ELSE 0 END)
-             FROM evidence WHERE connection_id = $1 GROUP BY tr_user_id",
+             FROM evidence WHERE connection_id = $1 AND tr_user_id BETWEEN $4 AND $5
+             GROUP BY tr_user_id",
         )
         .bind(connection_id)
         .bind(now - 30 * 86_400)
         .bind(now - 90 * 86_400)
+        .bind(lo)
+        .bind(hi)
         .fetch_all(&self.pool)
         .await?;
         Ok(crate::evidence::assemble(latest, counts))

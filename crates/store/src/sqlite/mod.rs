@@ -1222,8 +1222,10 @@ impl Store for SqliteStore {
         &self,
         connection_id: &str,
         now: i64,
+        account: Option<u64>,
     ) -> StoreResult<Vec<AccountEvidence>> {
-        self.account_evidence_impl(connection_id, now).await
+        self.account_evidence_impl(connection_id, now, account)
+            .await
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         self.token_by_hash_impl(hash).await

@@ -67,7 +67,7 @@ pub async fn evidence_is_kept_once_with_latest_and_counts<B: Backend>(b: &B) {
         (runs[0].status.as_str(), runs[0].requests, runs[0].read_from),
         ("succeeded", 12, now - 180 * day)
     );
-    let all = store.account_evidence("c1", now).await.unwrap();
+    let all = store.account_evidence("c1", now, None).await.unwrap();
     assert_eq!(all.len(), 2);
     let a7 = all.iter().find(|a| a.tr_user_id == 7).unwrap();
     assert_eq!(
@@ -85,6 +85,17 @@ pub async fn evidence_is_kept_once_with_latest_and_counts<B: Backend>(b: &B) {
         ("case_updated", now - 20 * day)
     );
     assert_eq!((a8.last_30_days, a8.last_90_days), (1, 2));
+    // One account's own, as for its page: the same figures, nobody else's.
+    let one = store.account_evidence("c1", now, Some(8)).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(&one[0], a8);
+    assert!(
+        store
+            .account_evidence("c1", now, Some(999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let failed = store.begin_evidence_run("c1", now + 10, now).await.unwrap();
     store
         .finish_evidence_run(
