@@ -666,3 +666,105 @@ async fn a_leaver_rule_hands_work_to_the_manager_before_deactivating() {
     assert_eq!(again["result"]["done"], 0, "{again:#}");
     assert!(e.sim().snapshot().users[&cy_id].is_active);
 }
+
+/// The evidence scans of the data directory, oldest first.
+async fn evidence_runs(e: &Env) -> Vec<Value> {
+    ok(e, &["evidence", "runs"])
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_evidence_scan_at_a_time_and_a_killed_one_moves_no_watermark() {
+    use std::time::{Duration, Instant};
+    let e = env_with_artefacts(40, 4, 2000).await;
+    e.connect().await;
+    e.scan().await;
+    // Slow enough that a second process meets the first one running.
+    e.sim().set_faults(testrail_sim::Faults {
+        latency_ms: 150,
+        ..testrail_sim::Faults::default()
+    });
+    let ttl = 3;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_accessrail"))
+        .args(["evidence", "scan", "--reach", "800d"])
+        .env("ACCESSRAIL_DATA_DIR", e.data())
+        .env("ACCESSRAIL_LEASE_TTL_SECS", ttl.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !evidence_runs(&e)
+        .await
+        .iter()
+        .any(|r| r["status"] == "running")
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "no scan began");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past a lease renewal: a second process is refused, and reads nothing.
+    tokio::time::sleep(Duration::from_secs(ttl + 1)).await;
+    let busy = e.run(&["evidence", "scan"]).await;
+    assert_ne!(busy.code, 0, "{}", busy.stdout);
+    assert!(busy.stderr.contains("already running"), "{}", busy.stderr);
+    assert_eq!(
+        evidence_runs(&e).await.len(),
+        1,
+        "the refused scan left no record"
+    );
+    // kill -9 mid-scan: the next scan starts once the lease lapses; the killed one is recorded
+    // as failed and its watermark never counted.
+    let pid = child.id().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = child.wait().await;
+    e.sim().set_faults(testrail_sim::Faults::default());
+    let killed = Instant::now();
+    let good = loop {
+        let out = e.run(&["evidence", "scan", "--json"]).await;
+        if out.code == 0 {
+            break out.json();
+        }
+        assert!(out.stderr.contains("already running"), "{}", out.stderr);
+        assert!(
+            killed.elapsed() < Duration::from_secs(ttl + 10),
+            "still busy {:?} after kill -9",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let runs = evidence_runs(&e).await;
+    let statuses: Vec<&str> = runs.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["failed", "succeeded"], "{runs:#?}");
+    assert!(
+        runs[0]["error"].as_str().unwrap().contains("interrupted"),
+        "{runs:#?}"
+    );
+    // What was kept is still each piece once: the evidence equals a plain walk of what the
+    // good scan covered.
+    let want = plain_walk(&e, good["read_from"].as_i64().unwrap());
+    let users = ok(&e, &["users"]).await;
+    let mut checked = 0;
+    for u in users.as_array().unwrap() {
+        let id = u["id"].as_u64().unwrap();
+        if let Some(at) = want.get(&id) {
+            let got = time::OffsetDateTime::parse(
+                u["last_evidence_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+            .unix_timestamp();
+            assert_eq!(got, *at, "user {id}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "people with evidence: {checked}");
+}

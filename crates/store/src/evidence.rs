@@ -40,3 +40,6 @@ pub(crate) fn assemble(
     }
     out.into_values().collect()
 }
+
+/// The error of an evidence scan whose process stopped before it finished.
+pub const INTERRUPTED: &str = "interrupted: the process running it stopped before it finished";

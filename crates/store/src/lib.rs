@@ -423,7 +423,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     // ---- activity evidence ----
-    /// Starts an evidence scan that reads artefacts from `read_from` on.
+    /// Starts an evidence scan that reads artefacts from `read_from` on. Called under the
+    /// connection's evidence lease: a scan still `running` was left by a process that stopped
+    /// (kill -9, a lost machine), and is recorded `failed` (its watermark never moved).
     fn begin_evidence_run(
         &self,
         connection_id: &str,

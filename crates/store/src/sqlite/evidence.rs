@@ -43,15 +43,27 @@ impl SqliteStore {
         now: i64,
         read_from: i64,
     ) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE evidence_runs SET status = 'failed', finished_at = ?2, error = ?3
+             WHERE connection_id = ?1 AND status = 'running'",
+        )
+        .bind(connection_id)
+        .bind(now)
+        .bind(crate::evidence::INTERRUPTED)
+        .execute(&mut *tx)
+        .await?;
+        let id = sqlx::query_scalar(
             "INSERT INTO evidence_runs (connection_id, started_at, status, read_from)
-             VALUES (?, ?, 'running', ?) RETURNING id",
+             VALUES (?1, ?2, 'running', ?3) RETURNING id",
         )
         .bind(connection_id)
         .bind(now)
         .bind(read_from)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     pub(super) async fn add_evidence_impl(
