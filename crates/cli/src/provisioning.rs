@@ -154,15 +154,18 @@ pub async fn run_plan(
     if !json {
         for h in &handover_plans {
             let Some(r) = &h.reassignment else { continue };
-            println!(
-                "Hand-over before deactivating {} (rule {}{}):",
-                h.email,
-                h.rule,
-                r.reassign_to
-                    .as_ref()
-                    .map(|t| format!(", to {}", t.1))
-                    .unwrap_or_default()
-            );
+            match &h.hold {
+                Some(why) => println!("{} (rule {}): {why}:", h.email, h.rule),
+                None => println!(
+                    "Hand-over before deactivating {} (rule {}{}):",
+                    h.email,
+                    h.rule,
+                    r.reassign_to
+                        .as_ref()
+                        .map(|t| format!(", to {}", t.1))
+                        .unwrap_or_default()
+                ),
+            }
             crate::commands::print_work(&r.impact, &r.steps, true);
         }
     }

@@ -265,10 +265,12 @@ pub struct Handover {
 /// leaver (those the same rules deactivate).
 pub fn handovers(file: &FlowFile, identities: &[Identity], users: &[UserView]) -> Vec<Handover> {
     let mut out: Vec<Handover> = Vec::new();
+    // The first leaver rule that names a leaver decides whether their work is handed over.
+    let mut decided: BTreeSet<&str> = BTreeSet::new();
     for rule in &file.rules {
-        let (When::Leaver, Some(to)) = (rule.when, &rule.reassign_to) else {
+        if rule.when != When::Leaver {
             continue;
-        };
+        }
         for ident in identities {
             if ident.gone
                 || ident.status != IdentityStatus::Leaver
@@ -276,6 +278,12 @@ pub fn handovers(file: &FlowFile, identities: &[Identity], users: &[UserView]) -
             {
                 continue;
             }
+            if !decided.insert(ident.id.as_str()) {
+                continue;
+            }
+            let Some(to) = &rule.reassign_to else {
+                continue;
+            };
             let target = if to.trim() == MANAGER {
                 ident
                     .attributes
@@ -292,10 +300,6 @@ pub fn handovers(file: &FlowFile, identities: &[Identity], users: &[UserView]) -
                 .filter(|u| u.is_active && u.identity.as_deref() == Some(ident.id.as_str()))
             {
                 let Some(email) = &u.email else { continue };
-                // The first rule that names the leaver decides, as for the deactivation.
-                if out.iter().any(|h| h.email == *email) {
-                    continue;
-                }
                 out.push(Handover {
                     rule: rule.name.clone(),
                     email: email.clone(),

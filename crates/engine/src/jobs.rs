@@ -359,6 +359,10 @@ pub async fn run_flows<S: Store>(
         crate::offboard::apply_handovers(engine, &conn, &handover_plans, &mut plan).await?;
     let r = provision::apply(engine, &conn, &plan).await?;
     let held_back = handed.iter().filter(|h| !h.held).count();
+    let handed_over = handed
+        .iter()
+        .filter(|h| h.held && !h.steps.is_empty())
+        .count();
     Ok(format!(
         "flows of {} (after an import by {actor}): {} done, {} failed, {} not run{}",
         conn.name,
@@ -368,10 +372,7 @@ pub async fn run_flows<S: Store>(
         if handed.is_empty() {
             String::new()
         } else {
-            format!(
-                "; {} leaver(s) handed their work over, {held_back} held back",
-                handed.len() - held_back
-            )
+            format!("; {handed_over} leaver(s) handed their work over, {held_back} held back")
         }
     ))
 }

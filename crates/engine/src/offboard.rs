@@ -257,7 +257,16 @@ impl OffboardPlan {
         let mut h = Sha256::new();
         h.update(serde_json::to_vec(&self.reassign_to).unwrap_or_default());
         h.update(serde_json::to_vec(&self.steps).unwrap_or_default());
-        h.update(crate::jobs::fingerprint(&self.deactivate));
+        // Who asks is not part of what the plan does (a dry run by one sign-in, applied by
+        // another, is the same plan).
+        let mut deactivate = self.deactivate.clone();
+        for st in &mut deactivate.steps {
+            st.actor.clear();
+        }
+        for x in &mut deactivate.skipped {
+            x.actor.clear();
+        }
+        h.update(crate::jobs::fingerprint(&deactivate));
         h.finalize()
             .iter()
             .take(16)
@@ -533,6 +542,9 @@ pub async fn plan_handovers<S: Store>(
         };
         let mut r = plan_reassignment(engine, conn, &h.email, None).await?;
         let to = match &h.to {
+            Ok(t) if EmailKey::parse(t).is_some_and(|k| deactivated.contains(&k)) => {
+                Err(format!("{t} is deactivated by the same run"))
+            }
             Ok(t) => match assignee(engine, conn, &r.impact, t).await {
                 Ok(to) => Ok(to),
                 Err(e @ (EngineError::NotFound(_) | EngineError::InvalidInput(_))) => {
@@ -611,15 +623,36 @@ pub async fn apply_handovers<S: Store>(
         }
         let Some(r) = &h.reassignment else { continue };
         let actor = format!("flow:{}", h.rule);
-        let (steps, held) = apply_reassignment(
+        // One hand-over of a person at a time, across processes: two runs at once would both
+        // find the tests unassigned and both add results.
+        let lease_name = format!("offboard:{}:{}", conn.id, h.email.trim().to_lowercase());
+        let Some(lease) = crate::lease::try_acquire(engine, &lease_name, "hand-over").await? else {
+            hold_back(
+                plan,
+                &h.email,
+                "not deactivated: another run is handing its work over right now",
+            );
+            out.push(HandoverReport {
+                email: h.email.clone(),
+                steps: vec![],
+                held: false,
+            });
+            continue;
+        };
+        let applied = crate::lease::held(
             engine,
-            conn,
-            &r.impact,
-            r.reassign_to.as_ref(),
-            &r.steps,
-            &actor,
+            std::slice::from_ref(&lease),
+            apply_reassignment(
+                engine,
+                conn,
+                &r.impact,
+                r.reassign_to.as_ref(),
+                &r.steps,
+                &actor,
+            ),
         )
-        .await?;
+        .await;
+        let (steps, held) = applied?;
         if !held {
             hold_back(
                 plan,

@@ -175,7 +175,7 @@ pub struct OffboardBody {
     /// A dry run (the default) reads and plans only.
     #[serde(default = "yes")]
     dry_run: bool,
-    /// The dry run's fingerprint: applying is refused (409) if the plan changed since.
+    /// The dry run's fingerprint, required to apply: refused (409) if the plan changed since.
     #[serde(default)]
     fingerprint: Option<String>,
     /// Confirms the deactivation of an administrator or of the connection's own account.
@@ -308,10 +308,12 @@ async fn offboard(
     let result = if b.dry_run {
         None
     } else {
-        if b.fingerprint
-            .as_deref()
-            .is_some_and(|f| f.trim() != fingerprint)
-        {
+        let Some(shown) = b.fingerprint.as_deref().map(str::trim) else {
+            return Err(ApiError::invalid(
+                "applying needs the dry run's fingerprint: make the dry run, read its plan, then send dry_run: false with its fingerprint",
+            ));
+        };
+        if shown != fingerprint {
             return Err(ApiError::from(accessrail_engine::EngineError::Conflict(
                 "the plan changed since the dry run (TestRail changed meanwhile); nothing was changed: read the new plan and apply it with its fingerprint".into(),
             )));

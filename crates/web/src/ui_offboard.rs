@@ -175,12 +175,7 @@ fn render(
 }
 
 fn failure(s: &AppState, v: &Visitor, heading: &str, e: ApiError, back: &str) -> Response {
-    let status = if e.status.is_client_error() {
-        e.status
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
-    message_page(s, v, status, heading, &e.message, back)
+    message_page(s, v, e.status, heading, &e.message, back)
 }
 
 /// `GET /users/{id}/offboard[?reassign_to=EMAIL]`: the work, and the plan that hands it over.

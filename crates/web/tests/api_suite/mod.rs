@@ -1193,6 +1193,11 @@ pub async fn evidence_and_seats_over_the_api(backend: Backend) {
         .set_provisioning(&conn.id, true)
         .await
         .unwrap();
+    // No fingerprint (no dry run read): refused, nothing sent.
+    let (s, e) = svc
+        .post("/api/v1/connections/acme/offboard", apply.clone())
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     // A fingerprint that is not the plan's: refused, nothing sent.
     apply["fingerprint"] = json!("0000");
     let (s, e) = svc
