@@ -7,6 +7,7 @@
 //! - [`matching`]: accounts matched to identities by email, with manual pins and exclusions.
 //! - [`project`]: projects, who can reach them (the one effective-access rule) and what changed.
 //! - [`review`]: access reviews: the reviewer routing rule, decisions and what closing does.
+//! - [`scim`]: SCIM 2.0 filters, PATCH and attribute selection on JSON users and groups.
 //! - [`text`]: text that may be written to TestRail (no hidden characters).
 
 pub mod account;
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod matching;
 pub mod project;
 pub mod review;
+pub mod scim;
 pub mod text;
 
 pub use account::{Account, ChangeKind, Fields, account_changes};

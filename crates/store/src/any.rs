@@ -513,6 +513,54 @@ impl Store for AnyStore {
     ) -> StoreResult<Vec<AccountEvidence>> {
         on_store!(self, s => s.account_evidence(connection_id, now, account))
     }
+    async fn create_scim_token(
+        &self,
+        name: &str,
+        hash: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_store!(self, s => s.create_scim_token(name, hash, connection_id, now))
+    }
+    async fn scim_token_by_hash(&self, hash: &str) -> StoreResult<Option<(String, String)>> {
+        on_store!(self, s => s.scim_token_by_hash(hash))
+    }
+    async fn scim_resource(
+        &self,
+        connection_id: &str,
+        kind: &str,
+        tr_id: u64,
+    ) -> StoreResult<Option<ScimResource>> {
+        on_store!(self, s => s.scim_resource(connection_id, kind, tr_id))
+    }
+    async fn scim_resources(
+        &self,
+        connection_id: &str,
+        kind: &str,
+    ) -> StoreResult<Vec<ScimResource>> {
+        on_store!(self, s => s.scim_resources(connection_id, kind))
+    }
+    async fn put_scim_resource(&self, r: ScimResource) -> StoreResult<()> {
+        on_store!(self, s => s.put_scim_resource(r))
+    }
+    async fn scim_claim_deactivation(
+        &self,
+        connection_id: &str,
+        token: &str,
+        tr_user_id: u64,
+        email: &str,
+        now: i64,
+        cap: u32,
+        window: i64,
+    ) -> StoreResult<ScimClaim> {
+        on_store!(self, s => s.scim_claim_deactivation(connection_id, token, tr_user_id, email, now, cap, window))
+    }
+    async fn scim_holds(&self, connection_id: Option<&str>) -> StoreResult<Vec<ScimDeactivation>> {
+        on_store!(self, s => s.scim_holds(connection_id))
+    }
+    async fn scim_decide(&self, id: i64, approve: bool, by: &str, now: i64) -> StoreResult<bool> {
+        on_store!(self, s => s.scim_decide(id, approve, by, now))
+    }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         on_store!(self, s => s.token_by_hash(hash))
     }

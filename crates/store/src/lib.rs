@@ -31,8 +31,9 @@ pub use model::{
     GroupSummary, ImportSummary, ItemOutcome, LeaseToken, ListedAccount, NewChange, NewConnection,
     NewReview, OverrideRecord, OwnerRecord, PendingSetupKey, PlanClaim, PlanRecord, PlanStatus,
     ProtectedAccount, ProvisionUpdate, ReviewClose, ReviewDecision, ReviewItemRecord, ReviewRecord,
-    ReviewerProgress, RoleRecord, ScanRecord, ScanReport, ScanStatus, SealedSecret, SessionRecord,
-    StoredMatch, SubmissionRecord, TokenAuth, TokenRecord,
+    ReviewerProgress, RoleRecord, ScanRecord, ScanReport, ScanStatus, ScimClaim, ScimDeactivation,
+    ScimResource, SealedSecret, SessionRecord, StoredMatch, SubmissionRecord, TokenAuth,
+    TokenRecord,
 };
 pub use postgres::PgScan;
 pub use postgres::PgStore;
@@ -320,6 +321,63 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         hash: &str,
     ) -> impl Future<Output = StoreResult<Option<TokenAuth>>> + Send;
+
+    // ---- SCIM ----
+    /// Creates a SCIM token: valid only under `/scim/v2/<connection>/`, never as an
+    /// administrator's or a reviewer's.
+    fn create_scim_token(
+        &self,
+        name: &str,
+        hash: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The live SCIM token with this hash: its name and its connection's id.
+    fn scim_token_by_hash(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<(String, String)>>> + Send;
+    fn scim_resource(
+        &self,
+        connection_id: &str,
+        kind: &str,
+        tr_id: u64,
+    ) -> impl Future<Output = StoreResult<Option<ScimResource>>> + Send;
+    fn scim_resources(
+        &self,
+        connection_id: &str,
+        kind: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ScimResource>>> + Send;
+    /// Keeps a resource's SCIM facts; an existing row keeps who created it and when.
+    fn put_scim_resource(&self, r: ScimResource) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Decides, in one transaction, whether a SCIM deactivation goes ahead: an administrator's
+    /// approval for this account is used; a rejection refuses; an account this token created
+    /// within `window` seconds is exempt; otherwise it is counted while fewer than `cap` were
+    /// counted in the last `window` seconds, and held (once per account) beyond that.
+    #[allow(clippy::too_many_arguments)]
+    fn scim_claim_deactivation(
+        &self,
+        connection_id: &str,
+        token: &str,
+        tr_user_id: u64,
+        email: &str,
+        now: i64,
+        cap: u32,
+        window: i64,
+    ) -> impl Future<Output = StoreResult<ScimClaim>> + Send;
+    /// Held, approved and rejected deactivations (newest first), of one connection or all.
+    fn scim_holds(
+        &self,
+        connection_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<ScimDeactivation>>> + Send;
+    /// Approves or rejects a held deactivation; `false` when it is not held (any more).
+    fn scim_decide(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     // ---- access reviews ----
     /// Sets (or, with `owner: None`, removes) the owner of a group or project. `false` when

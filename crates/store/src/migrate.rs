@@ -324,6 +324,7 @@ const TABLES: &[Table] = &[
             ("created_at", Int),
             ("revoked_at", Int),
             ("reviewer", Text),
+            ("scim_connection", Text),
         ],
     ),
     // Instance-wide settings written once (such as the id of the master key the replicas
@@ -423,6 +424,34 @@ const TABLES: &[Table] = &[
             ("estimate", Int),
             ("evidence", Int),
             ("error", Text),
+        ],
+    ),
+    table(
+        "scim_resources",
+        &[
+            ("connection_id", Text),
+            ("kind", Text),
+            ("tr_id", Int),
+            ("external_id", Text),
+            ("token", Text),
+            ("created_by", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("deleted_at", Int),
+        ],
+    ),
+    with_ids(
+        "scim_deactivations",
+        &[
+            ("id", Int),
+            ("connection_id", Text),
+            ("token", Text),
+            ("tr_user_id", Int),
+            ("email", Text),
+            ("requested_at", Int),
+            ("status", Text),
+            ("decided_by", Text),
+            ("decided_at", Int),
         ],
     ),
     table(

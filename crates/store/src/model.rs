@@ -237,6 +237,8 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
     /// A reviewer sign-in: the reviewer's email.
     pub reviewer: Option<String>,
+    /// A SCIM token: the id of the only connection it is valid for (under `/scim/v2/`).
+    pub scim_connection: Option<String>,
 }
 
 /// A stored match result for one account (see `domain::match_accounts`), as of a revision.
@@ -606,4 +608,49 @@ pub struct AccountEvidence {
     pub last_90_days: u64,
     /// Of the last 90 days' evidence, how much is results.
     pub results_90_days: u64,
+}
+
+/// What SCIM keeps about a TestRail user or group that TestRail does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimResource {
+    pub connection_id: String,
+    /// `user` or `group`.
+    pub kind: String,
+    /// The TestRail id (the SCIM `id`).
+    pub tr_id: u64,
+    pub external_id: Option<String>,
+    /// The SCIM token that last wrote it.
+    pub token: String,
+    /// The SCIM token that created it in TestRail (None: it existed, SCIM adopted it).
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// DELETEd through SCIM: the account is deactivated and the id answers 404.
+    pub deleted_at: Option<i64>,
+}
+
+/// Whether a SCIM deactivation may go ahead under the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimClaim {
+    /// Counted (or exempt, or approved by an administrator): go ahead.
+    Go,
+    /// Over the cap: held for an administrator's approval (this hold's id).
+    Held(i64),
+    /// An administrator rejected it: refuse.
+    Rejected(i64),
+}
+
+/// A SCIM deactivation as the cap recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimDeactivation {
+    pub id: i64,
+    pub connection_id: String,
+    pub token: String,
+    pub tr_user_id: u64,
+    pub email: String,
+    pub requested_at: i64,
+    /// `counted`, `exempt`, `held`, `approved`, `rejected` or `used` (approved, then applied).
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
 }

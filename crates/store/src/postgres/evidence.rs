@@ -106,7 +106,7 @@ impl PgStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE evidence_runs SET status = $1, requests = $2, estimate = $3, evidence = $4, error = $5,
-             finished_at = $6 WHERE id = $7",
+             finished_at = $6 WHERE id = $7 AND status = 'running'",
         )
         .bind(status)
         .bind(requests as i64)

@@ -31,6 +31,7 @@ mod projects;
 mod provisioning;
 mod reviews;
 mod scan;
+mod scim;
 mod shared;
 mod tokens;
 
@@ -1151,6 +1152,56 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<AccountEvidence>> {
         self.account_evidence_impl(connection_id, now, account)
             .await
+    }
+    async fn create_scim_token(
+        &self,
+        name: &str,
+        hash: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.create_scim_token_impl(name, hash, connection_id, now)
+            .await
+    }
+    async fn scim_token_by_hash(&self, hash: &str) -> StoreResult<Option<(String, String)>> {
+        self.scim_token_by_hash_impl(hash).await
+    }
+    async fn scim_resource(
+        &self,
+        connection_id: &str,
+        kind: &str,
+        tr_id: u64,
+    ) -> StoreResult<Option<ScimResource>> {
+        self.scim_resource_impl(connection_id, kind, tr_id).await
+    }
+    async fn scim_resources(
+        &self,
+        connection_id: &str,
+        kind: &str,
+    ) -> StoreResult<Vec<ScimResource>> {
+        self.scim_resources_impl(connection_id, kind).await
+    }
+    async fn put_scim_resource(&self, r: ScimResource) -> StoreResult<()> {
+        self.put_scim_resource_impl(r).await
+    }
+    async fn scim_claim_deactivation(
+        &self,
+        connection_id: &str,
+        token: &str,
+        tr_user_id: u64,
+        email: &str,
+        now: i64,
+        cap: u32,
+        window: i64,
+    ) -> StoreResult<ScimClaim> {
+        self.scim_claim_deactivation_impl(connection_id, token, tr_user_id, email, now, cap, window)
+            .await
+    }
+    async fn scim_holds(&self, connection_id: Option<&str>) -> StoreResult<Vec<ScimDeactivation>> {
+        self.scim_holds_impl(connection_id).await
+    }
+    async fn scim_decide(&self, id: i64, approve: bool, by: &str, now: i64) -> StoreResult<bool> {
+        self.scim_decide_impl(id, approve, by, now).await
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         self.token_by_hash_impl(hash).await

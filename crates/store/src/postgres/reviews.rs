@@ -143,7 +143,7 @@ impl PgStore {
         let res = sqlx::query(
             "INSERT INTO api_tokens (name, hash, created_at, reviewer) VALUES ($1, $2, $3, $4)
              ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
-             revoked_at = NULL, reviewer = excluded.reviewer
+             revoked_at = NULL, reviewer = excluded.reviewer, scim_connection = NULL
              WHERE api_tokens.revoked_at IS NOT NULL",
         )
         .bind(name)
@@ -165,7 +165,7 @@ impl PgStore {
         hash: &str,
     ) -> StoreResult<Option<TokenAuth>> {
         let row: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT name, reviewer FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
+            "SELECT name, reviewer FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL AND scim_connection IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)

@@ -105,7 +105,7 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE evidence_runs SET status = ?, requests = ?, estimate = ?, evidence = ?, error = ?,
-             finished_at = ? WHERE id = ?",
+             finished_at = ? WHERE id = ? AND status = 'running'",
         )
         .bind(status)
         .bind(requests as i64)

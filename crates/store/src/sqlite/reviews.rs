@@ -146,7 +146,7 @@ impl SqliteStore {
         let res = sqlx::query(
             "INSERT INTO api_tokens (name, hash, created_at, reviewer) VALUES (?, ?, ?, ?)
              ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
-             revoked_at = NULL, reviewer = excluded.reviewer
+             revoked_at = NULL, reviewer = excluded.reviewer, scim_connection = NULL
              WHERE api_tokens.revoked_at IS NOT NULL",
         )
         .bind(name)
@@ -168,7 +168,7 @@ impl SqliteStore {
         hash: &str,
     ) -> StoreResult<Option<TokenAuth>> {
         let row: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT name, reviewer FROM api_tokens WHERE hash = ? AND revoked_at IS NULL",
+            "SELECT name, reviewer FROM api_tokens WHERE hash = ? AND revoked_at IS NULL AND scim_connection IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)

@@ -11,7 +11,7 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         let res = sqlx::query(
             "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, revoked_at = NULL, reviewer = NULL
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, revoked_at = NULL, reviewer = NULL, scim_connection = NULL
              WHERE api_tokens.revoked_at IS NOT NULL",
         )
         .bind(name)
@@ -35,7 +35,7 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, revoked_at = NULL, reviewer = NULL",
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, revoked_at = NULL, reviewer = NULL, scim_connection = NULL",
         )
         .bind(name)
         .bind(hash)
@@ -57,25 +57,28 @@ impl SqliteStore {
     }
 
     pub(super) async fn tokens_impl(&self) -> StoreResult<Vec<TokenRecord>> {
-        let rows: Vec<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT name, created_at, revoked_at, reviewer FROM api_tokens ORDER BY name",
+        let rows: Vec<(String, i64, Option<i64>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT name, created_at, revoked_at, reviewer, scim_connection FROM api_tokens ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, created_at, revoked_at, reviewer)| TokenRecord {
-                name,
-                created_at,
-                revoked_at,
-                reviewer,
-            })
+            .map(
+                |(name, created_at, revoked_at, reviewer, scim_connection)| TokenRecord {
+                    name,
+                    created_at,
+                    revoked_at,
+                    reviewer,
+                    scim_connection,
+                },
+            )
             .collect())
     }
 
     pub(super) async fn token_by_hash_impl(&self, hash: &str) -> StoreResult<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT name FROM api_tokens WHERE hash = ? AND revoked_at IS NULL AND reviewer IS NULL")
+            sqlx::query_scalar("SELECT name FROM api_tokens WHERE hash = ? AND revoked_at IS NULL AND reviewer IS NULL AND scim_connection IS NULL")
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?,
