@@ -647,8 +647,15 @@ pub enum TokensAction {
     Create {
         name: String,
         /// Bind the token to this reviewer (an email): not an administrator token.
-        #[arg(long, value_name = "EMAIL")]
+        #[arg(long, value_name = "EMAIL", conflicts_with = "scim")]
         reviewer: Option<String>,
+        /// A SCIM token for an identity provider: valid only under
+        /// /scim/v2/<connection>/ (with --connection), nowhere else.
+        #[arg(long, requires = "connection")]
+        scim: bool,
+        /// The connection a SCIM token provisions.
+        #[arg(long, value_name = "NAME")]
+        connection: Option<String>,
     },
     /// Revoke a token.
     Revoke { name: String },

@@ -1492,7 +1492,12 @@ async fn serve_cmd(app: App, a: ServeArgs, json: bool) -> Result<ExitCode, Failu
 async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitCode, Failure> {
     use accessrail_engine::tokens;
     match action {
-        TokensAction::Create { name, reviewer } => {
+        TokensAction::Create {
+            name,
+            reviewer,
+            scim,
+            connection,
+        } => {
             if !tokens::valid_name(&name) {
                 return Err(Failure::Usage(format!(
                     "{name:?} is not a usable token name (letters, digits, '-', '_', '.')"
@@ -1506,6 +1511,28 @@ async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitC
                 })
                 .transpose()?;
             let token = tokens::generate();
+            if scim {
+                let c = app.resolve(connection.as_deref()).await?;
+                app.store()
+                    .create_scim_token(&name, &tokens::hash(&token), &c.id, app.now())
+                    .await?;
+                if json {
+                    print_json(
+                        &json!({ "name": name, "token": token, "scim_connection": c.name, "path": format!("/scim/v2/{}/", c.name) }),
+                    );
+                } else {
+                    println!(
+                        "SCIM token {name} for {} (shown only now; Accessrail keeps only its hash). Give your identity provider the SCIM base URL <this service>/scim/v2/{}/ and this bearer token; it works there and nowhere else:\n{token}",
+                        c.name, c.name
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if connection.is_some() {
+                return Err(Failure::Usage(
+                    "--connection goes with --scim (other tokens reach every connection)".into(),
+                ));
+            }
             match &reviewer {
                 Some(r) => {
                     app.store()
@@ -1543,16 +1570,18 @@ async fn tokens_cmd(app: &App, action: TokensAction, json: bool) -> Result<ExitC
         TokensAction::List => {
             let all = app.store().tokens().await?;
             if json {
-                let v: Vec<_> = all.iter().map(|t| json!({ "name": t.name, "reviewer": t.reviewer, "created_at": time_fmt::rfc3339(t.created_at), "revoked_at": t.revoked_at.map(time_fmt::rfc3339) })).collect();
+                let v: Vec<_> = all.iter().map(|t| json!({ "name": t.name, "reviewer": t.reviewer, "scim_connection": t.scim_connection, "created_at": time_fmt::rfc3339(t.created_at), "revoked_at": t.revoked_at.map(time_fmt::rfc3339) })).collect();
                 print_json(&v);
             } else {
                 let mut t = table(&["name", "kind", "created", "revoked"]);
                 for x in &all {
                     t.add_row(vec![
                         x.name.clone(),
-                        x.reviewer
-                            .as_ref()
-                            .map_or("administrator".to_string(), |r| format!("reviewer {r}")),
+                        match (&x.reviewer, &x.scim_connection) {
+                            (Some(r), _) => format!("reviewer {r}"),
+                            (None, Some(_)) => "SCIM".to_string(),
+                            (None, None) => "administrator".to_string(),
+                        },
                         time_fmt::short(x.created_at),
                         x.revoked_at.map(time_fmt::short).unwrap_or_default(),
                     ]);

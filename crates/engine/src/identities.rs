@@ -278,6 +278,10 @@ fn parse_json(bytes: &[u8]) -> Result<Parsed, Vec<RowError>> {
 /// The optional column naming a person's manager (an email): their access reviewer.
 pub const MANAGER_EMAIL: &str = "manager_email";
 
+/// The id prefix of people an identity provider manages through SCIM (`scim:<token>:<user>`):
+/// an import file cannot use it, and a full import never marks them gone.
+pub const SCIM_PREFIX: &str = "scim:";
+
 fn validate(raws: Vec<Raw>) -> Result<Vec<Identity>, Vec<RowError>> {
     let mut errors = Vec::new();
     let mut ids = BTreeMap::new();
@@ -286,6 +290,11 @@ fn validate(raws: Vec<Raw>) -> Result<Vec<Identity>, Vec<RowError>> {
         let mut problems = Vec::new();
         if raw.id.is_empty() {
             problems.push("id is empty".to_string());
+        } else if raw.id.starts_with(SCIM_PREFIX) {
+            problems.push(format!(
+                "id {:?}: ids starting with {SCIM_PREFIX:?} belong to people SCIM manages",
+                raw.id
+            ));
         } else if let Some(prev) = ids.insert(raw.id.clone(), raw.location.clone()) {
             problems.push(format!("id {:?} already used at {prev}", raw.id));
         }

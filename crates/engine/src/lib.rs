@@ -17,6 +17,7 @@ pub mod report;
 pub mod reviews;
 pub mod scan;
 pub mod schedule;
+pub mod scim;
 pub mod secrets;
 pub mod time_fmt;
 pub mod tokens;

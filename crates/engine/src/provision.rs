@@ -66,6 +66,23 @@ pub enum Action {
         #[serde(default)]
         role: Option<String>,
     },
+    /// Change an account's name and/or email (`email` names the account as it is now).
+    UpdateProfile {
+        email: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        new_email: Option<String>,
+    },
+    /// Create a TestRail group (7.5+), with no members.
+    CreateGroup {
+        name: String,
+    },
+    /// Rename a TestRail group (name or id); its members stay.
+    RenameGroup {
+        group: String,
+        name: String,
+    },
     /// Set or clear a group's role in a project (same `role` semantics).
     SetGroupProjectRole {
         group: String,
@@ -120,6 +137,17 @@ pub enum StepKind {
         user_id: u64,
         is_active: Option<bool>,
         role_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+    },
+    GroupCreate {
+        name: String,
+    },
+    GroupRename {
+        group_id: u64,
+        name: String,
     },
     GroupAdd {
         group_id: u64,
@@ -465,6 +493,18 @@ async fn read_live(client: &Client, requests: &[Request]) -> EngineResult<Live> 
                 projects_named.insert(project.clone());
                 continue;
             }
+            Action::CreateGroup { .. } | Action::RenameGroup { .. } => {
+                need_groups = true;
+                continue;
+            }
+            Action::UpdateProfile {
+                email, new_email, ..
+            } => {
+                if let Some(k) = new_email.as_deref().and_then(EmailKey::parse) {
+                    emails.insert(k);
+                }
+                email
+            }
             Action::CreateUser {
                 email,
                 role,
@@ -581,6 +621,24 @@ fn check_text(action: &Action) -> EngineResult<()> {
         Action::Deactivate { email } | Action::Reactivate { email } => {
             fields.push(("email", email))
         }
+        Action::UpdateProfile {
+            email,
+            name,
+            new_email,
+        } => {
+            fields.push(("email", email));
+            if let Some(n) = name {
+                fields.push(("name", n));
+            }
+            if let Some(e) = new_email {
+                fields.push(("email", e));
+            }
+        }
+        Action::CreateGroup { name } => fields.push(("group", name)),
+        Action::RenameGroup { group, name } => {
+            fields.push(("group", group));
+            fields.push(("group", name));
+        }
         Action::SetRole { email, role } => {
             fields.push(("email", email));
             fields.push(("role", role));
@@ -666,7 +724,77 @@ pub async fn plan<S: Store>(
             ));
             continue;
         }
+        match &req.action {
+            Action::CreateGroup { name } => {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(EngineError::InvalidInput("a group needs a name".into()));
+                }
+                if live.group(name).is_ok() {
+                    return Err(EngineError::Conflict(format!(
+                        "a TestRail group named {name:?} exists already"
+                    )));
+                }
+                steps.push(Step {
+                    action: "create_group",
+                    target: format!("group {name}"),
+                    user_id: None,
+                    kind: StepKind::GroupCreate {
+                        name: name.to_string(),
+                    },
+                    calls: vec!["add_group".into(), "get_group".into()],
+                    before: None,
+                    after: Some(name.to_string()),
+                    note: None,
+                    actor: actor.clone(),
+                    caution: None,
+                });
+                continue;
+            }
+            Action::RenameGroup { group, name } => {
+                let (gid, current) = live.group(group)?;
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(EngineError::InvalidInput("a group needs a name".into()));
+                }
+                let kind = if current == name {
+                    StepKind::Noop
+                } else {
+                    if live.group(name).is_ok_and(|(other, _)| other != gid) {
+                        return Err(EngineError::Conflict(format!(
+                            "another TestRail group is named {name:?}"
+                        )));
+                    }
+                    StepKind::GroupRename {
+                        group_id: gid,
+                        name: name.to_string(),
+                    }
+                };
+                steps.push(Step {
+                    action: "rename_group",
+                    target: format!("group {current}"),
+                    user_id: None,
+                    calls: if kind == StepKind::Noop {
+                        vec![]
+                    } else {
+                        vec![format!("update_group/{gid}"), format!("get_group/{gid}")]
+                    },
+                    kind,
+                    before: Some(current),
+                    after: Some(name.to_string()),
+                    note: None,
+                    actor: actor.clone(),
+                    caution: None,
+                });
+                continue;
+            }
+            _ => {}
+        }
         let (action_name, email) = match &req.action {
+            Action::CreateGroup { .. } | Action::RenameGroup { .. } => {
+                unreachable!("handled above")
+            }
+            Action::UpdateProfile { email, .. } => ("update_profile", email),
             Action::CreateUser { email, .. } => ("create_user", email),
             Action::Deactivate { email } => ("deactivate", email),
             Action::Reactivate { email } => ("reactivate", email),
@@ -798,7 +926,7 @@ pub async fn plan<S: Store>(
                         let role_change = role.as_ref().filter(|r| u.role_id != Some(r.0));
                         if !active || role_change.is_some() {
                             steps.push(step(
-                                StepKind::UpdateUser { user_id: u.id, is_active: (!active).then_some(true), role_id: role_change.map(|r| r.0) },
+                                StepKind::UpdateUser { user_id: u.id, is_active: (!active).then_some(true), role_id: role_change.map(|r| r.0), name: None, email: None },
                                 Some(u.id),
                                 vec![format!("get_user/{}", u.id), format!("update_user/{}", u.id), format!("get_user/{}", u.id)],
                                 Some(format!("{}, role {}", state_word(active), u.role.clone().unwrap_or_default())),
@@ -847,6 +975,8 @@ pub async fn plan<S: Store>(
                             user_id: u.id,
                             is_active: Some(want),
                             role_id: None,
+                            name: None,
+                            email: None,
                         },
                         Some(u.id),
                         vec![
@@ -861,6 +991,70 @@ pub async fn plan<S: Store>(
                         } else {
                             Some("frees the TestRail seat (TestRail cannot delete users)".into())
                         },
+                    ));
+                }
+            }
+            Action::UpdateProfile {
+                name, new_email, ..
+            } => {
+                let u = existing.ok_or_else(unknown)?;
+                let name = name
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty() && Some(*n) != u.name.as_deref());
+                let new_email = new_email
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|e| EmailKey::parse(e) != u.email.as_deref().and_then(EmailKey::parse));
+                if let Some(e) = new_email {
+                    if EmailKey::parse(e).is_none() {
+                        return Err(EngineError::InvalidInput(format!(
+                            "{e:?} is not an email address"
+                        )));
+                    }
+                    if live.user(e).is_some() {
+                        return Err(EngineError::Conflict(format!(
+                            "another TestRail account has the email {e}"
+                        )));
+                    }
+                }
+                let before = format!(
+                    "{} <{}>",
+                    u.name.as_deref().unwrap_or("-"),
+                    u.email.as_deref().unwrap_or("-")
+                );
+                if name.is_none() && new_email.is_none() {
+                    steps.push(step(
+                        StepKind::Noop,
+                        Some(u.id),
+                        vec![],
+                        Some(before.clone()),
+                        Some(before),
+                        Some("already so".into()),
+                    ));
+                } else {
+                    let after = format!(
+                        "{} <{}>",
+                        name.or(u.name.as_deref()).unwrap_or("-"),
+                        new_email.or(u.email.as_deref()).unwrap_or("-")
+                    );
+                    steps.push(step(
+                        StepKind::UpdateUser {
+                            user_id: u.id,
+                            is_active: None,
+                            role_id: None,
+                            name: name.map(str::to_string),
+                            email: new_email.map(str::to_string),
+                        },
+                        Some(u.id),
+                        vec![
+                            format!("get_user/{}", u.id),
+                            format!("update_user/{}", u.id),
+                            format!("get_user/{}", u.id),
+                        ],
+                        Some(before),
+                        Some(after),
+                        None,
                     ));
                 }
             }
@@ -886,6 +1080,8 @@ pub async fn plan<S: Store>(
                             user_id: u.id,
                             is_active: None,
                             role_id: Some(rid),
+                            name: None,
+                            email: None,
                         },
                         Some(u.id),
                         vec![
@@ -941,7 +1137,9 @@ pub async fn plan<S: Store>(
                 }
                 steps.push(st);
             }
-            Action::SetGroupProjectRole { .. } => unreachable!("handled above"),
+            Action::SetGroupProjectRole { .. }
+            | Action::CreateGroup { .. }
+            | Action::RenameGroup { .. } => unreachable!("handled above"),
             Action::AddToGroup { group, .. } | Action::RemoveFromGroup { group, .. } => {
                 let u = existing.ok_or_else(unknown)?;
                 let (gid, gname) = live.group(group)?;
@@ -1303,6 +1501,8 @@ async fn execute<S: Store>(
             user_id,
             is_active,
             role_id,
+            name,
+            email,
         } => {
             calls.push(format!("get_user/{user_id}"));
             let before = client
@@ -1313,6 +1513,8 @@ async fn execute<S: Store>(
             let update = UserUpdate {
                 is_active: *is_active,
                 role_id: *role_id,
+                name: name.clone(),
+                email: email.clone(),
                 ..UserUpdate::default()
             };
             client
@@ -1322,6 +1524,10 @@ async fn execute<S: Store>(
             let back = read_back(client, *user_id, calls).await?;
             if is_active.is_some_and(|a| back.is_active != Some(a))
                 || role_id.is_some_and(|r| back.role_id != Some(r))
+                || name.as_ref().is_some_and(|n| back.name.as_ref() != Some(n))
+                || email.as_ref().is_some_and(|e| {
+                    back.email.as_deref().and_then(EmailKey::parse) != EmailKey::parse(e)
+                })
             {
                 return Err(EngineError::Conflict(format!(
                     "TestRail accepted the update of user {user_id} but does not show it on read-back"
@@ -1345,6 +1551,85 @@ async fn execute<S: Store>(
                 account: Some(new),
                 group: None,
                 changes,
+                ..Default::default()
+            })))
+        }
+        StepKind::GroupCreate { name } => {
+            calls.push("add_group".into());
+            let made = client
+                .add_group(&testrail_client::NewGroup {
+                    name: name.clone(),
+                    user_ids: vec![],
+                })
+                .await
+                .map_err(|e| upstream("creating the group", e))?;
+            calls.push(format!("get_group/{}", made.id));
+            let back = client
+                .get_group(made.id)
+                .await
+                .map_err(|e| upstream("reading the group back", e))?;
+            let mut members = back.user_ids.clone();
+            members.sort_unstable();
+            Ok(Executed::Done(Box::new(ProvisionUpdate {
+                group: Some(GroupRecord {
+                    id: back.id,
+                    name: back.name.clone(),
+                    member_ids: members,
+                }),
+                changes: vec![NewChange {
+                    kind: ChangeKind::GroupCreated,
+                    user: None,
+                    group: Some(back.id),
+                    subject: back.name.clone(),
+                    before: None,
+                    after: back.name.clone(),
+                }],
+                ..Default::default()
+            })))
+        }
+        StepKind::GroupRename { group_id, name } => {
+            // Only the name is sent: the membership is not touched (no whole-list write).
+            calls.push(format!("update_group/{group_id}"));
+            let before = client
+                .get_group(*group_id)
+                .await
+                .map_err(|e| upstream("reading the group", e))?;
+            client
+                .update_group(
+                    *group_id,
+                    &testrail_client::GroupUpdate {
+                        name: Some(name.clone()),
+                        user_ids: None,
+                    },
+                )
+                .await
+                .map_err(|e| upstream("renaming the group", e))?;
+            calls.push(format!("get_group/{group_id}"));
+            let back = client
+                .get_group(*group_id)
+                .await
+                .map_err(|e| upstream("reading the group back", e))?;
+            if back.name.as_deref() != Some(name.as_str()) {
+                return Err(EngineError::Conflict(format!(
+                    "TestRail accepted the new name of group {group_id} but does not show it on read-back"
+                )));
+            }
+            let mut members = back.user_ids.clone();
+            members.sort_unstable();
+            Ok(Executed::Done(Box::new(ProvisionUpdate {
+                group: Some(GroupRecord {
+                    id: back.id,
+                    name: back.name.clone(),
+                    member_ids: members,
+                }),
+                changes: vec![NewChange {
+                    kind: ChangeKind::GroupRenamed,
+                    user: None,
+                    group: Some(back.id),
+                    subject: back.name.clone(),
+                    before: before.name.clone(),
+                    after: back.name.clone(),
+                }],
                 ..Default::default()
             })))
         }

@@ -8,6 +8,7 @@ mod api_reviews;
 mod auth;
 mod error;
 mod extract;
+mod scim;
 mod serve;
 mod state;
 mod ui;
@@ -37,6 +38,7 @@ pub fn router(state: std::sync::Arc<AppState>, cfg: &ServeConfig) -> axum::Route
     axum::Router::new()
         .merge(api::routes(state.clone()))
         .merge(ui::routes(state.clone()))
+        .merge(scim::routes(cfg.public_url.clone()))
         .route(
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
@@ -62,6 +64,9 @@ fn is_api(uri: &Uri) -> bool {
 }
 
 async fn not_found(uri: Uri) -> Response {
+    if scim::is_scim(uri.path()) {
+        return scim::not_found().await;
+    }
     if is_api(&uri) {
         ApiError::not_found(format!(
             "no API path {} (see /api/openapi.json)",
@@ -74,6 +79,9 @@ async fn not_found(uri: Uri) -> Response {
 }
 
 async fn method_not_allowed(uri: Uri) -> Response {
+    if scim::is_scim(uri.path()) {
+        return scim::method_not_allowed();
+    }
     if is_api(&uri) {
         ApiError::method_not_allowed().into_response()
     } else {

@@ -197,6 +197,22 @@ impl PgStore {
         }
         if let Some(g) = &update.group {
             let gid = i(g.id);
+            // The group's name (a new group: its first version; a rename: a new version).
+            let named: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT name FROM group_versions WHERE connection_id = $1 AND tr_group_id = $2 AND valid_to_rev IS NULL",
+            )
+            .bind(connection_id)
+            .bind(gid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if named.as_ref() != Some(&g.name) {
+                if named.is_some() {
+                    sqlx::query("UPDATE group_versions SET valid_to_rev = $1 WHERE connection_id = $2 AND tr_group_id = $3 AND valid_to_rev IS NULL")
+                        .bind(rev).bind(connection_id).bind(gid).execute(&mut *tx).await?;
+                }
+                sqlx::query("INSERT INTO group_versions (connection_id, tr_group_id, valid_from_rev, name) VALUES ($1, $2, $3, $4)")
+                    .bind(connection_id).bind(gid).bind(rev).bind(&g.name).execute(&mut *tx).await?;
+            }
             let current: Vec<i64> = sqlx::query_scalar(
                 "SELECT tr_user_id FROM membership_versions WHERE connection_id = $1 AND tr_group_id = $2 AND valid_to_rev IS NULL",
             )

@@ -72,7 +72,8 @@ impl SqliteStore {
         if full {
             let gone: Vec<&String> = current
                 .iter()
-                .filter(|(id, old)| !seen.contains(*id) && !old.gone)
+                // People an identity provider manages through SCIM are not in HR files.
+                .filter(|(id, old)| !seen.contains(*id) && !old.gone && !id.starts_with("scim:"))
                 .map(|(id, _)| id)
                 .collect();
             for chunk in gone.chunks(BATCH) {
