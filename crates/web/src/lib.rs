@@ -15,6 +15,7 @@ mod ui;
 mod ui_offboard;
 mod ui_projects;
 mod ui_reviews;
+mod ui_scim;
 mod ui_seats;
 mod ui_users;
 

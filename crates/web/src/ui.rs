@@ -28,6 +28,7 @@ use crate::ui_users;
 use crate::ui_offboard;
 use crate::ui_projects;
 use crate::ui_reviews;
+use crate::ui_scim;
 use crate::ui_seats;
 
 pub fn templates() -> Environment<'static> {
@@ -58,6 +59,7 @@ pub fn templates() -> Environment<'static> {
         ("audit.html", include_str!("../templates/audit.html")),
         ("confirm.html", include_str!("../templates/confirm.html")),
         ("offboard.html", include_str!("../templates/offboard.html")),
+        ("holds.html", include_str!("../templates/holds.html")),
         ("reviews.html", include_str!("../templates/reviews.html")),
         ("review.html", include_str!("../templates/review.html")),
         (
@@ -142,6 +144,9 @@ pub fn routes(_state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/projects", get(ui_projects::projects_page))
         .route("/projects/{id}", get(ui_projects::project_page))
         .route("/seats", get(ui_seats::seats_page))
+        .route("/holds", get(ui_scim::holds_page))
+        .route("/holds/{id}/approve", post(ui_scim::approve))
+        .route("/holds/{id}/reject", post(ui_scim::reject))
         .route("/scans", get(scans_page))
         .route("/scans/run", post(scan_now))
         .route("/changes", get(changes_page))
@@ -1384,6 +1389,7 @@ mod tests {
             "audit.html",
             "confirm.html",
             "offboard.html",
+            "holds.html",
             "reviews.html",
             "review.html",
             "review_keep.html",

@@ -604,18 +604,63 @@ async fn a_burst_of_deactivations_is_held_at_the_cap() {
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
-    // An administrator approves one hold: the identity provider's retry goes through.
+    // An administrator approves one hold in the console; the identity provider's retry then
+    // goes through. The other is rejected: its retries are refused for good.
     let hold = waiting
         .iter()
         .find(|h| h.tr_user_id == eleventh.id)
         .unwrap();
-    assert!(
-        svc.engine
-            .store()
-            .scim_decide(hold.id, true, "admin", 0)
-            .await
+    let other = waiting
+        .iter()
+        .find(|h| h.tr_user_id != eleventh.id)
+        .unwrap();
+    let console = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let csrf_in = |html: &str| {
+        html.split("name=\"csrf\" value=\"")
+            .nth(1)
             .unwrap()
-    );
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let login = console.get(format!("{}/login", svc.base)).send().await.unwrap();
+    let csrf = csrf_in(&login.text().await.unwrap());
+    let r = console
+        .post(format!("{}/login", svc.base))
+        .form(&[("token", TOKEN), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let page = console
+        .get(format!("{}/holds", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("data-hold=\"{}\"", hold.id)), "{page}");
+    assert!(page.contains(&format!("href=\"/users/{}\"", eleventh.id)));
+    let csrf = csrf_in(&page);
+    // Without the form's CSRF token: refused, nothing decided.
+    let r = console
+        .post(format!("{}/holds/{}/approve", svc.base, hold.id))
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    for (id, verb) in [(hold.id, "approve"), (other.id, "reject")] {
+        let r = console
+            .post(format!("{}/holds/{id}/{verb}", svc.base))
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{verb}: {}", r.status());
+    }
     let (s, body, _) = scim(
         &svc,
         Method::PATCH,
@@ -625,6 +670,15 @@ async fn a_burst_of_deactivations_is_held_at_the_cap() {
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(!sim_user(&svc, &eleventh.email).unwrap().is_active);
+    let (s, body, _) = scim(
+        &svc,
+        Method::PATCH,
+        &format!("/Users/{}", other.tr_user_id),
+        Some(deactivate.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("rejected"));
     // The approval is used once.
     let again = svc
         .engine
