@@ -151,7 +151,9 @@ pub fn user_resource(
         Some((g, f)) => (g.to_string(), f.trim().to_string()),
         None => (name.trim().to_string(), String::new()),
     };
-    let mut n = json!({ "formatted": name });
+    // TestRail has one name: given and family name are its first word and the rest (the whole
+    // name is displayName).
+    let mut n = json!({});
     if !given.is_empty() {
         n["givenName"] = json!(given);
     }
@@ -170,16 +172,19 @@ pub fn user_resource(
             })
         })
         .collect();
+    let user_name = rec
+        .and_then(|r| r.user_name.clone())
+        .unwrap_or_else(|| email.clone());
     let mut u = json!({
         "schemas": [CORE_USER, TESTRAIL_USER],
         "id": a.id.to_string(),
-        "userName": email,
+        "userName": user_name,
         "name": n,
         "displayName": name,
-        "emails": [{ "value": email, "type": "work", "primary": true }],
+        "emails": [email_entry(&email, rec)],
         "active": a.is_active,
         "groups": groups,
-        TESTRAIL_USER: { "role": a.role, "roleId": a.role_id, "isAdmin": a.is_admin },
+        TESTRAIL_USER: { "role": a.role },
         "meta": meta(caller, "User", a.id, rec),
     });
     if let Some(x) = rec.and_then(|r| r.external_id.clone()) {
@@ -188,13 +193,24 @@ pub fn user_resource(
     u
 }
 
+/// The account's one email, with the sub-attributes the client wrote for it (a work email,
+/// primary, when it wrote none).
+fn email_entry(email: &str, rec: Option<&ScimResource>) -> Value {
+    let mut entry = rec
+        .and_then(|r| r.email_meta.as_deref())
+        .and_then(|m| serde_json::from_str::<Value>(m).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({ "type": "work", "primary": true }));
+    entry["value"] = json!(email);
+    entry
+}
+
 /// A TestRail group as a SCIM Group.
 fn group_resource(
     caller: &ScimCaller,
     id: u64,
     name: &str,
     members: &[u64],
-    emails: &BTreeMap<u64, String>,
     rec: Option<&ScimResource>,
 ) -> Value {
     let members: Vec<Value> = members
@@ -202,7 +218,6 @@ fn group_resource(
         .map(|m| {
             json!({
                 "value": m.to_string(),
-                "display": emails.get(m).cloned().unwrap_or_default(),
                 "$ref": format!("{}/Users/{m}", caller.base),
                 "type": "User",
             })
@@ -249,6 +264,10 @@ fn as_bool(v: &Value) -> Option<bool> {
 /// What a client wants a user to be.
 #[derive(Debug, Clone, PartialEq)]
 struct WantedUser {
+    /// The client's userName: the email, or (when it is not one) kept by Accessrail.
+    user_name: String,
+    /// The email entry's other sub-attributes as the client wrote them.
+    email_meta: Option<Value>,
     email: String,
     name: String,
     active: bool,
@@ -257,13 +276,38 @@ struct WantedUser {
 }
 
 fn wanted_user(body: &Value) -> ScimResult<WantedUser> {
-    let email = str_ci(body, "userName")
+    let user_name = str_ci(body, "userName")
         .ok_or_else(|| ScimError::invalid_value("userName is required (the TestRail email)"))?;
-    if EmailKey::parse(&email).is_none() {
-        return Err(ScimError::invalid_value(format!(
-            "userName {email:?} is not an email address: TestRail accounts are named by email"
-        )));
-    }
+    // TestRail names accounts by email: userName, or else the primary (or first) email.
+    let emails: Vec<&Value> = get_ci(body, "emails")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let chosen = emails
+        .iter()
+        .find(|e| get_ci(e, "primary").and_then(as_bool) == Some(true))
+        .or(emails.first())
+        .copied();
+    let email_meta = chosen.and_then(Value::as_object).map(|o| {
+        Value::Object(
+            o.iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("value"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    });
+    let email = if EmailKey::parse(&user_name).is_some() {
+        user_name.clone()
+    } else {
+        chosen
+            .and_then(|e| str_ci(e, "value"))
+            .filter(|e| EmailKey::parse(e).is_some())
+            .ok_or_else(|| {
+                ScimError::invalid_value(format!(
+                    "userName {user_name:?} is not an email address and no email is given: TestRail accounts are named by email"
+                ))
+            })?
+    };
     let n = get_ci(body, "name");
     let formatted = n.and_then(|n| str_ci(n, "formatted"));
     let parts: Vec<String> = ["givenName", "familyName"]
@@ -287,6 +331,8 @@ fn wanted_user(body: &Value) -> ScimResult<WantedUser> {
     };
     let role = get_ci(body, TESTRAIL_USER).and_then(|x| str_ci(x, "role"));
     Ok(WantedUser {
+        user_name,
+        email_meta,
         email,
         name,
         active,
@@ -380,6 +426,10 @@ pub async fn list_users<S: Store>(
     caller: &ScimCaller,
     q: &ListQuery,
 ) -> ScimResult<Value> {
+    list_response(all_users(engine, caller).await?, q)
+}
+
+async fn all_users<S: Store>(engine: &Engine<S>, caller: &ScimCaller) -> ScimResult<Vec<Value>> {
     let v = view(engine, &caller.conn).await?;
     let mut all: Vec<&Account> = v
         .accounts
@@ -387,11 +437,10 @@ pub async fn list_users<S: Store>(
         .filter(|a| v.records.get(&a.id).is_none_or(|r| r.deleted_at.is_none()))
         .collect();
     all.sort_by_key(|a| a.id);
-    let resources = all
+    Ok(all
         .into_iter()
         .map(|a| user_resource(caller, a, v.records.get(&a.id), &v.group_names))
-        .collect();
-    list_response(resources, q)
+        .collect())
 }
 
 pub async fn get_user<S: Store>(
@@ -651,6 +700,9 @@ async fn remember_user<S: Store>(
             kind: "user".into(),
             tr_id: id,
             external_id: want.external_id.clone(),
+            user_name: (EmailKey::parse(&want.user_name) != EmailKey::parse(&want.email))
+                .then(|| want.user_name.clone()),
+            email_meta: want.email_meta.as_ref().map(Value::to_string),
             token: caller.token.clone(),
             created_by: if created {
                 Some(caller.token.clone())
@@ -757,6 +809,34 @@ pub async fn create_user<S: Store>(
 ) -> ScimResult<Value> {
     let want = wanted_user(body)?;
     provision::ensure_enabled(&caller.conn)?;
+    // A userName that is not the email is unique too (any case) among live SCIM users.
+    if EmailKey::parse(&want.user_name).is_none() {
+        let taken = engine
+            .store()
+            .scim_resources(&caller.conn.id, "user")
+            .await
+            .map_err(EngineError::from)?
+            .into_iter()
+            .find(|r| {
+                r.deleted_at.is_none()
+                    && r.user_name
+                        .as_deref()
+                        .is_some_and(|u| u.to_lowercase() == want.user_name.to_lowercase())
+            });
+        if let Some(r) = taken {
+            let same = r.external_id.is_some() && r.external_id == want.external_id;
+            if !same {
+                return Err(ScimError::new(
+                    409,
+                    Some("uniqueness"),
+                    format!(
+                        "userName {} is already provisioned through SCIM",
+                        want.user_name
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(a) = account_by_email(engine, &caller.conn, &want.email).await? {
         let rec = engine
             .store()
@@ -912,9 +992,13 @@ pub async fn list_groups<S: Store>(
     caller: &ScimCaller,
     q: &ListQuery,
 ) -> ScimResult<Value> {
-    let (mut groups, emails, records) = groups_view(engine, &caller.conn).await?;
+    list_response(all_groups(engine, caller).await?, q)
+}
+
+async fn all_groups<S: Store>(engine: &Engine<S>, caller: &ScimCaller) -> ScimResult<Vec<Value>> {
+    let (mut groups, _, records) = groups_view(engine, &caller.conn).await?;
     groups.sort_by_key(|g| g.id);
-    let all = groups
+    Ok(groups
         .iter()
         .filter(|g| records.get(&g.id).is_none_or(|r| r.deleted_at.is_none()))
         .map(|g| {
@@ -923,12 +1007,10 @@ pub async fn list_groups<S: Store>(
                 g.id,
                 g.name.as_deref().unwrap_or_default(),
                 &g.member_ids,
-                &emails,
                 records.get(&g.id),
             )
         })
-        .collect();
-    list_response(all, q)
+        .collect())
 }
 
 async fn group_by_id<S: Store>(
@@ -954,7 +1036,6 @@ async fn group_by_id<S: Store>(
         g.id,
         g.name.as_deref().unwrap_or_default(),
         &g.member_ids,
-        &emails,
         rec,
     );
     Ok((v, g, emails))
@@ -1058,7 +1139,9 @@ async fn remember_group<S: Store>(
             connection_id: caller.conn.id.clone(),
             kind: "group".into(),
             tr_id: id,
-            external_id: external_id.or_else(|| prev.as_ref().and_then(|p| p.external_id.clone())),
+            external_id,
+            user_name: None,
+            email_meta: None,
             token: caller.token.clone(),
             created_by: if created {
                 Some(caller.token.clone())
@@ -1172,7 +1255,13 @@ pub async fn delete_group<S: Store>(
     let (_, g, emails) = group_by_id(engine, caller, id).await?;
     let name = g.name.clone().unwrap_or_default();
     converge_group(engine, caller, &g, &emails, &name, &BTreeSet::new()).await?;
-    remember_group(engine, caller, g.id, None, false).await?;
+    let kept = engine
+        .store()
+        .scim_resource(&caller.conn.id, "group", g.id)
+        .await
+        .map_err(EngineError::from)?
+        .and_then(|r| r.external_id);
+    remember_group(engine, caller, g.id, kept, false).await?;
     let store = engine.store();
     if let Some(mut r) = store
         .scim_resource(&caller.conn.id, "group", g.id)

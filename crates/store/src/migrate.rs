@@ -433,6 +433,8 @@ const TABLES: &[Table] = &[
             ("kind", Text),
             ("tr_id", Int),
             ("external_id", Text),
+            ("user_name", Text),
+            ("email_meta", Text),
             ("token", Text),
             ("created_by", Text),
             ("created_at", Int),

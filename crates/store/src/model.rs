@@ -619,6 +619,10 @@ pub struct ScimResource {
     /// The TestRail id (the SCIM `id`).
     pub tr_id: u64,
     pub external_id: Option<String>,
+    /// The client's `userName` when it is not the account's email (kept as given).
+    pub user_name: Option<String>,
+    /// JSON: the sub-attributes of the email entry as the client wrote them (type, primary).
+    pub email_meta: Option<String>,
     /// The SCIM token that last wrote it.
     pub token: String,
     /// The SCIM token that created it in TestRail (None: it existed, SCIM adopted it).

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -45,6 +45,9 @@ pub fn routes(public_url: Option<String>) -> axum::Router<Arc<AppState>> {
             "/scim/v2/{connection}/Users",
             get(list_users).post(create_user),
         )
+        .route("/scim/v2/{connection}/.search", post(search_all))
+        .route("/scim/v2/{connection}/Users/.search", post(search_users))
+        .route("/scim/v2/{connection}/Groups/.search", post(search_groups))
         .route(
             "/scim/v2/{connection}/Users/{id}",
             get(get_user)
@@ -302,7 +305,7 @@ fn resource_type_user(base: &str) -> Value {
         "endpoint": "/Users",
         "description": "A TestRail account (TestRail cannot delete accounts: DELETE deactivates it)",
         "schema": CORE_USER,
-        "schemaExtensions": [{ "schema": TESTRAIL_USER, "required": false }],
+        "schemaExtensions": [{ "schema": TESTRAIL_USER, "required": true }],
         "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") },
     })
 }
@@ -377,26 +380,23 @@ fn attr(name: &str, kind: &str, multi: bool, required: bool, extra: Value) -> Va
     a
 }
 
-fn all_schemas(base: &str) -> Vec<Value> {
-    let sub = |names: &[&str]| -> Vec<Value> {
-        names
-            .iter()
-            .map(|n| attr(n, "string", false, false, json!({})))
-            .collect()
-    };
+fn all_schemas(base: &str, roles: &[String]) -> Vec<Value> {
     let user = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": CORE_USER, "name": "User", "description": "A TestRail account",
         "attributes": [
             attr("userName", "string", false, true, json!({"uniqueness": "server", "description": "The TestRail email (unique, any case)"})),
-            attr("name", "complex", false, false, json!({"subAttributes": sub(&["formatted", "givenName", "familyName"])})),
-            attr("displayName", "string", false, false, json!({})),
-            attr("emails", "complex", true, false, json!({"subAttributes": [
-                attr("value", "string", false, false, json!({})),
+            attr("name", "complex", false, true, json!({"description": "Every TestRail account has a name", "subAttributes": [
+                attr("givenName", "string", false, true, json!({})),
+                attr("familyName", "string", false, true, json!({})),
+            ]})),
+            attr("displayName", "string", false, false, json!({"mutability": "readOnly", "description": "The TestRail name; written through name (or name.formatted, or displayName when name is absent)"})),
+            attr("emails", "complex", true, true, json!({"description": "The TestRail email (one): userName when it is an email, else the primary email", "subAttributes": [
+                attr("value", "string", false, true, json!({})),
                 attr("type", "string", false, false, json!({"canonicalValues": ["work"]})),
                 attr("primary", "boolean", false, false, json!({})),
             ]})),
-            attr("active", "boolean", false, false, json!({})),
+            attr("active", "boolean", false, true, json!({"description": "Every TestRail account is active or deactivated (true when not given)"})),
             attr("groups", "complex", true, false, json!({"mutability": "readOnly", "subAttributes": [
                 attr("value", "string", false, false, json!({"mutability": "readOnly"})),
                 attr("display", "string", false, false, json!({"mutability": "readOnly"})),
@@ -411,9 +411,7 @@ fn all_schemas(base: &str) -> Vec<Value> {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": TESTRAIL_USER, "name": "TestRailUser", "description": "What TestRail adds to a user",
         "attributes": [
-            attr("role", "string", false, false, json!({"description": "The global role's name (Lead, Tester, ...)"})),
-            attr("roleId", "integer", false, false, json!({"mutability": "readOnly"})),
-            attr("isAdmin", "boolean", false, false, json!({"mutability": "readOnly"})),
+            attr("role", "string", false, true, json!({"description": "The global role's name (every TestRail account has one; the default role when not given)", "canonicalValues": roles})),
         ],
         "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{TESTRAIL_USER}") },
     });
@@ -424,7 +422,6 @@ fn all_schemas(base: &str) -> Vec<Value> {
             attr("displayName", "string", false, true, json!({"uniqueness": "server"})),
             attr("members", "complex", true, false, json!({"subAttributes": [
                 attr("value", "string", false, false, json!({"mutability": "immutable"})),
-                attr("display", "string", false, false, json!({"mutability": "readOnly"})),
                 attr("$ref", "reference", false, false, json!({"mutability": "immutable", "referenceTypes": ["User"]})),
                 attr("type", "string", false, false, json!({"mutability": "immutable", "canonicalValues": ["User"]})),
             ]})),
@@ -434,6 +431,18 @@ fn all_schemas(base: &str) -> Vec<Value> {
     vec![user, ext, group]
 }
 
+/// The connection's global role names, as the last scan read them.
+async fn role_names(s: &AppState, c: &ScimCaller) -> Vec<String> {
+    s.engine
+        .store()
+        .current_roles(&c.conn.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| r.name)
+        .collect()
+}
+
 async fn schemas(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -441,7 +450,10 @@ async fn schemas(
     Path(connection): Path<String>,
 ) -> Response {
     let c = auth!(s, headers, p, connection);
-    scim_json(StatusCode::OK, &list_of(all_schemas(&c.base)))
+    scim_json(
+        StatusCode::OK,
+        &list_of(all_schemas(&c.base, &role_names(&s, &c).await)),
+    )
 }
 
 async fn schema(
@@ -451,10 +463,97 @@ async fn schema(
     Path((connection, id)): Path<(String, String)>,
 ) -> Response {
     let c = auth!(s, headers, p, connection);
-    match all_schemas(&c.base).into_iter().find(|x| x["id"] == id) {
+    match all_schemas(&c.base, &role_names(&s, &c).await)
+        .into_iter()
+        .find(|x| x["id"] == id)
+    {
         Some(x) => scim_json(StatusCode::OK, &x),
         None => error(ScimError::new(404, None, format!("no schema {id}"))),
     }
+}
+
+/// A SearchRequest body (RFC 7644 §3.4.3): the list parameters, POSTed.
+fn search_query(body: &Value) -> Result<ListQuery, ScimError> {
+    let text = |k: &str| {
+        body.as_object()
+            .and_then(|o| o.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)))
+            .map(|(_, v)| v)
+    };
+    let list = |k: &str| -> Vec<String> {
+        match text(k) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            Some(Value::String(s)) => split(Some(s)),
+            _ => vec![],
+        }
+    };
+    let int = |k: &str| -> Result<Option<i64>, ScimError> {
+        match text(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                ScimError::new(400, Some("invalidValue"), format!("{k} must be an integer"))
+            }),
+        }
+    };
+    Ok(ListQuery {
+        filter: text("filter").and_then(Value::as_str).map(str::to_string),
+        start_index: int("startIndex")?,
+        count: int("count")?,
+        attributes: list("attributes"),
+        excluded: list("excludedAttributes"),
+    })
+}
+
+async fn search_users(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Extension(p): axum::Extension<PublicUrl>,
+    Path(connection): Path<String>,
+    body: Bytes,
+) -> Response {
+    let c = auth!(s, headers, p, connection);
+    let q = match body_json(&body).and_then(|b| search_query(&b)) {
+        Ok(q) => q,
+        Err(e) => return error(e),
+    };
+    respond(scim::list_users(&s.engine, &c, &q).await, StatusCode::OK)
+}
+
+/// `POST /.search`: not supported (501).
+async fn search_all(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Extension(p): axum::Extension<PublicUrl>,
+    Path(connection): Path<String>,
+    body: Bytes,
+) -> Response {
+    let _c = auth!(s, headers, p, connection);
+    let _ = body;
+    // Users and groups are both numbered by TestRail (a user and a group can share an id), so
+    // one list of both could not be told apart: search /Users/.search or /Groups/.search.
+    error(ScimError::new(
+        501,
+        None,
+        "searching users and groups at once is not supported: use /Users/.search or /Groups/.search",
+    ))
+}
+
+async fn search_groups(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Extension(p): axum::Extension<PublicUrl>,
+    Path(connection): Path<String>,
+    body: Bytes,
+) -> Response {
+    let c = auth!(s, headers, p, connection);
+    let q = match body_json(&body).and_then(|b| search_query(&b)) {
+        Ok(q) => q,
+        Err(e) => return error(e),
+    };
+    respond(scim::list_groups(&s.engine, &c, &q).await, StatusCode::OK)
 }
 
 // ---- users ------------------------------------------------------------------------------------

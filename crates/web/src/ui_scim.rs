@@ -60,8 +60,16 @@ pub(crate) async fn holds_page(State(s): State<Arc<AppState>>, v: Visitor) -> Re
             status => h.status, decided_by => h.decided_by, decided_at => h.decided_at.map(time_fmt::short),
         }
     };
-    let waiting: Vec<Value> = holds.iter().filter(|h| h.status == "held").map(row).collect();
-    let decided: Vec<Value> = holds.iter().filter(|h| h.status != "held").map(row).collect();
+    let waiting: Vec<Value> = holds
+        .iter()
+        .filter(|h| h.status == "held")
+        .map(row)
+        .collect();
+    let decided: Vec<Value> = holds
+        .iter()
+        .filter(|h| h.status != "held")
+        .map(row)
+        .collect();
     let scim_tokens: Vec<Value> = tokens
         .iter()
         .filter(|t| t.revoked_at.is_none())

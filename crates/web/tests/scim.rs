@@ -614,7 +614,10 @@ async fn a_burst_of_deactivations_is_held_at_the_cap() {
         .iter()
         .find(|h| h.tr_user_id != eleventh.id)
         .unwrap();
-    let console = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let console = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
     let csrf_in = |html: &str| {
         html.split("name=\"csrf\" value=\"")
             .nth(1)
@@ -624,7 +627,11 @@ async fn a_burst_of_deactivations_is_held_at_the_cap() {
             .unwrap()
             .to_string()
     };
-    let login = console.get(format!("{}/login", svc.base)).send().await.unwrap();
+    let login = console
+        .get(format!("{}/login", svc.base))
+        .send()
+        .await
+        .unwrap();
     let csrf = csrf_in(&login.text().await.unwrap());
     let r = console
         .post(format!("{}/login", svc.base))
@@ -641,7 +648,10 @@ async fn a_burst_of_deactivations_is_held_at_the_cap() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains(&format!("data-hold=\"{}\"", hold.id)), "{page}");
+    assert!(
+        page.contains(&format!("data-hold=\"{}\"", hold.id)),
+        "{page}"
+    );
     assert!(page.contains(&format!("href=\"/users/{}\"", eleventh.id)));
     let csrf = csrf_in(&page);
     // Without the form's CSRF token: refused, nothing decided.
@@ -830,4 +840,55 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `scim2-cli`'s `test` (scim2-tester) against the endpoint: no ERROR or CRITICAL result.
+/// `scripts/install-test-deps.sh` installs it under target/; without it the test says so and
+/// fails under CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim2_tester_finds_no_error() {
+    let bin = std::env::var("ACCESSRAIL_SCIM2_CLI").map_or_else(
+        |_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/scim2-venv/bin/scim2")
+        },
+        std::path::PathBuf::from,
+    );
+    if !bin.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "scim2-cli is missing at {}: run scripts/install-test-deps.sh",
+            bin.display()
+        );
+        eprintln!(
+            "skipped: scim2-cli is missing at {} (scripts/install-test-deps.sh installs it)",
+            bin.display()
+        );
+        return;
+    }
+    let svc = scim_service(12, 3).await;
+    let out = tokio::process::Command::new(&bin)
+        .args([
+            "--url",
+            &format!("{}/scim/v2/acme", svc.base),
+            "test",
+            "--verbose",
+        ])
+        .env("SCIM_CLI_HEADERS", format!("Authorization: Bearer {SCIM}"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("CRITICAL"))
+        .collect();
+    assert!(bad.is_empty(), "scim2-tester reported:\n{}", bad.join("\n"));
+    assert!(text.contains("SUCCESS"), "{text}");
+    svc.stop().await.unwrap();
 }

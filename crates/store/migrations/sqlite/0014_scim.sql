@@ -12,6 +12,8 @@ CREATE TABLE scim_resources (
     kind            TEXT NOT NULL CHECK (kind IN ('user', 'group')),
     tr_id           INTEGER NOT NULL,
     external_id     TEXT,
+    user_name       TEXT,                   -- the client's userName, when it is not the email
+    email_meta      TEXT,                   -- JSON: the email's other sub-attributes as written
     token           TEXT NOT NULL,          -- the SCIM token that last wrote it
     created_by      TEXT,                   -- the SCIM token that created it in TestRail
     created_at      INTEGER NOT NULL,

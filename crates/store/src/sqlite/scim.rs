@@ -9,6 +9,8 @@ struct ResourceRow {
     kind: String,
     tr_id: i64,
     external_id: Option<String>,
+    user_name: Option<String>,
+    email_meta: Option<String>,
     token: String,
     created_by: Option<String>,
     created_at: i64,
@@ -23,6 +25,8 @@ impl From<ResourceRow> for ScimResource {
             kind: r.kind,
             tr_id: r.tr_id as u64,
             external_id: r.external_id,
+            user_name: r.user_name,
+            email_meta: r.email_meta,
             token: r.token,
             created_by: r.created_by,
             created_at: r.created_at,
@@ -109,7 +113,7 @@ impl SqliteStore {
         tr_id: u64,
     ) -> StoreResult<Option<ScimResource>> {
         let row: Option<ResourceRow> = sqlx::query_as(
-            "SELECT connection_id, kind, tr_id, external_id, token, created_by, created_at, updated_at, deleted_at FROM scim_resources WHERE connection_id = ?1 AND kind = ?2 AND tr_id = ?3",
+            "SELECT connection_id, kind, tr_id, external_id, user_name, email_meta, token, created_by, created_at, updated_at, deleted_at FROM scim_resources WHERE connection_id = ?1 AND kind = ?2 AND tr_id = ?3",
         )
         .bind(connection_id)
         .bind(kind)
@@ -125,7 +129,7 @@ impl SqliteStore {
         kind: &str,
     ) -> StoreResult<Vec<ScimResource>> {
         let rows: Vec<ResourceRow> = sqlx::query_as(
-            "SELECT connection_id, kind, tr_id, external_id, token, created_by, created_at, updated_at, deleted_at FROM scim_resources WHERE connection_id = ?1 AND kind = ?2 ORDER BY tr_id",
+            "SELECT connection_id, kind, tr_id, external_id, user_name, email_meta, token, created_by, created_at, updated_at, deleted_at FROM scim_resources WHERE connection_id = ?1 AND kind = ?2 ORDER BY tr_id",
         )
         .bind(connection_id)
         .bind(kind)
@@ -136,14 +140,16 @@ impl SqliteStore {
 
     pub(super) async fn put_scim_resource_impl(&self, r: ScimResource) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO scim_resources (connection_id, kind, tr_id, external_id, token, created_by, created_at, updated_at, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (connection_id, kind, tr_id) DO UPDATE SET external_id = excluded.external_id,
+            "INSERT INTO scim_resources (connection_id, kind, tr_id, external_id, user_name, email_meta, token, created_by, created_at, updated_at, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (connection_id, kind, tr_id) DO UPDATE SET external_id = excluded.external_id, user_name = excluded.user_name, email_meta = excluded.email_meta,
              token = excluded.token, updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
         )
         .bind(&r.connection_id)
         .bind(&r.kind)
         .bind(r.tr_id as i64)
         .bind(&r.external_id)
+        .bind(&r.user_name)
+        .bind(&r.email_meta)
         .bind(&r.token)
         .bind(&r.created_by)
         .bind(r.created_at)
