@@ -9,6 +9,7 @@ use accessrail_store::Store;
 pub mod evidence;
 pub mod listing;
 pub mod reviews;
+pub mod scim;
 pub mod story;
 
 /// How the suite gets stores of one back end.
@@ -74,6 +75,11 @@ macro_rules! conformance_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn review_records_and_their_rules() {
             conformance::reviews::review_records_and_their_rules(&$make).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn scim_tokens_resources_and_the_cap() {
+            conformance::scim::scim_tokens_resources_and_the_cap(&$make).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
