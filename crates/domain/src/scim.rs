@@ -131,6 +131,11 @@ impl fmt::Display for FilterError {
 
 impl std::error::Error for FilterError {}
 
+/// The most words and symbols a filter may have.
+pub const MAX_FILTER_TOKENS: usize = 256;
+/// The deepest a filter may nest parentheses.
+pub const MAX_FILTER_DEPTH: usize = 16;
+
 /// Parses a SCIM filter: `eq` and `pr` comparisons joined by `and`, `or`, `not ( ... )` and
 /// parentheses; `and` binds tighter than `or`. Keywords ignore case. Values are JSON strings,
 /// `true`/`false`/`null`, numbers, or bare words (which mean strings).
@@ -138,6 +143,27 @@ pub fn parse_filter(text: &str) -> Result<Filter, FilterError> {
     let tokens = tokenize(text)?;
     if tokens.is_empty() {
         return Err(filter_error("the filter is empty"));
+    }
+    // Bounded, so a hostile filter cannot exhaust the stack of the parser or of matching.
+    if tokens.len() > MAX_FILTER_TOKENS {
+        return Err(filter_error(format!(
+            "the filter is too long (more than {MAX_FILTER_TOKENS} words and symbols)"
+        )));
+    }
+    let mut depth = 0usize;
+    for t in &tokens {
+        match t {
+            Token::Open => {
+                depth += 1;
+                if depth > MAX_FILTER_DEPTH {
+                    return Err(filter_error(format!(
+                        "the filter nests more than {MAX_FILTER_DEPTH} parentheses"
+                    )));
+                }
+            }
+            Token::Close => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     let mut parser = FilterParser {
         tokens: tokens.into_iter().peekable(),
@@ -2426,5 +2452,17 @@ mod tests {
         assert_eq!(out["userName"], json!("Alice@Example.com"));
         assert_eq!(out["displayName"], json!("Alice Smith"));
         assert!(out.get("emails").is_none());
+    }
+
+    #[test]
+    fn hostile_filters_are_refused_not_followed() {
+        let deep = format!("{}userName pr{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(parse_filter(&deep).is_err());
+        let nots = format!("{}userName pr{}", "not (".repeat(5000), ")".repeat(5000));
+        assert!(parse_filter(&nots).is_err());
+        let long = vec!["userName pr"; 2000].join(" or ");
+        assert!(parse_filter(&long).is_err());
+        let fine = format!("{}userName pr{}", "(".repeat(10), ")".repeat(10));
+        assert!(parse_filter(&fine).is_ok());
     }
 }

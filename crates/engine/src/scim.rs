@@ -90,7 +90,12 @@ impl From<EngineError> for ScimError {
             C::Conflict => {
                 let text = e.to_string();
                 if text.contains("protected account") {
-                    Self::new(403, None, text)
+                    // Who protected it and why stays in Accessrail.
+                    Self::new(
+                        403,
+                        None,
+                        "this account is protected in Accessrail: SCIM does not change it",
+                    )
                 } else if text.contains("exists already")
                     || text.contains("another TestRail account has the email")
                     || text.contains("another TestRail group is named")
@@ -524,8 +529,16 @@ async fn run_claiming<S: Store>(
     }
     provision::ensure_enabled(&caller.conn)?;
     let plan = provision::plan(engine, &caller.conn, requests, &Rails::new(None, false)).await?;
-    if let Some(a) = claim {
+    // Only a deactivation TestRail still needs counts against the cap.
+    let deactivates = plan
+        .steps
+        .iter()
+        .any(|s| s.action == "deactivate" && !s.is_noop());
+    if let (Some(a), true) = (claim, deactivates) {
         claim_deactivation(engine, caller, a).await?;
+    }
+    if plan.steps.iter().all(provision::Step::is_noop) {
+        return Ok(plan);
     }
     let report = provision::apply(engine, &caller.conn, &plan).await?;
     if report.failed > 0 {
@@ -618,9 +631,24 @@ async fn converge<S: Store>(
 ) -> ScimResult<()> {
     let email = a.email.clone().unwrap_or_default();
     let same_email = EmailKey::parse(&email) == EmailKey::parse(&want.email);
-    let deactivate = !want.active && a.is_active;
-    if deactivate {
-        provision::ensure_enabled(&caller.conn)?;
+    provision::ensure_enabled(&caller.conn)?;
+    if !same_email {
+        // An administrator's email is the key to their account (password resets go there), and
+        // the connection's own account is how Accessrail signs in: never changed through SCIM.
+        if EmailKey::parse(&email) == EmailKey::parse(&caller.conn.email) {
+            return Err(ScimError::new(
+                403,
+                Some("mutability"),
+                "this is the account Accessrail signs in to TestRail with: its email is not changed through SCIM",
+            ));
+        }
+        if a.is_admin == Some(true) {
+            return Err(ScimError::new(
+                403,
+                Some("mutability"),
+                "this account is a TestRail administrator: change its email in TestRail",
+            ));
+        }
     }
     // The profile first, on its own: the later steps name the account by its new email, which
     // a plan can only find once TestRail has it.
@@ -659,23 +687,21 @@ async fn converge<S: Store>(
             },
         ));
     }
-    if want.active && !a.is_active {
-        reqs.push(request(
-            caller,
+    // The active state is always asked for: the plan reads TestRail, so a store behind
+    // TestRail neither skips a deactivation nor counts one that is already so.
+    reqs.push(request(
+        caller,
+        if want.active {
             Action::Reactivate {
-                email: current_email.clone(),
-            },
-        ));
-    }
-    if deactivate {
-        reqs.push(request(
-            caller,
+                email: current_email,
+            }
+        } else {
             Action::Deactivate {
                 email: current_email,
-            },
-        ));
-    }
-    run_claiming(engine, caller, reqs, deactivate.then_some(a)).await?;
+            }
+        },
+    ));
+    run_claiming(engine, caller, reqs, (!want.active).then_some(a)).await?;
     Ok(())
 }
 
@@ -715,10 +741,23 @@ async fn remember_user<S: Store>(
         })
         .await
         .map_err(EngineError::from)?;
-    // SCIM-managed people are identities too: an active user is a current person; one the
-    // identity provider deactivated or deleted is a leaver.
+    // SCIM-managed people are identities too (one per email, whichever token writes it): an
+    // active user is a current person; one the identity provider deactivated or deleted is a
+    // leaver. A person the organisation's own identity file already has stays that record
+    // (two identities with one email would make the account ambiguous).
+    let Some(key) = EmailKey::parse(&want.email) else {
+        return Ok(());
+    };
+    let scim_id = format!("{}{}", crate::identities::SCIM_PREFIX, key.as_str());
+    let known = store.identities().await.map_err(EngineError::from)?;
+    if known
+        .iter()
+        .any(|i| i.id != scim_id && !i.gone && i.email_keys().contains(&key))
+    {
+        return Ok(());
+    }
     let ident = Identity {
-        id: format!("{}{}:{id}", crate::identities::SCIM_PREFIX, caller.token),
+        id: scim_id,
         name: want.name.clone(),
         emails: vec![want.email.clone()],
         status: if want.active && !deleted {
@@ -910,6 +949,7 @@ pub async fn replace_user<S: Store>(
     id: &str,
     body: &Value,
 ) -> ScimResult<Value> {
+    provision::ensure_enabled(&caller.conn)?;
     let (a, rec) = account_by_id(engine, caller, id).await?;
     let mut want = wanted_user(body)?;
     if want.external_id.is_none() {
@@ -927,6 +967,7 @@ pub async fn patch_user<S: Store>(
     id: &str,
     body: &Value,
 ) -> ScimResult<Value> {
+    provision::ensure_enabled(&caller.conn)?;
     let ops =
         dscim::parse_patch(body).map_err(|e| ScimError::new(400, Some(e.scim_type), e.message))?;
     let mut current = user_by_id(engine, caller, id).await?;
@@ -945,6 +986,7 @@ pub async fn delete_user<S: Store>(
     caller: &ScimCaller,
     id: &str,
 ) -> ScimResult<()> {
+    provision::ensure_enabled(&caller.conn)?;
     let (a, rec) = account_by_id(engine, caller, id).await?;
     let current = user_by_id(engine, caller, id).await?;
     let mut want = wanted_user(&current)?;
@@ -1174,9 +1216,11 @@ pub async fn create_group<S: Store>(
             .is_some_and(|n| n.eq_ignore_ascii_case(&name))
     });
     let created = if let Some(g) = existing {
-        if records
+        // Only a group this token manages is answered again (a retried create); another
+        // (TestRail's own, or another token's) keeps its members: displayName is unique.
+        if !records
             .get(&g.id)
-            .is_some_and(|r| r.deleted_at.is_none() && r.token != caller.token)
+            .is_some_and(|r| r.deleted_at.is_none() && r.token == caller.token)
         {
             return Err(ScimError::new(
                 409,
@@ -1215,6 +1259,7 @@ pub async fn replace_group<S: Store>(
     id: &str,
     body: &Value,
 ) -> ScimResult<Value> {
+    provision::ensure_enabled(&caller.conn)?;
     let (_, g, emails) = group_by_id(engine, caller, id).await?;
     let name = str_ci(body, "displayName")
         .ok_or_else(|| ScimError::invalid_value("displayName is required"))?;
@@ -1231,6 +1276,7 @@ pub async fn patch_group<S: Store>(
     id: &str,
     body: &Value,
 ) -> ScimResult<Value> {
+    provision::ensure_enabled(&caller.conn)?;
     let ops =
         dscim::parse_patch(body).map_err(|e| ScimError::new(400, Some(e.scim_type), e.message))?;
     let (mut current, g, emails) = group_by_id(engine, caller, id).await?;
@@ -1252,6 +1298,7 @@ pub async fn delete_group<S: Store>(
     caller: &ScimCaller,
     id: &str,
 ) -> ScimResult<()> {
+    provision::ensure_enabled(&caller.conn)?;
     let (_, g, emails) = group_by_id(engine, caller, id).await?;
     let name = g.name.clone().unwrap_or_default();
     converge_group(engine, caller, &g, &emails, &name, &BTreeSet::new()).await?;

@@ -372,15 +372,22 @@ async fn entra_exchanges_give_the_testrail_state_they_should() {
     let identities = svc.engine.store().identities().await.unwrap();
     let me = identities
         .iter()
-        .find(|i| i.id == format!("scim:okta:{id}"))
+        .find(|i| i.id == "scim:omar.e@example.com")
         .expect("an identity");
     assert_eq!(me.status, accessrail_domain::IdentityStatus::Leaver);
+    assert_eq!(me.emails, vec!["omar.e@example.com".to_string()]);
     svc.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_create_makes_no_duplicate_and_tokens_stay_in_their_lane() {
     let svc = scim_service(10, 2).await;
+    // TestRail here would accept a second account with the same email, so a duplicate would
+    // show in the count below.
+    svc.sim.sim().set_settings(testrail_sim::Settings {
+        unique_emails: false,
+        ..svc.sim.sim().settings()
+    });
     let body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "userName": "rita.retry@example.com",
@@ -890,5 +897,62 @@ async fn scim2_tester_finds_no_error() {
         .collect();
     assert!(bad.is_empty(), "scim2-tester reported:\n{}", bad.join("\n"));
     assert!(text.contains("SUCCESS"), "{text}");
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_person_make_one_account_and_admin_emails_stay() {
+    let svc = scim_service(10, 2).await;
+    svc.sim.sim().set_settings(testrail_sim::Settings {
+        unique_emails: false,
+        ..svc.sim.sim().settings()
+    });
+    let body = json!({"userName": "twice@example.com", "name": {"givenName": "Two", "familyName": "Ce"}, "externalId": "t-1"});
+    let (a, b) = tokio::join!(
+        scim(&svc, Method::POST, "/Users", Some(body.clone())),
+        scim(&svc, Method::POST, "/Users", Some(body.clone()))
+    );
+    assert!(
+        a.0 == StatusCode::CREATED || b.0 == StatusCode::CREATED,
+        "{} {} / {} {}",
+        a.0,
+        a.1,
+        b.0,
+        b.1
+    );
+    assert_eq!(count_with_email(&svc, "twice@example.com"), 1);
+    // An administrator's email is not changed through SCIM.
+    let admin = svc
+        .sim
+        .sim()
+        .snapshot()
+        .users
+        .values()
+        .find(|u| u.is_admin && u.email != "admin@example.com")
+        .cloned();
+    if let Some(admin) = admin {
+        let (s, e, _) = scim(
+            &svc,
+            Method::PATCH,
+            &format!("/Users/{}", admin.id),
+            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "userName", "value": "attacker@evil.example"}]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+        assert_eq!(sim_user(&svc, &admin.email).unwrap().id, admin.id);
+    }
+    let (s, e, _) = scim(
+        &svc,
+        Method::PATCH,
+        "/Users/1",
+        Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "userName", "value": "other@evil.example"}]})),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the connection's own account: {e}"
+    );
+    assert!(sim_user(&svc, "admin@example.com").is_some());
     svc.stop().await.unwrap();
 }

@@ -18,6 +18,10 @@ struct ResourceRow {
     deleted_at: Option<i64>,
 }
 
+/// How long an administrator's decision on a held deactivation answers the identity
+/// provider's retries (a day); a request after that is counted (or held) afresh.
+const DECISION_LIFETIME: i64 = 86_400;
+
 impl From<ResourceRow> for ScimResource {
     fn from(r: ResourceRow) -> Self {
         Self {
@@ -181,10 +185,13 @@ impl PgStore {
         let decided: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, status FROM scim_deactivations
              WHERE connection_id = $1 AND tr_user_id = $2 AND status IN ('held', 'approved', 'rejected')
+               AND requested_at >= $3
              ORDER BY id DESC LIMIT 1",
         )
         .bind(connection_id)
         .bind(user)
+        // A decision answers the requests of its day; later ones are asked afresh.
+        .bind(now - DECISION_LIFETIME)
         .fetch_optional(&mut *tx)
         .await?;
         let claim = match decided {
@@ -254,7 +261,7 @@ impl PgStore {
             "SELECT id, connection_id, token, tr_user_id, email, requested_at, status, decided_by, decided_at
              FROM scim_deactivations
              WHERE status IN ('held', 'approved', 'rejected', 'used') AND ($1 IS NULL OR connection_id = $1)
-             ORDER BY id DESC LIMIT 500",
+             ORDER BY CASE WHEN status = 'held' THEN 0 ELSE 1 END, id DESC LIMIT 1000",
         )
         .bind(connection_id)
         .fetch_all(&self.pool)
