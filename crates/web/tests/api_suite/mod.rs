@@ -61,6 +61,11 @@ macro_rules! api_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn scim_on_this_store() {
+            api_suite::scim_on_this_store($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn console_forms_need_csrf_and_cookies_are_strict() {
             api_suite::console_forms_need_csrf_and_cookies_are_strict($backend).await;
         }
@@ -1242,4 +1247,117 @@ pub async fn evidence_and_seats_over_the_api(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+}
+
+/// SCIM on this store: a create, a group with a member, a filter, and concurrent
+/// deactivations that stop at the cap (the claim is one store transaction).
+pub async fn scim_on_this_store(backend: Backend) {
+    const SCIM: &str = "ar_scim_token_for_the_store_suite_000000000000000";
+    let svc = backend.start(30, 2).await;
+    svc.connect().await;
+    svc.scan().await;
+    let store = svc.engine.store();
+    let conn = store.connection("acme").await.unwrap().unwrap();
+    store.set_provisioning(&conn.id, true).await.unwrap();
+    store
+        .create_scim_token("idp", &accessrail_engine::tokens::hash(SCIM), &conn.id, 0)
+        .await
+        .unwrap();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let http = svc.http.clone();
+        let base = svc.base.clone();
+        async move {
+            let mut req = http
+                .request(method, format!("{base}/scim/v2/acme{path}"))
+                .bearer_auth(SCIM);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, made) = call(
+        reqwest::Method::POST,
+        "/Users".into(),
+        Some(json!({"userName": "sam.store@example.com", "name": {"givenName": "Sam", "familyName": "Store"}, "externalId": "s-1"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let id = made["id"].as_str().unwrap().to_string();
+    let (s, g) = call(
+        reqwest::Method::POST,
+        "/Groups".into(),
+        Some(json!({"displayName": "Store QA", "members": [{"value": id}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    assert_eq!(g["members"][0]["value"], id.as_str());
+    let (_, found) = call(
+        reqwest::Method::GET,
+        "/Users?filter=externalId%20eq%20%22s-1%22".into(),
+        None,
+    )
+    .await;
+    assert_eq!(found["totalResults"], 1);
+    let (_, u) = call(reqwest::Method::GET, format!("/Users/{id}"), None).await;
+    assert_eq!(u["groups"][0]["display"], "Store QA");
+    // 14 deactivations at once: 10 go, the rest are held (one each).
+    let people: Vec<u64> = svc
+        .sim
+        .sim()
+        .snapshot()
+        .users
+        .values()
+        .filter(|u| {
+            u.is_active
+                && !u.is_admin
+                && u.email.contains('@')
+                && u.email != "sam.store@example.com"
+        })
+        .map(|u| u.id)
+        .take(14)
+        .collect();
+    assert_eq!(people.len(), 14);
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let tasks: Vec<_> = people
+        .iter()
+        .map(|p| {
+            call(
+                reqwest::Method::PATCH,
+                format!("/Users/{p}"),
+                Some(body.clone()),
+            )
+        })
+        .collect();
+    let results = futures_join_all(tasks).await;
+    let ok = results.iter().filter(|r| r.0 == StatusCode::OK).count();
+    let held = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((ok, held), (10, 4), "{results:?}");
+    let inactive = people
+        .iter()
+        .filter(|p| !svc.sim.sim().snapshot().users[p].is_active)
+        .count();
+    assert_eq!(inactive, 10);
+    let holds = store.scim_holds(Some(&conn.id)).await.unwrap();
+    assert_eq!(holds.iter().filter(|h| h.status == "held").count(), 4);
+    svc.stop().await.unwrap();
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }
