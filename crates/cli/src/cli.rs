@@ -77,6 +77,9 @@ impl Command {
             Command::Identities {
                 action: Some(IdentitiesAction::Import { connection, .. }),
             } => return Some(connection),
+            Command::Tokens {
+                action: TokensAction::Create { connection, .. },
+            } => return Some(connection),
             Command::Match {
                 action:
                     MatchAction::Set { conn, .. }
@@ -650,11 +653,12 @@ pub enum TokensAction {
         #[arg(long, value_name = "EMAIL", conflicts_with = "scim")]
         reviewer: Option<String>,
         /// A SCIM token for an identity provider: valid only under
-        /// /scim/v2/<connection>/ (with --connection), nowhere else.
-        #[arg(long, requires = "connection")]
+        /// /scim/v2/<connection>/ (the global --connection, or the only connection), nowhere
+        /// else.
+        #[arg(long)]
         scim: bool,
-        /// The connection a SCIM token provisions.
-        #[arg(long, value_name = "NAME")]
+        /// Set from the global --connection.
+        #[arg(skip)]
         connection: Option<String>,
     },
     /// Revoke a token.
