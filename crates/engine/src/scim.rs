@@ -520,12 +520,25 @@ async fn run_claiming<S: Store>(
     requests: Vec<Request>,
     claim: Option<&Account>,
 ) -> ScimResult<provision::Plan> {
+    Ok(run_reporting(engine, caller, requests, claim).await?.0)
+}
+
+/// [`run_claiming`], with what the apply did (None when nothing was sent).
+async fn run_reporting<S: Store>(
+    engine: &Engine<S>,
+    caller: &ScimCaller,
+    requests: Vec<Request>,
+    claim: Option<&Account>,
+) -> ScimResult<(provision::Plan, Option<provision::ApplyReport>)> {
     if requests.is_empty() {
-        return Ok(provision::Plan {
-            connection: caller.conn.name.clone(),
-            steps: vec![],
-            skipped: vec![],
-        });
+        return Ok((
+            provision::Plan {
+                connection: caller.conn.name.clone(),
+                steps: vec![],
+                skipped: vec![],
+            },
+            None,
+        ));
     }
     provision::ensure_enabled(&caller.conn)?;
     let plan = provision::plan(engine, &caller.conn, requests, &Rails::new(None, false)).await?;
@@ -538,7 +551,7 @@ async fn run_claiming<S: Store>(
         claim_deactivation(engine, caller, a).await?;
     }
     if plan.steps.iter().all(provision::Step::is_noop) {
-        return Ok(plan);
+        return Ok((plan, None));
     }
     let report = provision::apply(engine, &caller.conn, &plan).await?;
     if report.failed > 0 {
@@ -558,7 +571,7 @@ async fn run_claiming<S: Store>(
             ),
         ));
     }
-    Ok(plan)
+    Ok((plan, Some(report)))
 }
 
 /// The deactivation of an account, if the cap (and an administrator) lets it happen now.
@@ -839,8 +852,27 @@ async fn account_by_id<S: Store>(
     Ok((a, rec))
 }
 
+/// How long a SCIM create waits for another create of the same person (or group name).
+const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `work` under a lease of the connection named after `key` (lower case): creates of one
+/// person, or of one group name, are decided one after the other across replicas.
+async fn one_at_a_time<S: Store, T>(
+    engine: &Engine<S>,
+    caller: &ScimCaller,
+    key: &str,
+    work: impl std::future::Future<Output = ScimResult<T>>,
+) -> ScimResult<T> {
+    let name = format!("scim:{}:{}", caller.conn.id, key.trim().to_lowercase());
+    let token = crate::lease::wait_for(engine, &name, "scim create", CREATE_WAIT, || {
+        format!("another request is creating {key} right now; try again")
+    })
+    .await?;
+    crate::lease::held(engine, std::slice::from_ref(&token), work).await
+}
+
 /// POST /Users: creates the account, or adopts the existing account with that email (never a
-/// duplicate). `Ok((created, resource))`.
+/// duplicate); one create of a person at a time.
 pub async fn create_user<S: Store>(
     engine: &Engine<S>,
     caller: &ScimCaller,
@@ -848,6 +880,22 @@ pub async fn create_user<S: Store>(
 ) -> ScimResult<Value> {
     let want = wanted_user(body)?;
     provision::ensure_enabled(&caller.conn)?;
+    // Keyed by the email: a userName that is not one is checked inside too.
+    let key = format!("user:{}", want.email);
+    one_at_a_time(
+        engine,
+        caller,
+        &key,
+        create_user_inner(engine, caller, want),
+    )
+    .await
+}
+
+async fn create_user_inner<S: Store>(
+    engine: &Engine<S>,
+    caller: &ScimCaller,
+    want: WantedUser,
+) -> ScimResult<Value> {
     // A userName that is not the email is unique too (any case) among live SCIM users.
     if EmailKey::parse(&want.user_name).is_none() {
         let taken = engine
@@ -907,7 +955,7 @@ pub async fn create_user<S: Store>(
         return user_by_id(engine, caller, &a.id.to_string()).await;
     }
     // Not in the store: create (reconciling an account TestRail has and the last scan missed).
-    let plan = run(
+    let (_, report) = run_reporting(
         engine,
         caller,
         vec![request(
@@ -920,12 +968,16 @@ pub async fn create_user<S: Store>(
                 reconcile: true,
             },
         )],
+        None,
     )
     .await?;
-    let created = plan
-        .steps
-        .iter()
-        .any(|s| matches!(s.kind, provision::StepKind::CreateUser { .. }));
+    // Created here only if this apply's create step was done (a create that found the account
+    // made meanwhile reads back as a no-op).
+    let created = report.is_some_and(|r| {
+        r.results
+            .iter()
+            .any(|x| x.action == "create_user" && x.outcome == accessrail_domain::Outcome::Done)
+    });
     let a = account_by_email(engine, &caller.conn, &want.email)
         .await?
         .ok_or_else(|| {
@@ -1207,8 +1259,24 @@ pub async fn create_group<S: Store>(
 ) -> ScimResult<Value> {
     let name = str_ci(body, "displayName")
         .ok_or_else(|| ScimError::invalid_value("displayName is required"))?;
-    let members = member_ids(body)?;
     provision::ensure_enabled(&caller.conn)?;
+    let key = format!("group:{name}");
+    one_at_a_time(
+        engine,
+        caller,
+        &key,
+        create_group_inner(engine, caller, body, name),
+    )
+    .await
+}
+
+async fn create_group_inner<S: Store>(
+    engine: &Engine<S>,
+    caller: &ScimCaller,
+    body: &Value,
+    name: String,
+) -> ScimResult<Value> {
+    let members = member_ids(body)?;
     let (groups, _, records) = groups_view(engine, &caller.conn).await?;
     let existing = groups.iter().find(|g| {
         g.name
