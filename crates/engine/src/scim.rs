@@ -793,6 +793,63 @@ async fn remember_user<S: Store>(
     Ok(())
 }
 
+/// Reads the account with this email from TestRail and records it in the store (audited), for
+/// an account the last scan did not see.
+async fn record_live_account<S: Store>(
+    engine: &Engine<S>,
+    caller: &ScimCaller,
+    email: &str,
+) -> ScimResult<Option<Account>> {
+    let client = engine.client_for(&caller.conn, None)?;
+    let user = match client.get_user_by_email(email).await {
+        Ok(u) => u,
+        Err(e) if e.kind() == testrail_client::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::upstream("looking the account up", e).into()),
+    };
+    let account = crate::connector::to_account(&user, &mut Default::default());
+    let store = engine.store();
+    let entry = store
+        .append_audit(accessrail_domain::AuditRecord {
+            at: engine.now(),
+            actor: caller.actor(),
+            connection: caller.conn.name.clone(),
+            action: "scim_record".into(),
+            target: account.email.clone().unwrap_or_else(|| email.to_string()),
+            before: None,
+            after: Some(format!("TestRail user {}", account.id)),
+            calls: vec!["get_user_by_email".into()],
+            outcome: accessrail_domain::Outcome::Done,
+            message: Some(
+                "TestRail has this account and the last scan did not: recorded now".into(),
+            ),
+        })
+        .await
+        .map_err(EngineError::from)?;
+    let joined = account.group_ids.iter().map(|g| (*g, account.id)).collect();
+    store
+        .record_provision(
+            &caller.conn.id,
+            entry.id,
+            engine.now(),
+            accessrail_store::ProvisionUpdate {
+                account: Some(account.clone()),
+                joined,
+                changes: vec![accessrail_store::NewChange {
+                    kind: accessrail_domain::ChangeKind::AccountAdded,
+                    user: Some(account.id),
+                    group: None,
+                    subject: account.email.clone(),
+                    before: None,
+                    after: account.email.clone(),
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(EngineError::from)?;
+    account_by_email(engine, &caller.conn, email).await
+}
+
 /// The current account with this email, as the store has it.
 async fn account_by_email<S: Store>(
     engine: &Engine<S>,
@@ -978,15 +1035,20 @@ async fn create_user_inner<S: Store>(
             .iter()
             .any(|x| x.action == "create_user" && x.outcome == accessrail_domain::Outcome::Done)
     });
-    let a = account_by_email(engine, &caller.conn, &want.email)
-        .await?
-        .ok_or_else(|| {
-            ScimError::new(
-                500,
-                None,
-                format!("{} was created but is not recorded", want.email),
-            )
-        })?;
+    let a = match account_by_email(engine, &caller.conn, &want.email).await? {
+        Some(a) => a,
+        // TestRail has the account and the last scan did not see it (made in TestRail since,
+        // or by a create whose answer was lost): read it and record it now.
+        None => record_live_account(engine, caller, &want.email)
+            .await?
+            .ok_or_else(|| {
+                ScimError::new(
+                    502,
+                    None,
+                    format!("TestRail does not show {} after the create", want.email),
+                )
+            })?,
+    };
     remember_user(engine, caller, a.id, &want, created, false).await?;
     if !want.active {
         converge(engine, caller, &a, &want).await?;

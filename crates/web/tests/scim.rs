@@ -956,3 +956,44 @@ async fn concurrent_creates_of_one_person_make_one_account_and_admin_emails_stay
     assert!(sim_user(&svc, "admin@example.com").is_some());
     svc.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_made_in_testrail_after_the_scan_is_adopted() {
+    let svc = scim_service(5, 1).await;
+    // Someone creates the account in TestRail itself; no scan has seen it.
+    let made: Value = svc
+        .http
+        .post(format!("{}/index.php?/api/v2/add_user", svc.sim.base_url()))
+        .basic_auth("admin@example.com", Some(common::KEY))
+        .json(&json!({"name": "Late Comer", "email": "late.comer@example.com", "is_active": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tr_id = made["id"].as_u64().expect("TestRail made the account");
+    let (s, body, _) = scim(
+        &svc,
+        Method::POST,
+        "/Users",
+        Some(json!({"userName": "late.comer@example.com", "name": {"givenName": "Late", "familyName": "Comer"}, "externalId": "l-1"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], tr_id.to_string(), "the same account, adopted");
+    assert_eq!(count_with_email(&svc, "late.comer@example.com"), 1);
+    let (s, again, _) = scim(&svc, Method::GET, &format!("/Users/{tr_id}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["externalId"], "l-1");
+    // Recorded with an audit entry of its own.
+    let (_, audit) = svc.get("/api/v1/audit?limit=50").await;
+    let entries = audit["entries"].as_array().or(audit.as_array()).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "scim_record" && e["actor"] == "scim:okta"),
+        "{audit}"
+    );
+    svc.stop().await.unwrap();
+}
