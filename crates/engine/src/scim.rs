@@ -729,31 +729,21 @@ async fn remember_user<S: Store>(
 ) -> ScimResult<()> {
     let store = engine.store();
     let now = engine.now();
-    let prev = store
-        .scim_resource(&caller.conn.id, "user", id)
-        .await
-        .map_err(EngineError::from)?;
-    store
-        .put_scim_resource(ScimResource {
-            connection_id: caller.conn.id.clone(),
-            kind: "user".into(),
-            tr_id: id,
+    keep_record(
+        engine,
+        caller,
+        "user",
+        id,
+        Facts {
             external_id: want.external_id.clone(),
             user_name: (EmailKey::parse(&want.user_name) != EmailKey::parse(&want.email))
                 .then(|| want.user_name.clone()),
             email_meta: want.email_meta.as_ref().map(Value::to_string),
-            token: caller.token.clone(),
-            created_by: if created {
-                Some(caller.token.clone())
-            } else {
-                prev.as_ref().and_then(|p| p.created_by.clone())
-            },
-            created_at: prev.as_ref().map_or(now, |p| p.created_at),
-            updated_at: now,
-            deleted_at: deleted.then_some(now),
-        })
-        .await
-        .map_err(EngineError::from)?;
+        },
+        created,
+        deleted.then_some(now),
+    )
+    .await?;
     // SCIM-managed people are identities too (one per email, whichever token writes it): an
     // active user is a current person; one the identity provider deactivated or deleted is a
     // leaver. A person the organisation's own identity file already has stays that record
@@ -1284,29 +1274,47 @@ async fn remember_group<S: Store>(
     external_id: Option<String>,
     created: bool,
 ) -> ScimResult<()> {
-    let store = engine.store();
+    let facts = Facts {
+        external_id,
+        user_name: None,
+        email_meta: None,
+    };
+    keep_record(engine, caller, "group", id, facts, created, None).await
+}
+
+/// What a client wrote that TestRail has no field for.
+struct Facts {
+    external_id: Option<String>,
+    user_name: Option<String>,
+    email_meta: Option<String>,
+}
+
+/// Keeps a resource's SCIM facts. The store keeps who created an existing row and when, so
+/// `created` only matters for a new one.
+async fn keep_record<S: Store>(
+    engine: &Engine<S>,
+    caller: &ScimCaller,
+    kind: &str,
+    id: u64,
+    facts: Facts,
+    created: bool,
+    deleted_at: Option<i64>,
+) -> ScimResult<()> {
     let now = engine.now();
-    let prev = store
-        .scim_resource(&caller.conn.id, "group", id)
-        .await
-        .map_err(EngineError::from)?;
-    store
+    engine
+        .store()
         .put_scim_resource(ScimResource {
             connection_id: caller.conn.id.clone(),
-            kind: "group".into(),
+            kind: kind.into(),
             tr_id: id,
-            external_id,
-            user_name: None,
-            email_meta: None,
+            external_id: facts.external_id,
+            user_name: facts.user_name,
+            email_meta: facts.email_meta,
             token: caller.token.clone(),
-            created_by: if created {
-                Some(caller.token.clone())
-            } else {
-                prev.as_ref().and_then(|p| p.created_by.clone())
-            },
-            created_at: prev.as_ref().map_or(now, |p| p.created_at),
+            created_by: created.then(|| caller.token.clone()),
+            created_at: now,
             updated_at: now,
-            deleted_at: None,
+            deleted_at,
         })
         .await
         .map_err(EngineError::from)?;
